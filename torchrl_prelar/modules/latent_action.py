@@ -1,0 +1,233 @@
+"""Modules that write ``"latent_action"``: the only part that changes between the two stages.
+
+* :class:`LatentActionModel` (pre-training): inverse dynamics q(a~ | o_t, o_{t+1}) on video.
+* :class:`ActionEncoder` (fine-tuning): the real action mapped into the same latent space.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import InteractionType, TensorDictModule, TensorDictModuleBase
+from tensordict.nn.probabilistic import interaction_type
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.modules import MLP
+
+from torchrl_prelar.modules.pixels import centred_pixels
+
+OutputType = Literal["gaussian", "deterministic", "discrete"]
+InputMode = Literal["concat", "difference"]
+
+_DEFAULT_OUT_KEYS: dict[str, list[NestedKey]] = {
+    "gaussian": ["latent_action", "latent_action_loc", "latent_action_scale"],
+    "deterministic": ["latent_action"],
+    "discrete": ["latent_action", "latent_action_logits"],
+}
+_MODE_INTERACTIONS = (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN)
+
+
+def latent_action_trunk_channels(input_mode: InputMode, window: int, channels: int = 3) -> int:
+    """Channels the latent action model's trunk reads for a window of ``window`` frames.
+
+    Examples:
+        >>> latent_action_trunk_channels("concat", 2), latent_action_trunk_channels("difference", 3)
+        (6, 6)
+    """
+    if window < 2:
+        raise ValueError(f"window must be >= 2 frames, got {window}.")
+    if input_mode == "concat":
+        return channels * window
+    if input_mode == "difference":
+        return channels * (window - 1)
+    raise ValueError(f"input_mode must be 'concat' or 'difference', got {input_mode!r}.")
+
+
+class LatentActionModel(TensorDictModuleBase):
+    """Inverse dynamics q(a~_t | o_t, o_{t+1}) that writes a latent action for every transition.
+
+    Reads ``"pixels"`` (o_t) and ``("next", "pixels")`` (o_{t+1}) and writes
+    ``"latent_action"`` plus the parameters of its distribution: ``"latent_action_loc"`` and
+    ``"latent_action_scale"`` (Gaussian), ``"latent_action_logits"`` (discrete), nothing more
+    (deterministic). The latent action at step ``t`` feeds the RSSM prior that predicts
+    o_{t+1}, exactly where TorchRL's Dreamer feeds the real action ``a_t``.
+
+    The trunk (an image encoder over the stacked frames) gives a feature vector, then
+    ``Linear(hidden) -> ELU -> Linear`` gives the output:
+
+    * ``"gaussian"``: mean and ``std = 2 * sigmoid(raw / 2)`` of a diagonal Gaussian; a
+      reparameterised sample in training, the mean under a deterministic interaction type
+      (``set_interaction_type("mode")``) or in ``eval()`` mode.
+    * ``"deterministic"``: the code itself (the paper's "without action learning" ablation).
+    * ``"discrete"``: ``num_categoricals`` one-hot categoricals of ``action_dim //
+      num_categoricals`` classes, straight-through gradients; the argmax at eval.
+
+    Args:
+        trunk: image encoder with ``output_features`` reading
+            :func:`latent_action_trunk_channels` channels.
+        action_dim: latent action size (64 in the paper).
+        hidden_dim: width of the head's hidden layer (1024 in the paper).
+        output_type: ``"gaussian"`` (default), ``"deterministic"`` or ``"discrete"``.
+        input_mode: ``"concat"`` stacks the frames on channels; ``"difference"`` stacks the
+            differences of consecutive frames.
+        window: frames per inference, ending at o_{t+1} (default 2 = (o_t, o_{t+1})). With
+            ``window > 2`` earlier frames are taken from the clip, repeating its first frame
+            where the window reaches before it; inputs then need a time dimension.
+        num_categoricals: categoricals of the discrete output.
+        in_keys: ``[pixels, next pixels]``.
+        out_keys: ``[latent_action, loc, scale]`` (Gaussian), ``[latent_action]``
+            (deterministic) or ``[latent_action, logits]`` (discrete); defaults as above.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> from torchrl_prelar.modules.networks import make_conv_encoder
+        >>> model = LatentActionModel(make_conv_encoder(6, depth=4, mults=(1, 2)), action_dim=8)
+        >>> td = TensorDict({"pixels": torch.zeros(2, 5, 3, 64, 64),
+        ...                  "next": {"pixels": torch.zeros(2, 5, 3, 64, 64)}}, [2, 5])
+        >>> model(td)["latent_action"].shape
+        torch.Size([2, 5, 8])
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        action_dim: int = 64,
+        hidden_dim: int = 1024,
+        output_type: OutputType = "gaussian",
+        input_mode: InputMode = "concat",
+        window: int = 2,
+        num_categoricals: int = 8,
+        in_keys: list[NestedKey] | None = None,
+        out_keys: list[NestedKey] | None = None,
+    ):
+        super().__init__()
+        if output_type not in ("gaussian", "deterministic", "discrete"):
+            raise ValueError(
+                "output_type must be 'gaussian', 'deterministic' or 'discrete', "
+                f"got {output_type!r}."
+            )
+        if output_type == "discrete" and action_dim % num_categoricals:
+            raise ValueError(
+                f"action_dim={action_dim} must be a multiple of num_categoricals={num_categoricals}."
+            )
+        latent_action_trunk_channels(input_mode, window)
+        self.trunk = trunk
+        self.output_type = output_type
+        self.input_mode = input_mode
+        self.window = window
+        self.action_dim = action_dim
+        self.num_categoricals = num_categoricals
+        head_out = 2 * action_dim if output_type == "gaussian" else action_dim
+        self.head = nn.Sequential(
+            nn.Linear(trunk.output_features, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, head_out)
+        )
+        self.in_keys = ["pixels", ("next", "pixels")] if in_keys is None else list(in_keys)
+        self.out_keys = list(_DEFAULT_OUT_KEYS[output_type]) if out_keys is None else list(out_keys)
+        if len(self.in_keys) != 2 or len(self.out_keys) != len(_DEFAULT_OUT_KEYS[output_type]):
+            raise ValueError(
+                f"Expected two in_keys and {len(_DEFAULT_OUT_KEYS[output_type])} out_keys for "
+                f"output_type={output_type!r} (defaults: {_DEFAULT_OUT_KEYS[output_type]})."
+            )
+
+    def _frames(self, pixels: torch.Tensor, next_pixels: torch.Tensor) -> torch.Tensor:
+        """Stack each transition's window of frames on the channel dim: [*B, T, k*C, H, W]."""
+        if self.window == 2:
+            frames = torch.stack([pixels, next_pixels], -4)
+        else:
+            if pixels.ndim < 5:
+                raise ValueError(
+                    f"window={self.window} needs a time dimension: expected pixels of shape "
+                    f"[*batch, T, C, H, W], got {tuple(pixels.shape)}."
+                )
+            clip = torch.cat([pixels[..., :1, :, :, :], next_pixels], -4)
+            steps = pixels.shape[-4]
+            offsets = torch.arange(self.window, device=pixels.device) - (self.window - 2)
+            index = (torch.arange(steps, device=pixels.device)[:, None] + offsets).clamp_min(0)
+            frames = clip[..., index.flatten(), :, :, :]
+            frames = frames.unflatten(-4, (steps, self.window))
+        if self.input_mode == "difference":
+            frames = frames[..., 1:, :, :, :] - frames[..., :-1, :, :, :]
+        return frames.flatten(-4, -3)
+
+    def _use_mode(self) -> bool:
+        interaction = interaction_type()
+        if interaction is None:
+            return not self.training
+        return interaction in _MODE_INTERACTIONS
+
+    def infer(
+        self, pixels: torch.Tensor, next_pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Return ``(latent_action, loc or logits, scale)`` for frames o_t and o_{t+1}.
+
+        Entries an output type does not have are ``None``.
+        """
+        frames = self._frames(centred_pixels(pixels), centred_pixels(next_pixels))
+        out = self.head(self.trunk(frames))
+        if self.output_type == "deterministic":
+            return out, None, None
+        if self.output_type == "gaussian":
+            loc, raw_scale = out.chunk(2, -1)
+            scale = 2 * torch.sigmoid(raw_scale / 2)
+            if self._use_mode():
+                return loc, loc, scale
+            return loc + scale * torch.randn_like(loc), loc, scale
+        logits = out.unflatten(-1, (self.num_categoricals, -1))
+        if self._use_mode():
+            sample = nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+        else:
+            probs = logits.softmax(-1)
+            index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1)
+            hard = torch.zeros_like(probs).reshape(-1, probs.shape[-1]).scatter_(-1, index, 1.0)
+            sample = probs + (hard.view_as(probs) - probs).detach()
+        return sample.flatten(-2), logits, None
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        pixels, next_pixels = (tensordict.get(key) for key in self.in_keys)
+        values = [value for value in self.infer(pixels, next_pixels) if value is not None]
+        for key, value in zip(self.out_keys, values, strict=True):
+            tensordict.set(key, value)
+        return tensordict
+
+
+class ActionEncoder(TensorDictModule):
+    """Deterministic MLP mapping the real action into the latent action space.
+
+    Used at fine-tuning in place of :class:`LatentActionModel`: it reads ``"action"`` and
+    writes ``"latent_action"``, the key the pre-trained RSSM already reads.
+
+    Args:
+        action_dim: real action size (4 for Meta-world).
+        latent_dim: latent action size; must match the pre-trained RSSM (64 in the paper).
+        hidden_dim: hidden width (1024 in the paper).
+        depth: hidden layers.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> encoder = ActionEncoder(4, latent_dim=8, hidden_dim=16)
+        >>> encoder(TensorDict({"action": torch.zeros(3, 4)}, [3]))["latent_action"].shape
+        torch.Size([3, 8])
+    """
+
+    def __init__(
+        self,
+        action_dim: int,
+        latent_dim: int = 64,
+        hidden_dim: int = 1024,
+        depth: int = 1,
+        in_keys: list[NestedKey] | None = None,
+        out_keys: list[NestedKey] | None = None,
+    ):
+        network = MLP(
+            in_features=action_dim,
+            out_features=latent_dim,
+            num_cells=[hidden_dim] * depth,
+            activation_class=nn.ELU,
+        )
+        super().__init__(
+            network,
+            in_keys=["action"] if in_keys is None else in_keys,
+            out_keys=["latent_action"] if out_keys is None else out_keys,
+        )

@@ -1,0 +1,213 @@
+"""Pixel encoders and decoders for 64x64 frames in [-0.5, 0.5].
+
+Two families:
+
+* :class:`ResNetEncoder` / :class:`ResNetDecoder`: the reference ("paper") ResNet-style
+  networks of PreLAR (stride-2 stem, residual stages with BatchNorm, average pooling /
+  nearest upsampling).
+* :func:`make_conv_encoder` / :func:`make_conv_decoder`: TorchRL's
+  :class:`~torchrl.modules.DreamerV3ImageEncoder` / :class:`~torchrl.modules.DreamerV3ImageDecoder`
+  adapted to centred pixels, for the small CPU presets.
+
+All encoders map ``[*batch, C, H, W]`` float frames in [-0.5, 0.5] to ``[*batch, features]``;
+all decoders map ``[*batch, features]`` to ``[*batch, C, H, W]`` predictions in the same space.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torchrl.modules import DreamerV3ImageDecoder, DreamerV3ImageEncoder
+
+
+def _flatten_batch(fn, value: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """Apply ``fn`` to ``value`` with all leading batch dims folded into one."""
+    batch_shape = value.shape[: value.ndim - event_dims]
+    out = fn(value.reshape(-1, *value.shape[value.ndim - event_dims :]))
+    return out.reshape(*batch_shape, *out.shape[1:])
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm and ELU and a (projected) skip connection.
+
+    Examples:
+        >>> block = ResidualBlock(8, 16)
+        >>> block(torch.zeros(2, 8, 4, 4)).shape
+        torch.Size([2, 16, 4, 4])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ELU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.skip = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        )
+        self.activation = nn.ELU()
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.body(value) + self.skip(value))
+
+
+class ResNetEncoder(nn.Module):
+    """Reference PreLAR image encoder: 64x64 frames to a ``widths[-1] x 4 x 4`` embedding.
+
+    A stride-2 3x3 stem (``in_channels -> widths[0]``, ELU), then one stage per width of
+    ``blocks_per_stage`` residual blocks followed by 2x2 average pooling. With the default
+    widths (48, 96, 192) a 64x64 frame gives a 3072-d embedding (1.56M parameters).
+
+    Args:
+        in_channels: input channels (3 for RGB, 6 for a concatenated frame pair).
+        widths: channels of each residual stage.
+        blocks_per_stage: residual blocks per stage.
+        image_size: input height and width.
+
+    Examples:
+        >>> encoder = ResNetEncoder(widths=(8, 8, 16))
+        >>> encoder(torch.zeros(2, 5, 3, 64, 64)).shape
+        torch.Size([2, 5, 256])
+        >>> encoder.output_features
+        256
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: tuple[int, ...] = (48, 96, 192),
+        blocks_per_stage: int = 2,
+        image_size: int = 64,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1),
+            nn.ELU(),
+        ]
+        channels = widths[0]
+        for width in widths:
+            for _ in range(blocks_per_stage):
+                layers.append(ResidualBlock(channels, width))
+                channels = width
+            layers.append(nn.AvgPool2d(2))
+        self.layers = nn.Sequential(*layers)
+        side = image_size // 2 ** (len(widths) + 1)
+        self.output_features = widths[-1] * side * side
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _flatten_batch(lambda x: self.layers(x).flatten(1), pixels, 3)
+
+
+class ResNetDecoder(nn.Module):
+    """Reference PreLAR image decoder: features to a ``3 x 64 x 64`` mean image.
+
+    ``Linear(in_features -> widths[0] * 4 * 4)``, then one stage per width transition of
+    nearest-neighbour 2x upsampling and two residual blocks, then a stride-2 transposed
+    convolution to the output channels. Predictions live in the [-0.5, 0.5] pixel space.
+
+    Args:
+        in_features: size of the model state ([stoch, deter]).
+        widths: channels from the 4x4 map down to the last stage (default 192, 96, 48, 24).
+        out_channels: image channels.
+        image_size: output height and width.
+
+    Examples:
+        >>> decoder = ResNetDecoder(32, widths=(16, 8, 8, 4))
+        >>> decoder(torch.zeros(2, 5, 32)).shape
+        torch.Size([2, 5, 3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        widths: tuple[int, ...] = (192, 96, 48, 24),
+        out_channels: int = 3,
+        image_size: int = 64,
+    ):
+        super().__init__()
+        side = image_size // 2 ** len(widths)
+        self.initial_shape = (widths[0], side, side)
+        self.projection = nn.Linear(in_features, math.prod(self.initial_shape))
+        layers: list[nn.Module] = []
+        for in_width, out_width in zip(widths[:-1], widths[1:], strict=True):
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                ResidualBlock(in_width, in_width),
+                ResidualBlock(in_width, out_width),
+            ]
+        layers.append(nn.ConvTranspose2d(widths[-1], out_channels, 4, stride=2, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        value = features[0] if len(features) == 1 else torch.cat(features, -1)
+        return _flatten_batch(
+            lambda x: self.layers(self.projection(x).view(-1, *self.initial_shape)), value, 1
+        )
+
+
+class _CentredEncoder(nn.Module):
+    """TorchRL's DreamerV3 encoder reads [0, 1] images; ours are centred on 0."""
+
+    def __init__(self, encoder: DreamerV3ImageEncoder, in_channels: int, image_size: int):
+        super().__init__()
+        self.encoder = encoder
+        self.output_features = encoder.output_features((in_channels, image_size, image_size))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.encoder(pixels + 0.5)
+
+
+class _CentredDecoder(nn.Module):
+    """TorchRL's DreamerV3 decoder predicts [0, 1] images; ours are centred on 0."""
+
+    def __init__(self, decoder: DreamerV3ImageDecoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        return self.decoder(*features) - 0.5
+
+
+def make_conv_encoder(
+    in_channels: int = 3, depth: int = 16, mults: tuple[int, ...] = (1, 2, 4, 8), image_size: int = 64
+) -> nn.Module:
+    """TorchRL's :class:`~torchrl.modules.DreamerV3ImageEncoder` on centred pixels.
+
+    Examples:
+        >>> encoder = make_conv_encoder(depth=4, mults=(1, 2))
+        >>> encoder(torch.zeros(2, 3, 64, 64)).shape, encoder.output_features
+        (torch.Size([2, 2048]), 2048)
+    """
+    encoder = DreamerV3ImageEncoder(in_channels=in_channels, depth=depth, mults=mults)
+    return _CentredEncoder(encoder, in_channels, image_size)
+
+
+def make_conv_decoder(
+    in_features: int,
+    depth: int = 16,
+    mults: tuple[int, ...] = (1, 2, 4, 8),
+    out_channels: int = 3,
+    image_size: int = 64,
+) -> nn.Module:
+    """TorchRL's :class:`~torchrl.modules.DreamerV3ImageDecoder` predicting centred pixels.
+
+    Examples:
+        >>> decoder = make_conv_decoder(8, depth=4, mults=(1, 2))
+        >>> decoder(torch.zeros(2, 8)).shape
+        torch.Size([2, 3, 64, 64])
+    """
+    decoder = DreamerV3ImageDecoder(
+        in_features,
+        image_shape=(out_channels, image_size, image_size),
+        depth=depth,
+        mults=mults,
+        num_blocks=1,
+    )
+    return _CentredDecoder(decoder)

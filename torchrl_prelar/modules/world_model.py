@@ -1,0 +1,323 @@
+"""The PreLAR world model, assembled from TorchRL's DreamerV3 RSSM and PreLAR's networks.
+
+The RSSM always reads its action from ``"latent_action"``; only the module that writes
+that key changes between stages (:class:`~torchrl_prelar.modules.LatentActionModel` for
+pre-training, :class:`~torchrl_prelar.modules.ActionEncoder` for fine-tuning).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import torch
+import yaml
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.modules import MLP, RSSMPosteriorV3, RSSMPriorV3, RSSMRolloutV3
+
+from torchrl_prelar.modules.latent_action import (
+    ActionEncoder,
+    LatentActionModel,
+    latent_action_trunk_channels,
+)
+from torchrl_prelar.modules.networks import (
+    ResNetDecoder,
+    ResNetEncoder,
+    make_conv_decoder,
+    make_conv_encoder,
+)
+from torchrl_prelar.modules.pixels import centred_pixels, check_pixels
+
+PRESETS = ("paper", "small", "tiny")
+
+
+def _merge(base: dict, overrides: Mapping) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def world_model_config(preset: str | Mapping = "tiny", **overrides: Any) -> dict:
+    """Return the world-model settings of a preset (``paper``, ``small``, ``tiny``).
+
+    The presets live in ``torchrl_prelar/configs/world_model/<preset>.yaml``. A mapping is
+    taken as a full configuration. ``overrides`` are merged in, nested mappings key by key.
+
+    Examples:
+        >>> world_model_config("tiny", rssm={"deter": 32})["rssm"]["deter"]
+        32
+    """
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"Unknown world-model preset {preset!r}: expected one of {PRESETS}.")
+        text = (
+            resources.files("torchrl_prelar") / "configs" / "world_model" / f"{preset}.yaml"
+        ).read_text()
+        config = yaml.safe_load(text)
+    else:
+        config = _merge({}, preset)
+    return _merge(config, overrides)
+
+
+def _make_encoder(spec: Mapping, in_channels: int, image_size: int) -> nn.Module:
+    if spec["type"] == "resnet":
+        return ResNetEncoder(
+            in_channels, tuple(spec["widths"]), spec["blocks_per_stage"], image_size
+        )
+    if spec["type"] == "conv":
+        return make_conv_encoder(in_channels, spec["depth"], tuple(spec["mults"]), image_size)
+    raise ValueError(f"Unknown encoder type {spec['type']!r}: expected 'resnet' or 'conv'.")
+
+
+def _make_decoder(spec: Mapping, in_features: int, channels: int, image_size: int) -> nn.Module:
+    if spec["type"] == "resnet":
+        return ResNetDecoder(in_features, tuple(spec["widths"]), channels, image_size)
+    if spec["type"] == "conv":
+        return make_conv_decoder(
+            in_features, spec["depth"], tuple(spec["mults"]), channels, image_size
+        )
+    raise ValueError(f"Unknown decoder type {spec['type']!r}: expected 'resnet' or 'conv'.")
+
+
+class PreLARWorldModel(TensorDictModuleBase):
+    """Action-conditional Dreamer world model whose action is ``"latent_action"``.
+
+    Runs, on a ``[*batch, T]`` TensorDict of TorchRL transitions:
+
+    1. ``action_model``: writes ``"latent_action"`` (a :class:`LatentActionModel` on video,
+       an :class:`ActionEncoder` on real actions);
+    2. ``encoder``: ``("next", "pixels")`` -> ``("next", "encoded_latents")``;
+    3. ``rssm``: TorchRL's :class:`~torchrl.modules.RSSMRolloutV3` over time, resetting state,
+       belief and action where ``"is_init"`` is set, writing ``("next", "prior_logits")``,
+       ``("next", "posterior_logits")``, ``("next", "state")``, ``("next", "belief")``;
+    4. ``decoder``: ``("next", "state"), ("next", "belief")`` -> ``("next", "reco_pixels")``;
+    5. ``reward_heads`` (fine-tuning only): each writes a reward prediction from the state.
+
+    uint8 frames are converted to floats in [-0.5, 0.5] in the TensorDict; frames are checked
+    (key, shape, range, NaN) unless ``validate_inputs`` is off. A zero initial ``"state"`` /
+    ``"belief"`` is supplied when absent. Swap the action model by assignment:
+    ``world_model.action_model = ActionEncoder(...)``.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> model = make_world_model("tiny")
+        >>> td = TensorDict({"pixels": torch.zeros(2, 4, 3, 64, 64, dtype=torch.uint8),
+        ...                  "next": {"pixels": torch.zeros(2, 4, 3, 64, 64, dtype=torch.uint8)},
+        ...                  "is_init": torch.zeros(2, 4, 1, dtype=torch.bool)}, [2, 4])
+        >>> model(td)["next", "reco_pixels"].shape
+        torch.Size([2, 4, 3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        action_model: TensorDictModuleBase,
+        encoder: TensorDictModule,
+        rssm: RSSMRolloutV3,
+        decoder: TensorDictModule,
+        reward_heads: list[TensorDictModule] | None = None,
+        *,
+        image_shape: tuple[int, int, int] = (3, 64, 64),
+        pixel_keys: tuple[NestedKey, NestedKey] = ("pixels", ("next", "pixels")),
+        validate_inputs: bool = True,
+    ):
+        super().__init__()
+        self.action_model = action_model
+        self.encoder = encoder
+        self.rssm = rssm
+        self.decoder = decoder
+        self.reward_heads = nn.ModuleList(reward_heads or [])
+        self.image_shape = tuple(image_shape)
+        self.pixel_keys = list(pixel_keys)
+        self.validate_inputs = validate_inputs
+
+    @property
+    def _parts(self) -> list[TensorDictModuleBase]:
+        return [self.action_model, self.encoder, self.rssm, self.decoder, *self.reward_heads]
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        keys: list[NestedKey] = []
+        written: set = set()
+        for part in self._parts:
+            keys += [key for key in part.in_keys if key not in written and key not in keys]
+            written.update(part.out_keys)
+        return keys
+
+    @property
+    def out_keys(self) -> list[NestedKey]:
+        return [key for part in self._parts for key in part.out_keys]
+
+    @property
+    def rssm_prior(self) -> RSSMPriorV3:
+        """The prior network (GRU + prior head), e.g. for imagination."""
+        return self.rssm.rssm_prior.module
+
+    def _prepare(self, tensordict: TensorDictBase) -> None:
+        for key in self.pixel_keys:
+            if self.validate_inputs:
+                check_pixels(tensordict, key, self.image_shape)
+            pixels = tensordict.get(key, None)
+            if pixels is not None and pixels.dtype == torch.uint8:
+                tensordict.set(key, centred_pixels(pixels))
+        prior = self.rssm_prior
+        sizes = {
+            "state": prior.num_categoricals * prior.num_classes,
+            "belief": prior.rnn_hidden_dim,
+        }
+        for key, size in sizes.items():
+            if key not in tensordict.keys():
+                zeros = torch.zeros((), device=tensordict.device or self._device())
+                tensordict.set(key, zeros.expand(*tensordict.batch_size, size))
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self._prepare(tensordict)
+        tensordict = self.action_model(tensordict)
+        tensordict = self.encoder(tensordict)
+        tensordict = self.rssm(tensordict)
+        tensordict = self.decoder(tensordict)
+        for head in self.reward_heads:
+            tensordict = head(tensordict)
+        return tensordict
+
+
+def make_latent_action_model(config: Mapping) -> LatentActionModel:
+    """Build the :class:`LatentActionModel` described by a world-model configuration.
+
+    Examples:
+        >>> make_latent_action_model(world_model_config("tiny")).action_dim
+        8
+    """
+    spec = config["latent_action"]
+    trunk_channels = latent_action_trunk_channels(
+        spec["input_mode"], spec["window"], config["channels"]
+    )
+    return LatentActionModel(
+        _make_encoder(spec["trunk"], trunk_channels, config["image_size"]),
+        action_dim=spec["dim"],
+        hidden_dim=spec["hidden"],
+        output_type=spec["output_type"],
+        input_mode=spec["input_mode"],
+        window=spec["window"],
+        num_categoricals=spec["num_categoricals"],
+    )
+
+
+def make_action_encoder(config: Mapping, action_dim: int) -> ActionEncoder:
+    """Build the fine-tuning :class:`ActionEncoder` matching a world-model configuration.
+
+    Examples:
+        >>> make_action_encoder(world_model_config("tiny"), action_dim=4)(torch.zeros(4)).shape
+        torch.Size([8])
+    """
+    spec = config["action_encoder"]
+    return ActionEncoder(
+        action_dim, config["latent_action"]["dim"], spec["hidden"], spec["depth"]
+    )
+
+
+def make_reward_head(config: Mapping, out_key: NestedKey = ("next", "reward")) -> TensorDictModule:
+    """An ELU MLP from the model state ``[state, belief]`` to a scalar reward prediction.
+
+    Examples:
+        >>> make_reward_head(world_model_config("tiny")).out_keys
+        [('next', 'reward')]
+    """
+    rssm, spec = config["rssm"], config["reward_head"]
+    network = MLP(
+        in_features=rssm["categoricals"] * rssm["classes"] + rssm["deter"],
+        out_features=1,
+        num_cells=[spec["hidden"]] * spec["depth"],
+        activation_class=nn.ELU,
+    )
+    return TensorDictModule(
+        network, in_keys=[("next", "state"), ("next", "belief")], out_keys=[out_key]
+    )
+
+
+def make_world_model(
+    preset: str | Mapping = "tiny",
+    *,
+    action_model: TensorDictModuleBase | None = None,
+    reward_keys: list[NestedKey] | None = None,
+    validate_inputs: bool = True,
+    **overrides: Any,
+) -> PreLARWorldModel:
+    """Build a :class:`PreLARWorldModel` from a preset name or a configuration mapping.
+
+    Args:
+        preset: ``"paper"``, ``"small"``, ``"tiny"`` or a full configuration mapping.
+        action_model: the module writing ``"latent_action"``; defaults to the preset's
+            :class:`LatentActionModel`.
+        reward_keys: one reward head per key (e.g. ``[("next", "reward")]`` at fine-tuning);
+            none by default, as action-free video has no reward.
+        validate_inputs: check the frames of every batch (shape, range, NaN).
+        **overrides: merged into the preset (see :func:`world_model_config`).
+
+    Examples:
+        >>> model = make_world_model("tiny", rssm={"deter": 32})
+        >>> model.rssm_prior.rnn_hidden_dim
+        32
+    """
+    config = world_model_config(preset, **overrides)
+    image_size, channels = config["image_size"], config["channels"]
+    rssm = config["rssm"]
+    stoch = rssm["categoricals"] * rssm["classes"]
+    latent_dim = config["latent_action"]["dim"]
+    encoder_net = _make_encoder(config["encoder"], channels, image_size)
+    prior = RSSMPriorV3(
+        action_shape=(latent_dim,),
+        hidden_dim=rssm["hidden"],
+        rnn_hidden_dim=rssm["deter"],
+        num_categoricals=rssm["categoricals"],
+        num_classes=rssm["classes"],
+        action_dim=latent_dim,
+    )
+    posterior = RSSMPosteriorV3(
+        hidden_dim=rssm["hidden"],
+        num_categoricals=rssm["categoricals"],
+        num_classes=rssm["classes"],
+        rnn_hidden_dim=rssm["deter"],
+        obs_embed_dim=encoder_net.output_features,
+    )
+    rollout = RSSMRolloutV3(
+        TensorDictModule(
+            prior,
+            in_keys=["state", "belief", "latent_action"],
+            out_keys=[("next", "prior_logits"), ("next", "state"), ("next", "belief")],
+        ),
+        TensorDictModule(
+            posterior,
+            in_keys=[("next", "belief"), ("next", "encoded_latents")],
+            out_keys=[("next", "posterior_logits"), ("next", "state")],
+        ),
+        reset_key="is_init",
+        action_key="latent_action",
+    )
+    decoder = TensorDictModule(
+        _make_decoder(config["decoder"], stoch + rssm["deter"], channels, image_size),
+        in_keys=[("next", "state"), ("next", "belief")],
+        out_keys=[("next", "reco_pixels")],
+    )
+    return PreLARWorldModel(
+        action_model if action_model is not None else make_latent_action_model(config),
+        TensorDictModule(
+            encoder_net, in_keys=[("next", "pixels")], out_keys=[("next", "encoded_latents")]
+        ),
+        rollout,
+        decoder,
+        [make_reward_head(config, key) for key in reward_keys or []],
+        image_shape=(channels, image_size, image_size),
+        validate_inputs=validate_inputs,
+    )
