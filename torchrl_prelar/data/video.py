@@ -96,7 +96,24 @@ _WRITER_DIR = "writer"
 
 
 class EpisodeError(ValueError):
-    """An episode that cannot be used; the message names the file and what was expected."""
+    """An episode that cannot be used; the message names the file and what was expected.
+
+    Args:
+        message: names the file and the expectation.
+        kind: category for the statistics (see :class:`SkippedEpisode`).
+
+    Example:
+        >>> EpisodeError("a.npz: frames are 32x32, expected 64x64", kind="wrong_size").kind
+        'wrong_size'
+    """
+
+    def __init__(self, message: str, kind: str = "corrupt") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def skipped(self, name: str, source: str) -> SkippedEpisode:
+        """The :class:`SkippedEpisode` reporting this error."""
+        return SkippedEpisode(name, source, str(self), self.kind)
 
 
 @dataclass
@@ -157,7 +174,7 @@ class EpisodeSource(abc.ABC):
     Example:
         >>> class Blank(EpisodeSource):
         ...     name = "blank"
-        ...     def episodes(self, exclude=frozenset()):
+        ...     def episodes(self, exclude=frozenset(), min_frames=0):
         ...         yield Episode(np.zeros((5, 8, 8, 3), np.uint8), name="0", source=self.name)
         >>> [ep.name for ep in Blank()]
         ['0']
@@ -167,16 +184,17 @@ class EpisodeSource(abc.ABC):
 
     @abc.abstractmethod
     def episodes(
-        self, exclude: Collection[str] = frozenset()
+        self, exclude: Collection[str] = frozenset(), min_frames: int = 0
     ) -> Iterator[Episode | SkippedEpisode]:
-        """Yields the episodes whose name is not in ``exclude`` (these are not decoded)."""
+        """Yields the episodes whose name is not in ``exclude``.
+
+        Excluded items are not decoded. Sources that know an item's length without decoding
+        yield it as a ``"too_short"`` :class:`SkippedEpisode` when it has fewer than
+        ``min_frames`` frames.
+        """
 
     def __iter__(self) -> Iterator[Episode | SkippedEpisode]:
         return self.episodes()
-
-    def __len__(self) -> int:
-        """Number of items (episodes or skips) :meth:`episodes` yields, before exclusion."""
-        raise TypeError(f"{type(self).__name__} does not know its length in advance")
 
     def num_frames_hint(self) -> int | None:
         """Upper bound on the frames this source holds, if known without decoding."""
@@ -275,7 +293,8 @@ def validate_frames(
     if image_size is not None and tuple(frames.shape[1:3]) != tuple(image_size):
         raise EpisodeError(
             f"{name}: frames are {frames.shape[1]}x{frames.shape[2]}, expected "
-            f"{image_size[0]}x{image_size[1]} (ask the source to resize)"
+            f"{image_size[0]}x{image_size[1]} (ask the source to resize)",
+            kind="wrong_size",
         )
     return frames
 
@@ -369,7 +388,8 @@ class VideoEpisodeWriter:
         Episodes whose ``(source, name)`` was already written or skipped are left out.
         """
         if isinstance(episodes, EpisodeSource):
-            items = episodes.episodes(exclude=frozenset(self._known.get(episodes.name, ())))
+            known = frozenset(self._known.get(episodes.name, ()))
+            items = episodes.episodes(exclude=known, min_frames=self.min_frames)
             desc = f"writing {episodes.name}"
         else:
             items = iter(episodes)
@@ -401,7 +421,7 @@ class VideoEpisodeWriter:
         try:
             data = self._to_tensordict(item, name)
         except EpisodeError as err:
-            self._skip(SkippedEpisode(item.name, item.source, str(err), "wrong_size"))
+            self._skip(err.skipped(item.name, item.source))
             return
         storage = self.buffer.storage
         if len(storage) + data.shape[0] > storage.max_size:
@@ -437,7 +457,8 @@ class VideoEpisodeWriter:
         if stored_shape is not None and list(pixels.shape[1:]) != stored_shape:
             raise EpisodeError(
                 f"{name}: frames are {frames.shape[1]}x{frames.shape[2]}, the buffer holds "
-                f"{stored_shape[1]}x{stored_shape[2]} frames"
+                f"{stored_shape[1]}x{stored_shape[2]} frames",
+                kind="wrong_size",
             )
         num_frames = pixels.shape[0]
         data = {

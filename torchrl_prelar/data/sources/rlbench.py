@@ -1,0 +1,133 @@
+"""RLBench videos in the APV / DreamerV2 episode format (also Meta-world scripted videos).
+
+A folder of compressed ``.npz`` episodes named ``<time>-<id>-<length>.npz``, each with key
+``"image"``: uint8 ``(length + 1, 64, 64, 3)``. ``"action"`` (``(length + 1, A)``, APV convention:
+``action[t]`` leads into frame t, ``action[0] = 0``) is kept as the evaluation-only true action
+when present; every other key is ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from torchrl_prelar.data.video import (
+    Episode,
+    EpisodeError,
+    EpisodeSource,
+    SkippedEpisode,
+    resize_frames,
+    validate_frames,
+)
+
+__all__ = ["RLBenchSource"]
+
+_NAME_PATTERN = re.compile(r"^.+-.+-(\d+)\.npz$")
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile)
+
+
+class RLBenchSource(EpisodeSource):
+    """Episodes from a folder of APV-format ``.npz`` files (sorted by file name).
+
+    Args:
+        root: folder holding the ``.npz`` files (not searched recursively).
+
+    Keyword Args:
+        image_size: expected ``(H, W)`` of the frames.
+        resize: resize frames of another size to ``image_size`` instead of skipping them.
+        name: source name in the statistics (e.g. ``"metaworld"`` for generated videos).
+
+    Raises:
+        FileNotFoundError: if ``root`` does not exist or holds no ``.npz`` file.
+
+    A corrupt or truncated file, a missing ``"image"`` key or frames of the wrong size are
+    yielded as :class:`~torchrl_prelar.data.video.SkippedEpisode` naming the file.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> np.savez_compressed(root / "20240101T000000-abc-24.npz",
+        ...                     image=np.zeros((25, 64, 64, 3), np.uint8))
+        >>> source = RLBenchSource(root)
+        >>> len(source), source.num_frames_hint(), next(iter(source)).frames.shape
+        (1, 25, (25, 64, 64, 3))
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        image_size: tuple[int, int] = (64, 64),
+        resize: bool = False,
+        name: str = "rlbench",
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: not a folder (expected a folder of .npz files)")
+        self.files = sorted(self.root.glob("*.npz"))
+        if not self.files:
+            raise FileNotFoundError(
+                f"{self.root}: no .npz episode found (expected <time>-<id>-<length>.npz files "
+                f"with key 'image' of shape (L+1, {image_size[0]}, {image_size[1]}, 3))"
+            )
+        self.image_size = tuple(image_size)
+        self.resize = resize
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def num_frames_hint(self) -> int | None:
+        total = 0
+        for path in self.files:
+            length = _length_from_name(path)
+            if length is None:
+                return None
+            total += length + 1
+        return total
+
+    def episodes(
+        self, exclude: Collection[str] = frozenset(), min_frames: int = 0
+    ) -> Iterator[Episode | SkippedEpisode]:
+        for path in self.files:
+            if path.name in exclude:
+                continue
+            length = _length_from_name(path)
+            if length is not None and length + 1 < min_frames:
+                reason = f"{path}: {length + 1} frames (from its name), expected >= {min_frames}"
+                yield SkippedEpisode(path.name, self.name, reason, "too_short")
+                continue
+            try:
+                yield self._load(path)
+            except EpisodeError as err:
+                yield err.skipped(path.name, self.name)
+
+    def _load(self, path: Path) -> Episode:
+        try:
+            with np.load(path) as npz:
+                if "image" not in npz.files:
+                    raise EpisodeError(
+                        f"{path}: no 'image' key (found {sorted(npz.files)}), expected uint8 "
+                        f"(L+1, {self.image_size[0]}, {self.image_size[1]}, 3)"
+                    )
+                frames = npz["image"]
+                actions = npz["action"] if "action" in npz.files else None
+        except _NPZ_ERRORS as err:
+            raise EpisodeError(
+                f"{path}: corrupt or truncated npz ({type(err).__name__}: {err}), expected a "
+                "compressed npz with key 'image'"
+            ) from err
+        if self.resize:
+            validate_frames(frames, str(path))
+            frames = resize_frames(frames, self.image_size)
+        validate_frames(frames, str(path), self.image_size)
+        return Episode(frames, actions, name=path.name, source=self.name)
+
+
+def _length_from_name(path: Path) -> int | None:
+    match = _NAME_PATTERN.match(path.name)
+    return int(match.group(1)) if match else None
