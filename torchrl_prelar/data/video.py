@@ -377,6 +377,7 @@ class VideoEpisodeWriter:
             self.stats = VideoDatasetStats(min_frames=self.min_frames)
         self._known = self.stats.known_names()
         self._last_flush = time.monotonic()
+        self._dirty = False
 
     @property
     def _stats_path(self) -> Path | None:
@@ -436,11 +437,13 @@ class VideoEpisodeWriter:
             self.stats.frame_shape = list(data[PIXELS_KEY].shape[1:])
             self.stats.action_dim = data[ACTION_KEY].shape[-1] if ACTION_KEY in data.keys() else 0
         self.stats.add_episode(item.source, data.shape[0], item.name or None)
+        self._dirty = True
         if item.name:
             self._known.setdefault(item.source, set()).add(item.name)
 
     def _skip(self, skip: SkippedEpisode) -> None:
         self.stats.add_skip(skip)
+        self._dirty = True
         self._known.setdefault(skip.source, set()).add(skip.name)
         if skip.kind == "too_short":
             torchrl_logger.debug(f"skipped {skip.reason}")
@@ -496,10 +499,15 @@ class VideoEpisodeWriter:
         return transition
 
     def flush(self) -> None:
-        """Saves storage length, writer cursor and stats to ``root`` (no-op in memory)."""
+        """Saves storage length, writer cursor and stats to ``root``.
+
+        A no-op in memory or when nothing changed since the last flush, so reopening a buffer
+        and writing no new episode leaves every file untouched.
+        """
         self._last_flush = time.monotonic()
-        if self.root is None:
+        if self.root is None or not self._dirty:
             return
+        self._dirty = False
         self.root.mkdir(parents=True, exist_ok=True)
         if self.buffer.storage.initialized:
             self.buffer.storage.dumps(self.root / _STORAGE_DIR)
@@ -566,6 +574,7 @@ class VideoClipTransform(Transform):
             frames = F.interpolate(
                 frames.flatten(0, 1), size=self.resize, mode="bilinear", antialias=True
             ).unflatten(0, (num_clips, clip_len))
+            frames.clamp_(-0.5, 0.5)  # the antialiasing filter can overshoot by rounding error
         is_init = torch.zeros(num_clips, self.num_transitions, 1, dtype=torch.bool)
         is_init[:, 0] = True
         out = TensorDict(
@@ -674,15 +683,17 @@ def make_video_replay_buffer(
         storage = LazyMemmapStorage(capacity, scratch_dir=root / _STORAGE_DIR, existsok=True)
     else:
         storage = LazyTensorStorage(capacity)
-    sampler_cls = SliceSampler if replacement else SliceSamplerWithoutReplacement
-    sampler = sampler_cls(
-        slice_len=clip_len,
-        traj_key=EPISODE_KEY,
-        strict_length=True,
-        cache_values=True,
-        truncated_key=None,
-        init_key=None,
-    )
+    sampler_kwargs = {
+        "slice_len": clip_len,
+        "traj_key": EPISODE_KEY,
+        "strict_length": True,
+        "truncated_key": None,
+        "init_key": None,
+    }
+    if replacement:
+        sampler = SliceSampler(cache_values=True, **sampler_kwargs)
+    else:
+        sampler = SliceSamplerWithoutReplacement(**sampler_kwargs)
     clip_transform = VideoClipTransform(num_transitions, resize=resize)
     rb = ReplayBuffer(
         storage=storage,

@@ -1,0 +1,268 @@
+"""Video replay buffer: exact round trip, episode boundaries, alignment, reopening, transform."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl import torchrl_logger
+from torchrl.data import LazyTensorStorage, ReplayBuffer, SliceSampler
+from torchrl.envs.transforms import Compose, Transform
+
+from torchrl_prelar.data.video import (
+    Episode,
+    EpisodeSource,
+    SkippedEpisode,
+    VideoClipTransform,
+    VideoDatasetStats,
+    VideoEpisodeWriter,
+    make_video_replay_buffer,
+)
+
+T = 5
+B = 8
+SIZE = 12
+
+
+def make_episode(ep: int, num_frames: int, *, actions: bool = False, seed: int = 0) -> Episode:
+    """Frames encode (episode, frame index) in channels 0 and 1; channel 2 is random."""
+    rng = np.random.default_rng(seed + ep)
+    frames = rng.integers(0, 256, size=(num_frames, SIZE, SIZE, 3), dtype=np.uint8)
+    frames[..., 0] = ep
+    frames[..., 1] = np.arange(num_frames, dtype=np.uint8)[:, None, None]
+    acts = None
+    if actions:
+        # APV convention: acts[t] is the action taken just before frame t, acts[0] = 0.
+        acts = np.stack([np.full(num_frames, ep), np.arange(num_frames)], -1).astype(np.float32)
+        acts[0] = 0
+    return Episode(frames, acts, name=f"ep{ep}", source="synthetic")
+
+
+def stored_frames(rb) -> TensorDict:
+    """The raw stored rows (the buffer's ``rb[:]`` would apply the clip transform)."""
+    return rb.storage.get(torch.arange(len(rb)))
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 0.5) * 255).round().to(torch.uint8)
+
+
+@pytest.fixture(params=["memmap", "memory"])
+def root(request, tmp_path) -> Path | None:
+    return tmp_path / "buffer" if request.param == "memmap" else None
+
+
+def test_round_trip_contract_and_boundaries(root):
+    lengths = [T + 1, 9, 14, 30, 7, 11]
+    episodes = [make_episode(i, n) for i, n in enumerate(lengths)]
+    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=B, root=root)
+    assert len(rb) == sum(lengths)
+    for _ in range(20):
+        batch = rb.sample()
+        assert batch.batch_size == torch.Size([B, T])
+        assert set(batch.keys(include_nested=True, leaves_only=True)) == {
+            "pixels",
+            ("next", "pixels"),
+            "is_init",
+        }
+        pixels, next_pixels = batch["pixels"], batch["next", "pixels"]
+        assert pixels.shape == (B, T, 3, SIZE, SIZE) and pixels.dtype == torch.float32
+        assert next_pixels.shape == pixels.shape and next_pixels.dtype == torch.float32
+        assert pixels.min() >= -0.5 and pixels.max() <= 0.5
+        # two views of one [B, T + 1] tensor
+        assert pixels.untyped_storage().data_ptr() == next_pixels.untyped_storage().data_ptr()
+        torch.testing.assert_close(pixels[:, 1:], next_pixels[:, :-1], rtol=0, atol=0)
+        assert batch["is_init"].shape == (B, T, 1) and batch["is_init"].dtype == torch.bool
+        assert batch["is_init"][:, 0].all() and not batch["is_init"][:, 1:].any()
+        frames = torch.cat([to_uint8(pixels), to_uint8(next_pixels[:, -1:])], 1)
+        for clip in frames:
+            ep = int(clip[0, 0, 0, 0])
+            start = int(clip[0, 1, 0, 0])
+            assert (clip[:, 0] == ep).all(), "clip crosses an episode boundary"
+            assert start + T < lengths[ep]
+            expected = torch.from_numpy(episodes[ep].frames[start : start + T + 1])
+            assert torch.equal(clip, expected.permute(0, 3, 1, 2)), "frames differ from input"
+
+
+def test_true_action_alignment(root):
+    episodes = [make_episode(i, 10 + i, actions=True) for i in range(4)]
+    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=B, root=root)
+    batch = rb.sample()
+    action = batch["true_action"]
+    assert action.shape == (B, T, 2) and action.dtype == torch.float32
+    frame_t = to_uint8(batch["pixels"])[:, :, 1, 0, 0].float()
+    next_t = to_uint8(batch["next", "pixels"])[:, :, 1, 0, 0].float()
+    episode = to_uint8(batch["pixels"])[:, :, 0, 0, 0].float()
+    # transition t (o_t -> o_t+1) carries the APV action stored at t + 1, i.e. [ep, t + 1]
+    assert torch.equal(action[..., 1], frame_t + 1)
+    assert torch.equal(action[..., 1], next_t)
+    assert torch.equal(action[..., 0], episode)
+
+
+def test_mixed_sources_actions_nan_where_unknown():
+    episodes = [make_episode(0, 12, actions=True), make_episode(1, 12)]
+    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=32)
+    batch = rb.sample()
+    from_unlabelled = to_uint8(batch["pixels"])[:, 0, 0, 0, 0] == 1
+    assert batch["true_action"][from_unlabelled].isnan().all()
+    assert not batch["true_action"][~from_unlabelled].isnan().any()
+
+
+@pytest.fixture
+def torchrl_log(caplog):
+    torchrl_logger.addHandler(caplog.handler)
+    yield caplog
+    torchrl_logger.removeHandler(caplog.handler)
+
+
+def test_short_episodes_skipped_and_counted(torchrl_log):
+    episodes = [make_episode(0, T), make_episode(1, T + 1), make_episode(2, 2)]
+    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=2)
+    assert len(rb) == T + 1
+    assert "1 episodes, 6 frames" in torchrl_log.text
+    assert "skipped 2 (2 too_short)" in torchrl_log.text
+
+
+def test_stats_and_skips_reported():
+    class Source(EpisodeSource):
+        name = "fake"
+
+        def episodes(self, exclude=frozenset(), min_frames=0):
+            yield make_episode(0, 12)
+            yield SkippedEpisode("bad.npz", self.name, "bad.npz: truncated npz", "corrupt")
+            yield Episode(np.zeros((12, 2 * SIZE, SIZE, 3), np.uint8), name="big", source="fake")
+            yield make_episode(1, 3)
+
+    rb = make_video_replay_buffer(num_transitions=T, batch_size=2, capacity=100)
+    stats = VideoEpisodeWriter(rb).write(Source())
+    assert (stats.episodes, stats.frames) == (1, 12)
+    kinds = {s["name"]: s["kind"] for s in stats.skipped}
+    assert kinds == {"bad.npz": "corrupt", "big": "wrong_size", "ep1": "too_short"}
+    big = next(s for s in stats.skipped if s["name"] == "big")
+    assert "big" in big["reason"] and f"{SIZE}x{SIZE}" in big["reason"]
+    summary = stats.summary()
+    assert "source synthetic: 1 episodes, 12 frames" in summary
+    assert "bad.npz: truncated npz" in summary
+
+
+def _fingerprint(folder: Path) -> dict[str, tuple[int, str]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.md5(p.read_bytes()).hexdigest())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_reopen_gives_same_data_without_rewriting(tmp_path):
+    root = tmp_path / "buffer"
+    episodes = [make_episode(i, 8 + i) for i in range(5)]
+    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=B, root=root)
+    stored = stored_frames(rb).clone()
+    del rb
+    before = _fingerprint(root)
+
+    reopened = make_video_replay_buffer(episodes, num_transitions=T, batch_size=B, root=root)
+    assert len(reopened) == len(stored)
+    again = stored_frames(reopened)
+    assert torch.equal(again["pixels"], stored["pixels"])
+    assert torch.equal(again["episode"], stored["episode"])
+    reopened.sample()
+    assert _fingerprint(root) == before, "reopening rewrote files"
+    # a longer clip length can reuse the same folder
+    longer = make_video_replay_buffer(num_transitions=T + 3, batch_size=2, root=root)
+    assert longer.sample()["pixels"].shape[1] == T + 3
+
+
+def test_resume_appends_only_new_episodes(tmp_path):
+    root = tmp_path / "buffer"
+    episodes = [make_episode(i, 10) for i in range(5)]
+    make_video_replay_buffer(episodes[:3], num_transitions=T, batch_size=2, root=root, capacity=80)
+    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=2, root=root)
+    stats = VideoDatasetStats.from_json(root / "video_dataset.json")
+    assert (stats.episodes, stats.frames, len(rb)) == (5, 50, 50)
+    assert torch.equal(stored_frames(rb)["episode"].unique(), torch.arange(0, 50, 10))
+
+
+def test_full_buffer_never_overwrites():
+    episodes = [make_episode(i, 10) for i in range(4)]
+    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=2, capacity=25)
+    assert len(rb) == 20
+    stored = stored_frames(rb)["pixels"]
+    assert torch.equal(stored[:10, 0], torch.zeros(10, SIZE, SIZE, dtype=torch.uint8))
+    assert torch.equal(stored[10:20, 0], torch.ones(10, SIZE, SIZE, dtype=torch.uint8))
+
+
+def test_capacity_required_without_hint():
+    with pytest.raises(ValueError, match="capacity"):
+        make_video_replay_buffer(num_transitions=T, batch_size=2)
+
+
+class _AddKey(Transform):
+    def forward(self, tensordict):
+        tensordict.set("seen", torch.ones(tensordict.shape, dtype=torch.bool))
+        return tensordict
+
+
+def _check_contract(batch, batch_size, size=SIZE):
+    assert batch.batch_size == torch.Size([batch_size, T])
+    assert batch["pixels"].shape == (batch_size, T, 3, size, size)
+    assert batch["next", "pixels"].shape == (batch_size, T, 3, size, size)
+    assert batch["is_init"][:, 0].all() and not batch["is_init"][:, 1:].any()
+
+
+def test_transform_inside_compose_with_prefetch(tmp_path):
+    episodes = [make_episode(i, 20) for i in range(6)]
+    rb = ReplayBuffer(
+        storage=LazyTensorStorage(200),
+        sampler=SliceSampler(slice_len=T + 1, traj_key="episode", strict_length=True),
+        batch_size=B * (T + 1),
+        transform=Compose(VideoClipTransform(T), _AddKey()),
+        prefetch=3,
+    )
+    VideoEpisodeWriter(rb).write(episodes)
+    for _ in range(10):
+        batch = rb.sample()
+        _check_contract(batch, B)
+        assert batch["seen"].all()
+        clip_frames = to_uint8(batch["pixels"])[:, :, 0, 0, 0]
+        assert (clip_frames == clip_frames[:, :1]).all()
+
+
+def test_factory_prefetch_extra_transform_and_resize(tmp_path):
+    episodes = [make_episode(i, 20) for i in range(6)]
+    rb = make_video_replay_buffer(
+        episodes,
+        num_transitions=T,
+        batch_size=B,
+        root=tmp_path / "buffer",
+        prefetch=2,
+        transform=_AddKey(),
+        resize=(4, 4),
+    )
+    for _ in range(5):
+        batch = rb.sample()
+        _check_contract(batch, B, size=4)
+        assert batch["seen"].all()
+        assert batch["pixels"].min() >= -0.5 and batch["pixels"].max() <= 0.5
+
+
+def test_sampling_without_replacement():
+    episodes = [make_episode(i, 2 * (T + 1)) for i in range(4)]
+    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=2, replacement=False)
+    _check_contract(rb.sample(), 2)
+
+
+def test_transform_rejects_clips_crossing_episodes():
+    flat = TensorDict(
+        pixels=torch.zeros(2 * (T + 1), 3, SIZE, SIZE, dtype=torch.uint8),
+        episode=torch.arange(2 * (T + 1)) // (T + 2),
+        batch_size=[2 * (T + 1)],
+    )
+    with pytest.raises(ValueError, match="crosses an episode boundary"):
+        VideoClipTransform(T)(flat)
+    with pytest.raises(ValueError, match="B \\* \\(T \\+ 1\\)"):
+        VideoClipTransform(T + 1)(flat)
