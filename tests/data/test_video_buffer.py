@@ -187,6 +187,43 @@ def test_resume_appends_only_new_episodes(tmp_path):
     assert torch.equal(stored_frames(rb)["episode"].unique(), torch.arange(0, 50, 10))
 
 
+def test_interrupted_write_keeps_written_episodes(tmp_path):
+    root = tmp_path / "buffer"
+
+    def crashing():
+        yield make_episode(0, 10)
+        yield make_episode(1, 10)
+        raise RuntimeError("decoder crashed")
+
+    rb = make_video_replay_buffer(num_transitions=T, batch_size=2, root=root, capacity=100)
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        VideoEpisodeWriter(rb, root).write(crashing())
+    reopened = make_video_replay_buffer(num_transitions=T, batch_size=2, root=root)
+    assert len(reopened) == 20
+    assert VideoDatasetStats.from_json(root / "video_dataset.json").episodes == 2
+    _check_contract(reopened.sample(), 2)
+
+
+def test_resume_does_not_decode_written_episodes(tmp_path):
+    class Counting(EpisodeSource):
+        name = "synthetic"
+
+        def __init__(self, num):
+            self.num, self.decoded = num, []
+
+        def episodes(self, exclude=frozenset(), min_frames=0):
+            for ep in range(self.num):
+                if f"ep{ep}" not in exclude:
+                    self.decoded.append(ep)
+                    yield make_episode(ep, 10)
+
+    root = tmp_path / "buffer"
+    make_video_replay_buffer([Counting(2)], num_transitions=T, root=root, capacity=60)
+    source = Counting(4)
+    rb = make_video_replay_buffer([source], num_transitions=T, root=root)
+    assert source.decoded == [2, 3] and len(rb) == 40
+
+
 def test_full_buffer_never_overwrites():
     episodes = [make_episode(i, 10) for i in range(4)]
     rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=2, capacity=25)

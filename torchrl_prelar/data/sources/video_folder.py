@@ -3,6 +3,9 @@
 Every video file under ``root`` (searched recursively) is one episode, and so is every folder that
 directly holds image files (frames in natural name order: ``2.png`` before ``10.png``). Frames are
 converted to RGB and resized to ``image_size`` (64x64 by default).
+
+GIF encoders store identical consecutive frames once, so a GIF of a static scene decodes to fewer
+frames than were written; prefer a video codec or image folders when frame counts matter.
 """
 
 from __future__ import annotations
