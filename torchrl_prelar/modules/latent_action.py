@@ -110,7 +110,8 @@ class LatentActionModel(TensorDictModuleBase):
             )
         if output_type == "discrete" and action_dim % num_categoricals:
             raise ValueError(
-                f"action_dim={action_dim} must be a multiple of num_categoricals={num_categoricals}."
+                f"action_dim={action_dim} must be a multiple of "
+                f"num_categoricals={num_categoricals}."
             )
         latent_action_trunk_channels(input_mode, window)
         self.trunk = trunk

@@ -176,7 +176,10 @@ class _CentredDecoder(nn.Module):
 
 
 def make_conv_encoder(
-    in_channels: int = 3, depth: int = 16, mults: tuple[int, ...] = (1, 2, 4, 8), image_size: int = 64
+    in_channels: int = 3,
+    depth: int = 16,
+    mults: tuple[int, ...] = (1, 2, 4, 8),
+    image_size: int = 64,
 ) -> nn.Module:
     """TorchRL's :class:`~torchrl.modules.DreamerV3ImageEncoder` on centred pixels.
 

@@ -37,7 +37,8 @@ def check_pixels(
     pixels = tensordict.get(key, None)
     if pixels is None:
         raise KeyError(
-            f"Missing key {key!r}: expected frames of shape [*batch, {', '.join(map(str, image_shape))}]"
+            f"Missing key {key!r}: expected frames of shape "
+            f"[*batch, {', '.join(map(str, image_shape))}]"
             f" (uint8, or float in [{PIXEL_LOW}, {PIXEL_HIGH}])."
         )
     if tuple(pixels.shape[-3:]) != tuple(image_shape):

@@ -222,9 +222,7 @@ def make_action_encoder(config: Mapping, action_dim: int) -> ActionEncoder:
         torch.Size([8])
     """
     spec = config["action_encoder"]
-    return ActionEncoder(
-        action_dim, config["latent_action"]["dim"], spec["hidden"], spec["depth"]
-    )
+    return ActionEncoder(action_dim, config["latent_action"]["dim"], spec["hidden"], spec["depth"])
 
 
 def make_reward_head(config: Mapping, out_key: NestedKey = ("next", "reward")) -> TensorDictModule:

@@ -1,0 +1,94 @@
+import pytest
+import torch
+from conftest import make_clip_batch
+from tensordict import TensorDict
+from tensordict.nn import set_interaction_type
+
+from torchrl_prelar import ActionEncoder, make_latent_action_model, world_model_config
+
+
+def tiny_lam(**latent_action):
+    return make_latent_action_model(world_model_config("tiny", latent_action=latent_action))
+
+
+@pytest.mark.parametrize(
+    "output_type, keys",
+    [
+        ("gaussian", {"latent_action", "latent_action_loc", "latent_action_scale"}),
+        ("deterministic", {"latent_action"}),
+        ("discrete", {"latent_action", "latent_action_logits"}),
+    ],
+)
+@pytest.mark.parametrize("input_mode", ["concat", "difference"])
+def test_output_types_write_their_keys(output_type, keys, input_mode):
+    model = tiny_lam(output_type=output_type, input_mode=input_mode)
+    td = model(make_clip_batch(3, 5))
+    written = set(td.keys()) - {"pixels", "next", "is_init"}
+    assert written == keys
+    assert td["latent_action"].shape == (3, 5, 8)
+    if output_type == "discrete":
+        assert td["latent_action_logits"].shape == (3, 5, 4, 2)
+        one_hot = td["latent_action"].view(3, 5, 4, 2)
+        assert torch.equal(one_hot.sum(-1), torch.ones(3, 5, 4))
+
+
+def test_gaussian_scale_is_bounded_and_sample_is_reparameterised():
+    model = tiny_lam()
+    td = model(make_clip_batch())
+    scale = td["latent_action_scale"]
+    assert (scale > 0).all() and (scale < 2).all()
+    td["latent_action"].sum().backward()
+    assert all(p.grad is not None for p in model.head.parameters())
+
+
+def test_mode_in_eval_and_under_deterministic_interaction():
+    model = tiny_lam()
+    batch = make_clip_batch()
+    model.eval()
+    td = model(batch.clone())
+    assert torch.equal(td["latent_action"], td["latent_action_loc"])
+    with set_interaction_type("random"):
+        td = model(batch.clone())
+    assert not torch.equal(td["latent_action"], td["latent_action_loc"])
+    model.train()
+    td = model(batch.clone())
+    assert not torch.equal(td["latent_action"], td["latent_action_loc"])
+    with set_interaction_type("deterministic"):
+        td = model(batch.clone())
+    assert torch.equal(td["latent_action"], td["latent_action_loc"])
+
+
+def test_window_reads_earlier_frames_of_the_clip():
+    model = tiny_lam(window=3, output_type="deterministic")
+    batch = make_clip_batch(2, 5)
+    base = model(batch.clone())["latent_action"]
+    changed = batch.clone()
+    changed["pixels"][:, 2] = 0
+    changed["next", "pixels"][:, 1] = 0
+    out = model(changed)["latent_action"]
+    differs = (out != base).flatten(2).any(-1).any(0)
+    # o_2 is in the windows (o_0, o_1, o_2), (o_1, o_2, o_3), (o_2, o_3, o_4) of steps 1 to 3.
+    assert differs.tolist() == [False, True, True, True, False]
+
+
+def test_window_needs_a_time_dimension():
+    model = tiny_lam(window=3)
+    td = make_clip_batch(2, 1)[:, 0]
+    with pytest.raises(ValueError, match="time dimension"):
+        model(td)
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="output_type"):
+        tiny_lam(output_type="beta")
+    with pytest.raises(ValueError, match="input_mode"):
+        tiny_lam(input_mode="sum")
+    with pytest.raises(ValueError, match="window"):
+        tiny_lam(window=1)
+
+
+def test_action_encoder_maps_actions_to_latent_space():
+    encoder = ActionEncoder(4, latent_dim=8, hidden_dim=16)
+    td = encoder(TensorDict({"action": torch.randn(5, 7, 4)}, [5, 7]))
+    assert td["latent_action"].shape == (5, 7, 8)
+    assert encoder.in_keys == ["action"] and encoder.out_keys == ["latent_action"]

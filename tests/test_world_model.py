@@ -1,0 +1,151 @@
+import pytest
+import torch
+from conftest import make_clip_batch
+
+from torchrl_prelar import (
+    PRESETS,
+    ActionEncoder,
+    make_action_encoder,
+    make_world_model,
+    world_model_config,
+)
+from torchrl_prelar.modules import PRESETS as MODULE_PRESETS
+
+
+def test_presets_are_exported():
+    assert PRESETS == MODULE_PRESETS == ("paper", "small", "tiny")
+
+
+@pytest.mark.parametrize("preset", ["paper", "small", "tiny"])
+@pytest.mark.parametrize("output_type", ["gaussian", "deterministic", "discrete"])
+def test_shapes_and_keys(preset, output_type):
+    config = world_model_config(preset, latent_action={"output_type": output_type})
+    torch.manual_seed(0)
+    model = make_world_model(config)
+    rssm = config["rssm"]
+    td = model(make_clip_batch(2, 3))
+    assert td.batch_size == (2, 3)
+    assert td["next", "reco_pixels"].shape == (2, 3, 3, 64, 64)
+    assert td["next", "prior_logits"].shape == (2, 3, rssm["categoricals"], rssm["classes"])
+    assert td["next", "posterior_logits"].shape == (2, 3, rssm["categoricals"], rssm["classes"])
+    assert td["next", "belief"].shape == (2, 3, rssm["deter"])
+    assert td["latent_action"].shape == (2, 3, config["latent_action"]["dim"])
+    assert td["pixels"].dtype == torch.float32 and td["pixels"].abs().max() <= 0.5
+
+
+def test_paper_preset_matches_reference_parameter_counts():
+    model = make_world_model("paper")
+
+    def millions(module):
+        return round(sum(p.numel() for p in module.parameters()) / 1e6, 2)
+
+    assert millions(model.encoder) == 1.56
+    assert millions(model.decoder) == 7.52
+    assert millions(model.rssm) == 14.76
+    assert millions(model.action_model) == 4.84
+
+
+def test_time_alignment_latent_action_t_from_o_t_and_o_t1_feeds_prior_of_t1():
+    torch.manual_seed(0)
+    model = make_world_model("tiny", latent_action={"output_type": "deterministic"}).eval()
+    batch = make_clip_batch(2, 5)
+    torch.manual_seed(0)
+    base = model(batch.clone())
+    expected, _, _ = model.action_model.infer(base["pixels"], base["next", "pixels"])
+    assert torch.allclose(base["latent_action"][:, 1:], expected[:, 1:])
+    assert (base["latent_action"][:, 0] == 0).all(), "the rssm zeroes the action at is_init"
+
+    # Change only the latent action of step 2: the prior for o_3 moves, earlier priors do not.
+    model.action_model.register_forward_hook(
+        lambda module, args, out: out.set(
+            "latent_action",
+            out["latent_action"].index_add(
+                1, torch.tensor([2]), torch.ones(2, 1, out["latent_action"].shape[-1])
+            ),
+        )
+    )
+    torch.manual_seed(0)
+    shifted = model(batch.clone())
+    prior_changed = shifted["next", "prior_logits"] != base["next", "prior_logits"]
+    prior_changed = prior_changed.flatten(2).any(-1).any(0)
+    assert prior_changed.tolist() == [False, False, True, True, True]
+
+
+def test_deterministic_under_seed_and_state_dict_round_trip():
+    batch = make_clip_batch()
+    torch.manual_seed(1)
+    model = make_world_model("tiny")
+    torch.manual_seed(7)
+    first = model(batch.clone())
+    torch.manual_seed(7)
+    second = model(batch.clone())
+    assert torch.equal(first["next", "reco_pixels"], second["next", "reco_pixels"])
+
+    torch.manual_seed(2)
+    other = make_world_model("tiny")
+    torch.manual_seed(7)
+    assert not torch.equal(
+        other(batch.clone())["next", "reco_pixels"], first["next", "reco_pixels"]
+    )
+    other.load_state_dict(model.state_dict())
+    torch.manual_seed(7)
+    assert torch.equal(other(batch.clone())["next", "reco_pixels"], first["next", "reco_pixels"])
+
+
+def test_same_world_model_runs_with_action_encoder():
+    torch.manual_seed(0)
+    model = make_world_model("tiny")
+    rssm_before = {k: v.clone() for k, v in model.rssm.state_dict().items()}
+    model.action_model = make_action_encoder(world_model_config("tiny"), action_dim=4)
+    assert isinstance(model.action_model, ActionEncoder)
+    batch = make_clip_batch(2, 3)
+    batch["action"] = torch.randn(2, 3, 4)
+    td = model(batch)
+    assert td["latent_action"].shape == (2, 3, 8)
+    td["next", "reco_pixels"].sum().backward()
+    assert model.action_model.module[0].weight.grad.abs().sum() > 0
+    assert all(torch.equal(v, model.rssm.state_dict()[k]) for k, v in rssm_before.items())
+
+
+def test_reward_heads_write_their_keys():
+    model = make_world_model("tiny", reward_keys=[("next", "reward"), ("next", "aux_reward")])
+    td = model(make_clip_batch())
+    assert td["next", "reward"].shape == (2, 4, 1)
+    assert td["next", "aux_reward"].shape == (2, 4, 1)
+
+
+def bad_batches():
+    wrong_size = make_clip_batch(size=32)
+    wrong_channels = make_clip_batch()
+    wrong_channels.set("pixels", wrong_channels["pixels"][:, :, :1])
+    out_of_range = make_clip_batch()
+    out_of_range.set("pixels", out_of_range["pixels"].float())
+    missing_next = make_clip_batch()
+    del missing_next["next", "pixels"]
+    with_nan = make_clip_batch()
+    with_nan.set(("next", "pixels"), with_nan["next", "pixels"].float() / 255 - 0.5)
+    with_nan["next", "pixels"][0, 1, 0, 0, 0] = float("nan")
+    integer = make_clip_batch()
+    integer.set("pixels", integer["pixels"].long())
+    return [
+        (wrong_size, ValueError, r"'pixels'.*\(3, 64, 64\)"),
+        (wrong_channels, ValueError, r"'pixels'.*channels first"),
+        (out_of_range, ValueError, r"'pixels' has float values in \[0.000, 255.000\]"),
+        (missing_next, KeyError, r"Missing key \('next', 'pixels'\)"),
+        (with_nan, ValueError, r"\('next', 'pixels'\) contains NaN"),
+        (integer, ValueError, r"'pixels' has dtype torch.int64"),
+    ]
+
+
+@pytest.mark.parametrize("batch, error, message", bad_batches())
+def test_bad_input_names_the_key(batch, error, message):
+    model = make_world_model("tiny")
+    with pytest.raises(error, match=message):
+        model(batch)
+
+
+def test_unknown_preset_and_network_type():
+    with pytest.raises(ValueError, match="Unknown world-model preset 'huge'"):
+        make_world_model("huge")
+    with pytest.raises(ValueError, match="Unknown encoder type 'vit'"):
+        make_world_model("tiny", encoder={"type": "vit"})
