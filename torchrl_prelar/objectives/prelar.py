@@ -283,6 +283,8 @@ class PreLARLoss(LossModule):
         loss_td, model_td = self.model_loss(tensordict)
         if not has_reward:
             loss_td = loss_td.exclude("loss_model_reward")
+            placeholders = [reward_key, ("next", self.model_loss.tensor_keys.true_reward)]
+            model_td = model_td.exclude(*placeholders)
 
         weights = self._step_weights(model_td)
         steps = weights.sum().clamp_min(1.0)
