@@ -1,0 +1,181 @@
+"""Tests of the pixel-based Meta-world TorchRL environment."""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from metaworld.policies import SawyerReachV3Policy
+from torchrl.envs import EnvCreator, ParallelEnv
+
+from torchrl_prelar.envs.metaworld import (
+    FAST_RENDER_SETTINGS,
+    make_metaworld_env,
+    make_metaworld_gym_env,
+    render_settings,
+)
+
+TASK = "reach-v3"
+
+
+@pytest.fixture
+def make_env():
+    envs = []
+
+    def _make(**kwargs):
+        env = make_metaworld_env(TASK, **kwargs)
+        envs.append(env)
+        return env
+
+    yield _make
+    for env in envs:
+        env.close()
+
+
+def _fixed_actions(n: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 4, generator=generator) * 2 - 1
+
+
+def _rollout_with_actions(env, actions: torch.Tensor):
+    remaining = iter(actions)
+    return env.rollout(
+        len(actions),
+        policy=lambda td: td.set("action", next(remaining)),
+        break_when_any_done=False,
+    )
+
+
+def test_keys_shapes_dtypes(make_env):
+    env = make_env(max_episode_steps=10)
+    td = env.rollout(3)
+    assert td["pixels"].shape == (3, 3, 64, 64)
+    assert td["pixels"].dtype == torch.uint8
+    assert td["next", "pixels"].shape == (3, 3, 64, 64)
+    assert td["observation"].shape == (3, 39)
+    assert td["action"].shape == (3, 4)
+    assert td["next", "success"].shape == (3, 1)
+    assert td["next", "success"].dtype == torch.bool
+    assert td["next", "reward"].shape == (3, 1)
+    env.check_env_specs()
+
+
+def test_image_size_and_pixels_only(make_env):
+    env = make_env(max_episode_steps=10, image_size=32, camera="corner2", pixels_only=True)
+    td = env.reset()
+    assert td["pixels"].shape == (3, 32, 32)
+    assert "observation" not in td.keys()
+
+
+def test_frames_are_vertical_flip_of_raw_render(make_env):
+    env = make_env(max_episode_steps=10)
+    td = env.reset()
+    raw = env.base_env.unwrapped.mujoco_renderer.render("rgb_array")
+    pixels = td["pixels"].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(pixels, raw[::-1])
+    assert not np.array_equal(pixels, raw)
+
+
+def test_fast_render_settings_applied():
+    fast = make_metaworld_gym_env(TASK, fast_render=True)
+    slow = make_metaworld_gym_env(TASK, fast_render=False)
+    try:
+        assert render_settings(fast.unwrapped.model) == FAST_RENDER_SETTINGS
+        assert render_settings(slow.unwrapped.model) != FAST_RENDER_SETTINGS
+        fast.reset(seed=0)
+        slow.reset(seed=0)
+        assert fast.render().shape == slow.render().shape == (64, 64, 3)
+    finally:
+        fast.close()
+        slow.close()
+
+
+def test_success_does_not_end_episode_and_truncation_at_limit(make_env):
+    limit = 80
+    env = make_env(max_episode_steps=limit)
+    env.set_seed(0)
+    expert = SawyerReachV3Policy()
+
+    def policy(td):
+        action = expert.get_action(td["observation"].numpy())
+        return td.set("action", torch.as_tensor(action, dtype=torch.float32))
+
+    td = env.rollout(limit + 20, policy=policy)
+    assert td.shape == (limit,)
+    success = td["next", "success"].squeeze(-1)
+    assert success.any(), "the scripted expert should reach the goal within the episode"
+    first_success = int(success.nonzero()[0])
+    assert first_success < limit - 1
+    done = td["next", "done"].squeeze(-1)
+    assert not done[:-1].any()
+    assert td["next", "truncated"][-1].item()
+    assert not td["next", "terminated"].any()
+
+
+def test_action_repeat_sums_rewards_and_advances_steps(make_env):
+    single = make_env(max_episode_steps=12)
+    repeated = make_env(max_episode_steps=12, action_repeat=3)
+    single.set_seed(5)
+    repeated.set_seed(5)
+    actions = _fixed_actions(4)
+    td_rep = _rollout_with_actions(repeated, actions)
+    td_one = _rollout_with_actions(single, actions.repeat_interleave(3, dim=0))
+    rewards_one = td_one["next", "reward"].view(4, 3).sum(-1)
+    torch.testing.assert_close(td_rep["next", "reward"].view(4), rewards_one)
+    torch.testing.assert_close(td_rep["next", "pixels"], td_one["next", "pixels"][2::3])
+    assert td_rep["next", "truncated"][-1].item()
+    assert td_rep["next", "step_count"].view(-1).tolist() == [1, 2, 3, 4]
+
+
+def test_same_seed_same_pixels(make_env):
+    first = make_env(max_episode_steps=10)
+    second = make_env(max_episode_steps=10)
+    actions = _fixed_actions(5, seed=1)
+    first.set_seed(7)
+    second.set_seed(7)
+    td_first = _rollout_with_actions(first, actions)
+    td_second = _rollout_with_actions(second, actions)
+    torch.testing.assert_close(td_first["pixels"], td_second["pixels"])
+    torch.testing.assert_close(td_first["next", "pixels"], td_second["next", "pixels"])
+    goals = set()
+    for seed in range(4):
+        first.set_seed(seed)
+        goals.add(tuple(first.reset()["observation"][-3:].tolist()))
+    assert len(goals) > 1, "different seeds should draw different goal positions"
+
+
+def test_parallel_env_two_workers():
+    create = EnvCreator(functools.partial(make_metaworld_env, TASK, max_episode_steps=10))
+    env = ParallelEnv(2, create)
+    try:
+        env.set_seed(0)
+        td = env.rollout(3)
+        assert td.shape == (2, 3)
+        assert td["pixels"].shape == (2, 3, 3, 64, 64)
+        assert td["pixels"].dtype == torch.uint8
+        assert td["next", "success"].dtype == torch.bool
+        assert not torch.equal(td["observation"][0, 0], td["observation"][1, 0])
+    finally:
+        env.close()
+
+
+def test_bad_task_name_lists_valid_names():
+    with pytest.raises(ValueError, match="Unknown Meta-world task 'reach-v2'.*reach-v3"):
+        make_metaworld_env("reach-v2")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_episode_steps": 501}, "at most"),
+        ({"max_episode_steps": 10, "action_repeat": 3}, "multiple of action_repeat"),
+        ({"action_repeat": 0}, "action_repeat must be a positive"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_metaworld_env(TASK, **kwargs)

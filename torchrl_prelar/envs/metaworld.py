@@ -1,0 +1,344 @@
+"""Meta-world v3 tasks as TorchRL environments with upright pixel observations.
+
+The environment follows the PreLAR / APV fine-tuning setting: 64x64 RGB frames from the
+``corner`` camera, 500-step episodes that do not end on success, a boolean ``success`` flag read
+from Meta-world's info dict, and optional action repeat.
+
+Meta-world v3 renders through gymnasium's ``MujocoRenderer``, which already flips the OpenGL
+buffer; the ``corner`` camera is mounted upside down in Meta-world's scene, so its frames come
+out upside down. :class:`MetaWorldRenderAdapter` flips them back vertically once, which gives
+exactly the frames of the reference (mujoco-py) pipeline.
+
+Example:
+    >>> from torchrl_prelar.envs.metaworld import make_metaworld_env
+    >>> env = make_metaworld_env("reach-v3", max_episode_steps=10)
+    >>> td = env.rollout(3)
+    >>> td["pixels"].shape, td["pixels"].dtype
+    (torch.Size([3, 3, 64, 64]), torch.uint8)
+    >>> env.close()
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import metaworld  # noqa: E402  (registers the "Meta-World/*" gymnasium ids)
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tensordict import TensorDictBase  # noqa: E402
+from torchrl.data import Composite, Unbounded  # noqa: E402
+from torchrl.envs import (  # noqa: E402
+    Compose,
+    FrameSkipTransform,
+    GymWrapper,
+    PermuteTransform,
+    StepCounter,
+    TransformedEnv,
+)
+from torchrl.envs.gym_like import BaseInfoDictReader  # noqa: E402
+
+__all__ = [
+    "FAST_RENDER_SETTINGS",
+    "METAWORLD_EVAL_TASKS",
+    "MetaWorldRenderAdapter",
+    "SuccessInfoReader",
+    "apply_fast_render",
+    "check_metaworld_task",
+    "make_metaworld_env",
+    "make_metaworld_gym_env",
+    "metaworld_task_names",
+    "render_settings",
+]
+
+#: Evaluation tasks of the PreLAR paper (Meta-world v3 names).
+METAWORLD_EVAL_TASKS: tuple[str, ...] = (
+    "lever-pull-v3",
+    "drawer-open-v3",
+    "door-lock-v3",
+    "button-press-topdown-wall-v3",
+    "reach-v3",
+    "dial-turn-v3",
+)
+
+#: ``model.vis.quality`` values used when ``fast_render=True``: no shadow map, no MSAA.
+FAST_RENDER_SETTINGS: dict[str, int] = {"shadowsize": 0, "offsamples": 0}
+
+
+def metaworld_task_names() -> list[str]:
+    """Return the sorted names of all Meta-world v3 tasks.
+
+    Example:
+        >>> "reach-v3" in metaworld_task_names()
+        True
+    """
+    return sorted(metaworld.ALL_V3_ENVIRONMENTS)
+
+
+def check_metaworld_task(task: str) -> None:
+    """Raise a ``ValueError`` listing the valid names if ``task`` is not a Meta-world v3 task.
+
+    Example:
+        >>> check_metaworld_task("reach-v3")
+    """
+    if task not in metaworld.ALL_V3_ENVIRONMENTS:
+        raise ValueError(
+            f"Unknown Meta-world task {task!r}: expected one of the v3 task names "
+            f"{', '.join(metaworld_task_names())}."
+        )
+
+
+def render_settings(model: mujoco.MjModel) -> dict[str, int]:
+    """Return the render-quality settings of a MuJoCo model (shadow map size, MSAA samples).
+
+    Example:
+        >>> render_settings(env.unwrapped.model)  # doctest: +SKIP
+        {'shadowsize': 0, 'offsamples': 0}
+    """
+    return {
+        "shadowsize": int(model.vis.quality.shadowsize),
+        "offsamples": int(model.vis.quality.offsamples),
+    }
+
+
+def apply_fast_render(model: mujoco.MjModel) -> None:
+    """Switch off shadows and multi-sample anti-aliasing on a MuJoCo model.
+
+    A 64x64 frame then renders several times faster. The settings are read when the rendering
+    context is created, so call this before the first render (as
+    :class:`MetaWorldRenderAdapter` does).
+
+    Example:
+        >>> apply_fast_render(env.unwrapped.model)  # doctest: +SKIP
+    """
+    for name, value in FAST_RENDER_SETTINGS.items():
+        setattr(model.vis.quality, name, value)
+
+
+_OPEN_ADAPTERS: weakref.WeakSet[MetaWorldRenderAdapter] = weakref.WeakSet()
+_CLOSE_AT_EXIT_REGISTERED = False
+
+
+def _close_open_adapters() -> None:
+    """Close every live renderer before the interpreter tears down EGL."""
+    for adapter in list(_OPEN_ADAPTERS):
+        adapter.close()
+
+
+def _register_close_at_exit() -> None:
+    """Register :func:`_close_open_adapters` once, after the first rendering context exists.
+
+    MuJoCo's EGL backend registers ``eglTerminate`` at exit when it creates its first context;
+    exit hooks run last-in first-out, so ours must be registered after that one to run before it.
+    """
+    global _CLOSE_AT_EXIT_REGISTERED
+    if not _CLOSE_AT_EXIT_REGISTERED:
+        atexit.register(_close_open_adapters)
+        _CLOSE_AT_EXIT_REGISTERED = True
+
+
+class MetaWorldRenderAdapter(gym.Wrapper):
+    """Gymnasium wrapper fixing what Meta-world v3 needs for pixel-based TorchRL use.
+
+    - ``render()`` returns upright frames (vertical flip of the ``corner`` camera image);
+    - ``reset(seed=s)`` seeds Meta-world itself (its ``reset`` ignores ``seed``), so that
+      ``env.set_seed`` in TorchRL controls which goal / object variation is drawn;
+    - ``fast_render=True`` applies :func:`apply_fast_render` before the renderer exists;
+    - ``observation_space`` is the one Meta-world really uses: its gymnasium space is built
+      before the MT1 task makes the goal observable, and declares the 3 goal entries as zeros;
+    - ``close()`` closes the OpenGL renderer (idempotent) and is called at interpreter exit
+      for adapters still open, which avoids EGL errors at shutdown.
+
+    Args:
+        env: a Meta-world v3 gymnasium env created with ``render_mode="rgb_array"``.
+        fast_render: disable shadows and MSAA. Defaults to ``True``.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = MetaWorldRenderAdapter(gym.make("Meta-World/MT1", env_name="reach-v3",
+        ...     render_mode="rgb_array", camera_name="corner", width=64, height=64))
+        >>> obs, info = env.reset(seed=0)
+        >>> env.render().shape
+        (64, 64, 3)
+        >>> env.close()
+    """
+
+    def __init__(self, env: gym.Env, fast_render: bool = True) -> None:
+        super().__init__(env)
+        if env.render_mode != "rgb_array":
+            raise ValueError(
+                f"MetaWorldRenderAdapter expects render_mode='rgb_array', got {env.render_mode!r}."
+            )
+        if fast_render:
+            apply_fast_render(self.unwrapped.model)
+        self.env.reset()
+        self.observation_space = self.unwrapped.sawyer_observation_space
+        self._closed = False
+        _OPEN_ADAPTERS.add(self)
+
+    def render(self) -> np.ndarray:
+        frame = self.env.render()
+        _register_close_at_exit()
+        return np.ascontiguousarray(frame[::-1])
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        if seed is not None:
+            self.unwrapped.seed(int(seed))
+        return self.env.reset(options=options)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        _OPEN_ADAPTERS.discard(self)
+        super().close()
+
+
+class SuccessInfoReader(BaseInfoDictReader):
+    """Read Meta-world's ``info["success"]`` (a float) into a boolean ``"success"`` entry of shape [1].
+
+    Missing entries (e.g. at reset) read as ``False``.
+
+    Example:
+        >>> env = GymWrapper(gym_env)  # doctest: +SKIP
+        >>> env.set_info_dict_reader(SuccessInfoReader())  # doctest: +SKIP
+    """
+
+    def __init__(self, key: str = "success") -> None:
+        self.key = key
+        self._info_spec = Composite({key: Unbounded(shape=(1,), dtype=torch.bool)}, shape=())
+
+    def __call__(self, info_dict: dict[str, Any], tensordict: TensorDictBase) -> TensorDictBase:
+        value = bool(info_dict.get(self.key, False))
+        return tensordict.set(self.key, torch.tensor([value], device=tensordict.device))
+
+    @property
+    def info_spec(self) -> Composite:
+        return self._info_spec
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}.")
+
+
+def make_metaworld_gym_env(
+    task: str,
+    *,
+    image_size: int = 64,
+    camera: str = "corner",
+    max_episode_steps: int = 500,
+    fast_render: bool = True,
+    seed: int | None = 0,
+) -> MetaWorldRenderAdapter:
+    """Create a Meta-world v3 gymnasium env (MT1 benchmark) with upright ``rgb_array`` renders.
+
+    Args:
+        task: Meta-world v3 task name, e.g. ``"reach-v3"``.
+        image_size: height and width of rendered frames.
+        camera: MuJoCo camera name (``"corner"``, ``"corner2"``, ...).
+        max_episode_steps: truncation limit in simulator steps, at most Meta-world's 500.
+            Episodes never end on success.
+        fast_render: disable shadows and MSAA (see :func:`apply_fast_render`).
+        seed: fixes Meta-world's MT1 set of 50 goal / object variations and the initial RNG.
+
+    Example:
+        >>> env = make_metaworld_gym_env("reach-v3")
+        >>> obs, info = env.reset(seed=1)
+        >>> env.close()
+    """
+    check_metaworld_task(task)
+    _check_positive("image_size", image_size)
+    _check_positive("max_episode_steps", max_episode_steps)
+    path_length = metaworld.ALL_V3_ENVIRONMENTS[task].max_path_length
+    if max_episode_steps > path_length:
+        raise ValueError(
+            f"max_episode_steps must be at most Meta-world's episode length {path_length}, "
+            f"got {max_episode_steps}."
+        )
+    env = gym.make(
+        "Meta-World/MT1",
+        env_name=task,
+        seed=seed,
+        render_mode="rgb_array",
+        camera_name=camera,
+        width=image_size,
+        height=image_size,
+        max_episode_steps=max_episode_steps,
+        disable_env_checker=True,
+    )
+    return MetaWorldRenderAdapter(env, fast_render=fast_render)
+
+
+def make_metaworld_env(
+    task: str,
+    *,
+    image_size: int = 64,
+    camera: str = "corner",
+    max_episode_steps: int = 500,
+    action_repeat: int = 1,
+    fast_render: bool = True,
+    seed: int | None = 0,
+    pixels_only: bool = False,
+    device: torch.device | str | None = None,
+) -> TransformedEnv:
+    """Create a pixel-based Meta-world v3 TorchRL environment.
+
+    Output keys: ``"pixels"`` (uint8, ``[3, image_size, image_size]``, upright),
+    ``"observation"`` (the 39-d state, unless ``pixels_only``), ``"step_count"`` and, under
+    ``"next"``, ``"success"`` (bool, ``[1]``), ``"reward"``, ``"done"``, ``"terminated"``
+    (never set by success) and ``"truncated"`` (set after ``max_episode_steps`` simulator steps).
+
+    Args:
+        task: Meta-world v3 task name, e.g. ``"reach-v3"``.
+        image_size: height and width of the frames. Defaults to 64.
+        camera: MuJoCo camera name. Defaults to ``"corner"``.
+        max_episode_steps: episode length in simulator steps (at most 500); must be a multiple
+            of ``action_repeat``. Defaults to 500.
+        action_repeat: number of simulator steps per agent step (TorchRL
+            :class:`~torchrl.envs.FrameSkipTransform`, rewards summed; ``success`` is the one of
+            the last repeated step). Defaults to 1.
+        fast_render: disable shadows and MSAA (about 3-7x faster renders). Defaults to ``True``.
+        seed: fixes Meta-world's set of 50 goal variations and the initial RNG; re-seed the
+            variation drawn at each reset with ``env.set_seed``.
+        pixels_only: drop the low-dimensional ``"observation"``. Defaults to ``False``.
+        device: device of the output tensordicts.
+
+    Example:
+        >>> env = make_metaworld_env("reach-v3", max_episode_steps=20, action_repeat=2)
+        >>> _ = env.set_seed(0)
+        >>> td = env.rollout(100)
+        >>> td.shape, bool(td[-1]["next", "truncated"])
+        (torch.Size([10]), True)
+        >>> env.close()
+    """
+    _check_positive("action_repeat", action_repeat)
+    if max_episode_steps % action_repeat:
+        raise ValueError(
+            f"max_episode_steps ({max_episode_steps}) must be a multiple of action_repeat "
+            f"({action_repeat}) so that truncation falls on an agent step."
+        )
+    gym_env = make_metaworld_gym_env(
+        task,
+        image_size=image_size,
+        camera=camera,
+        max_episode_steps=max_episode_steps,
+        fast_render=fast_render,
+        seed=seed,
+    )
+    base = GymWrapper(gym_env, from_pixels=True, pixels_only=pixels_only, device=device)
+    base.set_info_dict_reader(SuccessInfoReader())
+    transforms = Compose(
+        FrameSkipTransform(action_repeat),
+        PermuteTransform((-1, -3, -2), in_keys=["pixels"]),
+        StepCounter(),
+    )
+    return TransformedEnv(base, transforms)
