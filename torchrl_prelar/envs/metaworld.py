@@ -47,6 +47,7 @@ from torchrl.envs.gym_like import BaseInfoDictReader  # noqa: E402
 __all__ = [
     "FAST_RENDER_SETTINGS",
     "METAWORLD_EVAL_TASKS",
+    "METAWORLD_RENDER_SETTINGS",
     "MetaWorldRenderAdapter",
     "SuccessInfoReader",
     "apply_fast_render",
@@ -69,6 +70,9 @@ METAWORLD_EVAL_TASKS: tuple[str, ...] = (
 
 #: ``model.vis.quality`` values used when ``fast_render=True``: no shadow map, no MSAA.
 FAST_RENDER_SETTINGS: dict[str, int] = {"shadowsize": 0, "offsamples": 0}
+
+#: ``model.vis.quality`` values of Meta-world's scenes: 4096 shadow map, 4x MSAA.
+METAWORLD_RENDER_SETTINGS: dict[str, int] = {"shadowsize": 4096, "offsamples": 4}
 
 
 def metaworld_task_names() -> list[str]:
@@ -203,7 +207,7 @@ class MetaWorldRenderAdapter(gym.Wrapper):
 
 
 class SuccessInfoReader(BaseInfoDictReader):
-    """Read Meta-world's ``info["success"]`` (a float) into a boolean ``"success"`` entry of shape [1].
+    """Read Meta-world's ``info["success"]`` (a float) as a boolean ``"success"`` of shape [1].
 
     Missing entries (e.g. at reset) read as ``False``.
 
