@@ -52,6 +52,7 @@ from torchrl_prelar.envs.metaworld import (
 
 __all__ = [
     "GenerationSummary",
+    "IncompatibleOutputError",
     "MetaWorldExpertPolicy",
     "ScriptedVideoConfig",
     "default_pretrain_tasks",
@@ -126,6 +127,10 @@ class ScriptedVideoConfig:
         data["episode_id"] = "<task with '_' for '-'>_<index:05d>"
         data["episode_seed"] = "SeedSequence([seed, crc32(task), index]) -> uint32"
         return data
+
+
+class IncompatibleOutputError(ValueError):
+    """The output folder holds episodes generated with other settings."""
 
 
 @dataclass
@@ -284,7 +289,7 @@ def save_episode(path: str | os.PathLike, episode: dict[str, np.ndarray]) -> Non
 
 
 def _write_metadata(out_dir: Path, config: ScriptedVideoConfig, episodes_per_task: int) -> None:
-    """Write ``metadata.json``; refuse a folder generated with different settings."""
+    """Write ``metadata.json``; raise :class:`IncompatibleOutputError` if settings differ."""
     path = out_dir / METADATA_FILE
     metadata = config.metadata()
     if path.exists():
@@ -295,7 +300,7 @@ def _write_metadata(out_dir: Path, config: ScriptedVideoConfig, episodes_per_tas
             if key != "episodes_per_task" and previous.get(key) != metadata.get(key)
         )
         if differing:
-            raise ValueError(
+            raise IncompatibleOutputError(
                 f"{out_dir} holds episodes generated with other settings ({', '.join(differing)} "
                 f"differ from {path}); use another output folder."
             )
@@ -361,9 +366,7 @@ def generate_scripted_videos(
     existing = _existing_episode_ids(out, config.episode_length)
     summary = GenerationSummary()
     summary.skipped = sum(
-        episode_id(task, i) in existing
-        for task in config.tasks
-        for i in range(episodes_per_task)
+        episode_id(task, i) in existing for task in config.tasks for i in range(episodes_per_task)
     )
     for _ in range(summary.skipped):
         if on_episode is not None:
