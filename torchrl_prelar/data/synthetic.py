@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict
 
+from torchrl_prelar.data.video import Episode
+
 
 def moving_square_batch(
     batch_size: int,
@@ -60,3 +62,30 @@ def moving_square_batch(
         },
         [batch_size, steps],
     )
+
+
+def moving_square_episodes(
+    num_episodes: int, length: int, *, seed: int = 0, **kwargs
+) -> list[Episode]:
+    """Moving-square videos as :class:`~torchrl_prelar.data.video.Episode` objects.
+
+    Frames are ``[length + 1, H, W, 3]`` uint8 and actions ``[length + 1, 2]`` in the APV
+    convention (``actions[0]`` is zero padding, ``actions[t]`` leads into frame t), so they go
+    through the same writer as every other source. ``kwargs`` go to
+    :func:`moving_square_batch`.
+
+    Examples:
+        >>> episodes = moving_square_episodes(2, 10)
+        >>> episodes[0].frames.shape, episodes[0].actions.shape
+        ((11, 64, 64, 3), (11, 2))
+    """
+    batch = moving_square_batch(
+        num_episodes, length, generator=torch.Generator().manual_seed(seed), **kwargs
+    )
+    frames = torch.cat([batch["pixels"][:, :1], batch["next", "pixels"]], 1)
+    frames = frames.permute(0, 1, 3, 4, 2).numpy()
+    actions = torch.cat([torch.zeros(num_episodes, 1, 2), batch["true_action"]], 1).numpy()
+    return [
+        Episode(frames[i], actions[i], name=f"square-{seed}-{i}", source="synthetic")
+        for i in range(num_episodes)
+    ]

@@ -70,6 +70,8 @@ class ResNetEncoder(nn.Module):
         widths: channels of each residual stage.
         blocks_per_stage: residual blocks per stage.
         image_size: input height and width.
+        pool: ``"flatten"`` the last feature map (reference) or average it over space
+            (``"mean"``: features that do not depend on where things are).
 
     Examples:
         >>> encoder = ResNetEncoder(widths=(8, 8, 16))
@@ -85,8 +87,10 @@ class ResNetEncoder(nn.Module):
         widths: tuple[int, ...] = (48, 96, 192),
         blocks_per_stage: int = 2,
         image_size: int = 64,
+        pool: str = "flatten",
     ):
         super().__init__()
+        self.pool = _check_pool(pool)
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1),
             nn.ELU(),
@@ -98,11 +102,15 @@ class ResNetEncoder(nn.Module):
                 channels = width
             layers.append(nn.AvgPool2d(2))
         self.layers = nn.Sequential(*layers)
-        side = image_size // 2 ** (len(widths) + 1)
+        side = 1 if pool == "mean" else image_size // 2 ** (len(widths) + 1)
         self.output_features = widths[-1] * side * side
 
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        features = self.layers(pixels)
+        return features.mean((-2, -1)) if self.pool == "mean" else features.flatten(1)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _flatten_batch(lambda x: self.layers(x).flatten(1), pixels, 3)
+        return _flatten_batch(self._features, pixels, 3)
 
 
 class ResNetDecoder(nn.Module):
@@ -153,15 +161,34 @@ class ResNetDecoder(nn.Module):
 
 
 class _CentredEncoder(nn.Module):
-    """TorchRL's DreamerV3 encoder reads [0, 1] images; ours are centred on 0."""
+    """TorchRL's DreamerV3 encoder reads [0, 1] images; ours are centred on 0.
 
-    def __init__(self, encoder: DreamerV3ImageEncoder, in_channels: int, image_size: int):
+    ``pool="mean"`` averages the last feature map over space instead of flattening it, which
+    makes the features invariant to where things are in the frame.
+    """
+
+    def __init__(
+        self, encoder: DreamerV3ImageEncoder, in_channels: int, image_size: int, pool: str
+    ):
         super().__init__()
         self.encoder = encoder
-        self.output_features = encoder.output_features((in_channels, image_size, image_size))
+        self.pool = _check_pool(pool)
+        self.output_features = (
+            encoder.out_channels
+            if pool == "mean"
+            else encoder.output_features((in_channels, image_size, image_size))
+        )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.encoder(pixels + 0.5)
+        if self.pool == "flatten":
+            return self.encoder(pixels + 0.5)
+        return _flatten_batch(lambda x: self.encoder.layers(x).mean((-2, -1)), pixels, 3)
+
+
+def _check_pool(pool: str) -> str:
+    if pool not in ("flatten", "mean"):
+        raise ValueError(f"pool must be 'flatten' or 'mean', got {pool!r}.")
+    return pool
 
 
 class _CentredDecoder(nn.Module):
@@ -180,6 +207,7 @@ def make_conv_encoder(
     depth: int = 16,
     mults: tuple[int, ...] = (1, 2, 4, 8),
     image_size: int = 64,
+    pool: str = "flatten",
 ) -> nn.Module:
     """TorchRL's :class:`~torchrl.modules.DreamerV3ImageEncoder` on centred pixels.
 
@@ -189,7 +217,7 @@ def make_conv_encoder(
         (torch.Size([2, 2048]), 2048)
     """
     encoder = DreamerV3ImageEncoder(in_channels=in_channels, depth=depth, mults=mults)
-    return _CentredEncoder(encoder, in_channels, image_size)
+    return _CentredEncoder(encoder, in_channels, image_size, pool)
 
 
 def make_conv_decoder(

@@ -71,10 +71,20 @@ def world_model_config(preset: str | Mapping = "tiny", **overrides: Any) -> dict
 def _make_encoder(spec: Mapping, in_channels: int, image_size: int) -> nn.Module:
     if spec["type"] == "resnet":
         return ResNetEncoder(
-            in_channels, tuple(spec["widths"]), spec["blocks_per_stage"], image_size
+            in_channels,
+            tuple(spec["widths"]),
+            spec["blocks_per_stage"],
+            image_size,
+            spec.get("pool", "flatten"),
         )
     if spec["type"] == "conv":
-        return make_conv_encoder(in_channels, spec["depth"], tuple(spec["mults"]), image_size)
+        return make_conv_encoder(
+            in_channels,
+            spec["depth"],
+            tuple(spec["mults"]),
+            image_size,
+            spec.get("pool", "flatten"),
+        )
     raise ValueError(f"Unknown encoder type {spec['type']!r}: expected 'resnet' or 'conv'.")
 
 

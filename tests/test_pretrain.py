@@ -1,0 +1,152 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchrl_prelar import PreLARLoss, make_world_model
+from torchrl_prelar.data.synthetic import moving_square_batch
+from torchrl_prelar.training import checkpoint as checkpoint_module
+from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_prelar.training.precision import cpu_has_native_bf16, resolve_precision
+from torchrl_prelar.training.pretrain import (
+    CHECKPOINT_NAME,
+    PreLARPretrainer,
+    make_optimizer,
+    pretrain,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_trainer(seed=0):
+    torch.manual_seed(seed)
+    loss = PreLARLoss(make_world_model("tiny"))
+    return PreLARPretrainer(loss, make_optimizer(loss.parameters(), lr=1e-3), precision="fp32")
+
+
+def sample():
+    return moving_square_batch(2, 5)
+
+
+def parameters(trainer):
+    return [p.detach().clone() for p in trainer.loss.parameters()]
+
+
+def test_update_changes_parameters_and_reports_metrics():
+    trainer = make_trainer()
+    before = parameters(trainer)
+    metrics = trainer.update(sample())
+    assert {"loss", "grad_norm", "action_kl", "loss_model_reco"} <= set(metrics.keys())
+    assert all(not value.requires_grad for value in metrics.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, parameters(trainer), strict=True))
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = make_trainer()
+    torch.manual_seed(5)
+    pretrain(straight, sample, num_updates=4, run_dir=tmp_path / "a", progress=False)
+
+    first = make_trainer()
+    torch.manual_seed(5)
+    pretrain(first, sample, num_updates=2, run_dir=tmp_path / "b", progress=False)
+    torch.manual_seed(123)  # a new process starts from another RNG state
+    resumed = make_trainer(seed=99)
+    pretrain(resumed, sample, num_updates=4, run_dir=tmp_path / "b", progress=False)
+
+    assert load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["step"] == 4
+    for a, b in zip(parameters(straight), parameters(resumed), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_interrupted_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "last.pt", {"step": 1})
+
+    def killed_mid_write(state, file):
+        file.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"step": 2})
+    assert load_checkpoint(path)["step"] == 1
+
+
+def test_corrupt_checkpoint_gets_a_clear_error(tmp_path):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="corrupt or truncated"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 avx512f", False), ("amx_bf16", True)],
+)
+def test_native_bf16_detection_reads_cpu_flags(flags, expected, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert cpu_has_native_bf16(flags) is expected
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert cpu_has_native_bf16(flags) is False
+
+
+def test_precision_names():
+    assert resolve_precision("fp32", "cpu") is None
+    assert resolve_precision("bf16", "cpu") is torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int8", "cpu")
+    with pytest.raises(ValueError, match="fp16"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_bf16_autocast_update_runs_and_stays_finite():
+    torch.manual_seed(0)
+    loss = PreLARLoss(make_world_model("tiny"))
+    trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="bf16")
+    metrics = trainer.update(sample())
+    assert torch.isfinite(metrics["loss"])
+
+
+def run_example(run_dir, *overrides):
+    env = dict(os.environ, MUJOCO_GL="egl", WANDB_MODE="offline")
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "dreamer_prelar.py"),
+            "preset=test",
+            f"run_dir={run_dir}",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_example_pretrains_writes_outputs_and_resumes(tmp_path):
+    import json
+
+    result = run_example(tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in (
+        "pretrain_last.pt",
+        "pretrained_world_model.pt",
+        "pretrain_curves.png",
+        "pretrain_prediction.gif",
+        "summary.json",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["updates"] == 6 and summary["last_metrics"]["loss"] > 0
+    loss_rows = tmp_path / "csv" / "prelar_test" / "scalars" / "pretrain" / "loss.csv"
+    assert len(loss_rows.read_text().splitlines()) == 3
+
+    result = run_example(tmp_path, "pretrain.updates=8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 8
+    assert "reopened video buffer" in result.stderr + result.stdout

@@ -1,0 +1,179 @@
+"""Pre-training loop: PreLARLoss on clips sampled from an action-free video replay buffer.
+
+One update is :meth:`PreLARPretrainer.update` (forward under optional autocast, backward,
+gradient clipping, Adam step); :func:`pretrain` repeats it with logging, media and atomic,
+resumable checkpoints. The loop holds no state that is not in the checkpoint: the step
+counter, model, optimiser and the global RNG (which drives clip sampling and the latent
+action noise) are saved together, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tqdm.auto import tqdm
+
+from torchrl_prelar.objectives import PreLARLoss
+from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_prelar.training.precision import autocast, resolve_precision
+
+CHECKPOINT_NAME = "pretrain_last.pt"
+
+
+def make_optimizer(
+    parameters, lr: float = 3e-4, eps: float = 1e-5, weight_decay: float = 1e-6
+) -> torch.optim.Optimizer:
+    """The reference optimiser: one Adam over all world-model parameters.
+
+    Examples:
+        >>> make_optimizer([torch.nn.Parameter(torch.zeros(2))]).defaults["eps"]
+        1e-05
+    """
+    return torch.optim.Adam(parameters, lr=lr, eps=eps, weight_decay=weight_decay)
+
+
+class PreLARPretrainer:
+    """One pre-training update: loss, backward, gradient-norm clipping, optimiser step.
+
+    Args:
+        loss: the :class:`~torchrl_prelar.PreLARLoss` (owns the world model).
+        optimizer: optimiser over ``loss.parameters()``.
+        grad_clip: maximum global gradient norm (100 in the reference).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``
+            (see :func:`~torchrl_prelar.training.precision.resolve_precision`).
+        device: where the model and batches live.
+
+    Examples:
+        >>> from torchrl_prelar import make_world_model
+        >>> from torchrl_prelar.data.synthetic import moving_square_batch
+        >>> loss = PreLARLoss(make_world_model("tiny"))
+        >>> trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32")
+        >>> metrics = trainer.update(moving_square_batch(2, 4))
+        >>> bool(metrics["loss"] > 0)
+        True
+    """
+
+    def __init__(
+        self,
+        loss: PreLARLoss,
+        optimizer: torch.optim.Optimizer,
+        *,
+        grad_clip: float = 100.0,
+        precision: str = "auto",
+        device: torch.device | str = "cpu",
+    ):
+        self.loss = loss
+        self.optimizer = optimizer
+        self.grad_clip = grad_clip
+        self.device = torch.device(device)
+        self.autocast_dtype = resolve_precision(precision, self.device)
+
+    def update(self, batch: TensorDictBase) -> TensorDict:
+        """Run one update on a ``[B, T]`` batch; return detached losses and metrics."""
+        batch = batch.to(self.device, non_blocking=True)
+        self.loss.train()
+        with autocast(self.device, self.autocast_dtype):
+            losses, _ = self.loss(batch)
+        total = sum(value for key, value in losses.items() if key.startswith("loss_"))
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.loss.parameters(), self.grad_clip)
+        self.optimizer.step()
+        metrics = losses.detach().apply(lambda value: value.float().mean())
+        metrics.set("loss", total.detach().float().mean())
+        metrics.set("grad_norm", grad_norm.detach())
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.loss.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pretrain(
+    trainer: PreLARPretrainer,
+    sample: Callable[[], TensorDictBase],
+    *,
+    num_updates: int,
+    run_dir: str | Path,
+    log: Callable[[dict[str, float], int], None] | None = None,
+    log_every: int = 10,
+    checkpoint_every: int = 100,
+    on_checkpoint: Callable[[int], None] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Pre-train for ``num_updates`` updates, resuming from ``run_dir`` if it has a checkpoint.
+
+    Args:
+        trainer: the update to repeat.
+        sample: returns the next ``[B, T]`` batch (e.g. ``replay_buffer.sample``).
+        num_updates: total updates of the run (including those of a resumed run).
+        run_dir: folder of the checkpoint ``pretrain_last.pt``.
+        log: called with ``(metrics, step)`` every ``log_every`` updates.
+        checkpoint_every: updates between two atomic checkpoints (one is also written at the end).
+        on_checkpoint: called with the step after each checkpoint (e.g. to write media).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The metrics of the last update as floats (empty if nothing was left to do).
+
+    Examples:
+        >>> import tempfile
+        >>> from torchrl_prelar import make_world_model
+        >>> from torchrl_prelar.data.synthetic import moving_square_batch
+        >>> loss = PreLARLoss(make_world_model("tiny"))
+        >>> trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32")
+        >>> out = pretrain(trainer, lambda: moving_square_batch(2, 4), num_updates=2,
+        ...                run_dir=tempfile.mkdtemp(), progress=False)
+        >>> sorted(out)[:2]
+        ['action_kl', 'grad_norm']
+    """
+    run_dir = Path(run_dir)
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    step = 0
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path, map_location=trainer.device)
+        trainer.load_state_dict(state["trainer"])
+        _set_rng_state(state["rng"])
+        step = state["step"]
+
+    def checkpoint() -> None:
+        state = {"trainer": trainer.state_dict(), "rng": _rng_state(), "step": step}
+        save_checkpoint(checkpoint_path, state)
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+
+    last: dict[str, float] = {}
+    bar = tqdm(total=num_updates, initial=step, desc="pretrain", disable=not progress)
+    while step < num_updates:
+        metrics = trainer.update(sample())
+        step += 1
+        bar.update(1)
+        if step % log_every == 0 or step == num_updates:
+            last = {key: value.item() for key, value in metrics.items()}
+            bar.set_postfix(loss=f"{last['loss']:.2f}", action_kl=f"{last['action_kl']:.2f}")
+            if log is not None:
+                log(last, step)
+        if step % checkpoint_every == 0 or step == num_updates:
+            checkpoint()
+    bar.close()
+    return last

@@ -1,0 +1,153 @@
+"""Stages of ``examples/dreamer_prelar.py``, as functions of a plain configuration dict.
+
+Each stage builds its pieces from the configuration (see ``examples/config/``), runs, and
+writes into ``cfg["run_dir"]``: checkpoints, CSV (and wandb) logs, PNG curves, a GIF, and a
+``summary.json``. Re-running the same command resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchrl.data import ReplayBuffer
+
+from torchrl_prelar.data.video import EpisodeSource, make_video_replay_buffer
+from torchrl_prelar.modules import PreLARWorldModel, make_world_model, world_model_config
+from torchrl_prelar.objectives import PreLARLoss
+from torchrl_prelar.training.checkpoint import save_checkpoint
+from torchrl_prelar.training.evaluate import open_loop_prediction
+from torchrl_prelar.training.logging import RunLoggers
+from torchrl_prelar.training.media import plot_curves, read_csv_scalars, save_prediction_gif
+from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer, pretrain
+
+PRETRAINED_MODEL = "pretrained_world_model.pt"
+
+
+def video_sources(data: Mapping[str, Any], run_dir: Path) -> list[EpisodeSource | list]:
+    """The episode sources named by ``data["source"]``.
+
+    ``synthetic``: moving squares; ``metaworld``: scripted Meta-world videos generated into
+    ``data["video_dir"]`` (resumable); ``rlbench``: a folder of APV ``.npz`` episodes;
+    ``ssv2``: Something-Something-V2 frame folders with a list file; ``video_folder``: video
+    files or image-sequence folders.
+    """
+    kind = data["source"]
+    if kind == "synthetic":
+        from torchrl_prelar.data.synthetic import moving_square_episodes
+
+        return [moving_square_episodes(data["episodes"], data["episode_length"], seed=0)]
+    if kind == "metaworld":
+        from torchrl_prelar.data.generate import generate_videos
+        from torchrl_prelar.data.sources.rlbench import RLBenchSource
+
+        video_dir = Path(data.get("video_dir") or run_dir / "videos")
+        generate_videos(
+            video_dir,
+            tasks=data.get("tasks"),
+            episodes_per_task=data["episodes"],
+            episode_length=data["episode_length"],
+            noise=data["noise"],
+            seed=data["seed"],
+        )
+        return [RLBenchSource(video_dir, name="metaworld")]
+    if kind == "rlbench":
+        from torchrl_prelar.data.sources.rlbench import RLBenchSource
+
+        return [RLBenchSource(data["path"])]
+    if kind == "ssv2":
+        from torchrl_prelar.data.sources.ssv2 import SSv2Source
+
+        return [SSv2Source(data["path"], data["list_file"])]
+    if kind == "video_folder":
+        from torchrl_prelar.data.sources.video_folder import VideoFolderSource
+
+        return [VideoFolderSource(data["path"])]
+    raise ValueError(
+        f"Unknown data source {kind!r}: expected synthetic, metaworld, rlbench, ssv2 or "
+        "video_folder."
+    )
+
+
+def make_pretrain_buffer(cfg: Mapping[str, Any], run_dir: Path) -> ReplayBuffer:
+    """The on-disk video replay buffer of the run (reopened as it is when it exists)."""
+    data = cfg["data"]
+    root = run_dir / "video_buffer"
+    sources = [] if (root / "storage").exists() else video_sources(data, run_dir)
+    return make_video_replay_buffer(
+        sources,
+        num_transitions=data["num_transitions"],
+        batch_size=data["batch_size"],
+        root=root,
+        prefetch=data.get("prefetch") or None,
+    )
+
+
+def make_pretrain_loss(cfg: Mapping[str, Any]) -> PreLARLoss:
+    """The world model of ``cfg["world_model"]`` inside a :class:`PreLARLoss`."""
+    model_cfg = cfg["world_model"]
+    config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
+    world_model = make_world_model(config).to(cfg["device"])
+    return PreLARLoss(world_model, **cfg["loss"])
+
+
+def _write_pretrain_media(
+    world_model: PreLARWorldModel, buffer: ReplayBuffer, run_dir: Path, context: int
+) -> None:
+    clip = buffer.sample()[0].to(next(world_model.parameters()).device)
+    truth, prediction = open_loop_prediction(world_model, clip, context=context)
+    save_prediction_gif(truth.cpu(), prediction.cpu(), context, run_dir / "pretrain_prediction.gif")
+    series = read_csv_scalars(run_dir / "csv")
+    names = [name for name in series if name.startswith("pretrain/")]
+    plot_curves(series, run_dir / "pretrain_curves.png", names, title="PreLAR pre-training")
+
+
+def run_pretrain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Pre-train a PreLAR world model on action-free video; return the summary."""
+    run_dir = Path(cfg["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg["seed"])
+    torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
+    buffer = make_pretrain_buffer(cfg, run_dir)
+    loss = make_pretrain_loss(cfg)
+    train = cfg["pretrain"]
+    trainer = PreLARPretrainer(
+        loss,
+        make_optimizer(loss.parameters(), train["lr"], train["eps"], train["weight_decay"]),
+        grad_clip=train["grad_clip"],
+        precision=cfg["precision"],
+        device=cfg["device"],
+    )
+    loggers = RunLoggers.create(run_dir, cfg["name"], **cfg["logger"])
+    context = min(train["video_context"], cfg["data"]["num_transitions"] - 1)
+    started = time.time()
+    last = pretrain(
+        trainer,
+        buffer.sample,
+        num_updates=train["updates"],
+        run_dir=run_dir,
+        log=lambda metrics, step: loggers.log(metrics, step, prefix="pretrain/"),
+        log_every=train["log_every"],
+        checkpoint_every=train["checkpoint_every"],
+        on_checkpoint=lambda step: _write_pretrain_media(
+            loss.world_model, buffer, run_dir, context
+        ),
+    )
+    save_checkpoint(
+        run_dir / PRETRAINED_MODEL,
+        {"world_model": loss.world_model.state_dict(), "config": dict(cfg["world_model"])},
+    )
+    summary = {
+        "stage": "pretrain",
+        "updates": train["updates"],
+        "seconds_this_run": round(time.time() - started, 1),
+        "last_metrics": last,
+        "world_model": dict(cfg["world_model"]),
+    }
+    with open(run_dir / "summary.json", "w") as file:
+        json.dump(summary, file, indent=2)
+    return summary
