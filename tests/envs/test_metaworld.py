@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import functools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from torchrl.envs import EnvCreator, ParallelEnv
 from torchrl_prelar.envs.metaworld import (
     FAST_RENDER_SETTINGS,
     METAWORLD_RENDER_SETTINGS,
+    MetaWorldRenderAdapter,
     make_metaworld_env,
     make_metaworld_gym_env,
     render_settings,
@@ -95,6 +98,7 @@ def test_fast_render_settings_applied():
         slow.close()
 
 
+@pytest.mark.filterwarnings("ignore:Constant.*may be too high")
 def test_success_does_not_end_episode_and_truncation_at_limit(make_env):
     limit = 80
     env = make_env(max_episode_steps=limit)
@@ -180,3 +184,30 @@ def test_bad_task_name_lists_valid_names():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_metaworld_env(TASK, **kwargs)
+
+
+def test_interpreter_exits_clean_without_explicit_close():
+    script = (
+        "from torchrl_prelar.envs.metaworld import make_metaworld_env\n"
+        "env = make_metaworld_env('reach-v3', max_episode_steps=10)\n"
+        "env.rollout(2)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "MUJOCO_GL": "egl"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "EGLError" not in result.stderr
+    assert "Exception ignored" not in result.stderr
+
+
+def test_close_closes_the_renderer(make_env):
+    env = make_env(max_episode_steps=10)
+    env.reset()
+    adapter = env.base_env._env.env
+    assert isinstance(adapter, MetaWorldRenderAdapter)
+    assert not adapter.closed
+    env.close()
+    assert adapter.closed

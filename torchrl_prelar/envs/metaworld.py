@@ -198,6 +198,11 @@ class MetaWorldRenderAdapter(gym.Wrapper):
             self.unwrapped.seed(int(seed))
         return self.env.reset(options=options)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has released the renderer."""
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return

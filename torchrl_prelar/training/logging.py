@@ -32,7 +32,7 @@ class RunLoggers:
         project: str = "torchrl_prelar",
         wandb_mode: str = "offline",
     ) -> RunLoggers:
-        """CSV under ``run_dir/csv``; wandb under ``run_dir/wandb`` (``offline`` needs no network)."""
+        """CSV under ``run_dir/csv``; wandb under ``run_dir/wandb`` (offline: no network)."""
         loggers: list[Logger] = []
         for backend in backends:
             if backend == "csv":

@@ -41,8 +41,8 @@ def plot_curves(
 
     Examples:
         >>> import tempfile
-        >>> out = plot_curves({"loss": (np.arange(3), np.ones(3))}, Path(tempfile.mkdtemp()) / "c.png")
-        >>> out.exists()
+        >>> path = Path(tempfile.mkdtemp()) / "curves.png"
+        >>> plot_curves({"loss": (np.arange(3), np.ones(3))}, path).exists()
         True
     """
     import matplotlib
