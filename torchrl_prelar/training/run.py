@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torchrl.data import ReplayBuffer
+from tqdm.auto import tqdm
 
 from torchrl_prelar.data.video import EpisodeSource, make_video_replay_buffer
 from torchrl_prelar.modules import PreLARWorldModel, make_world_model, world_model_config
@@ -42,18 +43,22 @@ def video_sources(data: Mapping[str, Any], run_dir: Path) -> list[EpisodeSource 
 
         return [moving_square_episodes(data["episodes"], data["episode_length"], seed=0)]
     if kind == "metaworld":
-        from torchrl_prelar.data.generate import generate_videos
+        from torchrl_prelar.data.sources.metaworld_scripted import (
+            ScriptedVideoConfig,
+            generate_scripted_videos,
+        )
         from torchrl_prelar.data.sources.rlbench import RLBenchSource
 
         video_dir = Path(data.get("video_dir") or run_dir / "videos")
-        generate_videos(
-            video_dir,
-            tasks=data.get("tasks"),
-            episodes_per_task=data["episodes"],
+        settings = {"tasks": tuple(data["tasks"])} if data.get("tasks") else {}
+        config = ScriptedVideoConfig(
+            noise_std=data["noise"],
             episode_length=data["episode_length"],
-            noise=data["noise"],
             seed=data["seed"],
+            **settings,
         )
+        with tqdm(total=len(config.tasks) * data["episodes"], desc="rendering videos") as bar:
+            generate_scripted_videos(video_dir, config, data["episodes"], on_episode=bar.update)
         return [RLBenchSource(video_dir, name="metaworld")]
     if kind == "rlbench":
         from torchrl_prelar.data.sources.rlbench import RLBenchSource
