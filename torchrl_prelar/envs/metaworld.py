@@ -150,7 +150,9 @@ def _register_close_at_exit() -> None:
 class MetaWorldRenderAdapter(gym.Wrapper):
     """Gymnasium wrapper fixing what Meta-world v3 needs for pixel-based TorchRL use.
 
-    - ``render()`` returns upright frames (vertical flip of the ``corner`` camera image);
+    - ``render()`` flips gymnasium's frame vertically, which gives the frames of the reference
+      mujoco-py pipeline that Meta-world's cameras were set up for (``corner`` comes out
+      upright instead of upside down);
     - ``reset(seed=s)`` seeds Meta-world itself (its ``reset`` ignores ``seed``), so that
       ``env.set_seed`` in TorchRL controls which goal / object variation is drawn;
     - ``fast_render=True`` applies :func:`apply_fast_render` before the renderer exists;
@@ -181,6 +183,7 @@ class MetaWorldRenderAdapter(gym.Wrapper):
             )
         if fast_render:
             apply_fast_render(self.unwrapped.model)
+        # The first reset sets an MT1 task, which makes the goal part of the observation.
         self.env.reset()
         self.observation_space = self.unwrapped.sawyer_observation_space
         self._closed = False
