@@ -146,6 +146,10 @@ def test_same_seed_same_pixels(make_env):
     td_second = _rollout_with_actions(second, actions)
     torch.testing.assert_close(td_first["pixels"], td_second["pixels"])
     torch.testing.assert_close(td_first["next", "pixels"], td_second["next", "pixels"])
+    second.close()
+    first.set_seed(7)
+    td_again = _rollout_with_actions(first, actions)
+    torch.testing.assert_close(td_again["next", "pixels"], td_first["next", "pixels"])
     goals = set()
     for seed in range(4):
         first.set_seed(seed)

@@ -155,6 +155,8 @@ class MetaWorldRenderAdapter(gym.Wrapper):
       upright instead of upside down);
     - ``reset(seed=s)`` seeds Meta-world itself (its ``reset`` ignores ``seed``), so that
       ``env.set_seed`` in TorchRL controls which goal / object variation is drawn;
+    - ``render()`` makes this env's OpenGL context current first, so that several envs can
+      render in one process;
     - ``fast_render=True`` applies :func:`apply_fast_render` before the renderer exists;
     - ``observation_space`` is the one Meta-world really uses: its gymnasium space is built
       before the MT1 task makes the goal observable, and declares the 3 goal entries as zeros;
@@ -190,6 +192,12 @@ class MetaWorldRenderAdapter(gym.Wrapper):
         _OPEN_ADAPTERS.add(self)
 
     def render(self) -> np.ndarray:
+        # Each env has its own OpenGL context, and gymnasium does not make it current: with
+        # several envs in one process, another env's context (or none, once it is closed)
+        # would receive this env's draw calls.
+        viewer = self.unwrapped.mujoco_renderer.viewer
+        if viewer is not None:
+            viewer.make_context_current()
         frame = self.env.render()
         _register_close_at_exit()
         return np.ascontiguousarray(frame[::-1])
