@@ -31,7 +31,8 @@ def moving_square_batch(
     Returns a ``[batch_size, steps]`` TensorDict with uint8 ``"pixels"`` and
     ``("next", "pixels")`` (``[3, image_size, image_size]``, channels first), ``"is_init"``
     (True at t = 0) and ``"true_action"``: the float displacement (dy, dx) from o_t to
-    o_{t+1}, in pixels.
+    o_{t+1}, in pixels, and ``"true_next_position"``: the (row, column) of the first square's
+    corner in o_{t+1}.
 
     Examples:
         >>> td = moving_square_batch(2, 5, generator=torch.Generator().manual_seed(0))
@@ -59,6 +60,7 @@ def moving_square_batch(
             ("next", "pixels"): frames[:, 1:],
             "is_init": is_init,
             "true_action": shifts.float(),
+            "true_next_position": positions[:, 0, 1:].float(),
         },
         [batch_size, steps],
     )
