@@ -1,0 +1,476 @@
+"""The fine-tuning agent: a PreLAR world model with real actions, on TorchRL's Dreamer stack.
+
+What is TorchRL's, used as it is:
+
+- :class:`~torchrl.objectives.DreamerV3Loss` composing :class:`~torchrl.objectives.
+  DreamerV3ActorLoss` (imagination in a :class:`~torchrl.envs.model_based.dreamer.DreamerEnv`,
+  lambda returns, dynamics back-propagation, entropy bonus) and :class:`~torchrl.objectives.
+  DreamerV3ValueLoss` (critic with a target copy, :class:`~torchrl.objectives.HardUpdate`);
+- :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper` (forward, backward,
+  optimiser step, target update) with a plain :class:`torch.optim.Adam`;
+- :class:`~torchrl.modules.RSSMStateEstimatorV3` for the acting policy, and TorchRL's
+  :class:`~torchrl.modules.models.model_based.DreamerActor` with a ``TanhNormal`` head.
+
+What PreLAR adds: the :class:`~torchrl_prelar.modules.ActionEncoder` in front of the prior
+(in the world model, in the imagination env and in the acting policy), the pre-trained
+encoder / RSSM / decoder, and a world-model loss with the video intrinsic bonus and an
+auxiliary reward head (:class:`FinetuneModelLoss`, the one wrapper, see its docstring).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import (
+    InteractionType,
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+    TensorDictSequential,
+)
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.envs.model_based.dreamer import DreamerEnv
+from torchrl.modules import MLP, RSSMStateEstimatorV3, TanhNormal, WorldModelWrapper
+from torchrl.modules.models.model_based import DreamerActor
+from torchrl.objectives import (
+    DreamerV3ActorLoss,
+    DreamerV3Loss,
+    DreamerV3ValueLoss,
+    HardUpdate,
+    LossModule,
+)
+from torchrl.objectives.utils import ValueEstimators
+from torchrl.objectives import symlog
+from torchrl.trainers.algorithms import DreamerV3OptimizationStepper
+
+from torchrl_prelar.modules import (
+    PreLARWorldModel,
+    make_action_encoder,
+    make_world_model,
+    world_model_config,
+)
+from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
+from torchrl_prelar.modules.pixels import centred_pixels
+from torchrl_prelar.objectives import PreLARLoss
+from torchrl_prelar.training.checkpoint import load_checkpoint
+
+REWARD_KEY: NestedKey = ("next", "reward")
+AUX_REWARD_KEY: NestedKey = ("next", "aux_reward")
+#: Parameter-group names of the one Adam (see :func:`make_finetune_optimizer`).
+GROUPS = ("representation", "model", "actor", "critic")
+
+
+def load_pretrained_world_model(
+    world_model: PreLARWorldModel, path: str | Path, expected_config: Mapping | None = None
+) -> list[str]:
+    """Load encoder, RSSM and decoder of a ``run_pretrain`` checkpoint into ``world_model``.
+
+    ``world_model`` must still hold its :class:`LatentActionModel` (the whole pre-trained
+    model is checked, shape by shape); the reward heads are new and stay as they are. Swap
+    the action model afterwards. Returns the names of the loaded entries.
+
+    Raises:
+        ValueError: naming every parameter whose shape differs, or that is missing / extra,
+            together with the configuration the checkpoint was pre-trained with.
+    """
+    checkpoint = load_checkpoint(path)
+    state = checkpoint["world_model"]
+    target = world_model.state_dict()
+    problems = []
+    for name, value in state.items():
+        if name not in target:
+            problems.append(f"  {name}: in the checkpoint, not in the configured model")
+        elif tuple(value.shape) != tuple(target[name].shape):
+            problems.append(
+                f"  {name}: pre-trained shape {tuple(value.shape)}, configured model expects "
+                f"{tuple(target[name].shape)}"
+            )
+    for name in target:
+        if name not in state and not name.startswith("reward_heads."):
+            problems.append(f"  {name}: missing from the checkpoint")
+    if problems:
+        raise ValueError(
+            f"The pre-trained world model {path} does not match the configured world model "
+            f"(pre-trained with {checkpoint.get('config')}, configured "
+            f"{dict(expected_config) if expected_config is not None else '?'}):\n"
+            + "\n".join(problems)
+            + "\nSet world_model.preset / world_model.overrides to the pre-training values."
+        )
+    world_model.load_state_dict(state, strict=False)
+    return list(state)
+
+
+class _CentredEncoder(nn.Module):
+    """The world model's encoder on uint8 frames (scaled to [-0.5, 0.5] first)."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.encoder(centred_pixels(pixels))
+
+
+class _Carry(nn.Module):
+    """Copy posterior state, belief and action to ``"next"`` for the following step."""
+
+    def forward(self, state, belief, action):
+        return state.clone(), belief.clone(), action.clone()
+
+
+class FinetuneModelLoss(LossModule):
+    """PreLAR fine-tuning world-model loss, shaped for :class:`~torchrl.objectives.DreamerV3Loss`.
+
+    This is the one place where a TorchRL piece cannot take a PreLAR part as it is.
+    :class:`~torchrl.objectives.DreamerV3ModelLoss` (inside :class:`PreLARLoss`) scores one
+    reward key against the reward of the batch. Fine-tuning needs two targets: the reward
+    head learns ``reward + beta * bonus`` (the reward the actor maximises in imagination) and
+    the auxiliary head the plain reward, and the bonus needs the encoder embedding of the
+    batch *before* the loss. So this module:
+
+    1. embeds ``("next", "pixels")`` with the world model's encoder (no gradient, eval mode
+       so BatchNorm statistics are not updated twice) and computes the
+       :class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`;
+    2. runs :class:`PreLARLoss` with ``("next", "reward")`` replaced by reward + bonus
+       (``loss_model_reward``, the world model's reward head);
+    3. adds ``loss_model_aux_reward``, the same symlog-MSE for the auxiliary head
+       ``("next", "aux_reward")`` against the plain reward.
+
+    It exposes what :class:`~torchrl.objectives.DreamerV3Loss` reads from its model loss:
+    ``world_model`` (with ``in_keys``), ``tensor_keys.pixels`` / ``tensor_keys.reward`` and
+    ``detach_output`` (False: posterior states keep their graph; DreamerV3Loss detaches the
+    imagination start states itself). Costs one extra encoder forward pass per update.
+
+    Args:
+        prelar_loss: the world-model loss (its world model holds the action encoder and the
+            reward heads ``("next", "reward")`` and ``("next", "aux_reward")``).
+        bonus: the intrinsic bonus, or ``None`` to switch it off.
+        beta: bonus weight (1 in APV / PreLAR).
+        lambda_aux_reward: weight of the auxiliary reward term.
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Keys: ``pixels`` / ``reward`` / ``aux_reward`` (read under ``"next"``)."""
+
+        pixels: NestedKey = "pixels"
+        reward: NestedKey = "reward"
+        aux_reward: NestedKey = "aux_reward"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+    detach_output = False
+
+    def __init__(
+        self,
+        prelar_loss: PreLARLoss,
+        bonus: VideoIntrinsicBonus | None = None,
+        *,
+        beta: float = 1.0,
+        lambda_aux_reward: float = 1.0,
+    ):
+        super().__init__()
+        self.prelar_loss = prelar_loss
+        self.bonus = bonus
+        self.beta = beta
+        self.lambda_aux_reward = lambda_aux_reward
+
+    @property
+    def world_model(self) -> PreLARWorldModel:
+        return self.prelar_loss.world_model
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass
+
+    @torch.no_grad()
+    def _bonus(self, pixels: torch.Tensor) -> torch.Tensor:
+        encoder = self.world_model.encoder.module
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            embedding = encoder(centred_pixels(pixels))
+        finally:
+            encoder.train(was_training)
+        return self.bonus.compute(embedding)
+
+    def forward(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
+        keys = self.tensor_keys
+        reward_key = ("next", keys.reward)
+        tensordict = tensordict.select(*tensordict.keys(True, True))
+        reward = tensordict.get(reward_key)
+        bonus = None
+        if self.bonus is not None and self.beta:
+            bonus = self._bonus(tensordict.get(("next", keys.pixels)))
+            tensordict.set(reward_key, reward + self.beta * bonus)
+        losses, model_td = self.prelar_loss(tensordict)
+        aux = model_td.get(("next", keys.aux_reward))
+        aux_loss = (symlog(aux) - symlog(reward)).pow(2).mean()
+        losses.set("loss_model_aux_reward", self.lambda_aux_reward * aux_loss.unsqueeze(-1))
+        losses.set("env_reward", reward.mean().detach())
+        if bonus is not None:
+            losses.set("intrinsic_bonus", bonus.mean())
+        return losses, model_td
+
+
+@dataclass
+class FinetuneAgent:
+    """Everything fine-tuning trains or acts with (see :func:`make_finetune_agent`)."""
+
+    world_model: PreLARWorldModel
+    loss: DreamerV3Loss
+    policy: TensorDictSequential
+    actor: ProbabilisticTensorDictSequential
+    value: TensorDictModule
+    optimizer: torch.optim.Adam
+    stepper: DreamerV3OptimizationStepper
+    groups: dict[str, list[nn.Parameter]]
+
+
+def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
+    return MLP(
+        in_features=in_features,
+        out_features=out_features,
+        num_cells=[hidden] * depth,
+        activation_class=nn.ELU,
+    )
+
+
+def make_finetune_world_model(cfg: Mapping[str, Any], action_dim: int) -> PreLARWorldModel:
+    """World model with an :class:`ActionEncoder` and the two reward heads.
+
+    ``cfg["finetune"]["init"]``: ``"prelar"`` loads encoder, RSSM and decoder from
+    ``finetune.pretrained`` (default ``<run_dir>/pretrained_world_model.pt``) and drops the
+    latent action model; ``"dreamer"`` keeps the fresh initialisation (the DreamerV2 baseline
+    with the same action-encoder structure).
+    """
+    model_cfg, tune = cfg["world_model"], cfg["finetune"]
+    config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
+    world_model = make_world_model(config, reward_keys=[REWARD_KEY, AUX_REWARD_KEY])
+    if tune["init"] == "prelar":
+        path = tune.get("pretrained") or Path(cfg["run_dir"]) / "pretrained_world_model.pt"
+        load_pretrained_world_model(world_model, path, model_cfg)
+    elif tune["init"] != "dreamer":
+        raise ValueError(f"finetune.init must be 'prelar' or 'dreamer', got {tune['init']!r}.")
+    world_model.action_model = make_action_encoder(config, action_dim)
+    # Only o_{t+1} is encoded: the stored transitions do not need the root frames.
+    world_model.pixel_keys = [("next", "pixels")]
+    return world_model
+
+
+def make_finetune_optimizer(
+    groups: Mapping[str, list[nn.Parameter]], tune: Mapping[str, Any]
+) -> torch.optim.Adam:
+    """One Adam with a parameter group per reference optimiser, each clipped on its own.
+
+    ``representation`` (encoder + RSSM) and ``model`` (action encoder, decoder, heads) are the
+    reference's two world-model optimisers, ``actor`` and ``critic`` its actor-critic ones.
+    Adam is per-parameter, so groups behave as separate optimisers; a step pre-hook clips the
+    gradient norm of each group to ``grad_clip`` (the reference clips each optimiser). The
+    ``representation`` learning rate is set by :func:`set_representation_frozen`.
+    """
+    lrs = {
+        "representation": tune["model_lr"],
+        "model": tune["model_lr"],
+        "actor": tune["actor_lr"],
+        "critic": tune["critic_lr"],
+    }
+    optimizer = torch.optim.Adam(
+        [{"params": groups[name], "lr": lrs[name], "name": name} for name in GROUPS],
+        eps=tune["eps"],
+        weight_decay=tune["weight_decay"],
+    )
+    grad_clip = tune["grad_clip"]
+
+    def clip_each_group(optimizer, args, kwargs):
+        for group in optimizer.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            group["grad_norm"] = (
+                float(nn.utils.clip_grad_norm_(params, grad_clip)) if params else 0.0
+            )
+
+    optimizer.register_step_pre_hook(clip_each_group)
+    return optimizer
+
+
+def set_representation_frozen(optimizer: torch.optim.Optimizer, frozen: bool, lr: float) -> None:
+    """Learning rate 0 (frozen) or ``lr`` for the ``representation`` group (encoder + RSSM).
+
+    With lr 0, Adam leaves these parameters exactly unchanged (its moments still accumulate,
+    as in the reference, which sets the learning rate of that optimiser to 0).
+    """
+    for group in optimizer.param_groups:
+        if group["name"] == "representation":
+            group["lr"] = 0.0 if frozen else lr
+
+
+def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
+    """Build world model, losses, policy, optimiser and TorchRL stepper from the config."""
+    tune, device = cfg["finetune"], torch.device(cfg["device"])
+    world_model = make_finetune_world_model(cfg, action_dim).to(device)
+    prior = world_model.rssm_prior
+    posterior = world_model.rssm.rssm_posterior.module
+    stoch, deter = prior.num_categoricals * prior.num_classes, prior.rnn_hidden_dim
+    features = stoch + deter
+    encoder_net = world_model.action_model.module
+    reward_net = world_model.reward_heads[0].module
+
+    actor = ProbabilisticTensorDictSequential(
+        TensorDictModule(
+            DreamerActor(
+                action_dim, depth=tune["actor"]["depth"], num_cells=tune["actor"]["hidden"]
+            ),
+            in_keys=["state", "belief"],
+            out_keys=["loc", "scale"],
+        ),
+        ProbabilisticTensorDictModule(
+            in_keys=["loc", "scale"],
+            out_keys=["action"],
+            distribution_class=TanhNormal,
+            default_interaction_type=InteractionType.RANDOM,
+        ),
+    ).to(device)
+    value = TensorDictModule(
+        _mlp(features, 1, tune["critic"]["hidden"], tune["critic"]["depth"]),
+        in_keys=["state", "belief"],
+        out_keys=["state_value"],
+    ).to(device)
+    with torch.no_grad():  # initialise the actor's lazy layers
+        actor(Composite(state=Unbounded(stoch), belief=Unbounded(deter)).zero().to(device))
+
+    # Imagination: real action -> ActionEncoder -> latent action -> prior; reward head.
+    transition = TensorDictSequential(
+        TensorDictModule(encoder_net, in_keys=["action"], out_keys=["latent_action"]),
+        TensorDictModule(
+            prior, in_keys=["state", "belief", "latent_action"], out_keys=["_", "state", "belief"]
+        ),
+    )
+    reward = TensorDictModule(reward_net, in_keys=["state", "belief"], out_keys=["reward"])
+    imagination = DreamerEnv(
+        WorldModelWrapper(transition, reward),
+        prior_shape=torch.Size([stoch]),
+        belief_shape=torch.Size([deter]),
+        device=device,
+    )
+    imagination.observation_spec = Composite(
+        state=Unbounded(stoch, device=device), belief=Unbounded(deter, device=device)
+    )
+    imagination.state_spec = imagination.observation_spec.clone()
+    imagination.action_spec = Bounded(-1.0, 1.0, (action_dim,), device=device)
+    imagination.reward_spec = Unbounded((1,), device=device)
+
+    loss_cfg = cfg.get("loss", {})
+    prelar_loss = PreLARLoss(
+        world_model,
+        kl_balance=loss_cfg.get("kl_balance", 0.8),
+        free_nats=loss_cfg.get("free_nats", 0.0),
+        lambda_reco=loss_cfg.get("lambda_reco", 0.5),
+    )
+    intrinsic = tune["intrinsic"]
+    bonus = None
+    if intrinsic["enabled"]:
+        bonus = VideoIntrinsicBonus(
+            world_model.encoder.module.output_features,
+            proj_dim=intrinsic["proj_dim"],
+            window=intrinsic["window"],
+            queue_size=intrinsic["queue_size"],
+            k=intrinsic["k"],
+            seed=cfg["seed"],
+        ).to(device)
+    model_loss = FinetuneModelLoss(
+        prelar_loss,
+        bonus,
+        beta=intrinsic["beta"],
+        lambda_aux_reward=tune["lambda_aux_reward"],
+    )
+    actor_loss = DreamerV3ActorLoss(
+        actor,
+        value,
+        imagination,
+        imagination_horizon=tune["imagination_horizon"],
+        entropy_bonus=tune["entropy"],
+        use_reinforce=False,  # dynamics back-propagation
+        return_normalization=tune["return_normalization"],
+    )
+    actor_loss.make_value_estimator(
+        ValueEstimators.TDLambda, gamma=tune["gamma"], lmbda=tune["lmbda"]
+    )
+    value_loss = DreamerV3ValueLoss(
+        value, actor_loss=actor_loss, slow_critic_regularization=tune["slow_critic"]
+    )
+    loss = DreamerV3Loss(model_loss, actor_loss, value_loss, replay_value_loss_weight=0.0)
+    target_updater = None
+    if tune["slow_critic"]:
+        target_updater = HardUpdate(
+            value_loss, value_network_update_interval=tune["target_update_every"]
+        )
+
+    representation = {
+        id(p) for p in (*world_model.encoder.parameters(), *world_model.rssm.parameters())
+    }
+    model = {id(p) for p in world_model.parameters()} - representation
+    actor_ids = {id(p) for p in actor.parameters()}
+    groups: dict[str, list[nn.Parameter]] = {name: [] for name in GROUPS}
+    for parameter in loss.parameters():  # de-duplicated; the critic's live in value_loss
+        key = id(parameter)
+        name = (
+            "representation"
+            if key in representation
+            else "model"
+            if key in model
+            else "actor"
+            if key in actor_ids
+            else "critic"
+        )
+        groups[name].append(parameter)
+    optimizer = make_finetune_optimizer(groups, tune)
+
+    dtype = None
+    if cfg.get("precision", "fp32") != "fp32":
+        from torchrl_prelar.training.precision import resolve_precision
+
+        dtype = resolve_precision(cfg["precision"], device)
+        if dtype is not None and device.type != "cuda":
+            warnings.warn(
+                "Fine-tuning runs in fp32 on CPU: TorchRL's DreamerV3OptimizationStepper "
+                "applies autocast on CUDA only.",
+                stacklevel=2,
+            )
+    stepper = DreamerV3OptimizationStepper(
+        loss,
+        optimizer,
+        target_updater,
+        compile_train_step=False,
+        cudagraph=False,
+        mixed_precision=dtype is not None and device.type == "cuda",
+    )
+
+    policy = TensorDictSequential(
+        TensorDictModule(
+            _CentredEncoder(world_model.encoder.module),
+            in_keys=["pixels"],
+            out_keys=["encoded_latents"],
+        ),
+        TensorDictModule(
+            encoder_net, in_keys=["previous_action"], out_keys=["previous_latent_action"]
+        ),
+        RSSMStateEstimatorV3(
+            prior,
+            posterior,
+            in_keys=["state", "belief", "previous_latent_action", "encoded_latents", "is_init"],
+        ),
+        actor,
+        TensorDictModule(
+            _Carry(),
+            in_keys=["state", "belief", "action"],
+            out_keys=[("next", "state"), ("next", "belief"), ("next", "previous_action")],
+        ),
+    )
+    return FinetuneAgent(world_model, loss, policy, actor, value, optimizer, stepper, groups)
