@@ -1,8 +1,10 @@
-"""PreLAR with TorchRL: pre-train a Dreamer world model on action-free video.
+"""PreLAR with TorchRL: pre-train a Dreamer world model on action-free video, then fine-tune.
 
     python examples/dreamer_prelar.py                      # quick CPU demo
     python examples/dreamer_prelar.py preset=paper device=cuda data.path=/data/rlbench
     python examples/dreamer_prelar.py stage=pretrain pretrain.updates=1000 loss.beta_action=0.5
+    python examples/dreamer_prelar.py stage=finetune finetune.task=drawer-open-v3
+    python examples/dreamer_prelar.py stage=finetune finetune.init=dreamer   # no pre-training
 
 Everything is written to ``run_dir`` (default ``runs/prelar_<preset>``); running the same
 command again resumes from the last checkpoint. The logic lives in
@@ -16,6 +18,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from torchrl_prelar.training.finetune import run_finetune  # noqa: E402
 from torchrl_prelar.training.run import run_pretrain  # noqa: E402
 
 STAGES = ("pretrain", "finetune", "all")
@@ -30,7 +33,8 @@ def main(config: DictConfig) -> None:
         summary = run_pretrain(cfg)
         print(f"pre-training done: {summary['last_metrics']} -> {cfg['run_dir']}")
     if cfg["stage"] in ("finetune", "all"):
-        raise NotImplementedError("stage=finetune is not implemented yet (issue 4).")
+        summary = run_finetune(cfg)
+        print(f"fine-tuning done: {summary['evaluations'][-1:]} -> {cfg['run_dir']}")
 
 
 if __name__ == "__main__":

@@ -46,9 +46,9 @@ from torchrl.objectives import (
     DreamerV3ValueLoss,
     HardUpdate,
     LossModule,
+    symlog,
 )
 from torchrl.objectives.utils import ValueEstimators
-from torchrl.objectives import symlog
 from torchrl.trainers.algorithms import DreamerV3OptimizationStepper
 
 from torchrl_prelar.modules import (
