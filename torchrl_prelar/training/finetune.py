@@ -1,4 +1,4 @@
-"""PreLAR fine-tuning on a Meta-world task with TorchRL's collector, replay buffer and Dreamer losses.
+"""PreLAR fine-tuning on Meta-world with TorchRL's collector, replay buffer and Dreamer losses.
 
 One training step, top to bottom (:func:`run_finetune`):
 
