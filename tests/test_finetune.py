@@ -188,7 +188,9 @@ def test_reward_head_learns_reward_plus_bonus_and_aux_head_plain_reward():
     plain = finetune_model_loss(None)
     with_bonus = finetune_model_loss(VideoIntrinsicBonus(512, queue_size=64, k=4))
     with_bonus.bonus.compute(torch.randn(2, 4, 512))  # non-empty queue: a non-zero bonus
+    torch.manual_seed(1)  # same posterior samples in both
     plain_losses, _ = plain(batch.clone())
+    torch.manual_seed(1)
     bonus_losses, _ = with_bonus(batch.clone())
     assert float(bonus_losses["intrinsic_bonus"]) > 0
     # Same weights and batch: the aux term is unchanged, the reward term sees the bonus.
