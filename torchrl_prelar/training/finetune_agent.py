@@ -312,7 +312,14 @@ def set_representation_frozen(optimizer: torch.optim.Optimizer, frozen: bool, lr
 
 
 def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
-    """Build world model, losses, policy, optimiser and TorchRL stepper from the config."""
+    """Build world model, losses, policy, optimiser and TorchRL stepper from the config.
+
+    Differences from the DreamerV2 reference that come from using TorchRL's losses as they
+    are: the critic regresses symlog values (``DreamerV3ValueLoss``), and the lambda returns
+    bootstrap from the online critic; the target critic (``slow_critic > 0``, copied every
+    ``target_update_every`` updates by ``HardUpdate``) enters as DreamerV3's slow-critic
+    regulariser. ``replay_value_loss_weight`` is 0 (DreamerV2 has no replay value term).
+    """
     tune, device = cfg["finetune"], torch.device(cfg["device"])
     world_model = make_finetune_world_model(cfg, action_dim).to(device)
     prior = world_model.rssm_prior
