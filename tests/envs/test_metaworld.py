@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import functools
+import gc
 import subprocess
 import sys
 
@@ -215,3 +216,21 @@ def test_close_closes_the_renderer(make_env):
     assert not adapter.closed
     env.close()
     assert adapter.closed
+
+
+def test_closing_one_env_leaves_the_other_rendering():
+    kept = make_metaworld_env(TASK, max_episode_steps=10)
+    closed = make_metaworld_env(TASK, max_episode_steps=10)
+    try:
+        kept.set_seed(0)
+        expected = kept.reset()["pixels"]
+        closed.rollout(2)
+        closed.close()
+        kept.reset()  # makes the kept env's context current while the closed one is freed
+        del closed
+        gc.collect()
+        kept.set_seed(0)
+        torch.testing.assert_close(kept.reset()["pixels"], expected)
+        assert expected.float().mean() > 10
+    finally:
+        kept.close()

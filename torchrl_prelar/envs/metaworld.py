@@ -21,8 +21,11 @@ Example:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import gc
 import os
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -147,6 +150,18 @@ def _register_close_at_exit() -> None:
         _CLOSE_AT_EXIT_REGISTERED = True
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the garbage collector, so no finaliser frees an OpenGL context meanwhile."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class MetaWorldRenderAdapter(gym.Wrapper):
     """Gymnasium wrapper fixing what Meta-world v3 needs for pixel-based TorchRL use.
 
@@ -192,13 +207,15 @@ class MetaWorldRenderAdapter(gym.Wrapper):
         _OPEN_ADAPTERS.add(self)
 
     def render(self) -> np.ndarray:
-        # Each env has its own OpenGL context, and gymnasium does not make it current: with
-        # several envs in one process, another env's context (or none, once it is closed)
-        # would receive this env's draw calls.
-        viewer = self.unwrapped.mujoco_renderer.viewer
-        if viewer is not None:
-            viewer.make_context_current()
-        frame = self.env.render()
+        # Each env has its own OpenGL context and gymnasium does not make it current, so with
+        # several envs in one process the draw calls could go to another env's context, or to
+        # none: freeing any context (close, or garbage collection of an unclosed env) releases
+        # the thread's current one. Hence: make ours current, with collection paused.
+        with _gc_paused():
+            viewer = self.unwrapped.mujoco_renderer.viewer
+            if viewer is not None:
+                viewer.make_context_current()
+            frame = self.env.render()
         _register_close_at_exit()
         return np.ascontiguousarray(frame[::-1])
 
@@ -219,7 +236,24 @@ class MetaWorldRenderAdapter(gym.Wrapper):
             return
         self._closed = True
         _OPEN_ADAPTERS.discard(self)
+        self._free_mujoco_context()
         super().close()
+
+    def _free_mujoco_context(self) -> None:
+        """Free MuJoCo's GL objects in their own context, before that context is destroyed.
+
+        gymnasium destroys the OpenGL context but leaves the ``MjrContext`` to the garbage
+        collector, which then deletes textures and framebuffers by id in whatever context is
+        current, i.e. those of another live env, whose frames turn black.
+        """
+        viewer = self.unwrapped.mujoco_renderer.viewer
+        if viewer is not None:
+            viewer.make_context_current()
+            viewer.con.free()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
 
 
 class SuccessInfoReader(BaseInfoDictReader):
