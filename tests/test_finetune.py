@@ -102,7 +102,7 @@ def test_pipeline_loads_pretrained_world_model_and_writes_outputs(frozen_run):
     image = frozen_run / "finetune_curves.png"
     assert image.stat().st_size > 1000 and image.read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((frozen_run / "summary.json").read_text())
-    assert summary["stage"] == "pretrain" and summary["finetune"]["updates"] == 5
+    assert "pretrain" in summary and summary["finetune"]["updates"] == 5
     assert math.isfinite(summary["finetune"]["last_metrics"]["world_model_loss"])
 
 

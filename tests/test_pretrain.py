@@ -141,7 +141,7 @@ def test_example_pretrains_writes_outputs_and_resumes(tmp_path):
         "summary.json",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text())["pretrain"]
     assert summary["updates"] == 6 and summary["last_metrics"]["loss"] > 0
     loss_rows = tmp_path / "csv" / "prelar_test" / "scalars" / "pretrain" / "loss.csv"
     assert len(loss_rows.read_text().splitlines()) == 3

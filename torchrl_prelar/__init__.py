@@ -1,6 +1,7 @@
 """PreLAR (ECCV 2024) world-model pre-training with learnable action representations,
 as TorchRL components."""
 
+from torchrl_prelar.data import VideoClipTransform, make_video_replay_buffer
 from torchrl_prelar.modules import (
     PRESETS,
     ActionEncoder,
@@ -11,18 +12,33 @@ from torchrl_prelar.modules import (
     make_world_model,
     world_model_config,
 )
-from torchrl_prelar.objectives import PreLARLoss
+from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
+from torchrl_prelar.objectives import FinetuneModelLoss, PreLARLoss
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
     "ActionEncoder",
+    "FinetuneModelLoss",
     "LatentActionModel",
     "PreLARLoss",
     "PreLARWorldModel",
+    "VideoClipTransform",
+    "VideoIntrinsicBonus",
     "make_action_encoder",
     "make_latent_action_model",
+    "make_metaworld_env",
+    "make_video_replay_buffer",
     "make_world_model",
     "world_model_config",
 ]
+
+
+def __getattr__(name: str):
+    """``make_metaworld_env`` imports Meta-world, so it is loaded on first use only."""
+    if name == "make_metaworld_env":
+        from torchrl_prelar.envs import make_metaworld_env
+
+        return make_metaworld_env
+    raise AttributeError(f"module 'torchrl_prelar' has no attribute {name!r}")

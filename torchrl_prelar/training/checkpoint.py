@@ -1,11 +1,15 @@
-"""Atomic checkpoints: a kill mid-write never leaves a corrupt latest checkpoint."""
+"""Atomic checkpoints (a kill mid-write never leaves a corrupt latest checkpoint), the random
+states they carry, and the run summary."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -48,3 +52,48 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"Checkpoint {path} could not be read ({type(error).__name__}: {error}); it is "
             "corrupt or truncated. Delete it to start over."
         ) from error
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random states (torch, CUDA, numpy, Python) to store in a checkpoint."""
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore random states saved by :func:`rng_state`.
+
+    Examples:
+        >>> state = rng_state(); first = torch.rand(2)
+        >>> set_rng_state(state); torch.equal(first, torch.rand(2))
+        True
+    """
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def update_summary(run_dir: str | Path, section: str, values: dict[str, Any]) -> Path:
+    """Write ``values`` as section ``section`` of ``run_dir/summary.json`` (atomically).
+
+    Examples:
+        >>> import tempfile
+        >>> path = update_summary(tempfile.mkdtemp(), "pretrain", {"updates": 3})
+        >>> json.loads(path.read_text())["pretrain"]["updates"]
+        3
+    """
+    path = Path(run_dir) / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary[section] = values
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, path)
+    return path

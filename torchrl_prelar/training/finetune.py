@@ -30,8 +30,6 @@ the environment restarts a fresh episode (the episode cut by the stop is kept as
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import shutil
 import time
@@ -50,7 +48,13 @@ from torchrl.trainers.algorithms import DreamerV3UpdateRatio
 from tqdm.auto import tqdm
 
 from torchrl_prelar.envs.metaworld import make_metaworld_env
-from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_prelar.training.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    update_summary,
+)
 from torchrl_prelar.training.finetune_agent import (
     FinetuneAgent,
     make_finetune_agent,
@@ -129,20 +133,6 @@ def evaluate(env, policy, episodes: int, max_steps: int) -> dict[str, float]:
     return {"eval_success_rate": float(np.mean(successes)), "eval_return": float(np.mean(returns))}
 
 
-def _rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 def _validate(tune: Mapping[str, Any]) -> None:
     episode = tune["max_episode_steps"] // tune["action_repeat"]
     if tune["batch_length"] > episode:
@@ -191,22 +181,13 @@ def _save(run_dir: Path, agent, ratio, buffer, progress: _Progress, save_replay:
             "loss": agent.loss.state_dict(),
             "stepper": agent.stepper.state_dict(),
             "update_ratio": ratio.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "replay": replay,
         },
     )
     for old in run_dir.glob("replay_*"):
         if old.name != replay:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_summary(run_dir: Path, section: dict[str, Any]) -> None:
-    path = run_dir / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    summary["finetune"] = section
-    tmp = path.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, path)
 
 
 def _update_metrics(metrics: TensorDictBase, agent: FinetuneAgent) -> dict[str, float]:
@@ -263,7 +244,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         agent.loss.load_state_dict(state["loss"])
         agent.stepper.load_state_dict(state["stepper"])
         ratio.load_state_dict(state["update_ratio"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         if state["replay"] and (run_dir / state["replay"]).exists():
             buffer.loads(run_dir / state["replay"])
         else:  # documented re-fill: `prefill` steps of the restored policy
@@ -376,5 +357,5 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "seconds_per_update": progress.update_seconds / max(1, progress.updates_this_run),
         "seconds_per_env_step": progress.collect_seconds / max(1, progress.collected_this_run),
     }
-    _write_summary(run_dir, summary)
+    update_summary(run_dir, "finetune", summary)
     return summary

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
 from tensordict.nn import (
     InteractionType,
     ProbabilisticTensorDictModule,
@@ -45,8 +44,6 @@ from torchrl.objectives import (
     DreamerV3Loss,
     DreamerV3ValueLoss,
     HardUpdate,
-    LossModule,
-    symlog,
 )
 from torchrl.objectives.utils import ValueEstimators
 from torchrl.trainers.algorithms import DreamerV3OptimizationStepper
@@ -60,6 +57,7 @@ from torchrl_prelar.modules import (
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives import PreLARLoss
+from torchrl_prelar.objectives.finetune import FinetuneModelLoss
 from torchrl_prelar.training.checkpoint import load_checkpoint
 
 REWARD_KEY: NestedKey = ("next", "reward")
@@ -124,100 +122,6 @@ class _Carry(nn.Module):
 
     def forward(self, state, belief, action):
         return state.clone(), belief.clone(), action.clone()
-
-
-class FinetuneModelLoss(LossModule):
-    """PreLAR fine-tuning world-model loss, shaped for :class:`~torchrl.objectives.DreamerV3Loss`.
-
-    This is the one place where a TorchRL piece cannot take a PreLAR part as it is.
-    :class:`~torchrl.objectives.DreamerV3ModelLoss` (inside :class:`PreLARLoss`) scores one
-    reward key against the reward of the batch. Fine-tuning needs two targets: the reward
-    head learns ``reward + beta * bonus`` (the reward the actor maximises in imagination) and
-    the auxiliary head the plain reward, and the bonus needs the encoder embedding of the
-    batch *before* the loss. So this module:
-
-    1. embeds ``("next", "pixels")`` with the world model's encoder (no gradient, eval mode
-       so BatchNorm statistics are not updated twice) and computes the
-       :class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`;
-    2. runs :class:`PreLARLoss` with ``("next", "reward")`` replaced by reward + bonus
-       (``loss_model_reward``, the world model's reward head);
-    3. adds ``loss_model_aux_reward``, the same symlog-MSE for the auxiliary head
-       ``("next", "aux_reward")`` against the plain reward.
-
-    It exposes what :class:`~torchrl.objectives.DreamerV3Loss` reads from its model loss:
-    ``world_model`` (with ``in_keys``), ``tensor_keys.pixels`` / ``tensor_keys.reward`` and
-    ``detach_output`` (False: posterior states keep their graph; DreamerV3Loss detaches the
-    imagination start states itself). Costs one extra encoder forward pass per update.
-
-    Args:
-        prelar_loss: the world-model loss (its world model holds the action encoder and the
-            reward heads ``("next", "reward")`` and ``("next", "aux_reward")``).
-        bonus: the intrinsic bonus, or ``None`` to switch it off.
-        beta: bonus weight (1 in APV / PreLAR).
-        lambda_aux_reward: weight of the auxiliary reward term.
-    """
-
-    @dataclass
-    class _AcceptedKeys:
-        """Keys: ``pixels`` / ``reward`` / ``aux_reward`` (read under ``"next"``)."""
-
-        pixels: NestedKey = "pixels"
-        reward: NestedKey = "reward"
-        aux_reward: NestedKey = "aux_reward"
-
-    tensor_keys: _AcceptedKeys
-    default_keys = _AcceptedKeys
-    detach_output = False
-
-    def __init__(
-        self,
-        prelar_loss: PreLARLoss,
-        bonus: VideoIntrinsicBonus | None = None,
-        *,
-        beta: float = 1.0,
-        lambda_aux_reward: float = 1.0,
-    ):
-        super().__init__()
-        self.prelar_loss = prelar_loss
-        self.bonus = bonus
-        self.beta = beta
-        self.lambda_aux_reward = lambda_aux_reward
-
-    @property
-    def world_model(self) -> PreLARWorldModel:
-        return self.prelar_loss.world_model
-
-    def _forward_value_estimator_keys(self, **kwargs) -> None:
-        pass
-
-    @torch.no_grad()
-    def _bonus(self, pixels: torch.Tensor) -> torch.Tensor:
-        encoder = self.world_model.encoder.module
-        was_training = encoder.training
-        encoder.eval()
-        try:
-            embedding = encoder(centred_pixels(pixels))
-        finally:
-            encoder.train(was_training)
-        return self.bonus.compute(embedding)
-
-    def forward(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
-        keys = self.tensor_keys
-        reward_key = ("next", keys.reward)
-        tensordict = tensordict.select(*tensordict.keys(True, True))
-        reward = tensordict.get(reward_key)
-        bonus = None
-        if self.bonus is not None and self.beta:
-            bonus = self._bonus(tensordict.get(("next", keys.pixels)))
-            tensordict.set(reward_key, reward + self.beta * bonus)
-        losses, model_td = self.prelar_loss(tensordict)
-        aux = model_td.get(("next", keys.aux_reward))
-        aux_loss = (symlog(aux) - symlog(reward)).pow(2).mean()
-        losses.set("loss_model_aux_reward", self.lambda_aux_reward * aux_loss.unsqueeze(-1))
-        losses.set("env_reward", reward.mean().detach())
-        if bonus is not None:
-            losses.set("intrinsic_bonus", bonus.mean())
-        return losses, model_td
 
 
 @dataclass

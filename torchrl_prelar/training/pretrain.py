@@ -18,7 +18,12 @@ from tensordict import TensorDict, TensorDictBase
 from tqdm.auto import tqdm
 
 from torchrl_prelar.objectives import PreLARLoss
-from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_prelar.training.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from torchrl_prelar.training.precision import autocast, resolve_precision
 
 CHECKPOINT_NAME = "pretrain_last.pt"
@@ -96,19 +101,6 @@ class PreLARPretrainer:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def pretrain(
     trainer: PreLARPretrainer,
     sample: Callable[[], TensorDictBase],
@@ -153,11 +145,11 @@ def pretrain(
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, map_location=trainer.device)
         trainer.load_state_dict(state["trainer"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         step = state["step"]
 
     def checkpoint() -> None:
-        state = {"trainer": trainer.state_dict(), "rng": _rng_state(), "step": step}
+        state = {"trainer": trainer.state_dict(), "rng": rng_state(), "step": step}
         save_checkpoint(checkpoint_path, state)
         if on_checkpoint is not None:
             on_checkpoint(step)

@@ -7,7 +7,6 @@ writes into ``cfg["run_dir"]``: checkpoints, CSV (and wandb) logs, PNG curves, a
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 from torchrl_prelar.data.video import EpisodeSource, make_video_replay_buffer
 from torchrl_prelar.modules import PreLARWorldModel, make_world_model, world_model_config
 from torchrl_prelar.objectives import PreLARLoss
-from torchrl_prelar.training.checkpoint import save_checkpoint
+from torchrl_prelar.training.checkpoint import save_checkpoint, update_summary
 from torchrl_prelar.training.evaluate import open_loop_prediction
 from torchrl_prelar.training.logging import RunLoggers
 from torchrl_prelar.training.media import plot_curves, read_csv_scalars, save_prediction_gif
@@ -147,12 +146,10 @@ def run_pretrain(cfg: Mapping[str, Any]) -> dict[str, Any]:
         {"world_model": loss.world_model.state_dict(), "config": dict(cfg["world_model"])},
     )
     summary = {
-        "stage": "pretrain",
         "updates": train["updates"],
         "seconds_this_run": round(time.time() - started, 1),
         "last_metrics": last,
         "world_model": dict(cfg["world_model"]),
     }
-    with open(run_dir / "summary.json", "w") as file:
-        json.dump(summary, file, indent=2)
+    update_summary(run_dir, "pretrain", summary)
     return summary
