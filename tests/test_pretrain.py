@@ -118,6 +118,7 @@ def run_example(run_dir, *overrides):
             sys.executable,
             str(REPO / "examples" / "dreamer_prelar.py"),
             "preset=test",
+            "stage=pretrain",
             f"run_dir={run_dir}",
             *overrides,
         ],
