@@ -10,24 +10,32 @@ import numpy as np
 import torch
 
 
-def read_csv_scalars(scalars_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Read TorchRL ``CSVLogger`` scalars (``<name>.csv`` files of ``step,value`` rows).
+def read_csv_scalars(csv_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read TorchRL ``CSVLogger`` scalars (``.../scalars/<name>.csv`` files of ``step,value``).
 
-    Rows repeated for a step (a resumed run logs again the steps after its last checkpoint)
-    keep the last value.
+    Series are named as they were logged (the path below ``scalars/``, e.g.
+    ``"pretrain/loss"``). Rows repeated for a step (a resumed run logs again the steps after
+    its last checkpoint) keep the last value.
+
+    Examples:
+        >>> import tempfile
+        >>> from torchrl.record.loggers.csv import CSVLogger
+        >>> root = tempfile.mkdtemp()
+        >>> CSVLogger("run", log_dir=root).log_scalar("pretrain/loss", 2.0, step=1)
+        >>> read_csv_scalars(root)["pretrain/loss"]
+        (array([1]), array([2.]))
     """
     series = {}
-    root = Path(scalars_dir)
-    for path in sorted(root.rglob("*.csv")):
+    for path in sorted(Path(csv_dir).rglob("*.csv")):
+        if "scalars" not in path.parts[:-1]:
+            continue
+        below = path.parts[len(path.parts) - path.parts[::-1].index("scalars") :]
         rows: dict[int, float] = {}
         with open(path, newline="") as file:
             for step, value in csv.reader(file):
                 rows[int(float(step))] = float(value)
         steps = np.array(sorted(rows))
-        series[str(path.relative_to(root).with_suffix(""))] = (
-            steps,
-            np.array([rows[s] for s in steps]),
-        )
+        series[str(Path(*below).with_suffix(""))] = (steps, np.array([rows[s] for s in steps]))
     return series
 
 
