@@ -67,8 +67,14 @@ class _RewardOptional(TensorDictModuleBase):
         super().__init__()
         self.world_model = world_model
         self.reward_key = reward_key
-        self.in_keys = world_model.in_keys
-        self.out_keys = world_model.out_keys
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        return self.world_model.in_keys
+
+    @property
+    def out_keys(self) -> list[NestedKey]:
+        return self.world_model.out_keys
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict = self.world_model(tensordict)
