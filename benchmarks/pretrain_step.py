@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--no-channels-last", action="store_true")
     parser.add_argument("--consistency", default="off", choices=["off", "sign", "soft"])
     parser.add_argument("--reference-seconds", type=float, default=None)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
@@ -100,7 +101,11 @@ def main() -> None:
     world_model = make_world_model(args.preset, validate_inputs=False).to(device)
     loss = PreLARLoss(world_model, consistency=args.consistency)
     trainer = PreLARPretrainer(
-        loss, make_optimizer(loss.parameters()), precision=args.precision, device=device
+        loss,
+        make_optimizer(loss.parameters()),
+        precision=args.precision,
+        device=device,
+        channels_last=not args.no_channels_last,
     )
     batch = moving_square_batch(args.batch, args.steps).to(device)
     dtype = trainer.autocast_dtype
@@ -124,6 +129,7 @@ def main() -> None:
         "transitions": args.steps,
         "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
         "device": str(device),
+        "channels_last": not args.no_channels_last,
         "threads": torch.get_num_threads(),
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -51,6 +51,8 @@ class PreLARPretrainer:
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``
             (see :func:`~torchrl_prelar.training.precision.resolve_precision`).
         device: where the model and batches live.
+        channels_last: store convolution weights (hence activations) channels-last, the
+            layout oneDNN and cuDNN convolve fastest; parameter values are unchanged.
 
     Examples:
         >>> from torchrl_prelar import make_world_model
@@ -70,7 +72,10 @@ class PreLARPretrainer:
         grad_clip: float = 100.0,
         precision: str = "auto",
         device: torch.device | str = "cpu",
+        channels_last: bool = True,
     ):
+        if channels_last:
+            loss.to(memory_format=torch.channels_last)
         self.loss = loss
         self.optimizer = optimizer
         self.grad_clip = grad_clip

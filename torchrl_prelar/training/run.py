@@ -125,6 +125,7 @@ def run_pretrain(cfg: Mapping[str, Any]) -> dict[str, Any]:
         grad_clip=train["grad_clip"],
         precision=cfg["precision"],
         device=cfg["device"],
+        channels_last=train["channels_last"],
     )
     loggers = RunLoggers.create(run_dir, cfg["name"], **cfg["logger"])
     context = min(train["video_context"], cfg["data"]["num_transitions"] - 1)
