@@ -1,0 +1,511 @@
+"""Fine-tuning comparison: PreLAR-initialised vs ``dreamer`` from scratch, several seeds.
+
+    MUJOCO_GL=egl python scripts/compare_finetune.py \\
+        --pretrained runs/prelar_quick/pretrained_world_model.pt --out runs/compare_quick
+
+Each run (one per arm and seed, ``<out>/<arm>_seed<seed>``) is ``run_finetune(cfg)`` with the
+``finetune`` section of ``examples/config`` preset ``--preset`` (plus Hydra ``key=value``
+overrides such as ``finetune.env_steps=2000``) and the world-model preset the pre-trained
+model was trained with (read from the checkpoint), so both arms have the same structure.
+Runs are sequential in this one process. A run whose folder holds a finished summary is
+skipped and a half-finished one resumes, so re-running the same command after a kill
+continues where it stopped. Afterwards the CSV logs of all runs are read and
+``<docs>/results/finetune_comparison.png`` and ``<docs>/results.md`` are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "examples" / "config"
+ARMS = ("prelar", "dreamer")
+COLOURS = {"prelar": "tab:blue", "dreamer": "tab:orange"}
+STYLES = {"prelar": ("-", "o", 7), "dreamer": ("--", "s", 4)}  # visible where they coincide
+LOSS = "finetune/world_model_loss"
+SUCCESS = "finetune/eval_success_rate"
+RETURN = "finetune/eval_return"
+#: Set by this script for every run; overriding them on the command line is an error.
+OWN_KEYS = ("stage", "run_dir", "seed", "name", "finetune.init", "finetune.pretrained")
+TIMING_FILE = "compare_timing.json"
+CONFIG_FILE = "compare_config.json"
+
+log = logging.getLogger("compare_finetune")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--pretrained", type=Path, help="pretrained_world_model.pt of run_pretrain (prelar arm)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder of the run folders")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--task", default="reach-v3", help="Meta-world task")
+    parser.add_argument("--preset", default="quick", help="examples/config preset")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--docs", type=Path, default=Path("docs"), help="where results.md goes")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra key=value overrides, e.g. finetune.env_steps=2000"
+    )
+    args = parser.parse_args(argv)
+    for override in args.overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if "=" not in override:
+            parser.error(f"override {override!r} is not key=value")
+        if key in OWN_KEYS or key in ("preset", "finetune.task"):
+            parser.error(f"{key} is set by this script (use its options instead)")
+    if "prelar" in args.arms and args.pretrained is None:
+        parser.error("--pretrained is required for the prelar arm")
+    if args.pretrained is not None and not args.pretrained.is_file():
+        parser.error(f"--pretrained {args.pretrained} does not exist")
+    return args
+
+
+def pretrained_world_model_config(path: Path | None) -> dict[str, Any] | None:
+    """The ``world_model`` section a ``run_pretrain`` checkpoint was trained with."""
+    if path is None:
+        return None
+    from torchrl_prelar.training.checkpoint import load_checkpoint
+
+    config = load_checkpoint(path).get("config")
+    if not config or "preset" not in config:
+        raise ValueError(f"{path} has no world-model 'config' (not written by run_pretrain?)")
+    return {"preset": config["preset"], "overrides": dict(config.get("overrides") or {})}
+
+
+def run_config(
+    args: argparse.Namespace, arm: str, seed: int, world_model: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The plain configuration dict of one run (composed from ``examples/config``)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    run_dir = (args.out / f"{arm}_seed{seed}").resolve()
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        config = compose(
+            "config", overrides=[f"preset={args.preset}", f"run_dir={run_dir}", *args.overrides]
+        )
+    cfg = OmegaConf.to_container(config, resolve=True)
+    cfg["stage"] = "finetune"
+    cfg["run_dir"] = str(run_dir)
+    cfg["seed"] = seed
+    cfg["name"] = f"{arm}_seed{seed}"
+    cfg["finetune"]["init"] = arm
+    cfg["finetune"]["task"] = args.task
+    cfg["finetune"]["pretrained"] = str(args.pretrained.resolve()) if arm == "prelar" else None
+    if world_model is not None:  # both arms: the pre-trained model's structure
+        cfg["world_model"] = {**cfg["world_model"], **world_model}
+    return cfg
+
+
+def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` without what may change between invocations of the same comparison."""
+    out = json.loads(json.dumps(cfg))
+    out["finetune"].pop("env_steps", None)
+    out.pop("threads", None)
+    out["finetune"]["pretrained"] = bool(out["finetune"]["pretrained"])
+    return out
+
+
+def finished(run_dir: Path, env_steps: int) -> dict[str, Any] | None:
+    """The finetune summary of ``run_dir`` if it reached ``env_steps``, else None."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text()).get("finetune")
+    if summary and summary.get("env_steps", 0) >= env_steps:
+        return summary
+    return None
+
+
+def run_one(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Run (or resume, or skip) one fine-tuning run; return its summary and whether it ran."""
+    from torchrl_prelar.training.finetune import run_finetune
+
+    run_dir = Path(cfg["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / CONFIG_FILE
+    if saved.exists() and _comparable(json.loads(saved.read_text())) != _comparable(cfg):
+        raise ValueError(
+            f"{run_dir} was started with another configuration ({saved}); use another --out "
+            "or delete that folder."
+        )
+    saved.write_text(json.dumps(cfg, indent=2))
+    summary = finished(run_dir, cfg["finetune"]["env_steps"])
+    if summary is not None:
+        return summary, False
+    started = time.time()
+    summary = run_finetune(cfg)
+    wandb = sys.modules.get("wandb")  # one wandb run per fine-tuning run in this process
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+    timing_path = run_dir / TIMING_FILE
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {"seconds": 0.0}
+    timing["seconds"] = round(timing["seconds"] + time.time() - started, 1)
+    timing_path.write_text(json.dumps(timing))
+    return summary, True
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def run_seconds(run_dir: Path) -> float | None:
+    path = run_dir / TIMING_FILE
+    return json.loads(path.read_text())["seconds"] if path.exists() else None
+
+
+def collect(out: Path, arms: Sequence[str], seeds: Sequence[int]) -> dict[str, dict[int, Any]]:
+    """``{arm: {seed: {"series": {...}, "summary": {...}, "seconds": s}}}`` from the logs."""
+    from torchrl_prelar.training.media import read_csv_scalars
+
+    results: dict[str, dict[int, Any]] = {}
+    for arm in arms:
+        results[arm] = {}
+        for seed in seeds:
+            run_dir = out / f"{arm}_seed{seed}"
+            summary = json.loads((run_dir / "summary.json").read_text())["finetune"]
+            series = read_csv_scalars(run_dir / "csv")
+            if SUCCESS not in series and summary["evaluations"]:
+                steps = np.array([e["env_steps"] for e in summary["evaluations"]])
+                series[SUCCESS] = (
+                    steps,
+                    np.array([e["eval_success_rate"] for e in summary["evaluations"]]),
+                )
+            results[arm][seed] = {
+                "series": series,
+                "summary": summary,
+                "seconds": run_seconds(run_dir),
+            }
+    return results
+
+
+def on_common_steps(runs: Sequence[tuple[np.ndarray, np.ndarray]]):
+    """Series of several seeds on one grid of steps (linear interpolation where they differ).
+
+    Returns ``steps`` and a ``[seeds, steps]`` array; the grid is the union of the logged
+    steps within the range every seed covers.
+    """
+    runs = [(s, v) for s, v in runs if len(s)]
+    if not runs:
+        return np.array([]), np.zeros((0, 0))
+    low = max(s[0] for s, _ in runs)
+    high = min(s[-1] for s, _ in runs)
+    grid = np.unique(np.concatenate([s for s, _ in runs]))
+    grid = grid[(grid >= low) & (grid <= high)]
+    return grid, np.stack([np.interp(grid, s, v) for s, v in runs])
+
+
+def plot(results: Mapping[str, Mapping[int, Any]], path: Path, task: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, key, label, markers in (
+        (axes[0], LOSS, "world-model loss", False),
+        (axes[1], SUCCESS, "eval success rate", True),
+    ):
+        for arm, runs in results.items():
+            steps, values = on_common_steps(
+                [run["series"].get(key, (np.array([]), np.array([]))) for run in runs.values()]
+            )
+            if not len(steps):
+                continue
+            line, marker, size = STYLES[arm]
+            axis.plot(
+                steps,
+                values.mean(0),
+                color=COLOURS[arm],
+                linestyle=line,
+                marker=marker if markers else None,
+                markersize=size,
+                label=f"{arm} (mean of {len(values)} seeds)",
+            )
+            axis.fill_between(
+                steps, values.min(0), values.max(0), color=COLOURS[arm], alpha=0.2, linewidth=0
+            )
+        axis.set_xlabel("env steps")
+        axis.set_ylabel(label)
+        axis.set_title(f"{label}, {task} (band: min-max over seeds)", fontsize=9)
+        axis.legend(fontsize=8)
+    axes[1].set_ylim(-0.05, 1.05)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return f"{values.mean():.3f}" if len(values) else "n/a"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def _span(values: Sequence[int]) -> str:
+    return str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def machine(threads: int | None) -> str:
+    """CPU model (``/proc/cpuinfo``), CPU count, torch version and the threads it used."""
+    import torch
+
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        f"({threads or torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
+
+
+def _loss_stats(run: Mapping[str, Any]) -> tuple[float, float, float]:
+    """First logged, last logged, and mean of the last 5 logged world-model losses."""
+    _, values = run["series"].get(LOSS, (np.array([]), np.array([np.nan])))
+    return float(values[0]), float(values[-1]), float(values[-5:].mean())
+
+
+def describe(results: Mapping[str, Mapping[int, Any]], cfg: Mapping[str, Any]) -> str:
+    """A short factual paragraph on what the numbers show."""
+    tune = cfg["finetune"]
+    parts = []
+    finals, firsts, successes = {}, {}, {}
+    for arm, runs in results.items():
+        stats = [_loss_stats(run) for run in runs.values()]
+        firsts[arm] = np.array([s[0] for s in stats])
+        finals[arm] = np.array([s[2] for s in stats])
+        successes[arm] = np.array(
+            [v for run in runs.values() for v in run["series"].get(SUCCESS, ((), ()))[1]]
+        )
+    updates = [run["summary"]["updates"] for runs in results.values() for run in runs.values()]
+    parts.append(
+        f"Each run is {tune['env_steps']} env steps on {tune['task']} ({_span(updates)} "
+        f"updates, from step {tune['prefill']} after random prefill), evaluated "
+        f"every {tune['eval_every']} steps on {tune['eval_episodes']} episode(s)."
+    )
+    if set(results) == set(ARMS):
+        p, d = finals["prelar"], finals["dreamer"]
+        lower = "lower" if p.mean() < d.mean() else "higher"
+        overlap = p.min() <= d.max() and d.min() <= p.max()
+        parts.append(
+            f"World-model loss (mean of the last 5 logged values): PreLAR {p.mean():.3f}, "
+            f"dreamer {d.mean():.3f}; PreLAR is {lower} by {abs(p.mean() - d.mean()):.3f} "
+            + (
+                "but the seed ranges overlap, so this is not a clear difference."
+                if overlap
+                else "and the seed ranges do not overlap."
+            )
+        )
+        parts.append(
+            f"At the first logged update the loss is {firsts['prelar'].mean():.3f} (PreLAR) vs "
+            f"{firsts['dreamer'].mean():.3f} (dreamer)."
+        )
+    if all(len(s) == 0 or not s.any() for s in successes.values()):
+        parts.append(
+            "The evaluation success rate is 0 for every run and evaluation point: runs this "
+            "short do not learn the task, so they say nothing about success-rate sample "
+            "efficiency; the comparison rests on the world-model loss alone."
+        )
+    else:
+        rates = ", ".join(
+            f"{arm} {s.mean():.2f} (mean over all seeds and evaluation points)"
+            for arm, s in successes.items()
+        )
+        parts.append(f"Evaluation success rate: {rates}.")
+    return " ".join(parts)
+
+
+def write_report(
+    results: Mapping[str, Mapping[int, Any]],
+    cfg: Mapping[str, Any],
+    docs: Path,
+    command: str,
+    wall_seconds: float,
+) -> Path:
+    image = plot(results, docs / "results" / "finetune_comparison.png", cfg["finetune"]["task"])
+    tune = cfg["finetune"]
+    eval_steps = sorted(
+        {
+            int(s)
+            for runs in results.values()
+            for run in runs.values()
+            for s in run["series"].get(SUCCESS, ((), ()))[0]
+        }
+    )
+    lines = [
+        "# Results: fine-tuning from PreLAR vs `dreamer` from scratch",
+        "",
+        f"Generated by `scripts/compare_finetune.py` on {datetime.date.today().isoformat()}.",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Machine: {machine(cfg.get('threads'))}.",
+        "",
+        "Settings: `preset` {}, world model `{}`, task `{}`, {} env steps, prefill {}, one "
+        "update per {} env steps, batch {} x {}, evaluation every {} env steps on {} "
+        "episode(s) of at most {} steps (success = ever succeeded).".format(
+            cfg.get("preset_name"),
+            cfg["world_model"]["preset"],
+            tune["task"],
+            tune["env_steps"],
+            tune["prefill"],
+            tune["update_every"],
+            tune["batch_size"],
+            tune["batch_length"],
+            tune["eval_every"],
+            tune["eval_episodes"],
+            tune["max_episode_steps"],
+        ),
+        "",
+    ]
+    seconds = [run["seconds"] for runs in results.values() for run in runs.values()]
+    total = sum(s for s in seconds if s is not None)
+    lines += [
+        f"Wall time: {_duration(total)} of fine-tuning in all ({len(seconds)} runs, "
+        f"{total / max(1, len(seconds)):.0f} s per run on average, summed over resumed parts); "
+        f"the invocation that wrote this file took {_duration(wall_seconds)}.",
+        "",
+        "## What it shows",
+        "",
+        describe(results, cfg),
+        "",
+        f"![fine-tuning comparison]({image.relative_to(docs).as_posix()})",
+        "",
+        "## Per arm (mean ± std over seeds, sample std)",
+        "",
+    ]
+    header = ["arm", "seeds", "first WM loss", "final WM loss", "WM loss, mean of last 5"]
+    header += [f"success @ {s}" for s in eval_steps]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arm, runs in results.items():
+        stats = np.array([_loss_stats(run) for run in runs.values()])
+        row = [arm, ", ".join(str(s) for s in runs), *(_mean_std(stats[:, i]) for i in range(3))]
+        for step in eval_steps:
+            values = []
+            for run in runs.values():
+                steps, rates = run["series"].get(SUCCESS, ((), ()))
+                values += [float(r) for s, r in zip(steps, rates, strict=False) if int(s) == step]
+            row.append(_mean_std(values))
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "## Per run", ""]
+    header = [
+        "arm",
+        "seed",
+        "env steps",
+        "updates",
+        "final WM loss",
+        "eval success (step: rate)",
+        "eval return (last)",
+        "wall time (s)",
+    ]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arm, runs in results.items():
+        for seed, run in runs.items():
+            summary = run["summary"]
+            steps, rates = run["series"].get(SUCCESS, ((), ()))
+            evals = ", ".join(f"{int(s)}: {r:.2f}" for s, r in zip(steps, rates, strict=False))
+            returns = run["series"].get(RETURN, ((), ()))[1]
+            row = [
+                arm,
+                str(seed),
+                str(summary["env_steps"]),
+                str(summary["updates"]),
+                f"{_loss_stats(run)[1]:.3f}",
+                evals or "none",
+                f"{returns[-1]:.1f}" if len(returns) else "n/a",
+                f"{run['seconds']:.0f}" if run["seconds"] is not None else "n/a",
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "World-model loss: the sum of the fine-tuning world-model terms (KL, reconstruction, "
+        "reward and auxiliary reward) logged every `log_every` updates, plotted against env "
+        "steps; both arms have the same world-model structure (PreLAR's action encoder in "
+        "place of the latent action model), `dreamer` starts from random weights. It is a "
+        "training loss on each run's own replay batches (random prefill, then that run's "
+        "policy), not a held-out measure. Run folders "
+        "(CSV logs, checkpoints, `finetune_curves.png`) are under the `--out` folder of the "
+        "command.",
+        "",
+    ]
+    path = docs / "results.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
+
+
+def command_line(argv: Sequence[str] | None) -> str:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
+    if script.startswith(".."):
+        script = str(Path(__file__).resolve())
+    return "MUJOCO_GL=egl python " + shlex.join([script, *argv])
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    started = time.time()
+    world_model = pretrained_world_model_config(args.pretrained)
+    jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
+    cfg = None
+    for index, (arm, seed) in enumerate(jobs, 1):
+        cfg = run_config(args, arm, seed, world_model)
+        log.info("[%d/%d] %s seed %d -> %s", index, len(jobs), arm, seed, cfg["run_dir"])
+        tick = time.time()
+        summary, ran = run_one(cfg)
+        if ran:
+            log.info(
+                "[%d/%d] %s seed %d done in %.0f s: %d env steps, %d updates, evaluations %s",
+                index,
+                len(jobs),
+                arm,
+                seed,
+                time.time() - tick,
+                summary["env_steps"],
+                summary["updates"],
+                [(e["env_steps"], e["eval_success_rate"]) for e in summary["evaluations"]],
+            )
+        else:
+            log.info("[%d/%d] %s seed %d: finished before, skipped", index, len(jobs), arm, seed)
+    results = collect(args.out, args.arms, args.seeds)
+    path = write_report(results, cfg, args.docs, command_line(argv), time.time() - started)
+    log.info("wrote %s and %s", path, args.docs / "results" / "finetune_comparison.png")
+    return path
+
+
+if __name__ == "__main__":
+    main()

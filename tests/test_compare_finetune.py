@@ -1,0 +1,135 @@
+"""scripts/compare_finetune.py end to end on the `test` preset at its smallest settings."""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "compare_finetune.py"
+# 40 env steps: 20 of random prefill, then one update per 5 steps from step 20 (5 updates);
+# evaluations of one 20-step episode at 20 and 40 env steps.
+TINY = [
+    "finetune.env_steps=40",
+    "finetune.prefill=20",
+    "finetune.update_every=5",
+    "finetune.batch_size=2",
+    "finetune.batch_length=10",
+    "finetune.max_episode_steps=20",
+    "finetune.eval_every=20",
+    "finetune.eval_episodes=1",
+    "finetune.log_every=1",
+    "finetune.checkpoint_every=40",
+    "threads=1",
+]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("compare_finetune", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pretrain") / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "dreamer_prelar.py"),
+            "stage=pretrain",
+            "preset=test",
+            "threads=1",
+            f"run_dir={run_dir}",
+        ],
+        env={**os.environ, "MUJOCO_GL": "egl"},
+        cwd=run_dir.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir / "pretrained_world_model.pt"
+
+
+def table_rows(text, heading):
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("|") and not line.startswith("|---")
+    ][1:]
+
+
+def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, monkeypatch):
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    argv = ["--pretrained", str(pretrained), "--out", str(out), "--seeds", "0", "1"]
+    argv += ["--preset", "test", "--docs", str(docs), *TINY]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv],
+        env={**os.environ, "MUJOCO_GL": "egl"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    print(result.stdout[-3000:], result.stderr[-3000:])  # shown if a check below fails
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # One run folder per arm and seed, each a finished 40-step fine-tuning of the tiny model.
+    for arm in ("prelar", "dreamer"):
+        for seed in (0, 1):
+            run_dir = out / f"{arm}_seed{seed}"
+            summary = json.loads((run_dir / "summary.json").read_text())["finetune"]
+            assert summary["init"] == arm and summary["env_steps"] == 40
+            assert summary["updates"] == 5
+            cfg = json.loads((run_dir / "compare_config.json").read_text())
+            assert cfg["seed"] == seed and cfg["world_model"]["preset"] == "tiny"
+            assert (cfg["finetune"]["pretrained"] is not None) == (arm == "prelar")
+
+    image = docs / "results" / "finetune_comparison.png"
+    assert image.read_bytes()[:4] == b"\x89PNG" and image.stat().st_size > 5000
+    text = (docs / "results.md").read_text()
+    assert "(results/finetune_comparison.png)" in text
+    assert "scripts/compare_finetune.py --pretrained" in text and "finetune.env_steps=40" in text
+    assert "Machine:" in text and "torch " in text and "Wall time:" in text
+
+    number = re.compile(r"^-?\d+\.\d+( ± \d+\.\d+)?$")
+    per_arm = table_rows(text, "## Per arm")
+    assert [row[0] for row in per_arm] == ["prelar", "dreamer"]
+    for row in per_arm:
+        assert row[1] == "0, 1"
+        assert len(row) == 7  # first, final, last-5 loss + success at 20 and 40 env steps
+        assert all(number.match(cell) and "±" in cell for cell in row[2:]), row
+    per_run = table_rows(text, "## Per run")
+    assert [(row[0], row[1]) for row in per_run] == [
+        ("prelar", "0"),
+        ("prelar", "1"),
+        ("dreamer", "0"),
+        ("dreamer", "1"),
+    ]
+    for row in per_run:
+        assert row[2] == "40" and row[3] == "5"
+        assert number.match(row[4]), row
+        assert re.fullmatch(r"20: [01]\.\d\d, 40: [01]\.\d\d", row[5]), row
+        assert float(row[7]) > 0
+
+    # A second invocation skips every finished run (it must not fine-tune again) and
+    # rewrites the report.
+    module = load_script()
+
+    def no_run(cfg):
+        raise AssertionError(f"finished run {cfg['run_dir']} was run again")
+
+    monkeypatch.setattr("torchrl_prelar.training.finetune.run_finetune", no_run)
+    (docs / "results.md").unlink()
+    assert module.main(argv) == docs / "results.md"
+    assert table_rows((docs / "results.md").read_text(), "## Per run") == per_run
+
+    # Changing a setting other than env_steps for the same folder is refused.
+    with pytest.raises(ValueError, match="another configuration"):
+        module.main([*argv, "finetune.batch_size=3"])
