@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument(
+        "--latent-action-input", default="concat", choices=["concat", "difference", "embedding"]
+    )
     parser.add_argument("--consistency", default="off", choices=["off", "sign", "soft"])
     parser.add_argument("--reference-seconds", type=float, default=None)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
@@ -98,7 +101,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    world_model = make_world_model(args.preset, validate_inputs=False).to(device)
+    world_model = make_world_model(
+        args.preset,
+        validate_inputs=False,
+        latent_action={"input_mode": args.latent_action_input},
+    ).to(device)
     loss = PreLARLoss(world_model, consistency=args.consistency)
     trainer = PreLARPretrainer(
         loss,
@@ -130,6 +137,7 @@ def main() -> None:
         "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
         "device": str(device),
         "channels_last": not args.no_channels_last,
+        "latent_action_input": args.latent_action_input,
         "threads": torch.get_num_threads(),
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -17,9 +17,17 @@ def test_presets_are_exported():
 
 
 @pytest.mark.parametrize("preset", ["paper", "small", "tiny"])
-@pytest.mark.parametrize("output_type", ["gaussian", "deterministic", "discrete"])
-def test_shapes_and_keys(preset, output_type):
-    config = world_model_config(preset, latent_action={"output_type": output_type})
+@pytest.mark.parametrize(
+    "latent_action",
+    [
+        {"output_type": "gaussian"},
+        {"output_type": "deterministic"},
+        {"output_type": "discrete"},
+        {"input_mode": "embedding"},
+    ],
+)
+def test_shapes_and_keys(preset, latent_action):
+    config = world_model_config(preset, latent_action=latent_action)
     torch.manual_seed(0)
     model = make_world_model(config)
     rssm = config["rssm"]
@@ -43,6 +51,23 @@ def test_paper_preset_matches_reference_parameter_counts():
     assert millions(model.decoder) == 7.52
     assert millions(model.rssm) == 14.76
     assert millions(model.action_model) == 4.84
+
+
+def test_embedding_input_reuses_the_encoder_for_o_t_and_o_t1():
+    torch.manual_seed(0)
+    model = make_world_model(
+        "tiny", latent_action={"input_mode": "embedding", "output_type": "deterministic"}
+    ).eval()
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in model.action_model.modules())
+    batch = make_clip_batch(2, 5)
+    out = model(batch.clone())
+    encode = model.encoder.module
+    frames = torch.cat([out["pixels"][:, :1], out["next", "pixels"]], 1)
+    embeddings = encode(frames)
+    expected, _, _ = model.action_model.infer(embeddings[:, :-1], embeddings[:, 1:])
+    torch.testing.assert_close(out["latent_action"][:, 1:], expected[:, 1:])
+    out["next", "reco_pixels"].sum().backward()
+    assert model.action_model.head[0].weight.grad.abs().sum() > 0
 
 
 def test_time_alignment_latent_action_t_from_o_t_and_o_t1_feeds_prior_of_t1():

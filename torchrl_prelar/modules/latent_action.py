@@ -19,7 +19,7 @@ from torchrl.modules import MLP
 from torchrl_prelar.modules.pixels import centred_pixels
 
 OutputType = Literal["gaussian", "deterministic", "discrete"]
-InputMode = Literal["concat", "difference"]
+InputMode = Literal["concat", "difference", "embedding"]
 
 _DEFAULT_OUT_KEYS: dict[str, list[NestedKey]] = {
     "gaussian": ["latent_action", "latent_action_loc", "latent_action_scale"],
@@ -42,7 +42,27 @@ def latent_action_trunk_channels(input_mode: InputMode, window: int, channels: i
         return channels * window
     if input_mode == "difference":
         return channels * (window - 1)
-    raise ValueError(f"input_mode must be 'concat' or 'difference', got {input_mode!r}.")
+    if input_mode == "embedding":
+        raise ValueError("input_mode='embedding' reads encoder embeddings, not frames.")
+    raise ValueError(
+        f"input_mode must be 'concat', 'difference' or 'embedding', got {input_mode!r}."
+    )
+
+
+class EmbeddingPair(nn.Module):
+    """Trunk of the ``"embedding"`` input mode: the two embeddings side by side.
+
+    Examples:
+        >>> EmbeddingPair(4)(torch.zeros(2, 8)).shape
+        torch.Size([2, 8])
+    """
+
+    def __init__(self, embed_dim: int):
+        super().__init__()
+        self.output_features = 2 * embed_dim
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        return pair
 
 
 class LatentActionModel(TensorDictModuleBase):
@@ -71,7 +91,11 @@ class LatentActionModel(TensorDictModuleBase):
         hidden_dim: width of the head's hidden layer (1024 in the paper).
         output_type: ``"gaussian"`` (default), ``"deterministic"`` or ``"discrete"``.
         input_mode: ``"concat"`` stacks the frames on channels; ``"difference"`` stacks the
-            differences of consecutive frames.
+            differences of consecutive frames; ``"embedding"`` reads the world model's own
+            encoder embeddings of o_t and o_{t+1} (``"encoded_latents"`` and
+            ``("next", "encoded_latents")``) instead of frames, with an
+            :class:`EmbeddingPair` trunk: no second image network (about a third fewer
+            convolution FLOPs at the ``paper`` size); the world model supplies the embeddings.
         window: frames per inference, ending at o_{t+1} (default 2 = (o_t, o_{t+1})). With
             ``window > 2`` earlier frames are taken from the clip, repeating its first frame
             where the window reaches before it; inputs then need a time dimension.
@@ -113,7 +137,11 @@ class LatentActionModel(TensorDictModuleBase):
                 f"action_dim={action_dim} must be a multiple of "
                 f"num_categoricals={num_categoricals}."
             )
-        latent_action_trunk_channels(input_mode, window)
+        if input_mode == "embedding":
+            if window != 2:
+                raise ValueError("input_mode='embedding' supports window=2 only.")
+        else:
+            latent_action_trunk_channels(input_mode, window)
         self.trunk = trunk
         self.output_type = output_type
         self.input_mode = input_mode
@@ -124,7 +152,12 @@ class LatentActionModel(TensorDictModuleBase):
         self.head = nn.Sequential(
             nn.Linear(trunk.output_features, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, head_out)
         )
-        self.in_keys = ["pixels", ("next", "pixels")] if in_keys is None else list(in_keys)
+        default_in_keys = (
+            ["encoded_latents", ("next", "encoded_latents")]
+            if input_mode == "embedding"
+            else ["pixels", ("next", "pixels")]
+        )
+        self.in_keys = default_in_keys if in_keys is None else list(in_keys)
         self.out_keys = list(_DEFAULT_OUT_KEYS[output_type]) if out_keys is None else list(out_keys)
         if len(self.in_keys) != 2 or len(self.out_keys) != len(_DEFAULT_OUT_KEYS[output_type]):
             raise ValueError(
@@ -161,12 +194,17 @@ class LatentActionModel(TensorDictModuleBase):
     def infer(
         self, pixels: torch.Tensor, next_pixels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Return ``(latent_action, loc or logits, scale)`` for frames o_t and o_{t+1}.
+        """Return ``(latent_action, loc or logits, scale)`` for o_t and o_{t+1}.
+
+        The inputs are frames, or embeddings in the ``"embedding"`` input mode.
 
         Entries an output type does not have are ``None``.
         """
-        frames = self._frames(centred_pixels(pixels), centred_pixels(next_pixels))
-        out = self.head(self.trunk(frames))
+        if self.input_mode == "embedding":
+            inputs = torch.cat([pixels, next_pixels], -1)
+        else:
+            inputs = self._frames(centred_pixels(pixels), centred_pixels(next_pixels))
+        out = self.head(self.trunk(inputs))
         if self.output_type == "deterministic":
             return out, None, None
         if self.output_type == "gaussian":

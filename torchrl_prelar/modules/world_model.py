@@ -22,6 +22,7 @@ from torchrl.modules import MLP, RSSMPosteriorV3, RSSMPriorV3, RSSMRolloutV3
 
 from torchrl_prelar.modules.latent_action import (
     ActionEncoder,
+    EmbeddingPair,
     LatentActionModel,
     latent_action_trunk_channels,
 )
@@ -103,9 +104,10 @@ class PreLARWorldModel(TensorDictModuleBase):
 
     Runs, on a ``[*batch, T]`` TensorDict of TorchRL transitions:
 
-    1. ``action_model``: writes ``"latent_action"`` (a :class:`LatentActionModel` on video,
+    1. ``encoder``: ``("next", "pixels")`` -> ``("next", "encoded_latents")`` (and
+       ``"encoded_latents"`` for o_t when the action model reads embeddings);
+    2. ``action_model``: writes ``"latent_action"`` (a :class:`LatentActionModel` on video,
        an :class:`ActionEncoder` on real actions);
-    2. ``encoder``: ``("next", "pixels")`` -> ``("next", "encoded_latents")``;
     3. ``rssm``: TorchRL's :class:`~torchrl.modules.RSSMRolloutV3` over time, resetting state,
        belief and action where ``"is_init"`` is set, writing ``("next", "prior_logits")``,
        ``("next", "posterior_logits")``, ``("next", "state")``, ``("next", "belief")``;
@@ -151,12 +153,12 @@ class PreLARWorldModel(TensorDictModuleBase):
 
     @property
     def _parts(self) -> list[TensorDictModuleBase]:
-        return [self.action_model, self.encoder, self.rssm, self.decoder, *self.reward_heads]
+        return [self.encoder, self.action_model, self.rssm, self.decoder, *self.reward_heads]
 
     @property
     def in_keys(self) -> list[NestedKey]:
         keys: list[NestedKey] = []
-        written: set = set()
+        written: set = {"encoded_latents"}  # o_t embeddings: made here when asked for
         for part in self._parts:
             keys += [key for key in part.in_keys if key not in written and key not in keys]
             written.update(part.out_keys)
@@ -191,10 +193,25 @@ class PreLARWorldModel(TensorDictModuleBase):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def _embed_current_frames(self, tensordict: TensorDictBase) -> None:
+        """Write ``"encoded_latents"`` (o_t) for an action model that reads embeddings.
+
+        Within a clip o_t is o_{t-1}'s next frame, so only the first frame is encoded; the
+        rest are the next-frame embeddings shifted by one step.
+        """
+        if "encoded_latents" not in self.action_model.in_keys:
+            return
+        if "encoded_latents" in tensordict.keys():
+            return
+        first = self.encoder.module(tensordict.get(self.pixel_keys[0])[..., :1, :, :, :])
+        following = tensordict.get(("next", "encoded_latents"))[..., :-1, :]
+        tensordict.set("encoded_latents", torch.cat([first, following], -2))
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         self._prepare(tensordict)
-        tensordict = self.action_model(tensordict)
         tensordict = self.encoder(tensordict)
+        self._embed_current_frames(tensordict)
+        tensordict = self.action_model(tensordict)
         tensordict = self.rssm(tensordict)
         tensordict = self.decoder(tensordict)
         for head in self.reward_heads:
@@ -210,11 +227,16 @@ def make_latent_action_model(config: Mapping) -> LatentActionModel:
         8
     """
     spec = config["latent_action"]
-    trunk_channels = latent_action_trunk_channels(
-        spec["input_mode"], spec["window"], config["channels"]
-    )
+    if spec["input_mode"] == "embedding":
+        encoder = _make_encoder(config["encoder"], config["channels"], config["image_size"])
+        trunk = EmbeddingPair(encoder.output_features)
+    else:
+        channels = latent_action_trunk_channels(
+            spec["input_mode"], spec["window"], config["channels"]
+        )
+        trunk = _make_encoder(spec["trunk"], channels, config["image_size"])
     return LatentActionModel(
-        _make_encoder(spec["trunk"], trunk_channels, config["image_size"]),
+        trunk,
         action_dim=spec["dim"],
         hidden_dim=spec["hidden"],
         output_type=spec["output_type"],
