@@ -13,30 +13,10 @@ import torch
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.training.latent_probe import linear_probe_r2
+from torchrl_prelar.training.latent_probe import moving_square_probe
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
 SQUARES = {"square": 24, "num_squares": 1, "max_shift": 4}
-
-
-def on_circle(positions: torch.Tensor, size: int = 64) -> torch.Tensor:
-    """Torus coordinates as (sin, cos) pairs, so that a linear probe can read them."""
-    angles = 2 * torch.pi * positions / size
-    return torch.cat([angles.sin(), angles.cos()], -1)
-
-
-def probe(world_model, generator):
-    clips = moving_square_batch(64, 8, generator=generator, **SQUARES)
-    world_model.eval()
-    with torch.no_grad():
-        out = world_model(clips.clone())
-    world_model.train()
-    used = ~out["is_init"].squeeze(-1)
-    latent = out["latent_action"][used]
-    return (
-        linear_probe_r2(latent, clips["true_action"][used]),
-        linear_probe_r2(latent, on_circle(clips["true_next_position"])[used]),
-    )
 
 
 def test_loss_falls_and_latent_action_becomes_informative():
@@ -44,11 +24,11 @@ def test_loss_falls_and_latent_action_becomes_informative():
     generator = torch.Generator().manual_seed(0)
     loss = PreLARLoss(make_world_model("tiny"))
     trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters(), lr=2e-3), precision="fp32")
-    action_r2_before, position_r2_before = probe(loss.world_model, torch.Generator().manual_seed(1))
+    action_r2_before, position_r2_before = moving_square_probe(loss.world_model, SQUARES)
     history = []
     for _ in range(100):
         history.append(trainer.update(moving_square_batch(16, 8, generator=generator, **SQUARES)))
-    action_r2, position_r2 = probe(loss.world_model, torch.Generator().manual_seed(1))
+    action_r2, position_r2 = moving_square_probe(loss.world_model, SQUARES)
     print(
         f"\nlinear probe R^2 of the latent action: hidden displacement "
         f"{action_r2_before:.3f} -> {action_r2:.3f}, next square position "

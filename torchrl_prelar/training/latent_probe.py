@@ -33,3 +33,38 @@ def linear_probe_r2(
     residual = targets[split:].double() - design[split:] @ solution
     centred = targets[split:].double() - targets[split:].double().mean(0)
     return float(1 - residual.pow(2).sum() / centred.pow(2).sum())
+
+
+def on_circle(positions: torch.Tensor, size: int) -> torch.Tensor:
+    """Torus coordinates as (sin, cos) pairs, so that a linear probe can read them.
+
+    Examples:
+        >>> on_circle(torch.tensor([[0.0, 16.0]]), 64).round().abs()
+        tensor([[0., 1., 1., 0.]])
+    """
+    angles = 2 * torch.pi * positions / size
+    return torch.cat([angles.sin(), angles.cos()], -1)
+
+
+@torch.no_grad()
+def moving_square_probe(world_model, squares: dict, seed: int = 1) -> tuple[float, float]:
+    """R^2 of the latent action (its mode) on held-out moving-square clips.
+
+    Returns ``(displacement R^2, next-position R^2)``: against the hidden action and against
+    the first square's position in o_{t+1}. ``squares`` goes to
+    :func:`~torchrl_prelar.data.synthetic.moving_square_batch`.
+    """
+    from torchrl_prelar.data.synthetic import moving_square_batch
+
+    clips = moving_square_batch(64, 8, generator=torch.Generator().manual_seed(seed), **squares)
+    was_training = world_model.training
+    world_model.eval()
+    out = world_model(clips.clone())
+    world_model.train(was_training)
+    used = ~out["is_init"].squeeze(-1)
+    latent = out["latent_action"][used]
+    position = on_circle(clips["true_next_position"], clips["pixels"].shape[-1])
+    return (
+        linear_probe_r2(latent, clips["true_action"][used]),
+        linear_probe_r2(latent, position[used]),
+    )
