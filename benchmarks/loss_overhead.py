@@ -1,0 +1,101 @@
+"""What PreLAR adds to a Dreamer world-model update: time and FLOPs of the latent action model.
+
+Times forward + backward of the same world model on the same batch twice:
+
+* Dreamer: the action comes from data (an :class:`~torchrl_prelar.ActionEncoder` on a random
+  4-d action), so :class:`~torchrl_prelar.PreLARLoss` reduces to TorchRL's
+  ``DreamerV3ModelLoss`` terms;
+* PreLAR: the :class:`~torchrl_prelar.LatentActionModel` infers the action from the frames and
+  the action KL is added.
+
+and prints the time ratio beside the latent action model's share of the FLOPs, so any extra
+cost is explained by the work it adds.
+
+    python benchmarks/loss_overhead.py --preset paper --batch 16 --steps 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from torchrl_prelar import PreLARLoss, make_action_encoder, make_world_model, world_model_config
+from torchrl_prelar.data.synthetic import moving_square_batch
+from torchrl_prelar.training.precision import autocast, resolve_precision
+
+
+def forward_backward(loss: PreLARLoss, batch, dtype) -> None:
+    with autocast("cpu", dtype):
+        losses, _ = loss(batch)
+    sum(value for key, value in losses.items() if key.startswith("loss_")).backward()
+    loss.zero_grad(set_to_none=True)
+
+
+def measure(loss: PreLARLoss, batch, dtype, iters: int) -> tuple[float, int]:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        forward_backward(loss, batch, dtype)
+    forward_backward(loss, batch, dtype)  # warm-up: oneDNN builds its kernels on first use
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        forward_backward(loss, batch, dtype)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--iters", type=int, default=3)
+    args = parser.parse_args()
+
+    dtype = resolve_precision(args.precision, "cpu")
+    torch.manual_seed(0)
+    batch = moving_square_batch(args.batch, args.steps)
+    batch["action"] = torch.rand(args.batch, args.steps, 4) * 2 - 1
+    world_model = make_world_model(args.preset, validate_inputs=False)
+    world_model.to(memory_format=torch.channels_last)
+    prelar = PreLARLoss(world_model)
+    prelar_seconds, prelar_flops = measure(prelar, batch, dtype, args.iters)
+
+    latent_action_model = world_model.action_model
+    action_encoder = make_action_encoder(world_model_config(args.preset), action_dim=4)
+    world_model.action_model = action_encoder
+    dreamer = PreLARLoss(world_model)
+    dreamer_seconds, dreamer_flops = measure(dreamer, batch, dtype, args.iters)
+
+    share = (prelar_flops - dreamer_flops) / prelar_flops
+    print(
+        f"preset {args.preset}, batch {args.batch}x{args.steps}, precision "
+        f"{'fp32' if dtype is None else dtype}, threads {torch.get_num_threads()}, "
+        f"torch {torch.__version__}"
+    )
+    print(
+        f"latent action model parameters: "
+        f"{sum(p.numel() for p in latent_action_model.parameters()) / 1e6:.2f}M"
+    )
+    print(
+        f"Dreamer world-model loss (action encoder): {dreamer_seconds:.3f} s, "
+        f"{dreamer_flops / 1e12:.3f} TFLOP"
+    )
+    print(
+        f"PreLARLoss (latent action model):          {prelar_seconds:.3f} s, "
+        f"{prelar_flops / 1e12:.3f} TFLOP"
+    )
+    print(
+        f"time ratio PreLAR / Dreamer: {prelar_seconds / dreamer_seconds:.2f}; "
+        f"FLOP ratio {prelar_flops / dreamer_flops:.2f}; latent action model's FLOP share "
+        f"{share:.1%}"
+    )
+
+
+if __name__ == "__main__":
+    main()
