@@ -280,10 +280,13 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         progress.env_steps += data.numel()
         progress.collected_this_run += data.numel()
         bar.update(data.numel())
-        for step in data:
-            running["return"] += float(step.get(("next", "reward")))
-            running["success"] = max(running["success"], float(step.get(("next", "success"))))
-            if step.get(("next", "done")).any():
+        rewards = data.get(("next", "reward")).reshape(-1).tolist()
+        successes = data.get(("next", "success")).reshape(-1).float().tolist()
+        dones = data.get(("next", "done")).reshape(data.numel(), -1).any(-1).tolist()
+        for reward, success, done in zip(rewards, successes, dones, strict=True):
+            running["return"] += reward
+            running["success"] = max(running["success"], success)
+            if done:
                 progress.episodes += 1
                 loggers.log(
                     {"train_return": running["return"], "train_success": running["success"]},

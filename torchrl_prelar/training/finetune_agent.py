@@ -106,7 +106,7 @@ def load_pretrained_world_model(
     return list(state)
 
 
-class _CentredEncoder(nn.Module):
+class _EncoderOnFrames(nn.Module):
     """The world model's encoder on uint8 frames (scaled to [-0.5, 0.5] first)."""
 
     def __init__(self, encoder: nn.Module):
@@ -365,7 +365,7 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
 
     policy = TensorDictSequential(
         TensorDictModule(
-            _CentredEncoder(world_model.encoder.module),
+            _EncoderOnFrames(world_model.encoder.module),
             in_keys=["pixels"],
             out_keys=["encoded_latents"],
         ),
