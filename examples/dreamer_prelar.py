@@ -5,6 +5,7 @@
     python examples/dreamer_prelar.py stage=pretrain pretrain.updates=1000 loss.beta_action=0.5
     python examples/dreamer_prelar.py stage=finetune finetune.task=drawer-open-v3
     python examples/dreamer_prelar.py stage=finetune finetune.init=dreamer   # no pre-training
+    torchrun --nproc-per-node 4 examples/dreamer_prelar.py stage=pretrain device=cuda
 
 Everything is written to ``run_dir`` (default ``runs/prelar_<preset>``); running the same
 command again resumes from the last checkpoint. The logic lives in
@@ -29,6 +30,11 @@ def main(config: DictConfig) -> None:
     cfg = OmegaConf.to_container(config, resolve=True)
     if cfg["stage"] not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg['stage']!r}.")
+    if cfg["stage"] != "pretrain" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            f"stage={cfg['stage']} under torchrun: only stage=pretrain runs on several ranks; "
+            "fine-tune with a single process (see docs/distributed.md)."
+        )
     if cfg["stage"] in ("pretrain", "all"):
         summary = run_pretrain(cfg)
         print(f"pre-training done: {summary['last_metrics']} -> {cfg['run_dir']}")

@@ -54,20 +54,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from error
 
 
-def rng_state() -> dict[str, Any]:
-    """The global random states (torch, CUDA, numpy, Python) to store in a checkpoint."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """The global random states (torch, CUDA, numpy, Python) to store in a checkpoint.
+
+    With a CUDA ``device``, only that GPU's state is kept: a rank of a distributed job uses
+    one GPU and must not create a CUDA context on the others.
+    """
     state = {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
     }
-    if torch.cuda.is_available():
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
+    elif torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore random states saved by :func:`rng_state`.
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore random states saved by :func:`rng_state` (a one-GPU state onto ``device``).
 
     Examples:
         >>> state = rng_state(); first = torch.rand(2)
@@ -79,6 +85,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_device" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_device"], device)
 
 
 def update_summary(run_dir: str | Path, section: str, values: dict[str, Any]) -> Path:

@@ -5,6 +5,11 @@ gradient clipping, Adam step); :func:`pretrain` repeats it with logging, media a
 resumable checkpoints. The loop holds no state that is not in the checkpoint: the step
 counter, model, optimiser and the global RNG (which drives clip sampling and the latent
 action noise) are saved together, so a resumed run continues exactly where it stopped.
+
+Under torchrun the same loop runs data-parallel (see
+:mod:`torchrl_prelar.training.distributed` and ``docs/distributed.md``): the trainer wraps
+the loss in DistributedDataParallel, each rank keeps its own random stream (all of them are
+checkpointed), metrics are averaged over the ranks before logging, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -18,12 +23,8 @@ from tensordict import TensorDict, TensorDictBase
 from tqdm.auto import tqdm
 
 from torchrl_prelar.objectives import PreLARLoss
-from torchrl_prelar.training.checkpoint import (
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_prelar.training.distributed import DistributedContext
 from torchrl_prelar.training.precision import autocast, resolve_precision
 
 CHECKPOINT_NAME = "pretrain_last.pt"
@@ -57,6 +58,8 @@ class PreLARPretrainer:
         device: where the model and batches live.
         channels_last: store convolution weights (hence activations) channels-last, the
             layout oneDNN and cuDNN convolve fastest; parameter values are unchanged.
+        distributed: the data-parallel job this process belongs to; the loss then runs in
+            DistributedDataParallel (gradients averaged over the ranks). ``None``: one process.
 
     Examples:
         >>> from torchrl_prelar import make_world_model
@@ -77,10 +80,12 @@ class PreLARPretrainer:
         precision: str = "auto",
         device: torch.device | str = "cpu",
         channels_last: bool = True,
+        distributed: DistributedContext | None = None,
     ):
         if channels_last:
             loss.to(memory_format=torch.channels_last)
         self.loss = loss
+        self.model = (distributed or DistributedContext()).wrap(loss)
         self.optimizer = optimizer
         self.grad_clip = grad_clip
         self.device = torch.device(device)
@@ -91,7 +96,7 @@ class PreLARPretrainer:
         batch = batch.to(self.device, non_blocking=True)
         self.loss.train()
         with autocast(self.device, self.autocast_dtype):
-            losses, _ = self.loss(batch)
+            losses, _ = self.model(batch)
         total = sum(value for key, value in losses.items() if key.startswith("loss_"))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -121,6 +126,7 @@ def pretrain(
     checkpoint_every: int = 100,
     on_checkpoint: Callable[[int], None] | None = None,
     progress: bool = True,
+    distributed: DistributedContext | None = None,
 ) -> dict[str, float]:
     """Pre-train for ``num_updates`` updates, resuming from ``run_dir`` if it has a checkpoint.
 
@@ -133,6 +139,9 @@ def pretrain(
         checkpoint_every: updates between two atomic checkpoints (one is also written at the end).
         on_checkpoint: called with the step after each checkpoint (e.g. to write media).
         progress: show a tqdm progress bar.
+        distributed: the data-parallel job (``None``: one process). Every rank calls
+            :func:`pretrain`; metrics are averaged over the ranks at logging steps, and only
+            rank 0 logs, writes checkpoints and calls ``on_checkpoint``.
 
     Returns:
         The metrics of the last update as floats (empty if nothing was left to do).
@@ -149,30 +158,39 @@ def pretrain(
         ['action_kl', 'grad_norm']
     """
     run_dir = Path(run_dir)
+    context = distributed or DistributedContext()
     checkpoint_path = run_dir / CHECKPOINT_NAME
     step = 0
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, map_location=trainer.device)
         trainer.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"])
         step = state["step"]
+        context.restore_rng_states(state.get("rng_per_rank", [state["rng"]]), step)
+    elif context.is_distributed:
+        context.seed_rank(step)
 
     def checkpoint() -> None:
-        state = {"trainer": trainer.state_dict(), "rng": rng_state(), "step": step}
+        states = context.gather_rng_states()
+        if not context.is_main:
+            return
+        state = {"trainer": trainer.state_dict(), "rng": states[0], "step": step}
+        if context.is_distributed:
+            state["rng_per_rank"] = states
         save_checkpoint(checkpoint_path, state)
         if on_checkpoint is not None:
             on_checkpoint(step)
 
     last: dict[str, float] = {}
-    bar = tqdm(total=num_updates, initial=step, desc="pretrain", disable=not progress)
+    show = progress and context.is_main
+    bar = tqdm(total=num_updates, initial=step, desc="pretrain", disable=not show)
     while step < num_updates:
         metrics = trainer.update(sample())
         step += 1
         bar.update(1)
         if step % log_every == 0 or step == num_updates:
-            last = {key: value.item() for key, value in metrics.items()}
+            last = {key: value.item() for key, value in context.mean(metrics).items()}
             bar.set_postfix(loss=f"{last['loss']:.2f}", action_kl=f"{last['action_kl']:.2f}")
-            if log is not None:
+            if log is not None and context.is_main:
                 log(last, step)
         if step % checkpoint_every == 0 or step == num_updates:
             checkpoint()

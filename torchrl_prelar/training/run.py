@@ -20,6 +20,7 @@ from torchrl_prelar.data.video import EpisodeSource, make_video_replay_buffer
 from torchrl_prelar.modules import PreLARWorldModel, make_world_model, world_model_config
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.checkpoint import save_checkpoint, update_summary
+from torchrl_prelar.training.distributed import DistributedContext, distributed_session, scaled_lr
 from torchrl_prelar.training.evaluate import open_loop_prediction
 from torchrl_prelar.training.logging import RunLoggers
 from torchrl_prelar.training.media import plot_curves, read_csv_scalars, save_prediction_gif
@@ -111,23 +112,38 @@ def _write_pretrain_media(
 
 
 def run_pretrain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Pre-train a PreLAR world model on action-free video; return the summary."""
+    """Pre-train a PreLAR world model on action-free video; return the summary.
+
+    Under torchrun every rank calls this: it joins the job (``cfg["distributed"]``, see
+    :mod:`torchrl_prelar.training.distributed`) and leaves it when done.
+    """
+    settings = dict(cfg.get("distributed") or {})
+    lr_scaling = settings.pop("lr_scaling", "none")
+    with distributed_session(cfg["device"], seed=cfg["seed"], **settings) as job:
+        return _run_pretrain({**cfg, "device": str(job.device)}, job, lr_scaling)
+
+
+def _run_pretrain(
+    cfg: Mapping[str, Any], job: DistributedContext, lr_scaling: str
+) -> dict[str, Any]:
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg["seed"])
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
-    buffer = make_pretrain_buffer(cfg, run_dir)
+    buffer = job.main_first(lambda: make_pretrain_buffer(cfg, run_dir))
     loss = make_pretrain_loss(cfg)
     train = cfg["pretrain"]
+    lr = scaled_lr(train["lr"], job.world_size, lr_scaling)
     trainer = PreLARPretrainer(
         loss,
-        make_optimizer(loss.parameters(), train["lr"], train["eps"], train["weight_decay"]),
+        make_optimizer(loss.parameters(), lr, train["eps"], train["weight_decay"]),
         grad_clip=train["grad_clip"],
         precision=cfg["precision"],
         device=cfg["device"],
         channels_last=train["channels_last"],
+        distributed=job,
     )
-    loggers = RunLoggers.create(run_dir, cfg["name"], **cfg["logger"])
+    loggers = RunLoggers.create(run_dir, cfg["name"], **cfg["logger"]) if job.is_main else None
     context = min(train["video_context"], cfg["data"]["num_transitions"] - 1)
     started = time.time()
     last = pretrain(
@@ -141,16 +157,19 @@ def run_pretrain(cfg: Mapping[str, Any]) -> dict[str, Any]:
         on_checkpoint=lambda step: _write_pretrain_media(
             loss.world_model, buffer, run_dir, context
         ),
-    )
-    save_checkpoint(
-        run_dir / PRETRAINED_MODEL,
-        {"world_model": loss.world_model.state_dict(), "config": dict(cfg["world_model"])},
+        distributed=job,
     )
     summary = {
         "updates": train["updates"],
         "seconds_this_run": round(time.time() - started, 1),
         "last_metrics": last,
         "world_model": dict(cfg["world_model"]),
+        "world_size": job.world_size,
     }
-    update_summary(run_dir, "pretrain", summary)
+    if job.is_main:
+        save_checkpoint(
+            run_dir / PRETRAINED_MODEL,
+            {"world_model": loss.world_model.state_dict(), "config": dict(cfg["world_model"])},
+        )
+        update_summary(run_dir, "pretrain", summary)
     return summary
