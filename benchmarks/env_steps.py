@@ -5,13 +5,22 @@ and TorchRL ``ParallelEnv`` scaling from 1 to 2 workers.
 
 Each figure is the best of ``--repeats`` rollouts of ``--steps`` random-action steps (the
 64x64 ``corner`` render is part of every step), after one warm-up rollout.
+
+Mesa's software renderer (llvmpipe) starts one rasteriser thread per core, so a single env
+already keeps every core busy while it renders. The scaling rows therefore give every
+``ParallelEnv`` worker one render thread (``render_threads=1``, the setting for one env per
+core) and compare 2 workers against 1 worker with the same setting; the single-process rows
+keep Mesa's default.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -32,12 +41,23 @@ def steps_per_second(env, steps: int, repeats: int) -> float:
     return steps * env.batch_size.numel() / best
 
 
+def parallel_rate(task: str, workers: int, steps: int, repeats: int) -> float:
+    """Steps per second of a ``ParallelEnv`` of ``workers`` envs, one render thread each."""
+    factory = functools.partial(make_metaworld_env, task, max_episode_steps=500, render_threads=1)
+    env = ParallelEnv(workers, factory)
+    try:
+        return steps_per_second(env, steps, repeats)
+    finally:
+        env.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="reach-v3")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-parallel", action="store_true")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -49,13 +69,28 @@ def main() -> None:
         label = "fast render (no shadows, no MSAA)" if fast else "Meta-world default render"
         print(f"{label:<36} {rates[fast]:7.1f} steps/s  {1000 / rates[fast]:6.1f} ms/step")
     print(f"fast / default: {rates[True] / rates[False]:.1f}x")
+    result = {
+        "task": args.task,
+        "cores": os.cpu_count(),
+        "fast_render_steps_per_s": round(rates[True], 1),
+        "default_render_steps_per_s": round(rates[False], 1),
+        "fast_over_default": round(rates[True] / rates[False], 2),
+    }
 
     if not args.no_parallel:
-        single = rates[True]
-        env = ParallelEnv(2, lambda: make_metaworld_env(args.task, max_episode_steps=500))
-        double = steps_per_second(env, args.steps, args.repeats)
-        env.close()
-        print(f"ParallelEnv, 2 workers: {double:7.1f} steps/s, {double / single:.2f}x one env")
+        one = parallel_rate(args.task, 1, args.steps, args.repeats)
+        two = parallel_rate(args.task, 2, args.steps, args.repeats)
+        print(f"ParallelEnv, 1 worker, 1 render thread:  {one:7.1f} steps/s")
+        print(f"ParallelEnv, 2 workers, 1 render thread: {two:7.1f} steps/s, {two / one:.2f}x")
+        print(f"2 workers vs the single env with Mesa's default threads: {two / rates[True]:.2f}x")
+        result.update(
+            parallel_1_worker_steps_per_s=round(one, 1),
+            parallel_2_workers_steps_per_s=round(two, 1),
+            parallel_scaling_1_to_2=round(two / one, 2),
+            parallel_2_over_single_env=round(two / rates[True], 2),
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

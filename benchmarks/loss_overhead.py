@@ -17,8 +17,10 @@ cost is explained by the work it adds.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
 
     dtype = resolve_precision(args.precision, "cpu")
@@ -95,6 +98,22 @@ def main() -> None:
         f"FLOP ratio {prelar_flops / dreamer_flops:.2f}; latent action model's FLOP share "
         f"{share:.1%}"
     )
+    if args.json:
+        result = {
+            "preset": args.preset,
+            "batch": args.batch,
+            "transitions": args.steps,
+            "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(),
+            "dreamer_seconds": round(dreamer_seconds, 3),
+            "prelar_seconds": round(prelar_seconds, 3),
+            "dreamer_tflop": round(dreamer_flops / 1e12, 3),
+            "prelar_tflop": round(prelar_flops / 1e12, 3),
+            "time_ratio": round(prelar_seconds / dreamer_seconds, 3),
+            "flop_ratio": round(prelar_flops / dreamer_flops, 3),
+            "latent_action_flop_share": round(share, 3),
+        }
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", default="precision_numerics.png")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -79,6 +81,20 @@ def main() -> None:
     series = {name: (steps, torch.tensor(values).numpy()) for name, values in curves.items()}
     path = plot_curves(series, Path(args.png), ["fp32", "bf16"], title="loss, fp32 vs bf16")
     print(f"curves: {path}")
+    if args.json:
+        result = {
+            "preset": args.preset,
+            "updates": args.updates,
+            "largest_gap": round(max(gap for _, gap in gaps), 4),
+            "largest_gap_last_quarter": round(worst, 4),
+            "tolerance": args.tolerance,
+            "within_tolerance": worst <= args.tolerance,
+            "first_loss": round(curves["fp32"][0], 2),
+            "last_loss_fp32": round(window_mean(curves["fp32"], args.updates), 2),
+            "last_loss_bf16": round(window_mean(curves["bf16"], args.updates), 2),
+            "png": str(path),
+        }
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,50 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import statistics
 import time
 
 import torch
+from _machine import gemm_peak, machine_info, peak_memory_gib, print_table, synchronize
 from torch.utils.flop_counter import FlopCounterMode
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.training.precision import autocast, cpu_has_native_bf16
+from torchrl_prelar.training.precision import autocast
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (the machine type elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def gemm_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 10):
-    """FLOP/s of a ``size``-square matmul in ``dtype`` (best of ``repeats``)."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
 
 
 def count_update_flops(trainer: PreLARPretrainer, batch) -> int:
@@ -128,21 +95,16 @@ def main() -> None:
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     peak = gemm_peak(dtype or torch.float32, device)
-    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    memory = peak_memory_gib(device)
 
     result = {
         "preset": args.preset,
         "batch": args.batch,
         "transitions": args.steps,
         "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
-        "device": str(device),
         "channels_last": not args.no_channels_last,
         "latent_action_input": args.latent_action_input,
-        "threads": torch.get_num_threads(),
-        "cpu": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": cpu_has_native_bf16(),
-        "torch": torch.__version__,
+        **machine_info(device),
         "parameters_m": round(sum(p.numel() for p in loss.parameters()) / 1e6, 2),
         "seconds_per_update": round(seconds, 3),
         "update_times": [round(t, 3) for t in times],
@@ -152,14 +114,12 @@ def main() -> None:
         "achieved_gflop_s": round(flops / seconds / 1e9, 1),
         "gemm_peak_gflop_s": round(peak / 1e9, 1),
         "fraction_of_gemm_peak": round(flops / seconds / peak, 3),
-        "peak_rss_gib": round(peak_rss_gib, 2),
+        "peak_memory_gib": round(memory, 2),
     }
     if args.reference_seconds:
         result["reference_seconds"] = args.reference_seconds
         result["speedup_over_reference"] = round(args.reference_seconds / seconds, 2)
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    print_table(result)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(result, file, indent=2)

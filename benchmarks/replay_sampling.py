@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
-import platform
+import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,20 +24,11 @@ import numpy as np
 import tensordict
 import torch
 import torchrl
+from _machine import cpu_model
 
 from torchrl_prelar.data.video import Episode, VideoEpisodeWriter, make_video_replay_buffer
 
 TARGET_RATIO = 20.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def synthetic_episodes(num: int, length: int, size: int, seed: int = 0) -> Iterator[Episode]:
@@ -69,6 +60,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--root", type=Path, default=None, help="memmap folder (default: tmp)")
     parser.add_argument("--reference-update-seconds", type=float, default=None)
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -131,6 +123,19 @@ def main() -> None:
             f"\nslowest configuration samples {worst_ratio:.0f}x faster than one reference update "
             f"of {args.reference_update_seconds:.2f} s (target >= {TARGET_RATIO:.0f}x): {verdict}"
         )
+    if args.json:
+        rates = [args.batch_size / seconds for _, _, seconds in results]
+        result = {
+            "batch": args.batch_size,
+            "transitions": args.num_transitions,
+            "configurations": [
+                {"storage": kind, "prefetch": prefetch, "clips_per_s": round(rate, 1)}
+                for (kind, prefetch, _), rate in zip(results, rates, strict=True)
+            ],
+            "slowest_clips_per_s": round(min(rates), 1),
+            "fastest_clips_per_s": round(max(rates), 1),
+        }
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

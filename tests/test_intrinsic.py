@@ -62,3 +62,16 @@ def test_state_dict_round_trip_and_tensordict_interface():
     batch = torch.randn(2, 4, 4)
     td = TensorDict({("next", "encoded_latents"): batch}, [2, 4])
     torch.testing.assert_close(restored(td)["next", "intrinsic_reward"], bonus.compute(batch))
+
+
+def test_bf16_autocast_keeps_the_bonus_in_fp32():
+    torch.manual_seed(0)
+    plain = VideoIntrinsicBonus(embed_dim=8, proj_dim=4, queue_size=32, k=3, seed=2)
+    mixed = VideoIntrinsicBonus(embed_dim=8, proj_dim=4, queue_size=32, k=3, seed=2)
+    for _ in range(3):
+        batch = torch.randn(2, 5, 8)
+        expected = plain.compute(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            result = mixed.compute(batch.bfloat16())
+        assert result.dtype == torch.float32
+        torch.testing.assert_close(result, expected, rtol=0.05, atol=0.05)

@@ -174,3 +174,27 @@ def test_unknown_preset_and_network_type():
         make_world_model("huge")
     with pytest.raises(ValueError, match="Unknown encoder type 'vit'"):
         make_world_model("tiny", encoder={"type": "vit"})
+
+
+@pytest.mark.parametrize("preset", ["paper", "tiny"])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(preset):
+    from torchrl_prelar import PreLARLoss
+
+    grads, losses = [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = make_world_model(preset, activation_checkpointing=checkpointing)
+        assert model.activation_checkpointing is checkpointing
+        loss = PreLARLoss(model)
+        torch.manual_seed(1)
+        out, _ = loss(make_clip_batch(2, 3))
+        total = sum(value for key, value in out.items() if key.startswith("loss_"))
+        total.backward()
+        losses.append(total.detach())
+        grads.append(
+            {name: p.grad.clone() for name, p in loss.named_parameters() if p.grad is not None}
+        )
+    torch.testing.assert_close(losses[1], losses[0])
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -234,3 +234,40 @@ def test_closing_one_env_leaves_the_other_rendering():
         assert expected.float().mean() > 10
     finally:
         kept.close()
+
+
+RENDER_THREADS_SCRIPT = """
+import os
+from torchrl_prelar.envs.metaworld import make_metaworld_env
+env = make_metaworld_env("reach-v3", max_episode_steps=10, render_threads={threads})
+env.rollout(2)
+task_dir = f"/proc/{{os.getpid()}}/task"
+names = [open(f"{{task_dir}}/{{tid}}/comm").read().strip() for tid in os.listdir(task_dir)]
+env.close()
+print(sum(name.startswith("llvmpipe") for name in names))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_render_threads_sets_the_software_rasteriser_threads():
+    environment = {key: value for key, value in os.environ.items() if key != "LP_NUM_THREADS"}
+    environment.setdefault("MUJOCO_GL", "egl")
+    counts = []
+    for threads in (1, 2):
+        result = subprocess.run(
+            [sys.executable, "-c", RENDER_THREADS_SCRIPT.format(threads=threads)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        counts.append(int(result.stdout.strip().splitlines()[-1]))
+    if counts == [0, 0]:
+        pytest.skip("the GL driver is not Mesa llvmpipe")
+    assert counts == [1, 2]
+
+
+def test_render_threads_must_be_positive():
+    with pytest.raises(ValueError, match="render_threads"):
+        make_metaworld_env(TASK, render_threads=0)

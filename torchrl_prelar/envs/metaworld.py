@@ -343,6 +343,7 @@ def make_metaworld_env(
     seed: int | None = 0,
     pixels_only: bool = False,
     device: torch.device | str | None = None,
+    render_threads: int | None = None,
 ) -> TransformedEnv:
     """Create a pixel-based Meta-world v3 TorchRL environment.
 
@@ -365,6 +366,11 @@ def make_metaworld_env(
             variation drawn at each reset with ``env.set_seed``.
         pixels_only: drop the low-dimensional ``"observation"``. Defaults to ``False``.
         device: device of the output tensordicts.
+        render_threads: rasteriser threads of Mesa's software renderer (llvmpipe) in this
+            process. llvmpipe starts one per core, so a single env already keeps every core
+            busy while it renders; with one env per core (``ParallelEnv`` workers) set 1.
+            Sets ``LP_NUM_THREADS``, read when the process creates its first GL context, so
+            it must be given to the first env a process makes. ``None`` keeps Mesa's default.
 
     Example:
         >>> env = make_metaworld_env("reach-v3", max_episode_steps=20, action_repeat=2)
@@ -375,6 +381,9 @@ def make_metaworld_env(
         >>> env.close()
     """
     _check_positive("action_repeat", action_repeat)
+    if render_threads is not None:
+        _check_positive("render_threads", render_threads)
+        os.environ["LP_NUM_THREADS"] = str(render_threads)
     if max_episode_steps % action_repeat:
         raise ValueError(
             f"max_episode_steps ({max_episode_steps}) must be a multiple of action_repeat "

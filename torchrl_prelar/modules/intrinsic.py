@@ -103,9 +103,14 @@ class VideoIntrinsicBonus(TensorDictModuleBase):
         return self.queue.shape[0]
 
     def project(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Steps 1-2: smoothed and projected embeddings, ``[*batch, T, proj_dim]``."""
-        smoothed = causal_moving_average(embedding.float(), self.window, dim=-2)
-        return smoothed @ self.projection
+        """Steps 1-2: smoothed and projected embeddings, ``[*batch, T, proj_dim]``.
+
+        Always in fp32, also under autocast: the queue and the nearest-neighbour distances
+        are fp32.
+        """
+        with torch.autocast(embedding.device.type, enabled=False):
+            smoothed = causal_moving_average(embedding.float(), self.window, dim=-2)
+            return smoothed @ self.projection
 
     def _enqueue(self, points: torch.Tensor) -> None:
         points = points[-self.queue_size :]

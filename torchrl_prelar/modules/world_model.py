@@ -18,6 +18,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchrl.modules import MLP, RSSMPosteriorV3, RSSMPriorV3, RSSMRolloutV3
 
 from torchrl_prelar.modules.latent_action import (
@@ -117,7 +118,9 @@ class PreLARWorldModel(TensorDictModuleBase):
     uint8 frames are converted to floats in [-0.5, 0.5] in the TensorDict; frames are checked
     (key, shape, range, NaN) unless ``validate_inputs`` is off. A zero initial ``"state"`` /
     ``"belief"`` is supplied when absent. Swap the action model by assignment:
-    ``world_model.action_model = ActionEncoder(...)``.
+    ``world_model.action_model = ActionEncoder(...)``. ``activation_checkpointing`` trades
+    memory for compute: the encoder's and decoder's activations are recomputed in backward
+    instead of being stored (the preset key of the same name sets it).
 
     Examples:
         >>> from tensordict import TensorDict
@@ -140,6 +143,7 @@ class PreLARWorldModel(TensorDictModuleBase):
         image_shape: tuple[int, int, int] = (3, 64, 64),
         pixel_keys: tuple[NestedKey, NestedKey] = ("pixels", ("next", "pixels")),
         validate_inputs: bool = True,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.action_model = action_model
@@ -150,6 +154,7 @@ class PreLARWorldModel(TensorDictModuleBase):
         self.image_shape = tuple(image_shape)
         self.pixel_keys = list(pixel_keys)
         self.validate_inputs = validate_inputs
+        self.activation_checkpointing = activation_checkpointing
 
     @property
     def _parts(self) -> list[TensorDictModuleBase]:
@@ -207,13 +212,30 @@ class PreLARWorldModel(TensorDictModuleBase):
         following = tensordict.get(("next", "encoded_latents"))[..., :-1, :]
         tensordict.set("encoded_latents", torch.cat([first, following], -2))
 
+    def _run_pixel_network(
+        self, part: TensorDictModule, tensordict: TensorDictBase
+    ) -> TensorDictBase:
+        """Run the encoder or decoder, recomputing its activations in backward if asked.
+
+        With ``activation_checkpointing`` (and gradients on, in training mode) only the
+        network's inputs are kept for backward; its activations over all ``B x T`` frames are
+        recomputed there. Parameter names and values are unchanged. BatchNorm running
+        statistics see the recomputed batch a second time (one extra momentum step per update).
+        """
+        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
+            return part(tensordict)
+        inputs = [tensordict.get(key) for key in part.in_keys]
+        output = checkpoint(part.module, *inputs, use_reentrant=False)
+        tensordict.set(part.out_keys[0], output)
+        return tensordict
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         self._prepare(tensordict)
-        tensordict = self.encoder(tensordict)
+        tensordict = self._run_pixel_network(self.encoder, tensordict)
         self._embed_current_frames(tensordict)
         tensordict = self.action_model(tensordict)
         tensordict = self.rssm(tensordict)
-        tensordict = self.decoder(tensordict)
+        tensordict = self._run_pixel_network(self.decoder, tensordict)
         for head in self.reward_heads:
             tensordict = head(tensordict)
         return tensordict
@@ -350,4 +372,5 @@ def make_world_model(
         [make_reward_head(config, key) for key in reward_keys or []],
         image_shape=(channels, image_size, image_size),
         validate_inputs=validate_inputs,
+        activation_checkpointing=config.get("activation_checkpointing", False),
     )
