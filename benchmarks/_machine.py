@@ -11,6 +11,8 @@ import resource
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from torchrl_prelar.training.precision import cpu_has_native_bf16
 
@@ -81,3 +83,30 @@ def print_table(result: dict) -> None:
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
+
+
+class FlopCount(TorchDispatchMode):
+    """Count matmul and convolution FLOPs (torch's own per-op formulas) inside a ``with``.
+
+    Unlike :class:`torch.utils.flop_counter.FlopCounterMode` it keeps no per-module
+    breakdown, so it works with modules that cannot be hashed as weak-reference keys
+    (TensorDict-based TorchRL losses and environments).
+
+    Examples:
+        >>> with FlopCount() as count:
+        ...     _ = torch.ones(2, 3) @ torch.ones(3, 4)
+        >>> count.total
+        48
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.total += count(*args, **kwargs, out_val=out)
+        return out

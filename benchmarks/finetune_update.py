@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 from _machine import (
+    FlopCount,
     gemm_peak,
     machine_info,
     peak_memory_gib,
@@ -35,7 +36,6 @@ from _machine import (
     synchronize,
 )
 from tensordict import TensorDict
-from torch.utils.flop_counter import FlopCounterMode
 
 from torchrl_prelar.training.finetune_agent import make_finetune_agent
 from torchrl_prelar.training.precision import autocast, resolve_precision
@@ -125,13 +125,13 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(parameters, 100.0)
         optimizer.step()
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCount()
     with counter:
         with autocast(device, dtype):
             losses, _ = model_loss(batch)
         sum(value for key, value in losses.items() if key.startswith("loss_")).backward()
     optimizer.zero_grad(set_to_none=True)
-    flops = counter.get_total_flops()
+    flops = counter.total
     del losses
 
     reset_peak_memory(device)
