@@ -52,6 +52,7 @@ STEPS = 4
 UPDATES = 3
 CHECKPOINT_EVERY = 2
 LAUNCH_TIMEOUT = 120
+STUCK_TIMEOUT_S = 5
 
 
 def global_batch(update: int):
@@ -136,12 +137,16 @@ def test_two_ranks_match_one_process_on_the_global_batch(tmp_path):
     torch.testing.assert_close(ranks[0]["loss"], metrics["loss"], rtol=1e-4, atol=1e-4)
 
 
-def test_killed_rank_fails_the_job_and_keeps_the_last_checkpoint(tmp_path):
-    result, seconds = torchrun(__file__, "killed", str(tmp_path))
-    print(f"killed rank: exit code {result.returncode} after {seconds:.1f} s")
+@pytest.mark.parametrize("failure", ["killed", "stuck"])
+def test_failed_rank_fails_the_job_and_keeps_the_last_checkpoint(tmp_path, failure):
+    """A SIGKILLed rank (torchrun stops the others) or a stuck one (the process-group timeout
+    fails the waiting rank, torchrun stops the stuck one) fails the job within bounded time."""
+    result, seconds = torchrun(__file__, failure, str(tmp_path))
+    print(f"{failure} rank: exit code {result.returncode} after {seconds:.1f} s")
     assert result.returncode != 0
     assert seconds < 60, f"the job took {seconds:.0f} s to fail"
-    assert "Signals.SIGKILL" in result.stderr or "SIGKILL" in result.stderr, result.stderr[-2000:]
+    expected = "SIGKILL" if failure == "killed" else f"Timed out waiting {STUCK_TIMEOUT_S * 1000}ms"
+    assert expected in result.stderr, result.stderr[-2000:]
 
     state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     assert state["step"] == CHECKPOINT_EVERY
@@ -233,8 +238,8 @@ def _equivalence_rank(out_dir: Path) -> None:
         torch.save(result, out_dir / f"rank{job.rank}.pt")
 
 
-def _killed_rank(run_dir: Path) -> None:
-    with distributed_session("cpu", seed=0, timeout_s=60) as job:
+def _failing_rank(run_dir: Path, failure: str) -> None:
+    with distributed_session("cpu", seed=0, timeout_s=STUCK_TIMEOUT_S) as job:
         trainer = make_trainer(job)
         done = itertools.count()
 
@@ -242,7 +247,9 @@ def _killed_rank(run_dir: Path) -> None:
             updates_done = next(done)
             # Update CHECKPOINT_EVERY + 1 all-reduced, so rank 0 has written that checkpoint.
             if job.rank == 1 and updates_done == CHECKPOINT_EVERY + 1:
-                os.kill(os.getpid(), signal.SIGKILL)
+                if failure == "killed":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                time.sleep(10 * LAUNCH_TIMEOUT)
             return shard(global_batch(updates_done), job)
 
         pretrain(
@@ -259,4 +266,7 @@ def _killed_rank(run_dir: Path) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode, directory = sys.argv[1], Path(sys.argv[2])
-    {"equivalence": _equivalence_rank, "killed": _killed_rank}[mode](directory)
+    if mode == "equivalence":
+        _equivalence_rank(directory)
+    else:
+        _failing_rank(directory, mode)
