@@ -154,7 +154,7 @@ def test_dreamer_baseline_has_the_same_structure_without_pretraining(tmp_path):
     model = make_finetune_world_model(cfg, action_dim=4)
     assert type(model.action_model).__name__ == "ActionEncoder"
     with pytest.raises(ValueError, match="finetune.init"):
-        make_finetune_world_model(preset_config(tmp_path, "finetune.init=apv"), action_dim=4)
+        make_finetune_world_model(preset_config(tmp_path, "finetune.init=apv2"), action_dim=4)
 
 
 def transitions(batch=2, steps=4):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from torchrl.objectives import LossModule
 from torchrl.objectives.dreamer_v3 import symlog
 
 from torchrl_prelar.modules import PreLARWorldModel
+from torchrl_prelar.modules.apv import APVWorldModel
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives.prelar import PreLARLoss
@@ -27,8 +29,8 @@ class FinetuneModelLoss(LossModule):
     batch *before* the loss. So this module:
 
     1. embeds ``("next", "pixels")`` with the world model's encoder (no gradient, eval mode
-       so BatchNorm statistics are not updated twice) and computes the
-       :class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`;
+       so BatchNorm statistics are not updated twice), or with ``features`` if given, and
+       computes the :class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`;
     2. runs :class:`PreLARLoss` with ``("next", "reward")`` replaced by reward + bonus
        (``loss_model_reward``, the world model's reward head);
     3. adds ``loss_model_aux_reward``, the same symlog-MSE for the auxiliary head
@@ -43,6 +45,9 @@ class FinetuneModelLoss(LossModule):
         prelar_loss: the world-model loss (its world model holds the action encoder and the
             reward heads ``("next", "reward")`` and ``("next", "aux_reward")``).
         bonus: the intrinsic bonus, or ``None`` to switch it off.
+        features: maps the batch to the ``[B, T, E]`` features the bonus reads, without
+            gradient (APV: :meth:`~torchrl_prelar.modules.apv.APVWorldModel.
+            action_free_features`); ``None``: the encoder embedding of ``("next", pixels)``.
         beta: bonus weight (1 in APV / PreLAR).
         lambda_aux_reward: weight of the auxiliary reward term.
     """
@@ -64,24 +69,29 @@ class FinetuneModelLoss(LossModule):
         prelar_loss: PreLARLoss,
         bonus: VideoIntrinsicBonus | None = None,
         *,
+        features: Callable[[TensorDictBase], torch.Tensor] | None = None,
         beta: float = 1.0,
         lambda_aux_reward: float = 1.0,
     ):
         super().__init__()
         self.prelar_loss = prelar_loss
         self.bonus = bonus
+        self.features = features
         self.beta = beta
         self.lambda_aux_reward = lambda_aux_reward
 
     @property
-    def world_model(self) -> PreLARWorldModel:
+    def world_model(self) -> PreLARWorldModel | APVWorldModel:
         return self.prelar_loss.world_model
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
 
     @torch.no_grad()
-    def _bonus(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _bonus(self, tensordict: TensorDictBase) -> torch.Tensor:
+        if self.features is not None:
+            return self.bonus.compute(self.features(tensordict))
+        pixels = tensordict.get(("next", self.tensor_keys.pixels))
         encoder = self.world_model.encoder.module
         was_training = encoder.training
         encoder.eval()
@@ -98,7 +108,7 @@ class FinetuneModelLoss(LossModule):
         reward = tensordict.get(reward_key)
         bonus = None
         if self.bonus is not None and self.beta:
-            bonus = self._bonus(tensordict.get(("next", keys.pixels)))
+            bonus = self._bonus(tensordict)
             tensordict.set(reward_key, reward + self.beta * bonus)
         losses, model_td = self.prelar_loss(tensordict)
         aux = model_td.get(("next", keys.aux_reward))

@@ -88,17 +88,9 @@ def make_finetune_env(tune: Mapping[str, Any], agent: FinetuneAgent, seed: int) 
         seed=seed,
         pixels_only=True,
     )
-    prior = agent.world_model.rssm_prior
     env.append_transform(InitTracker())
-    env.append_transform(
-        TensorDictPrimer(
-            random=False,
-            default_value=0,
-            state=Unbounded(prior.num_categoricals * prior.num_classes),
-            belief=Unbounded(prior.rnn_hidden_dim),
-            previous_action=Unbounded(env.action_spec.shape[-1]),
-        )
-    )
+    specs = {key: Unbounded(size) for key, size in agent.carried.items()}
+    env.append_transform(TensorDictPrimer(random=False, default_value=0, **specs))
     return env
 
 

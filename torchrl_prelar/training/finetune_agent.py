@@ -31,6 +31,7 @@ from tensordict.nn import (
     ProbabilisticTensorDictModule,
     ProbabilisticTensorDictSequential,
     TensorDictModule,
+    TensorDictModuleBase,
     TensorDictSequential,
 )
 from tensordict.utils import NestedKey
@@ -54,6 +55,12 @@ from torchrl_prelar.modules import (
     make_world_model,
     world_model_config,
 )
+from torchrl_prelar.modules.apv import (
+    APVWorldModel,
+    NoAction,
+    make_action_free_world_model,
+    make_apv_world_model,
+)
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives import PreLARLoss
@@ -64,6 +71,13 @@ REWARD_KEY: NestedKey = ("next", "reward")
 AUX_REWARD_KEY: NestedKey = ("next", "aux_reward")
 #: Parameter-group names of the one Adam (see :func:`make_finetune_optimizer`).
 GROUPS = ("representation", "model", "actor", "critic")
+#: ``finetune.init`` values: PreLAR-initialised, from scratch, the APV baseline.
+INITS = ("prelar", "dreamer", "apv")
+FinetuneWorldModel = PreLARWorldModel | APVWorldModel
+
+
+def _has_action_model(state: Mapping[str, Any]) -> bool:
+    return any(name.startswith("action_model.") for name in state)
 
 
 def load_pretrained_world_model(
@@ -95,6 +109,13 @@ def load_pretrained_world_model(
         if name not in state and not name.startswith("reward_heads."):
             problems.append(f"  {name}: missing from the checkpoint")
     if problems:
+        if _has_action_model(state) != _has_action_model(target):
+            kinds = {True: "PreLAR (with a latent action model)", False: "APV (action-free)"}
+            problems.append(
+                f"  the checkpoint is a {kinds[_has_action_model(state)]} pre-training, the "
+                f"configured model a {kinds[_has_action_model(target)]} one: pre-train with "
+                "the same finetune.init (prelar or apv) as the fine-tuning run."
+            )
         raise ValueError(
             f"The pre-trained world model {path} does not match the configured world model "
             f"(pre-trained with {checkpoint.get('config')}, configured "
@@ -118,17 +139,17 @@ class _EncoderOnFrames(nn.Module):
 
 
 class _Carry(nn.Module):
-    """Copy posterior state, belief and action to ``"next"`` for the following step."""
+    """Copy the posterior states and the action to ``"next"`` for the following step."""
 
-    def forward(self, state, belief, action):
-        return state.clone(), belief.clone(), action.clone()
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(tensor.clone() for tensor in tensors)
 
 
 @dataclass
 class FinetuneAgent:
     """Everything fine-tuning trains or acts with (see :func:`make_finetune_agent`)."""
 
-    world_model: PreLARWorldModel
+    world_model: FinetuneWorldModel
     loss: DreamerV3Loss
     policy: TensorDictSequential
     actor: ProbabilisticTensorDictSequential
@@ -136,6 +157,9 @@ class FinetuneAgent:
     optimizer: torch.optim.Adam
     stepper: DreamerV3OptimizationStepper
     groups: dict[str, list[nn.Parameter]]
+    #: Recurrent entries the policy carries from step to step, with their sizes (the
+    #: environment primes them with zeros).
+    carried: dict[str, int]
 
 
 def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
@@ -147,22 +171,30 @@ def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
     )
 
 
-def make_finetune_world_model(cfg: Mapping[str, Any], action_dim: int) -> PreLARWorldModel:
-    """World model with an :class:`ActionEncoder` and the two reward heads.
+def make_finetune_world_model(cfg: Mapping[str, Any], action_dim: int) -> FinetuneWorldModel:
+    """World model with the two reward heads, initialised as ``cfg["finetune"]["init"]`` says.
 
-    ``cfg["finetune"]["init"]``: ``"prelar"`` loads encoder, RSSM and decoder from
-    ``finetune.pretrained`` (default ``<run_dir>/pretrained_world_model.pt``) and drops the
-    latent action model; ``"dreamer"`` keeps the fresh initialisation (the DreamerV2 baseline
-    with the same action-encoder structure).
+    ``"prelar"`` loads encoder, RSSM and decoder from ``finetune.pretrained`` (default
+    ``<run_dir>/pretrained_world_model.pt``) and replaces the latent action model by an
+    :class:`ActionEncoder`; ``"dreamer"`` keeps the fresh initialisation (the DreamerV2
+    baseline with the same action-encoder structure); ``"apv"`` loads an action-free
+    pre-training (encoder, action-free RSSM, decoder) and stacks a new action-conditional
+    RSSM on it (:class:`~torchrl_prelar.modules.apv.APVWorldModel`).
     """
     model_cfg, tune = cfg["world_model"], cfg["finetune"]
+    if tune["init"] not in INITS:
+        raise ValueError(f"finetune.init must be one of {INITS}, got {tune['init']!r}.")
     config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
+    path = tune.get("pretrained") or Path(cfg["run_dir"]) / "pretrained_world_model.pt"
+    if tune["init"] == "apv":
+        action_free = make_action_free_world_model(config)
+        load_pretrained_world_model(action_free, path, model_cfg)
+        return make_apv_world_model(
+            config, action_dim, action_free=action_free, reward_keys=[REWARD_KEY, AUX_REWARD_KEY]
+        )
     world_model = make_world_model(config, reward_keys=[REWARD_KEY, AUX_REWARD_KEY])
     if tune["init"] == "prelar":
-        path = tune.get("pretrained") or Path(cfg["run_dir"]) / "pretrained_world_model.pt"
         load_pretrained_world_model(world_model, path, model_cfg)
-    elif tune["init"] != "dreamer":
-        raise ValueError(f"finetune.init must be 'prelar' or 'dreamer', got {tune['init']!r}.")
     world_model.action_model = make_action_encoder(config, action_dim)
     # Only o_{t+1} is encoded: the stored transitions do not need the root frames.
     world_model.pixel_keys = [("next", "pixels")]
@@ -215,6 +247,75 @@ def set_representation_frozen(optimizer: torch.optim.Optimizer, frozen: bool, lr
             group["lr"] = 0.0 if frozen else lr
 
 
+def _imagination_transition(world_model: FinetuneWorldModel) -> TensorDictSequential:
+    """One imagined step: real action (-> action encoder for PreLAR) -> prior."""
+    modules: list[TensorDictModuleBase] = []
+    if isinstance(world_model, PreLARWorldModel):
+        encoder_net = world_model.action_model.module
+        modules.append(
+            TensorDictModule(encoder_net, in_keys=["action"], out_keys=["latent_action"])
+        )
+    modules.append(
+        TensorDictModule(
+            world_model.rssm_prior,
+            in_keys=["state", "belief", world_model.rssm.action_key],
+            out_keys=["_", "state", "belief"],
+        )
+    )
+    return TensorDictSequential(*modules)
+
+
+def _acting_state_estimator(
+    world_model: FinetuneWorldModel,
+) -> tuple[list[TensorDictModuleBase], dict[str, int]]:
+    """Modules updating the policy's posterior state from the current frame (TorchRL's
+    :class:`~torchrl.modules.RSSMStateEstimatorV3`, twice for APV's stacked RSSMs), and the
+    recurrent entries they read, with their sizes."""
+    prior = world_model.rssm_prior
+    posterior = world_model.rssm.rssm_posterior.module
+    encoder = _EncoderOnFrames(world_model.encoder.module)
+    carried = {"state": prior.num_categoricals * prior.num_classes, "belief": prior.rnn_hidden_dim}
+    state_keys = ["state", "belief"]
+    if isinstance(world_model, APVWorldModel):
+        action_free = world_model.action_free
+        modules: list[TensorDictModuleBase] = [
+            TensorDictModule(encoder, in_keys=["pixels"], out_keys=["pixel_embedding"]),
+            NoAction(out_key="af_action"),
+            RSSMStateEstimatorV3(
+                action_free.prior,
+                action_free.posterior,
+                in_keys=["af_state", "af_belief", "af_action", "pixel_embedding", "is_init"],
+                out_keys=["af_state", "af_belief"],
+            ),
+            TensorDictModule(
+                world_model.features.module,
+                in_keys=["af_state", "af_belief"],
+                out_keys=["encoded_latents"],
+            ),
+            RSSMStateEstimatorV3(
+                prior,
+                posterior,
+                in_keys=[*state_keys, "previous_action", "encoded_latents", "is_init"],
+            ),
+        ]
+        carried.update(af_state=action_free.stoch_dim, af_belief=action_free.prior.rnn_hidden_dim)
+        return modules, carried
+    modules = [
+        TensorDictModule(encoder, in_keys=["pixels"], out_keys=["encoded_latents"]),
+        TensorDictModule(
+            world_model.action_model.module,
+            in_keys=["previous_action"],
+            out_keys=["previous_latent_action"],
+        ),
+        RSSMStateEstimatorV3(
+            prior,
+            posterior,
+            in_keys=[*state_keys, "previous_latent_action", "encoded_latents", "is_init"],
+        ),
+    ]
+    return modules, carried
+
+
 def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
     """Build world model, losses, policy, optimiser and TorchRL stepper from the config.
 
@@ -227,10 +328,8 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
     tune, device = cfg["finetune"], torch.device(cfg["device"])
     world_model = make_finetune_world_model(cfg, action_dim).to(device)
     prior = world_model.rssm_prior
-    posterior = world_model.rssm.rssm_posterior.module
     stoch, deter = prior.num_categoricals * prior.num_classes, prior.rnn_hidden_dim
     features = stoch + deter
-    encoder_net = world_model.action_model.module
     reward_net = world_model.reward_heads[0].module
 
     actor = ProbabilisticTensorDictSequential(
@@ -256,13 +355,8 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
     with torch.no_grad():  # initialise the actor's lazy layers
         actor(Composite(state=Unbounded(stoch), belief=Unbounded(deter)).zero().to(device))
 
-    # Imagination: real action -> ActionEncoder -> latent action -> prior; reward head.
-    transition = TensorDictSequential(
-        TensorDictModule(encoder_net, in_keys=["action"], out_keys=["latent_action"]),
-        TensorDictModule(
-            prior, in_keys=["state", "belief", "latent_action"], out_keys=["_", "state", "belief"]
-        ),
-    )
+    # Imagination: real action -> (ActionEncoder -> latent action ->) prior; reward head.
+    transition = _imagination_transition(world_model)
     reward = TensorDictModule(reward_net, in_keys=["state", "belief"], out_keys=["reward"])
     imagination = DreamerEnv(
         WorldModelWrapper(transition, reward),
@@ -285,10 +379,14 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
         lambda_reco=loss_cfg.get("lambda_reco", 0.5),
     )
     intrinsic = tune["intrinsic"]
-    bonus = None
+    bonus, bonus_features = None, None
+    embed_dim = world_model.encoder.module.output_features
+    if isinstance(world_model, APVWorldModel):  # APV: on the action-free model's features
+        embed_dim = world_model.action_free.feature_dim
+        bonus_features = world_model.action_free_features
     if intrinsic["enabled"]:
         bonus = VideoIntrinsicBonus(
-            world_model.encoder.module.output_features,
+            embed_dim,
             proj_dim=intrinsic["proj_dim"],
             window=intrinsic["window"],
             queue_size=intrinsic["queue_size"],
@@ -298,6 +396,7 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
     model_loss = FinetuneModelLoss(
         prelar_loss,
         bonus,
+        features=bonus_features,
         beta=intrinsic["beta"],
         lambda_aux_reward=tune["lambda_aux_reward"],
     )
@@ -323,8 +422,12 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
             value_loss, value_network_update_interval=tune["target_update_every"]
         )
 
+    # Encoder + the pre-trained RSSM (the action-free one for APV), frozen at first.
+    pretrained_rssm = (
+        world_model.action_free if isinstance(world_model, APVWorldModel) else world_model.rssm
+    )
     representation = {
-        id(p) for p in (*world_model.encoder.parameters(), *world_model.rssm.parameters())
+        id(p) for p in (*world_model.encoder.parameters(), *pretrained_rssm.parameters())
     }
     model = {id(p) for p in world_model.parameters()} - representation
     actor_ids = {id(p) for p in actor.parameters()}
@@ -363,25 +466,17 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
         mixed_precision=dtype is not None and device.type == "cuda",
     )
 
+    estimator, carried = _acting_state_estimator(world_model)
     policy = TensorDictSequential(
-        TensorDictModule(
-            _EncoderOnFrames(world_model.encoder.module),
-            in_keys=["pixels"],
-            out_keys=["encoded_latents"],
-        ),
-        TensorDictModule(
-            encoder_net, in_keys=["previous_action"], out_keys=["previous_latent_action"]
-        ),
-        RSSMStateEstimatorV3(
-            prior,
-            posterior,
-            in_keys=["state", "belief", "previous_latent_action", "encoded_latents", "is_init"],
-        ),
+        *estimator,
         actor,
         TensorDictModule(
             _Carry(),
-            in_keys=["state", "belief", "action"],
-            out_keys=[("next", "state"), ("next", "belief"), ("next", "previous_action")],
+            in_keys=[*carried, "action"],
+            out_keys=[*(("next", key) for key in carried), ("next", "previous_action")],
         ),
     )
-    return FinetuneAgent(world_model, loss, policy, actor, value, optimizer, stepper, groups)
+    carried["previous_action"] = action_dim
+    return FinetuneAgent(
+        world_model, loss, policy, actor, value, optimizer, stepper, groups, carried
+    )
