@@ -37,7 +37,8 @@ def main(config: DictConfig) -> None:
         )
     if cfg["stage"] in ("pretrain", "all"):
         summary = run_pretrain(cfg)
-        print(f"pre-training done: {summary['last_metrics']} -> {cfg['run_dir']}")
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"pre-training done: {summary['last_metrics']} -> {cfg['run_dir']}")
     if cfg["stage"] in ("finetune", "all"):
         summary = run_finetune(cfg)
         print(f"fine-tuning done: {summary['evaluations'][-1:]} -> {cfg['run_dir']}")
