@@ -10,6 +10,7 @@ from torchrl_prelar import (
     world_model_config,
 )
 from torchrl_prelar.modules import PRESETS as MODULE_PRESETS
+from torchrl_prelar.modules.networks import ResidualBlock
 
 
 def test_presets_are_exported():
@@ -185,6 +186,9 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(preset):
         torch.manual_seed(0)
         model = make_world_model(preset, activation_checkpointing=checkpointing)
         assert model.activation_checkpointing is checkpointing
+        blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+        assert all(block.checkpointed is checkpointing for block in blocks)
+        assert len(blocks) == (18 if preset == "paper" else 0)  # encoder, decoder, LAM trunk
         loss = PreLARLoss(model)
         torch.manual_seed(1)
         out, _ = loss(make_clip_batch(2, 3))

@@ -19,6 +19,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchrl.modules import DreamerV3ImageDecoder, DreamerV3ImageEncoder
 
 
@@ -31,6 +32,9 @@ def _flatten_batch(fn, value: torch.Tensor, event_dims: int) -> torch.Tensor:
 
 class ResidualBlock(nn.Module):
     """Two 3x3 convolutions with BatchNorm and ELU and a (projected) skip connection.
+
+    With ``checkpointed`` set (and gradients on, in training mode) the block keeps only its
+    input for backward and recomputes its activations there, one block at a time.
 
     Examples:
         >>> block = ResidualBlock(8, 16)
@@ -53,9 +57,15 @@ class ResidualBlock(nn.Module):
             else nn.Conv2d(in_channels, out_channels, 1, bias=False)
         )
         self.activation = nn.ELU()
+        self.checkpointed = False
+
+    def _block(self, value: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.body(value) + self.skip(value))
 
     def forward(self, value: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.body(value) + self.skip(value))
+        if self.checkpointed and self.training and torch.is_grad_enabled():
+            return checkpoint(self._block, value, use_reentrant=False)
+        return self._block(value)
 
 
 class ResNetEncoder(nn.Module):

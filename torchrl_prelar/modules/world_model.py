@@ -28,6 +28,7 @@ from torchrl_prelar.modules.latent_action import (
     latent_action_trunk_channels,
 )
 from torchrl_prelar.modules.networks import (
+    ResidualBlock,
     ResNetDecoder,
     ResNetEncoder,
     make_conv_decoder,
@@ -119,8 +120,8 @@ class PreLARWorldModel(TensorDictModuleBase):
     (key, shape, range, NaN) unless ``validate_inputs`` is off. A zero initial ``"state"`` /
     ``"belief"`` is supplied when absent. Swap the action model by assignment:
     ``world_model.action_model = ActionEncoder(...)``. ``activation_checkpointing`` trades
-    memory for compute: the encoder's and decoder's activations are recomputed in backward
-    instead of being stored (the preset key of the same name sets it).
+    compute for memory: pixel-network activations are recomputed in backward instead of being
+    stored (the preset key of the same name sets it).
 
     Examples:
         >>> from tensordict import TensorDict
@@ -155,6 +156,24 @@ class PreLARWorldModel(TensorDictModuleBase):
         self.pixel_keys = list(pixel_keys)
         self.validate_inputs = validate_inputs
         self.activation_checkpointing = activation_checkpointing
+
+    @property
+    def activation_checkpointing(self) -> bool:
+        """Recompute activations in backward instead of storing them (less memory).
+
+        Residual blocks (``paper`` networks, latent action trunk included) are recomputed one
+        block at a time; a pixel network without residual blocks (``small`` / ``tiny``) is
+        recomputed as a whole. Parameter names and values do not change. BatchNorm running
+        statistics see each recomputed batch a second time (one extra momentum step).
+        """
+        return self._activation_checkpointing
+
+    @activation_checkpointing.setter
+    def activation_checkpointing(self, enabled: bool) -> None:
+        self._activation_checkpointing = bool(enabled)
+        for module in self.modules():
+            if isinstance(module, ResidualBlock):
+                module.checkpointed = self._activation_checkpointing
 
     @property
     def _parts(self) -> list[TensorDictModuleBase]:
@@ -215,15 +234,11 @@ class PreLARWorldModel(TensorDictModuleBase):
     def _run_pixel_network(
         self, part: TensorDictModule, tensordict: TensorDictBase
     ) -> TensorDictBase:
-        """Run the encoder or decoder, recomputing its activations in backward if asked.
-
-        With ``activation_checkpointing`` (and gradients on, in training mode) only the
-        network's inputs are kept for backward; its activations over all ``B x T`` frames are
-        recomputed there. Parameter names and values are unchanged. BatchNorm running
-        statistics see the recomputed batch a second time (one extra momentum step per update).
-        """
+        """Run the encoder or decoder; recompute it whole in backward if it has no blocks."""
         if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
             return part(tensordict)
+        if any(isinstance(module, ResidualBlock) for module in part.modules()):
+            return part(tensordict)  # its residual blocks recompute themselves
         inputs = [tensordict.get(key) for key in part.in_keys]
         output = checkpoint(part.module, *inputs, use_reentrant=False)
         tensordict.set(part.out_keys[0], output)
