@@ -5,11 +5,16 @@ One training step, top to bottom (:func:`run_finetune`):
 1. TorchRL's :class:`~torchrl.collectors.Collector` steps ``make_metaworld_env(task)`` for
    ``update_every`` env steps with the recurrent policy of
    :func:`~torchrl_prelar.training.finetune_agent.make_finetune_agent` (uniform random actions
-   for the first ``prefill`` steps);
+   for the first ``prefill`` steps). With ``env_workers`` > 1 the collector steps a
+   :class:`~torchrl.envs.ParallelEnv` of that many worker processes, ``update_every`` steps
+   each per batch; the policy (and the world model in it) stays in this process and acts on
+   all workers at once, so no weights are shipped to the workers after updates;
 2. the transitions go into a :class:`~torchrl.data.TensorDictReplayBuffer` with a
    :class:`~torchrl.data.SliceSampler` (``batch_size`` slices of ``batch_length`` steps of one
    episode; the first step of every slice is marked ``is_init``, so the RSSM starts it from a
-   zero state, as the pre-training clips);
+   zero state, as the pre-training clips). Several workers write into a two-dimensional
+   storage (time x worker), so every episode stays contiguous along time and slices never
+   straddle two workers; trajectory ids stay unique across workers and across resumed runs;
 3. :class:`~torchrl.trainers.algorithms.DreamerV3UpdateRatio` grants one update per
    ``update_every`` env steps once ``prefill`` steps are stored; an update is one
    :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper` step of the world model,
@@ -26,6 +31,7 @@ resumed run continues with exactly the data it had. Without it, the buffer resta
 re-filled with ``prefill`` env steps of the restored policy (not random actions) before updates
 resume; these steps count as env steps, and no catch-up burst of updates follows. In both cases
 the environment restarts a fresh episode (the episode cut by the stop is kept as a shorter one).
+A run resumes with the number of workers it started with (the replay's layout depends on it).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import random
 import shutil
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +49,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer, Unbounded
-from torchrl.envs import InitTracker, TensorDictPrimer, TransformedEnv
+from torchrl.envs import EnvBase, InitTracker, ParallelEnv, TensorDictPrimer, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.trainers.algorithms import DreamerV3UpdateRatio
 from tqdm.auto import tqdm
@@ -78,8 +85,11 @@ STORED_KEYS = (
 CURVES = ("finetune/eval_success_rate", "finetune/eval_return", "finetune/world_model_loss")
 
 
-def make_finetune_env(tune: Mapping[str, Any], agent: FinetuneAgent, seed: int) -> TransformedEnv:
-    """``make_metaworld_env(task)`` with ``is_init`` and zero-primed policy carries."""
+def make_finetune_env(
+    tune: Mapping[str, Any], carried: Mapping[str, int], seed: int
+) -> TransformedEnv:
+    """``make_metaworld_env(task)`` with ``is_init`` and the policy's ``carried`` entries
+    (name -> size, see :class:`FinetuneAgent`) primed with zeros."""
     env = make_metaworld_env(
         tune["task"],
         camera=tune["camera"],
@@ -89,15 +99,37 @@ def make_finetune_env(tune: Mapping[str, Any], agent: FinetuneAgent, seed: int) 
         pixels_only=True,
     )
     env.append_transform(InitTracker())
-    specs = {key: Unbounded(size) for key, size in agent.carried.items()}
+    specs = {key: Unbounded(size) for key, size in carried.items()}
     env.append_transform(TensorDictPrimer(random=False, default_value=0, **specs))
     return env
 
 
+def make_collector_env(tune: Mapping[str, Any], carried: Mapping[str, int], seed: int) -> EnvBase:
+    """The training environment: one env, or a ``ParallelEnv`` of ``env_workers`` of them.
+
+    Worker ``i`` is seeded with ``seed + 1000 * i``.
+    """
+    workers = tune.get("env_workers", 1)
+    if workers == 1:
+        return make_finetune_env(tune, carried, seed)
+    return ParallelEnv(
+        workers,
+        [
+            partial(make_finetune_env, dict(tune), dict(carried), seed + 1000 * i)
+            for i in range(workers)
+        ],
+    )
+
+
 def make_finetune_buffer(tune: Mapping[str, Any]) -> TensorDictReplayBuffer:
-    """Replay buffer of transitions sampled as ``batch_size`` slices of ``batch_length``."""
+    """Replay buffer of transitions sampled as ``batch_size`` slices of ``batch_length``.
+
+    With ``env_workers`` > 1 the storage is two-dimensional (time x worker, the collector's
+    ``[workers, steps]`` batches are written along time) so episodes stay contiguous.
+    """
+    workers = tune.get("env_workers", 1)
     return TensorDictReplayBuffer(
-        storage=LazyTensorStorage(tune["buffer_size"]),
+        storage=LazyTensorStorage(tune["buffer_size"], ndim=1 if workers == 1 else 2),
         sampler=SliceSampler(slice_len=tune["batch_length"], traj_key="traj_id"),
         batch_size=tune["batch_size"] * tune["batch_length"],
     )
@@ -134,6 +166,8 @@ def _validate(tune: Mapping[str, Any]) -> None:
         )
     if tune["prefill"] < tune["batch_length"]:
         raise ValueError("finetune.prefill must be at least finetune.batch_length.")
+    if tune.get("env_workers", 1) < 1:
+        raise ValueError(f"finetune.env_workers must be >= 1, got {tune['env_workers']}.")
 
 
 class _Progress:
@@ -144,6 +178,7 @@ class _Progress:
         self.updates = 0
         self.episodes = 0
         self.next_traj_id = 0
+        self.env_workers = 1
         self.eval_history: list[dict[str, float]] = []
         self.update_seconds = 0.0
         self.collect_seconds = 0.0
@@ -151,7 +186,7 @@ class _Progress:
         self.updates_this_run = 0
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("env_steps", "updates", "episodes", "next_traj_id", "eval_history")
+        keys = ("env_steps", "updates", "episodes", "next_traj_id", "eval_history", "env_workers")
         return {key: getattr(self, key) for key in keys}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -229,10 +264,17 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     buffer = make_finetune_buffer(tune)
     progress = _Progress()
     refill_until = tune["prefill"]
+    workers = progress.env_workers = tune.get("env_workers", 1)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, map_location=device)
         progress.load_state_dict(state["progress"])
+        if progress.env_workers != workers:
+            raise ValueError(
+                f"{checkpoint_path} was written with finetune.env_workers="
+                f"{progress.env_workers}, the configuration asks for {workers}: resume with "
+                f"finetune.env_workers={progress.env_workers} (the replay's layout depends on it)."
+            )
         agent.loss.load_state_dict(state["loss"])
         agent.stepper.load_state_dict(state["stepper"])
         ratio.load_state_dict(state["update_ratio"])
@@ -243,21 +285,23 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
             refill_until = progress.env_steps + tune["prefill"]
 
     loggers = RunLoggers.create(run_dir, cfg.get("name", "finetune"), **cfg["logger"])
-    env = make_finetune_env(tune, agent, seed + progress.env_steps)
-    eval_env = make_finetune_env(tune, agent, seed + 100_000)
+    env = make_collector_env(tune, agent.carried, seed + progress.env_steps)
+    eval_env = make_finetune_env(tune, agent.carried, seed + 100_000)
     episode_steps = tune["max_episode_steps"] // tune["action_repeat"]
     total = tune["env_steps"]
     collector = Collector(
         env,
         agent.policy,
-        frames_per_batch=tune["update_every"],
+        frames_per_batch=tune["update_every"] * workers,
         total_frames=-1,
         init_random_frames=max(0, tune["prefill"] - progress.env_steps),
         exploration_type=ExplorationType.RANDOM,
         storing_device="cpu",
     )
     agent.loss.eval()  # acting: no BatchNorm statistics updates
-    running = {"return": 0.0, "success": 0.0}
+    # Per worker: return and success of the episode under way.
+    running = [{"return": 0.0, "success": 0.0} for _ in range(workers)]
+    traj_offset = progress.next_traj_id  # the collector numbers trajectories from 0 again
     last_metrics: dict[str, float] = {}
     started = time.time()
     bar = tqdm(total=total, initial=progress.env_steps, desc=f"fine-tuning {tune['task']}")
@@ -266,26 +310,30 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if progress.env_steps >= total:
             break
         progress.collect_seconds += time.time() - tick
-        data = data.reshape(-1)
-        data.set("traj_id", data.get(("collector", "traj_ids")) + progress.next_traj_id)
-        buffer.extend(data.select(*STORED_KEYS))
+        data = data.reshape(workers, -1)  # [workers, steps]
+        traj_id = data.get(("collector", "traj_ids")) + traj_offset
+        data.set("traj_id", traj_id)
+        progress.next_traj_id = max(progress.next_traj_id, int(traj_id.max()) + 1)
+        stored = data.select(*STORED_KEYS)
+        buffer.extend(stored[0] if workers == 1 else stored)
         progress.env_steps += data.numel()
         progress.collected_this_run += data.numel()
         bar.update(data.numel())
-        rewards = data.get(("next", "reward")).reshape(-1).tolist()
-        successes = data.get(("next", "success")).reshape(-1).float().tolist()
-        dones = data.get(("next", "done")).reshape(data.numel(), -1).any(-1).tolist()
-        for reward, success, done in zip(rewards, successes, dones, strict=True):
-            running["return"] += reward
-            running["success"] = max(running["success"], success)
-            if done:
-                progress.episodes += 1
-                loggers.log(
-                    {"train_return": running["return"], "train_success": running["success"]},
-                    progress.env_steps,
-                    prefix="finetune/",
-                )
-                running = {"return": 0.0, "success": 0.0}
+        rewards = data.get(("next", "reward")).reshape(workers, -1).tolist()
+        successes = data.get(("next", "success")).reshape(workers, -1).float().tolist()
+        dones = data.get(("next", "done")).reshape(*data.shape, -1).any(-1).tolist()
+        for episode, *steps in zip(running, rewards, successes, dones, strict=True):
+            for reward, success, done in zip(*steps, strict=True):
+                episode["return"] += reward
+                episode["success"] = max(episode["success"], success)
+                if done:
+                    progress.episodes += 1
+                    loggers.log(
+                        {"train_return": episode["return"], "train_success": episode["success"]},
+                        progress.env_steps,
+                        prefix="finetune/",
+                    )
+                    episode.update({"return": 0.0, "success": 0.0})
 
         if progress.env_steps < refill_until or len(buffer) < tune["batch_length"]:
             ratio.reset(progress.env_steps)  # no catch-up burst after (re-)filling
@@ -329,7 +377,8 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         tick = time.time()
     bar.close()
     collector.shutdown()
-    env.close()
+    if not env.is_closed:  # the collector closes a ParallelEnv itself
+        env.close()
     eval_env.close()
 
     series = read_csv_scalars(run_dir / "csv")

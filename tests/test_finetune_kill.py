@@ -1,0 +1,126 @@
+"""Fine-tuning killed with SIGKILL mid-run resumes from its last checkpoint."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from torchrl_prelar.training.checkpoint import load_checkpoint
+from torchrl_prelar.training.finetune import CHECKPOINT_NAME, make_finetune_buffer, run_finetune
+
+REPO = Path(__file__).resolve().parents[1]
+TOTAL = 200
+# From scratch (no pre-training needed): prefill 50, one update per 5 env steps from step 50,
+# a checkpoint every 50 env steps; the run is killed once the first one is on disk.
+OVERRIDES = [
+    "preset=test",
+    "finetune.init=dreamer",
+    f"finetune.env_steps={TOTAL}",
+    "finetune.checkpoint_every=50",
+    "finetune.eval_every=1000",
+    "threads=1",
+]
+RUN = """
+import sys
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torchrl_prelar.training.finetune import run_finetune
+
+with initialize_config_dir(sys.argv[1], version_base=None):
+    config = compose("config", overrides=sys.argv[2:])
+run_finetune(OmegaConf.to_container(config, resolve=True))
+"""
+SAVER = """
+import sys, torch
+from torchrl_prelar.training.checkpoint import save_checkpoint
+
+step = 0
+while True:
+    step += 1
+    save_checkpoint(sys.argv[1], {"step": step, "weights": torch.full((8_000_000,), float(step))})
+"""
+
+
+def config(run_dir):
+    with initialize_config_dir(str(REPO / "examples" / "config"), version_base=None):
+        composed = compose("config", overrides=[*OVERRIDES, f"run_dir={run_dir}"])
+    return OmegaConf.to_container(composed, resolve=True)
+
+
+def wait_for(condition, process, timeout=120.0):
+    deadline = time.time() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"exited early: {process.communicate()[1][-3000:]}")
+        if time.time() > deadline:
+            process.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+def adam_steps(state):
+    return {float(entry["step"]) for entry in state["stepper"]["optimizer"]["state"].values()}
+
+
+def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    checkpoint = run_dir / CHECKPOINT_NAME
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+    args = [str(REPO / "examples" / "config"), *OVERRIDES, f"run_dir={run_dir}"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(checkpoint.exists, process)
+    assert process.poll() is None  # still running: killed mid-run
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    killed = load_checkpoint(checkpoint)  # the latest checkpoint is complete
+    steps, updates = killed["progress"]["env_steps"], killed["progress"]["updates"]
+    assert 50 <= steps < TOTAL and updates == (steps - 50) // 5 + 1
+    assert adam_steps(killed) == {float(updates)}
+    stored = make_finetune_buffer(config(run_dir)["finetune"])
+    stored.loads(run_dir / killed["replay"])
+    assert len(stored) == steps
+    before = stored[:steps]
+
+    summary = run_finetune(config(run_dir))
+    final = load_checkpoint(checkpoint)
+    # Counters continue from the checkpoint: one update per 5 new env steps, no re-fill.
+    assert summary["env_steps"] == final["progress"]["env_steps"] == TOTAL
+    assert final["progress"]["updates"] == updates + (TOTAL - steps) // 5
+    # Adam continued from its saved moments (it counts every update of both runs).
+    assert adam_steps(final) == {float(final["progress"]["updates"])}
+    # The replay was restored as it was, then extended; trajectory ids are never reused.
+    replay = make_finetune_buffer(config(run_dir)["finetune"])
+    replay.loads(run_dir / final["replay"])
+    assert len(replay) == TOTAL
+    after = replay[:TOTAL]
+    for key in [("next", "pixels"), "action", "traj_id"]:
+        assert torch.equal(after[:steps].get(key), before.get(key)), key
+    assert after["traj_id"][steps:].min() > before["traj_id"].max()
+    assert [path.name for path in run_dir.glob("replay_*")] == [final["replay"]]
+
+
+def test_checkpoint_killed_mid_write_stays_readable(tmp_path):
+    """SIGKILL while ``save_checkpoint`` writes: the latest checkpoint is the last complete one."""
+    path = tmp_path / "last.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(path)], stderr=subprocess.PIPE, text=True
+    )
+    temporary = path.with_name(f".{path.name}.tmp")
+    wait_for(lambda: path.exists() and temporary.exists(), process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    state = load_checkpoint(path)
+    assert state["step"] >= 1 and bool((state["weights"] == state["step"]).all())
