@@ -1,7 +1,11 @@
-"""Fine-tuning comparison: PreLAR-initialised vs ``dreamer`` from scratch, several seeds.
+"""Fine-tuning comparison: PreLAR-initialised vs ``dreamer`` from scratch (vs APV), several seeds.
 
     MUJOCO_GL=egl python scripts/compare_finetune.py \\
         --pretrained runs/prelar_quick/pretrained_world_model.pt --out runs/compare_quick
+
+With ``--arms prelar dreamer apv --apv-pretrained <action-free pretrained_world_model.pt>``
+(written by ``examples/dreamer_prelar.py stage=pretrain finetune.init=apv``) the APV
+baseline is a third arm.
 
 Each run (one per arm and seed, ``<out>/<arm>_seed<seed>``) is ``run_finetune(cfg)`` with the
 ``finetune`` section of ``examples/config`` preset ``--preset`` (plus Hydra ``key=value``
@@ -34,9 +38,11 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "examples" / "config"
-ARMS = ("prelar", "dreamer")
-COLOURS = {"prelar": "tab:blue", "dreamer": "tab:orange"}
-STYLES = {"prelar": ("-", "o", 7), "dreamer": ("--", "s", 4)}  # visible where they coincide
+ARMS = ("prelar", "dreamer", "apv")
+DEFAULT_ARMS = ("prelar", "dreamer")
+COLOURS = {"prelar": "tab:blue", "dreamer": "tab:orange", "apv": "tab:green"}
+# Visible where they coincide.
+STYLES = {"prelar": ("-", "o", 7), "dreamer": ("--", "s", 4), "apv": (":", "^", 5)}
 LOSS = "finetune/world_model_loss"
 SUCCESS = "finetune/eval_success_rate"
 RETURN = "finetune/eval_return"
@@ -60,7 +66,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--task", default="reach-v3", help="Meta-world task")
     parser.add_argument("--preset", default="quick", help="examples/config preset")
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument(
+        "--apv-pretrained", type=Path, help="action-free pretrained_world_model.pt (apv arm)"
+    )
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS))
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="where results.md goes")
     parser.add_argument(
         "overrides", nargs="*", help="Hydra key=value overrides, e.g. finetune.env_steps=2000"
@@ -74,8 +83,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"{key} is set by this script (use its options instead)")
     if "prelar" in args.arms and args.pretrained is None:
         parser.error("--pretrained is required for the prelar arm")
-    if args.pretrained is not None and not args.pretrained.is_file():
-        parser.error(f"--pretrained {args.pretrained} does not exist")
+    if "apv" in args.arms and args.apv_pretrained is None:
+        parser.error("--apv-pretrained is required for the apv arm")
+    for option, path in (
+        ("--pretrained", args.pretrained),
+        ("--apv-pretrained", args.apv_pretrained),
+    ):
+        if path is not None and not path.is_file():
+            parser.error(f"{option} {path} does not exist")
     return args
 
 
@@ -110,8 +125,9 @@ def run_config(
     cfg["name"] = f"{arm}_seed{seed}"
     cfg["finetune"]["init"] = arm
     cfg["finetune"]["task"] = args.task
-    cfg["finetune"]["pretrained"] = str(args.pretrained.resolve()) if arm == "prelar" else None
-    if world_model is not None:  # both arms: the pre-trained model's structure
+    pretrained = {"prelar": args.pretrained, "apv": args.apv_pretrained}.get(arm)
+    cfg["finetune"]["pretrained"] = str(pretrained.resolve()) if pretrained else None
+    if world_model is not None:  # every arm: the pre-trained model's structure
         cfg["world_model"] = {**cfg["world_model"], **world_model}
     return cfg
 
@@ -121,6 +137,8 @@ def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(cfg))
     out["finetune"].pop("env_steps", None)
     out.pop("threads", None)
+    out.pop("distributed", None)  # pre-training only
+    out["finetune"].setdefault("env_workers", 1)  # configs older than the key: one worker
     out["finetune"]["pretrained"] = bool(out["finetune"]["pretrained"])
     return out
 
@@ -312,7 +330,7 @@ def describe(results: Mapping[str, Mapping[int, Any]], cfg: Mapping[str, Any]) -
         f"updates, from step {tune['prefill']} after random prefill), evaluated "
         f"every {tune['eval_every']} steps on {tune['eval_episodes']} episode(s)."
     )
-    if set(results) == set(ARMS):
+    if {"prelar", "dreamer"} <= set(results):
         p, d = finals["prelar"], finals["dreamer"]
         lower = "lower" if p.mean() < d.mean() else "higher"
         overlap = p.min() <= d.max() and d.min() <= p.max()
@@ -328,6 +346,12 @@ def describe(results: Mapping[str, Mapping[int, Any]], cfg: Mapping[str, Any]) -
         parts.append(
             f"At the first logged update the loss is {firsts['prelar'].mean():.3f} (PreLAR) vs "
             f"{firsts['dreamer'].mean():.3f} (dreamer)."
+        )
+    if "apv" in results:
+        a = finals["apv"]
+        parts.append(
+            f"APV: world-model loss {a.mean():.3f} (mean of the last 5 logged values; "
+            f"{firsts['apv'].mean():.3f} at the first logged update)."
         )
     if all(len(s) == 0 or not s.any() for s in successes.values()):
         parts.append(
@@ -362,7 +386,8 @@ def write_report(
         }
     )
     lines = [
-        "# Results: fine-tuning from PreLAR vs `dreamer` from scratch",
+        "# Results: fine-tuning from PreLAR vs `dreamer` from scratch"
+        + (" vs APV" if "apv" in results else ""),
         "",
         f"Generated by `scripts/compare_finetune.py` on {datetime.date.today().isoformat()}.",
         "",
@@ -453,8 +478,15 @@ def write_report(
         "",
         "World-model loss: the sum of the fine-tuning world-model terms (KL, reconstruction, "
         "reward and auxiliary reward) logged every `log_every` updates, plotted against env "
-        "steps; both arms have the same world-model structure (PreLAR's action encoder in "
-        "place of the latent action model), `dreamer` starts from random weights. It is a "
+        "steps; `prelar` and `dreamer` have the same world-model structure (PreLAR's action "
+        "encoder in place of the latent action model), `dreamer` starts from random weights"
+        + (
+            "; `apv` stacks a new action-conditional RSSM on the pre-trained action-free one "
+            "and its KL term is that of the new RSSM (`docs/guide.md`)"
+            if "apv" in results
+            else ""
+        )
+        + ". It is a "
         "training loss on each run's own replay batches (random prefill, then that run's "
         "policy), not a held-out measure. Run folders "
         "(CSV logs, checkpoints, `finetune_curves.png`) are under the `--out` folder of the "
@@ -479,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     started = time.time()
-    world_model = pretrained_world_model_config(args.pretrained)
+    world_model = pretrained_world_model_config(args.pretrained or args.apv_pretrained)
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     cfg = None
     for index, (arm, seed) in enumerate(jobs, 1):

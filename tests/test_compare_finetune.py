@@ -133,3 +133,19 @@ def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, 
     # Changing a setting other than env_steps for the same folder is refused.
     with pytest.raises(ValueError, match="another configuration"):
         module.main([*argv, "finetune.batch_size=3"])
+
+
+def test_apv_arm_needs_its_action_free_checkpoint(tmp_path, capsys):
+    module = load_script()
+    with pytest.raises(SystemExit):
+        module.parse_args(["--out", str(tmp_path), "--arms", "dreamer", "apv"])
+    assert "--apv-pretrained is required" in capsys.readouterr().err
+    checkpoint = tmp_path / "apv.pt"
+    checkpoint.write_bytes(b"")
+    args = module.parse_args(
+        ["--out", str(tmp_path), "--arms", "dreamer", "apv", "--apv-pretrained", str(checkpoint)]
+    )
+    cfg = module.run_config(args, "apv", 0, {"preset": "tiny", "overrides": {}})
+    assert cfg["finetune"]["init"] == "apv"
+    assert cfg["finetune"]["pretrained"] == str(checkpoint.resolve())
+    assert module.run_config(args, "dreamer", 0, None)["finetune"]["pretrained"] is None
