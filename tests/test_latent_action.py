@@ -5,6 +5,8 @@ from tensordict import TensorDict
 from tensordict.nn import set_interaction_type
 
 from torchrl_prelar import ActionEncoder, make_latent_action_model, world_model_config
+from torchrl_prelar.data.synthetic import grid_square_batch
+from torchrl_prelar.modules.latent_action import use_circular_padding
 
 
 def tiny_lam(**latent_action):
@@ -92,3 +94,20 @@ def test_action_encoder_maps_actions_to_latent_space():
     td = encoder(TensorDict({"action": torch.randn(5, 7, 4)}, [5, 7]))
     assert td["latent_action"].shape == (5, 7, 8)
     assert encoder.in_keys == ["action"] and encoder.out_keys == ["latent_action"]
+
+
+def test_circular_padding_with_mean_pooling_hides_where_the_square_is():
+    """Same move, different cell: same latent action (only with circular padding)."""
+    torch.manual_seed(0)
+    trunk = {"mults": [1, 2], "pool": "mean"}
+    config = world_model_config("tiny", image_size=16, latent_action={"trunk": trunk})
+    clips = grid_square_batch(1, 3, generator=torch.Generator().manual_seed(0))
+    moved = clips.clone()
+    for key in ("pixels", ("next", "pixels")):
+        moved[key] = clips[key].roll((4, 8), (-2, -1))
+    model = make_latent_action_model(config).eval()
+    assert not torch.allclose(model(clips.clone())["latent_action"], model(moved)["latent_action"])
+    use_circular_padding(model.trunk)
+    torch.testing.assert_close(
+        model(clips.clone())["latent_action"], model(moved)["latent_action"], atol=1e-5, rtol=0
+    )

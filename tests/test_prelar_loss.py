@@ -79,6 +79,22 @@ def test_gaussian_action_kl_matches_closed_form(beta, prior_std):
     torch.testing.assert_close(losses["loss_action_kl"], beta * per_step.mean().reshape(1))
 
 
+@pytest.mark.parametrize("free_nats", [0.0, 1e3])
+def test_action_free_nats_clamp_the_action_kl_loss(free_nats):
+    reference, freed = tiny_loss(), tiny_loss(action_free_nats=free_nats, beta_action=2.0)
+    batch = make_clip_batch(3, 5)
+    torch.manual_seed(1)
+    losses, _ = reference(batch)
+    torch.manual_seed(1)
+    clamped, _ = freed(batch)
+    torch.testing.assert_close(clamped["action_kl"], losses["action_kl"])
+    expected = 2.0 * max(losses["action_kl"].item(), free_nats)
+    assert clamped["loss_action_kl"].item() == pytest.approx(expected, rel=1e-5)
+    clamped["loss_action_kl"].sum().backward()
+    has_gradient = any(p.grad is not None and p.grad.abs().sum() > 0 for p in freed.parameters())
+    assert has_gradient == (free_nats == 0.0)
+
+
 def test_discrete_action_kl_matches_kl_to_uniform():
     losses, model_td = tiny_loss("discrete")(make_clip_batch())
     logits = model_td["latent_action_logits"]
@@ -155,6 +171,8 @@ def test_bad_options_are_rejected():
         tiny_loss(consistency="rank")
     with pytest.raises(ValueError, match="kl_balance"):
         tiny_loss(kl_balance=1.5)
+    with pytest.raises(ValueError, match="action_free_nats"):
+        tiny_loss(action_free_nats=-1.0)
 
 
 def test_missing_next_pixels_is_reported_by_key():

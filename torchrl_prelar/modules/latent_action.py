@@ -49,6 +49,28 @@ def latent_action_trunk_channels(input_mode: InputMode, window: int, channels: i
     )
 
 
+def use_circular_padding(module: nn.Module) -> nn.Module:
+    """Switch every 2-d convolution of ``module`` to circular padding, in place.
+
+    For frames that live on a torus (synthetic toys), a trunk with circular padding and
+    spatial mean pooling (``trunk.pool: mean``) gives the same features when the content
+    is shifted by a multiple of the trunk's total stride: a latent action model built on it
+    cannot tell *where* things are, only how o_{t+1} differs from o_t. Zero padding (the
+    default everywhere) lets the borders give the position away.
+
+    Examples:
+        >>> from torchrl_prelar.modules.networks import make_conv_encoder
+        >>> trunk = use_circular_padding(make_conv_encoder(6, depth=4, mults=(1, 2), pool="mean"))
+        >>> frames = torch.randn(1, 6, 16, 16)
+        >>> torch.allclose(trunk(frames), trunk(frames.roll((4, -8), (-2, -1))), atol=1e-5)
+        True
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            layer.padding_mode = "circular"
+    return module
+
+
 class EmbeddingPair(nn.Module):
     """Trunk of the ``"embedding"`` input mode: the two embeddings side by side.
 

@@ -96,7 +96,8 @@ class PreLARLoss(LossModule):
         loss_model_dynamic         lambda_kl * kl_balance * KL(sg(post) || prior)
         loss_model_representation  lambda_kl * (1 - kl_balance) * KL(post || sg(prior))
         loss_model_reward          lambda_reward * symlog-MSE(reward), if the batch has rewards
-        loss_action_kl             beta_action * KL(q(a~_t | o_t, o_{t+1}) || N(0, prior_std^2))
+        loss_action_kl             beta_action * max(KL(q(a~_t | o_t, o_{t+1}) || N(0, std^2)),
+                                             action_free_nats), std = action_prior_std
         loss_consistency           lambda_consistency * action-state consistency (optional)
 
     With the defaults (``lambda_reco=0.5`` on pixels in [-0.5, 0.5], ``kl_balance=0.8``,
@@ -104,6 +105,12 @@ class PreLARLoss(LossModule):
     reference. The state KL sums over the categoricals; every term averages over batch and
     time. The action KL averages over the transitions that are not sequence starts
     (``"is_init"``): the RSSM zeroes the action there, so that latent action is unused.
+
+    Action free nats (``action_free_nats``, 0 by default as in the paper): the batch-mean
+    action KL is not penalised below this many nats (its loss is then constant, without
+    gradient), like DreamerV3's free bits on the state KL. The latent action may then carry
+    that much information for free, which keeps a code the RSSM has not learnt to use yet
+    from being squeezed to nothing (measured on a grid-world toy in ``docs/status.md``).
 
     Action-state consistency (off by default, absent from the paper's objective): shuffle the
     latent actions across the batch, roll the prior one step with them, and ask that the order
@@ -119,6 +126,7 @@ class PreLARLoss(LossModule):
         beta_action: weight of the action KL (1 in the paper).
         action_prior_std: std of the Gaussian action prior; the reference code effectively
             uses 1.245 (its std activation applied to 1).
+        action_free_nats: action KL (batch mean, nats) below which it is not penalised.
         lambda_kl, kl_balance, free_nats: state KL weight, balance and free nats.
         lambda_reco: reconstruction weight (0.5 gives the Gaussian log-likelihood).
         lambda_reward: reward weight, used when rewards are present.
@@ -183,6 +191,7 @@ class PreLARLoss(LossModule):
         *,
         beta_action: float = 1.0,
         action_prior_std: float = 1.0,
+        action_free_nats: float = 0.0,
         lambda_kl: float = 1.0,
         kl_balance: float = 0.8,
         free_nats: float = 0.0,
@@ -196,6 +205,8 @@ class PreLARLoss(LossModule):
             raise ValueError(f"consistency must be 'off', 'sign' or 'soft', got {consistency!r}.")
         if not 0.0 <= kl_balance <= 1.0:
             raise ValueError(f"kl_balance must be in [0, 1], got {kl_balance}.")
+        if action_free_nats < 0:
+            raise ValueError(f"action_free_nats must be >= 0, got {action_free_nats}.")
         super().__init__()
         self.model_loss = DreamerV3ModelLoss(
             _RewardOptional(world_model, ("next", "reward")),
@@ -214,6 +225,7 @@ class PreLARLoss(LossModule):
         )
         self.beta_action = beta_action
         self.action_prior_std = action_prior_std
+        self.action_free_nats = action_free_nats
         self.consistency = consistency
         self.lambda_consistency = lambda_consistency
         self.consistency_tau = consistency_tau
@@ -299,7 +311,10 @@ class PreLARLoss(LossModule):
             action_kl = torch.zeros((), device=weights.device)
         else:
             action_kl = (action_kl * weights).sum() / steps
-        loss_td.set("loss_action_kl", self.beta_action * action_kl.unsqueeze(-1))
+        penalised = (
+            action_kl.clamp_min(self.action_free_nats) if self.action_free_nats else action_kl
+        )
+        loss_td.set("loss_action_kl", self.beta_action * penalised.unsqueeze(-1))
         if self.consistency != "off":
             consistency = self._consistency(model_td, weights)
             loss_td.set("loss_consistency", self.lambda_consistency * consistency.unsqueeze(-1))
