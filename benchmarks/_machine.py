@@ -88,6 +88,9 @@ def print_table(result: dict) -> None:
 class FlopCount(TorchDispatchMode):
     """Count matmul and convolution FLOPs (torch's own per-op formulas) inside a ``with``.
 
+    ``operators`` counts every dispatched ATen operator: in eager mode on a GPU each is
+    (at least) one kernel launch, so it bounds the launch overhead of the counted work.
+
     Unlike :class:`torch.utils.flop_counter.FlopCounterMode` it keeps no per-module
     breakdown, so it works with modules that cannot be hashed as weak-reference keys
     (TensorDict-based TorchRL losses and environments).
@@ -95,17 +98,19 @@ class FlopCount(TorchDispatchMode):
     Examples:
         >>> with FlopCount() as count:
         ...     _ = torch.ones(2, 3) @ torch.ones(3, 4)
-        >>> count.total
-        48
+        >>> count.total, count.operators
+        (48, 3)
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.total = 0
+        self.operators = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.operators += 1
         count = flop_registry.get(func._overloadpacket)
         if count is not None:
             self.total += count(*args, **kwargs, out_val=out)

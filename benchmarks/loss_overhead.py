@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from _machine import FlopCount, synchronize
 
 from torchrl_prelar import PreLARLoss, make_action_encoder, make_world_model, world_model_config
 from torchrl_prelar.data.synthetic import moving_square_batch
@@ -31,23 +31,25 @@ from torchrl_prelar.training.precision import autocast, resolve_precision
 
 
 def forward_backward(loss: PreLARLoss, batch, dtype) -> None:
-    with autocast("cpu", dtype):
+    with autocast(batch.device, dtype):
         losses, _ = loss(batch)
     sum(value for key, value in losses.items() if key.startswith("loss_")).backward()
     loss.zero_grad(set_to_none=True)
 
 
 def measure(loss: PreLARLoss, batch, dtype, iters: int) -> tuple[float, int]:
-    counter = FlopCounterMode(display=False)
+    counter = FlopCount()
     with counter:
         forward_backward(loss, batch, dtype)
     forward_backward(loss, batch, dtype)  # warm-up: oneDNN builds its kernels on first use
     times = []
     for _ in range(iters):
+        synchronize(batch.device)
         start = time.perf_counter()
         forward_backward(loss, batch, dtype)
+        synchronize(batch.device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), counter.get_total_flops()
+    return statistics.median(times), counter.total
 
 
 def main() -> None:
@@ -57,20 +59,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
 
-    dtype = resolve_precision(args.precision, "cpu")
+    device = torch.device(args.device)
+    dtype = resolve_precision(args.precision, device)
     torch.manual_seed(0)
     batch = moving_square_batch(args.batch, args.steps)
     batch["action"] = torch.rand(args.batch, args.steps, 4) * 2 - 1
-    world_model = make_world_model(args.preset, validate_inputs=False)
+    batch = batch.to(device)
+    world_model = make_world_model(args.preset, validate_inputs=False).to(device)
     world_model.to(memory_format=torch.channels_last)
     prelar = PreLARLoss(world_model)
     prelar_seconds, prelar_flops = measure(prelar, batch, dtype, args.iters)
 
     latent_action_model = world_model.action_model
-    action_encoder = make_action_encoder(world_model_config(args.preset), action_dim=4)
+    action_encoder = make_action_encoder(world_model_config(args.preset), action_dim=4).to(device)
     world_model.action_model = action_encoder
     dreamer = PreLARLoss(world_model)
     dreamer_seconds, dreamer_flops = measure(dreamer, batch, dtype, args.iters)

@@ -29,7 +29,7 @@ from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
 def train(loss: PreLARLoss, precision: str, args) -> list[float]:
     optimizer = make_optimizer(loss.parameters(), lr=args.lr)
-    trainer = PreLARPretrainer(loss, optimizer, precision=precision)
+    trainer = PreLARPretrainer(loss, optimizer, precision=precision, device=args.device)
     data = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     losses = []
@@ -49,12 +49,13 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--png", default="precision_numerics.png")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    fp32_loss = PreLARLoss(make_world_model(args.preset, validate_inputs=False))
+    fp32_loss = PreLARLoss(make_world_model(args.preset, validate_inputs=False).to(args.device))
     bf16_loss = copy.deepcopy(fp32_loss)
     curves = {"fp32": train(fp32_loss, "fp32", args), "bf16": train(bf16_loss, "bf16", args)}
 

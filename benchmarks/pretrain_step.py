@@ -24,8 +24,7 @@ import statistics
 import time
 
 import torch
-from _machine import gemm_peak, machine_info, peak_memory_gib, print_table, synchronize
-from torch.utils.flop_counter import FlopCounterMode
+from _machine import FlopCount, gemm_peak, machine_info, peak_memory_gib, print_table, synchronize
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
@@ -33,16 +32,17 @@ from torchrl_prelar.training.precision import autocast
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
 
-def count_update_flops(trainer: PreLARPretrainer, batch) -> int:
-    """FLOPs of one forward + backward (matmuls and convolutions, as torch counts them)."""
-    counter = FlopCounterMode(display=False)
+def count_update_flops(trainer: PreLARPretrainer, batch) -> FlopCount:
+    """FLOPs (matmuls and convolutions, as torch counts them) and ATen operators of one
+    forward + backward."""
+    counter = FlopCount()
     with counter:
         with autocast(trainer.device, trainer.autocast_dtype):
             losses, _ = trainer.loss(batch)
         total = sum(value for key, value in losses.items() if key.startswith("loss_"))
         total.backward()
     trainer.optimizer.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
+    return counter
 
 
 def main() -> None:
@@ -84,7 +84,8 @@ def main() -> None:
     batch = moving_square_batch(args.batch, args.steps).to(device)
     dtype = trainer.autocast_dtype
 
-    flops = count_update_flops(trainer, batch)
+    counted = count_update_flops(trainer, batch)
+    flops = counted.total
     times = []
     for index in range(args.warmup + args.iters):
         synchronize(device)
@@ -111,6 +112,7 @@ def main() -> None:
         "updates_per_s": round(1 / seconds, 4),
         "frames_per_s": round(args.batch * (args.steps + 1) / seconds, 1),
         "tflop_per_update": round(flops / 1e12, 3),
+        "aten_operators_per_update": counted.operators,
         "achieved_gflop_s": round(flops / seconds / 1e9, 1),
         "gemm_peak_gflop_s": round(peak / 1e9, 1),
         "fraction_of_gemm_peak": round(flops / seconds / peak, 3),
