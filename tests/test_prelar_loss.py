@@ -95,6 +95,14 @@ def test_action_free_nats_clamp_the_action_kl_loss(free_nats):
     assert has_gradient == (free_nats == 0.0)
 
 
+@pytest.mark.parametrize("sample", [False, True])
+def test_latent_action_is_the_mode_unless_sampling_is_asked_for(sample):
+    losses, model_td = tiny_loss(sample_latent_action=sample)(make_clip_batch())
+    used = ~model_td["is_init"].squeeze(-1)  # the rollout zeroes the action at a start
+    is_mode = torch.equal(model_td["latent_action"][used], model_td["latent_action_loc"][used])
+    assert is_mode != sample
+
+
 def test_discrete_action_kl_matches_kl_to_uniform():
     losses, model_td = tiny_loss("discrete")(make_clip_batch())
     logits = model_td["latent_action_logits"]

@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModuleBase
+from tensordict.nn import InteractionType, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torchrl.objectives import DreamerV3ModelLoss, LossModule
 
@@ -112,6 +112,14 @@ class PreLARLoss(LossModule):
     that much information for free, which keeps a code the RSSM has not learnt to use yet
     from being squeezed to nothing (measured on a grid-world toy in ``docs/status.md``).
 
+    Sampling the latent action (``sample_latent_action``, off by default): every TorchRL
+    loss runs its forward under the ``"deterministic"`` interaction type, so by default the
+    Gaussian (discrete) latent action model gives the RSSM its mean (argmax) during training
+    and the action KL acts only as a penalty on the mean (the scale never reaches the
+    RSSM). The paper's objective feeds the RSSM a reparameterised sample;
+    ``sample_latent_action=True`` does that (``"random"`` interaction for the world model),
+    which turns the action KL into a real rate.
+
     Action-state consistency (off by default, absent from the paper's objective): shuffle the
     latent actions across the batch, roll the prior one step with them, and ask that the order
     of ``KL(prior || shuffled prior)`` over pairs of samples matches the order of
@@ -127,6 +135,7 @@ class PreLARLoss(LossModule):
         action_prior_std: std of the Gaussian action prior; the reference code effectively
             uses 1.245 (its std activation applied to 1).
         action_free_nats: action KL (batch mean, nats) below which it is not penalised.
+        sample_latent_action: feed the RSSM a sample of the latent action, not its mode.
         lambda_kl, kl_balance, free_nats: state KL weight, balance and free nats.
         lambda_reco: reconstruction weight (0.5 gives the Gaussian log-likelihood).
         lambda_reward: reward weight, used when rewards are present.
@@ -192,6 +201,7 @@ class PreLARLoss(LossModule):
         beta_action: float = 1.0,
         action_prior_std: float = 1.0,
         action_free_nats: float = 0.0,
+        sample_latent_action: bool = False,
         lambda_kl: float = 1.0,
         kl_balance: float = 0.8,
         free_nats: float = 0.0,
@@ -223,6 +233,9 @@ class PreLARLoss(LossModule):
             reward_two_hot=False,
             detach_output=False,
         )
+        if sample_latent_action:
+            self.model_loss.deterministic_sampling_mode = InteractionType.RANDOM
+        self.sample_latent_action = sample_latent_action
         self.beta_action = beta_action
         self.action_prior_std = action_prior_std
         self.action_free_nats = action_free_nats
