@@ -1,14 +1,29 @@
-"""How much of a hidden action does the latent action recover? Probe it on moving squares.
+"""How much of a hidden action does the latent action recover? Probe it on synthetic video.
 
-Trains a world model with :class:`~torchrl_prelar.PreLARLoss` on synthetic videos whose squares
-move by a hidden integer displacement, and every ``--probe-every`` updates prints the held-out
-linear-probe R^2 of the latent action (its mean) against the displacement and against the
-first square's position in o_{t+1} (as sin/cos, the squares live on a torus).
+Trains a world model with :class:`~torchrl_prelar.PreLARLoss` on synthetic clips whose square
+moves by a hidden action and, every ``--probe-every`` updates, prints on 64 held-out clips
+(:func:`~torchrl_prelar.training.latent_probe.latent_action_probe`): the linear-probe R^2 of
+the latent action (its mode) against the hidden action and against the square's position in
+o_{t+1}; and the RSSM's state KL with the clips' own latent actions and with latent actions
+shuffled across clips.
+
+Toys: ``--toy square`` (:func:`~torchrl_prelar.data.synthetic.moving_square_batch`, 64x64,
+the ``tiny`` preset) and ``--toy grid``
+(:func:`~torchrl_prelar.data.synthetic.grid_square_batch`: by default 16x16 frames, a 4x4
+grid of 4-pixel cells, the ``tiny`` preset with two-stage convolutions at ``--image-size 16``
+and as it is at 64). ``--invariant`` makes the
+latent action model translation invariant on the torus (``trunk.pool: mean`` and
+:func:`~torchrl_prelar.modules.latent_action.use_circular_padding`).
 
     python scripts/latent_action_probe.py --updates 1500
     python scripts/latent_action_probe.py --updates 1000 --beta-action 20
     python scripts/latent_action_probe.py --updates 600 --latent-action input_mode=embedding
-    python scripts/latent_action_probe.py --updates 400 --square 20 --num-squares 3
+    python scripts/latent_action_probe.py --toy grid --updates 1500 --probe-every 250
+    python scripts/latent_action_probe.py --toy grid --updates 1500 --invariant
+    python scripts/latent_action_probe.py --toy grid --updates 1500 --invariant \\
+        --action-free-nats 2 --seed 1
+    python scripts/latent_action_probe.py --toy grid --image-size 64 --cell 16 --square 16 \\
+        --updates 300 --probe-every 100 --invariant --action-free-nats 2
 """
 
 from __future__ import annotations
@@ -20,22 +35,35 @@ import torch
 import yaml
 
 from torchrl_prelar import PreLARLoss, make_world_model
-from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.training.latent_probe import moving_square_probe
+from torchrl_prelar.data.synthetic import grid_square_batch, moving_square_batch
+from torchrl_prelar.modules.latent_action import use_circular_padding
+from torchrl_prelar.training.latent_probe import latent_action_probe
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
+
+SMALL_FRAMES = {
+    "encoder": {"mults": [1, 2]},
+    "decoder": {"mults": [1, 2]},
+    "latent_action": {"trunk": {"mults": [1, 2]}},
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--toy", default="square", choices=["square", "grid"])
     parser.add_argument("--preset", default="tiny", choices=["paper", "small", "tiny"])
     parser.add_argument("--updates", type=int, default=600)
     parser.add_argument("--probe-every", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=None, help="1e-3 (square), 2e-3 (grid)")
     parser.add_argument("--beta-action", type=float, default=1.0)
-    parser.add_argument("--free-nats", type=float, default=0.0)
-    parser.add_argument("--square", type=int, default=24)
+    parser.add_argument("--action-free-nats", type=float, default=0.0)
+    parser.add_argument("--sample-latent-action", action="store_true")
+    parser.add_argument("--free-nats", type=float, default=0.0, help="on the state KL")
+    parser.add_argument("--invariant", action="store_true")
+    parser.add_argument("--square", type=int, default=None, help="side: 24 (square), 8 (grid)")
     parser.add_argument("--num-squares", type=int, default=1)
     parser.add_argument("--max-shift", type=int, default=4)
+    parser.add_argument("--cell", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=16, choices=[16, 64], help="grid")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -48,38 +76,64 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    overrides = {}
+    if args.toy == "square":
+        toy = {
+            "square": args.square or 24,
+            "num_squares": args.num_squares,
+            "max_shift": args.max_shift,
+        }
+        sample, model = moving_square_batch, {"latent_action": {}}
+    else:
+        toy = {"cell": args.cell, "square": args.square or 8, "image_size": args.image_size}
+        model = yaml.safe_load(yaml.safe_dump(SMALL_FRAMES)) if args.image_size == 16 else {}
+        model.setdefault("latent_action", {})
+        model["image_size"] = args.image_size
+        sample = grid_square_batch
     for item in args.latent_action:
         key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
-    squares = {"square": args.square, "num_squares": args.num_squares, "max_shift": args.max_shift}
+        model["latent_action"][key] = yaml.safe_load(value)
+    if args.invariant:
+        model["latent_action"].setdefault("trunk", {})["pool"] = "mean"
+    lr = args.lr or (1e-3 if args.toy == "square" else 2e-3)
+
     torch.manual_seed(args.seed)
     data = torch.Generator().manual_seed(args.seed)
+    world_model = make_world_model(args.preset, **model)
+    if args.invariant:
+        use_circular_padding(world_model.action_model.trunk)
     loss = PreLARLoss(
-        make_world_model(args.preset, latent_action=overrides),
+        world_model,
         beta_action=args.beta_action,
+        action_free_nats=args.action_free_nats,
+        sample_latent_action=args.sample_latent_action,
         free_nats=args.free_nats,
     )
-    trainer = PreLARPretrainer(
-        loss, make_optimizer(loss.parameters(), lr=args.lr), precision="fp32"
-    )
-    print(f"settings: {vars(args)}")
+    trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters(), lr=lr), precision="fp32")
+    held_out = sample(64, 8, generator=torch.Generator().manual_seed(1000 + args.seed), **toy)
+    print(f"settings: {vars(args)}, lr {lr}, threads {torch.get_num_threads()}")
     print(
-        f"{'update':>6} {'seconds':>7} {'loss':>8} {'action KL':>9} {'R2 displ.':>9} "
-        f"{'R2 next pos':>11}"
+        f"{'update':>6} {'seconds':>7} {'loss':>8} {'action KL':>9} {'R2 action':>9} "
+        f"{'R2 next pos':>11} {'state KL':>8} {'shuffled':>8}"
     )
-    started, losses = time.time(), []
-    for update in range(1, args.updates + 1):
-        batch = moving_square_batch(args.batch, args.steps, generator=data, **squares)
-        metrics = trainer.update(batch)
-        losses.append(metrics["loss"].item())
+    started, losses, seconds = time.time(), [], 0.0
+    for update in range(0, args.updates + 1):
+        if update:
+            batch = sample(args.batch, args.steps, generator=data, **toy)
+            tick = time.time()
+            metrics = trainer.update(batch)
+            seconds += time.time() - tick
+            losses.append(metrics["loss"].item())
         if update % args.probe_every == 0 or update == args.updates:
-            displacement, position = moving_square_probe(loss.world_model, squares)
-            recent = losses[-min(50, len(losses)) :]
+            probe = latent_action_probe(world_model, held_out)
+            recent = losses[-min(50, len(losses)) :] or [float("nan")]
+            action_kl = metrics["action_kl"].item() if update else float("nan")
             print(
-                f"{update:>6} {time.time() - started:>7.0f} {sum(recent) / len(recent):>8.1f} "
-                f"{metrics['action_kl'].item():>9.2f} {displacement:>9.3f} {position:>11.3f}"
+                f"{update:>6} {seconds:>7.0f} {sum(recent) / len(recent):>8.1f} "
+                f"{action_kl:>9.2f} {probe['action_r2']:>9.3f} {probe['position_r2']:>11.3f} "
+                f"{probe['state_kl']:>8.2f} "
+                f"{probe['shuffled_state_kl']:>8.2f}"
             )
+    print(f"wall time {time.time() - started:.0f} s ({seconds:.0f} s in updates)")
 
 
 if __name__ == "__main__":

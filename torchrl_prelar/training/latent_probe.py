@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 
 
 def linear_probe_r2(
@@ -46,25 +48,74 @@ def on_circle(positions: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], -1)
 
 
+class _GivenLatentActions(TensorDictModuleBase):
+    """Stands in for the action model: writes latent actions computed beforehand."""
+
+    def __init__(self, latent_action: torch.Tensor, in_keys: list, out_keys: list):
+        super().__init__()
+        self.latent_action = latent_action
+        self.in_keys = in_keys
+        self.out_keys = out_keys
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict.set("latent_action", self.latent_action)
+        return tensordict
+
+
 @torch.no_grad()
-def moving_square_probe(world_model, squares: dict, seed: int = 1) -> tuple[float, float]:
-    """R^2 of the latent action (its mode) on held-out moving-square clips.
+def latent_action_probe(world_model, clips: TensorDictBase, seed: int = 0) -> dict[str, float]:
+    """What the latent action of ``world_model`` knows about held-out ``clips``, and its use.
 
-    Returns ``(displacement R^2, next-position R^2)``: against the hidden action and against
-    the first square's position in o_{t+1}. ``squares`` goes to
-    :func:`~torchrl_prelar.data.synthetic.moving_square_batch`.
+    ``clips`` is a ``[B, T]`` batch with ``"true_action"`` and ``"true_next_position"``
+    (e.g. from :func:`~torchrl_prelar.data.synthetic.grid_square_batch`). Returns:
+
+    * ``"action_r2"``, ``"position_r2"``: linear-probe R^2 of the latent action's mode
+      against the hidden action and against the square's position in o_{t+1} (as
+      :func:`on_circle` pairs, the frames being a torus);
+    * ``"state_kl"``, ``"shuffled_state_kl"``: KL(posterior || prior) of the RSSM, in nats
+      per step, with the clips' own latent actions and with latent actions shuffled across
+      clips (modes, eval mode). A large gap means the prior relies on the latent action.
+
+    The first step of every clip (a sequence start, where the RSSM zeroes the action) is
+    left out. The model's training mode and the global random state are left as they were.
+
+    Examples:
+        >>> from torchrl_prelar import make_world_model
+        >>> from torchrl_prelar.data.synthetic import grid_square_batch
+        >>> model = make_world_model("tiny", image_size=16, encoder={"mults": [1, 2]},
+        ...                          decoder={"mults": [1, 2]},
+        ...                          latent_action={"trunk": {"mults": [1, 2]}})
+        >>> sorted(latent_action_probe(model, grid_square_batch(8, 4)))
+        ['action_r2', 'position_r2', 'shuffled_state_kl', 'state_kl']
     """
-    from torchrl_prelar.data.synthetic import moving_square_batch
-
-    clips = moving_square_batch(64, 8, generator=torch.Generator().manual_seed(seed), **squares)
     was_training = world_model.training
-    world_model.eval()
-    out = world_model(clips.clone())
-    world_model.train(was_training)
-    used = ~out["is_init"].squeeze(-1)
-    latent = out["latent_action"][used]
+    used = ~clips["is_init"].squeeze(-1)
     position = on_circle(clips["true_next_position"], clips["pixels"].shape[-1])
-    return (
-        linear_probe_r2(latent, clips["true_action"][used]),
-        linear_probe_r2(latent, position[used]),
-    )
+    action_model = world_model.action_model
+    world_model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = world_model(clips.clone())
+            latent = out["latent_action"]
+            world_model.action_model = _GivenLatentActions(
+                latent[torch.randperm(latent.shape[0])], action_model.in_keys, action_model.out_keys
+            )
+            torch.manual_seed(seed)
+            shuffled = world_model(clips.clone())
+    finally:
+        world_model.action_model = action_model
+        world_model.train(was_training)
+    return {
+        "action_r2": linear_probe_r2(latent[used], clips["true_action"][used]),
+        "position_r2": linear_probe_r2(latent[used], position[used]),
+        "state_kl": _state_kl(out, used),
+        "shuffled_state_kl": _state_kl(shuffled, used),
+    }
+
+
+def _state_kl(out: TensorDictBase, used: torch.Tensor) -> float:
+    posterior = out["next", "posterior_logits"].log_softmax(-1)
+    prior = out["next", "prior_logits"].log_softmax(-1)
+    kl = (posterior.exp() * (posterior - prior)).sum((-1, -2))
+    return float(kl[used].mean())
