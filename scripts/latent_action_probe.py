@@ -13,7 +13,8 @@ the ``tiny`` preset) and ``--toy grid``
 grid of 4-pixel cells, the ``tiny`` preset with two-stage convolutions at ``--image-size 16``
 and as it is at 64). ``--invariant`` makes the
 latent action model translation invariant on the torus (``trunk.pool: mean`` and
-:func:`~torchrl_prelar.modules.latent_action.use_circular_padding`).
+``trunk.padding: circular``). ``--mean-latent-action`` feeds the RSSM the latent action's mean
+instead of a sample.
 
     python scripts/latent_action_probe.py --updates 1500
     python scripts/latent_action_probe.py --updates 1000 --beta-action 20
@@ -36,7 +37,6 @@ import yaml
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import grid_square_batch, moving_square_batch
-from torchrl_prelar.modules.latent_action import use_circular_padding
 from torchrl_prelar.training.latent_probe import latent_action_probe
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
@@ -56,7 +56,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="1e-3 (square), 2e-3 (grid)")
     parser.add_argument("--beta-action", type=float, default=1.0)
     parser.add_argument("--action-free-nats", type=float, default=0.0)
-    parser.add_argument("--sample-latent-action", action="store_true")
+    parser.add_argument(
+        "--mean-latent-action",
+        action="store_true",
+        help="feed the RSSM the latent action's mean instead of a sample (PreLARLoss default)",
+    )
     parser.add_argument("--free-nats", type=float, default=0.0, help="on the state KL")
     parser.add_argument("--invariant", action="store_true")
     parser.add_argument("--square", type=int, default=None, help="side: 24 (square), 8 (grid)")
@@ -93,19 +97,17 @@ def main() -> None:
         key, value = item.split("=", 1)
         model["latent_action"][key] = yaml.safe_load(value)
     if args.invariant:
-        model["latent_action"].setdefault("trunk", {})["pool"] = "mean"
+        model["latent_action"].setdefault("trunk", {}).update(pool="mean", padding="circular")
     lr = args.lr or (1e-3 if args.toy == "square" else 2e-3)
 
     torch.manual_seed(args.seed)
     data = torch.Generator().manual_seed(args.seed)
     world_model = make_world_model(args.preset, **model)
-    if args.invariant:
-        use_circular_padding(world_model.action_model.trunk)
     loss = PreLARLoss(
         world_model,
         beta_action=args.beta_action,
         action_free_nats=args.action_free_nats,
-        sample_latent_action=args.sample_latent_action,
+        sample_latent_action=not args.mean_latent_action,
         free_nats=args.free_nats,
     )
     trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters(), lr=lr), precision="fp32")

@@ -68,7 +68,7 @@ def shard(batch, job: DistributedContext):
 
 def make_trainer(job: DistributedContext | None = None) -> PreLARPretrainer:
     torch.manual_seed(0)
-    loss = PreLARLoss(make_world_model("tiny"))
+    loss = PreLARLoss(make_world_model("tiny"), sample_latent_action=False)
     optimizer = make_optimizer(loss.parameters(), lr=1e-3)
     return PreLARPretrainer(loss, optimizer, precision="fp32", distributed=job)
 

@@ -26,6 +26,7 @@ from torchrl_prelar.modules.latent_action import (
     EmbeddingPair,
     LatentActionModel,
     latent_action_trunk_channels,
+    use_circular_padding,
 )
 from torchrl_prelar.modules.networks import (
     ResidualBlock,
@@ -272,6 +273,13 @@ def make_latent_action_model(config: Mapping) -> LatentActionModel:
             spec["input_mode"], spec["window"], config["channels"]
         )
         trunk = _make_encoder(spec["trunk"], channels, config["image_size"])
+        padding = spec["trunk"].get("padding", "zeros")
+        if padding == "circular":
+            use_circular_padding(trunk)
+        elif padding != "zeros":
+            raise ValueError(
+                f"latent_action.trunk.padding must be 'zeros' or 'circular', got {padding!r}."
+            )
     return LatentActionModel(
         trunk,
         action_dim=spec["dim"],

@@ -112,13 +112,13 @@ class PreLARLoss(LossModule):
     that much information for free, which keeps a code the RSSM has not learnt to use yet
     from being squeezed to nothing (measured on a grid-world toy in ``docs/status.md``).
 
-    Sampling the latent action (``sample_latent_action``, off by default): every TorchRL
-    loss runs its forward under the ``"deterministic"`` interaction type, so by default the
-    Gaussian (discrete) latent action model gives the RSSM its mean (argmax) during training
-    and the action KL acts only as a penalty on the mean (the scale never reaches the
-    RSSM). The paper's objective feeds the RSSM a reparameterised sample;
-    ``sample_latent_action=True`` does that (``"random"`` interaction for the world model),
-    which turns the action KL into a real rate.
+    Sampling the latent action (``sample_latent_action``, on by default, as in the paper):
+    the RSSM receives a reparameterised sample of the Gaussian latent action (a
+    straight-through sample of the discrete one), so the action KL is a real rate. Every
+    TorchRL loss runs its forward under its ``deterministic_sampling_mode`` (``"deterministic"``
+    by default); this loss sets it to ``"random"`` for that reason. ``False`` feeds the RSSM
+    the mean (argmax): the action KL then only penalises the mean, as the scale never
+    reaches the RSSM (the behaviour of this package before the option existed).
 
     Action-state consistency (off by default, absent from the paper's objective): shuffle the
     latent actions across the batch, roll the prior one step with them, and ask that the order
@@ -201,7 +201,7 @@ class PreLARLoss(LossModule):
         beta_action: float = 1.0,
         action_prior_std: float = 1.0,
         action_free_nats: float = 0.0,
-        sample_latent_action: bool = False,
+        sample_latent_action: bool = True,
         lambda_kl: float = 1.0,
         kl_balance: float = 0.8,
         free_nats: float = 0.0,
