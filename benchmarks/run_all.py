@@ -207,6 +207,22 @@ def main() -> None:
         )
 
         finetune_size = ["--batch", "4", "--length", "10"] if args.quick else []
+        stored = benchmark(
+            "finetune_update.py",
+            ["--preset", preset, *finetune_size, "--device", args.device],
+            folder,
+        )
+        results["finetune_update_stored_activations"] = stored
+        rows.append(
+            row(
+                f"fine-tuning world-model update {stored['batch']}x{stored['length']} "
+                f"({stored['precision']}, activations stored): peak memory, time",
+                f"{stored['peak_memory_gib']:.1f} GiB, {stored['seconds_per_update']:.1f} s, "
+                f"{stored['fraction_of_gemm_peak']:.2f} of peak",
+                "(context)",
+                None,
+            )
+        )
         finetune = benchmark(
             "finetune_update.py",
             ["--preset", preset, *finetune_size, "--activation-checkpointing"]
