@@ -6,11 +6,12 @@ and TorchRL ``ParallelEnv`` scaling from 1 to 2 workers.
 Each figure is the best of ``--repeats`` rollouts of ``--steps`` random-action steps (the
 64x64 ``corner`` render is part of every step), after one warm-up rollout.
 
-Mesa's software renderer (llvmpipe) starts one rasteriser thread per core, so a single env
-already keeps every core busy while it renders. The scaling rows therefore give every
-``ParallelEnv`` worker one render thread (``render_threads=1``, the setting for one env per
-core) and compare 2 workers against 1 worker with the same setting; the single-process rows
-keep Mesa's default.
+The ``ParallelEnv`` rows give every worker one software-render thread (``render_threads=1``,
+one env per core) and compare 2 workers with 1, in TorchRL's two transports: shared-memory
+buffers (``use_buffers=True``, TorchRL's default), where the main process spin-waits for the
+workers and so occupies a core of its own, and pipes (``use_buffers=False``), where it
+sleeps until a worker answers. ``main_cpu_share`` is the main process's CPU time over wall
+time during the rollout.
 """
 
 from __future__ import annotations
@@ -41,12 +42,17 @@ def steps_per_second(env, steps: int, repeats: int) -> float:
     return steps * env.batch_size.numel() / best
 
 
-def parallel_rate(task: str, workers: int, steps: int, repeats: int) -> float:
-    """Steps per second of a ``ParallelEnv`` of ``workers`` envs, one render thread each."""
+def parallel_rate(
+    task: str, workers: int, steps: int, repeats: int, use_buffers: bool
+) -> tuple[float, float]:
+    """Steps per second of a ``ParallelEnv`` of ``workers`` envs (one render thread each), and
+    the main process's CPU share meanwhile."""
     factory = functools.partial(make_metaworld_env, task, max_episode_steps=500, render_threads=1)
-    env = ParallelEnv(workers, factory)
+    env = ParallelEnv(workers, factory, use_buffers=use_buffers)
     try:
-        return steps_per_second(env, steps, repeats)
+        wall, cpu = time.perf_counter(), time.process_time()
+        rate = steps_per_second(env, steps, repeats)
+        return rate, (time.process_time() - cpu) / (time.perf_counter() - wall)
     finally:
         env.close()
 
@@ -78,17 +84,22 @@ def main() -> None:
     }
 
     if not args.no_parallel:
-        one = parallel_rate(args.task, 1, args.steps, args.repeats)
-        two = parallel_rate(args.task, 2, args.steps, args.repeats)
-        print(f"ParallelEnv, 1 worker, 1 render thread:  {one:7.1f} steps/s")
-        print(f"ParallelEnv, 2 workers, 1 render thread: {two:7.1f} steps/s, {two / one:.2f}x")
-        print(f"2 workers vs the single env with Mesa's default threads: {two / rates[True]:.2f}x")
-        result.update(
-            parallel_1_worker_steps_per_s=round(one, 1),
-            parallel_2_workers_steps_per_s=round(two, 1),
-            parallel_scaling_1_to_2=round(two / one, 2),
-            parallel_2_over_single_env=round(two / rates[True], 2),
-        )
+        for transport, use_buffers in (("pipes", False), ("shared_buffers", True)):
+            one, one_cpu = parallel_rate(args.task, 1, args.steps, args.repeats, use_buffers)
+            two, two_cpu = parallel_rate(args.task, 2, args.steps, args.repeats, use_buffers)
+            print(
+                f"ParallelEnv ({transport}): 1 worker {one:6.1f} steps/s (main CPU {one_cpu:.2f}),"
+                f" 2 workers {two:6.1f} steps/s (main CPU {two_cpu:.2f}): {two / one:.2f}x; "
+                f"2 workers / one in-process env: {two / rates[True]:.2f}x"
+            )
+            result[f"parallel_{transport}"] = {
+                "1_worker_steps_per_s": round(one, 1),
+                "2_workers_steps_per_s": round(two, 1),
+                "scaling_1_to_2": round(two / one, 2),
+                "2_workers_over_in_process_env": round(two / rates[True], 2),
+                "main_cpu_share_1_worker": round(one_cpu, 2),
+                "main_cpu_share_2_workers": round(two_cpu, 2),
+            }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -151,3 +151,25 @@ def test_example_pretrains_writes_outputs_and_resumes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 8
     assert "reopened video buffer" in result.stderr + result.stdout
+
+
+def test_compiled_networks_give_the_eager_update():
+    import torch._inductor.config as inductor_config
+
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        loss = PreLARLoss(make_world_model("tiny"), sample_latent_action=False)
+        trainer = PreLARPretrainer(
+            loss,
+            make_optimizer(loss.parameters(), lr=1e-3),
+            precision="fp32",
+            compile_networks=compiled,
+        )
+        with inductor_config.patch(fallback_random=True):  # the RSSM's draws as in eager
+            metrics = [trainer.update(moving_square_batch(2, 4)) for _ in range(2)]
+        results.append((torch.stack([m["loss"] for m in metrics]), parameters(trainer)))
+    (eager_loss, eager_params), (compiled_loss, compiled_params) = results
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-3, atol=1e-3)
+    for compiled, eager in zip(compiled_params, eager_params, strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-4)

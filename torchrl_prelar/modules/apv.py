@@ -31,6 +31,7 @@ from torchrl_prelar.modules.pixels import centred_pixels, check_pixels
 from torchrl_prelar.modules.world_model import (
     PreLARWorldModel,
     make_reward_head,
+    make_rssm_rollout,
     make_world_model,
     world_model_config,
 )
@@ -346,36 +347,9 @@ def make_apv_world_model(
     config = world_model_config(preset, **overrides)
     if action_free is None:
         action_free = make_action_free_world_model(config)
-    rssm = config["rssm"]
     stacked = ActionFreeRSSM(action_free.rssm)
-    prior = RSSMPriorV3(
-        action_shape=(action_dim,),
-        hidden_dim=rssm["hidden"],
-        rnn_hidden_dim=rssm["deter"],
-        num_categoricals=rssm["categoricals"],
-        num_classes=rssm["classes"],
-        action_dim=action_dim,
-    )
-    posterior = RSSMPosteriorV3(
-        hidden_dim=rssm["hidden"],
-        num_categoricals=rssm["categoricals"],
-        num_classes=rssm["classes"],
-        rnn_hidden_dim=rssm["deter"],
-        obs_embed_dim=stacked.feature_dim,
-    )
-    rollout = RSSMRolloutV3(
-        TensorDictModule(
-            prior,
-            in_keys=["state", "belief", "action"],
-            out_keys=[("next", "prior_logits"), ("next", "state"), ("next", "belief")],
-        ),
-        TensorDictModule(
-            posterior,
-            in_keys=[("next", "belief"), ("next", "encoded_latents")],
-            out_keys=[("next", "posterior_logits"), ("next", "state")],
-        ),
-        reset_key="is_init",
-        action_key="action",
+    rollout = make_rssm_rollout(
+        config["rssm"], action_dim, stacked.feature_dim, action_key="action"
     )
     return APVWorldModel(
         action_free.encoder.module,

@@ -232,6 +232,25 @@ class PreLARWorldModel(TensorDictModuleBase):
         following = tensordict.get(("next", "encoded_latents"))[..., :-1, :]
         tensordict.set("encoded_latents", torch.cat([first, following], -2))
 
+    def compile_networks(self, **compile_kwargs: Any) -> None:
+        """``torch.compile`` each network in place (parameter names do not change).
+
+        The pixel encoder and decoder, the RSSM prior and posterior networks, the action
+        model's networks and the reward heads are compiled one by one; the TensorDict plumbing
+        and the RSSM's loop over time stay eager, so each network compiles once for all steps.
+        ``compile_kwargs`` go to :meth:`torch.nn.Module.compile` (e.g. ``mode``).
+        """
+        networks = [
+            self.encoder.module,
+            self.decoder.module,
+            self.rssm_prior,
+            self.rssm.rssm_posterior.module,
+            *self.action_model.children(),
+            *(head.module for head in self.reward_heads),
+        ]
+        for network in networks:
+            network.compile(**compile_kwargs)
+
     def _run_pixel_network(
         self, part: TensorDictModule, tensordict: TensorDictBase
     ) -> TensorDictBase:
@@ -321,6 +340,52 @@ def make_reward_head(config: Mapping, out_key: NestedKey = ("next", "reward")) -
     )
 
 
+def make_rssm_rollout(
+    rssm: Mapping, action_dim: int, obs_embed_dim: int, *, action_key: NestedKey
+) -> RSSMRolloutV3:
+    """TorchRL's DreamerV3 RSSM (prior, posterior, rollout over time) of a ``rssm`` config.
+
+    The prior reads ``action_key`` (``action_dim`` wide, 0 for an action-free prior); the
+    posterior reads ``("next", "encoded_latents")`` (``obs_embed_dim`` wide). State and
+    belief are reset where ``"is_init"`` is set.
+
+    Examples:
+        >>> rollout = make_rssm_rollout(world_model_config("tiny")["rssm"], 8, 256,
+        ...                             action_key="latent_action")
+        >>> rollout.action_key
+        'latent_action'
+    """
+    prior = RSSMPriorV3(
+        action_shape=(action_dim,),
+        hidden_dim=rssm["hidden"],
+        rnn_hidden_dim=rssm["deter"],
+        num_categoricals=rssm["categoricals"],
+        num_classes=rssm["classes"],
+        action_dim=action_dim,
+    )
+    posterior = RSSMPosteriorV3(
+        hidden_dim=rssm["hidden"],
+        num_categoricals=rssm["categoricals"],
+        num_classes=rssm["classes"],
+        rnn_hidden_dim=rssm["deter"],
+        obs_embed_dim=obs_embed_dim,
+    )
+    return RSSMRolloutV3(
+        TensorDictModule(
+            prior,
+            in_keys=["state", "belief", action_key],
+            out_keys=[("next", "prior_logits"), ("next", "state"), ("next", "belief")],
+        ),
+        TensorDictModule(
+            posterior,
+            in_keys=[("next", "belief"), ("next", "encoded_latents")],
+            out_keys=[("next", "posterior_logits"), ("next", "state")],
+        ),
+        reset_key="is_init",
+        action_key=action_key,
+    )
+
+
 def make_world_model(
     preset: str | Mapping = "tiny",
     *,
@@ -351,34 +416,8 @@ def make_world_model(
     stoch = rssm["categoricals"] * rssm["classes"]
     latent_dim = config["latent_action"]["dim"]
     encoder_net = _make_encoder(config["encoder"], channels, image_size)
-    prior = RSSMPriorV3(
-        action_shape=(latent_dim,),
-        hidden_dim=rssm["hidden"],
-        rnn_hidden_dim=rssm["deter"],
-        num_categoricals=rssm["categoricals"],
-        num_classes=rssm["classes"],
-        action_dim=latent_dim,
-    )
-    posterior = RSSMPosteriorV3(
-        hidden_dim=rssm["hidden"],
-        num_categoricals=rssm["categoricals"],
-        num_classes=rssm["classes"],
-        rnn_hidden_dim=rssm["deter"],
-        obs_embed_dim=encoder_net.output_features,
-    )
-    rollout = RSSMRolloutV3(
-        TensorDictModule(
-            prior,
-            in_keys=["state", "belief", "latent_action"],
-            out_keys=[("next", "prior_logits"), ("next", "state"), ("next", "belief")],
-        ),
-        TensorDictModule(
-            posterior,
-            in_keys=[("next", "belief"), ("next", "encoded_latents")],
-            out_keys=[("next", "posterior_logits"), ("next", "state")],
-        ),
-        reset_key="is_init",
-        action_key="latent_action",
+    rollout = make_rssm_rollout(
+        config["rssm"], latent_dim, encoder_net.output_features, action_key="latent_action"
     )
     decoder = TensorDictModule(
         _make_decoder(config["decoder"], stoch + rssm["deter"], channels, image_size),

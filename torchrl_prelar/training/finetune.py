@@ -107,7 +107,10 @@ def make_finetune_env(
 def make_collector_env(tune: Mapping[str, Any], carried: Mapping[str, int], seed: int) -> EnvBase:
     """The training environment: one env, or a ``ParallelEnv`` of ``env_workers`` of them.
 
-    Worker ``i`` is seeded with ``seed + 1000 * i``.
+    Worker ``i`` is seeded with ``seed + 1000 * i``. The workers send their steps through
+    pipes (``use_buffers=False``): with TorchRL's shared-memory buffers the main process
+    spin-waits for the workers and keeps a whole core busy, which on a 2-core machine left
+    2 workers no faster than 1 (measured by ``benchmarks/env_steps.py``).
     """
     workers = tune.get("env_workers", 1)
     if workers == 1:
@@ -118,6 +121,7 @@ def make_collector_env(tune: Mapping[str, Any], carried: Mapping[str, int], seed
             partial(make_finetune_env, dict(tune), dict(carried), seed + 1000 * i)
             for i in range(workers)
         ],
+        use_buffers=False,
     )
 
 

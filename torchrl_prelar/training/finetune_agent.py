@@ -461,8 +461,8 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
         loss,
         optimizer,
         target_updater,
-        compile_train_step=False,
-        cudagraph=False,
+        compile_train_step=tune.get("compile", False),
+        cudagraph=tune.get("cudagraph", False),
         mixed_precision=dtype is not None and device.type == "cuda",
     )
 

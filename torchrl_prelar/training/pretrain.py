@@ -60,6 +60,11 @@ class PreLARPretrainer:
             layout oneDNN and cuDNN convolve fastest; parameter values are unchanged.
         distributed: the data-parallel job this process belongs to; the loss then runs in
             DistributedDataParallel (gradients averaged over the ranks). ``None``: one process.
+        compile_networks: ``torch.compile`` every network of the world model in place
+            (:meth:`~torchrl_prelar.modules.PreLARWorldModel.compile_networks`); the loss and
+            the RSSM's time loop stay eager. Meant for GPUs, where kernel launches dominate (not
+            measured: no GPU here); no gain was measured on a 2-core CPU
+            (``docs/performance.md``).
 
     Examples:
         >>> from torchrl_prelar import make_world_model
@@ -81,9 +86,12 @@ class PreLARPretrainer:
         device: torch.device | str = "cpu",
         channels_last: bool = True,
         distributed: DistributedContext | None = None,
+        compile_networks: bool = False,
     ):
         if channels_last:
             loss.to(memory_format=torch.channels_last)
+        if compile_networks:
+            loss.world_model.compile_networks()
         self.loss = loss
         self.model = (distributed or DistributedContext()).wrap(loss)
         self.optimizer = optimizer

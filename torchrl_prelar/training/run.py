@@ -145,6 +145,7 @@ def _run_pretrain(
         precision=cfg["precision"],
         device=cfg["device"],
         channels_last=train["channels_last"],
+        compile_networks=train.get("compile", False),
         distributed=job,
     )
     loggers = RunLoggers.create(run_dir, cfg["name"], **cfg["logger"]) if job.is_main else None
