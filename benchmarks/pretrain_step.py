@@ -45,6 +45,21 @@ def count_update_flops(trainer: PreLARPretrainer, batch) -> FlopCount:
     return counter
 
 
+def print_time_shares(trainer: PreLARPretrainer, batch, rows: int = 12) -> None:
+    """Profile one update with ``torch.profiler``; print the operators' shares of its time."""
+    with torch.profiler.profile() as profiler:
+        trainer.update(batch)
+    events = profiler.key_averages()
+    total = sum(event.self_device_time_total or event.self_cpu_time_total for event in events)
+    ranked = sorted(
+        events, key=lambda e: e.self_device_time_total or e.self_cpu_time_total, reverse=True
+    )
+    print(f"{'operator (self time)':<44} share")
+    for event in ranked[:rows]:
+        share = (event.self_device_time_total or event.self_cpu_time_total) / total
+        print(f"{event.key:<44} {share:6.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="paper", choices=["paper", "small", "tiny"])
@@ -60,6 +75,12 @@ def main() -> None:
         "--latent-action-input", default="concat", choices=["concat", "difference", "embedding"]
     )
     parser.add_argument("--consistency", default="off", choices=["off", "sign", "soft"])
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the networks (pretrain.compile)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print where one update's time goes"
+    )
     parser.add_argument("--reference-seconds", type=float, default=None)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
@@ -86,6 +107,14 @@ def main() -> None:
 
     counted = count_update_flops(trainer, batch)
     flops = counted.total
+    compile_seconds = None
+    if args.compile:  # after counting: the counter traces eager operators
+        loss.world_model.compile_networks()
+        synchronize(device)
+        start = time.perf_counter()
+        trainer.update(batch)
+        synchronize(device)
+        compile_seconds = time.perf_counter() - start
     times = []
     for index in range(args.warmup + args.iters):
         synchronize(device)
@@ -95,6 +124,8 @@ def main() -> None:
         if index >= args.warmup:
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
+    if args.profile:
+        print_time_shares(trainer, batch)
     peak = gemm_peak(dtype or torch.float32, device)
     memory = peak_memory_gib(device)
 
@@ -105,10 +136,12 @@ def main() -> None:
         "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
         "channels_last": not args.no_channels_last,
         "latent_action_input": args.latent_action_input,
+        "compiled_networks": args.compile,
         **machine_info(device),
         "parameters_m": round(sum(p.numel() for p in loss.parameters()) / 1e6, 2),
         "seconds_per_update": round(seconds, 3),
         "update_times": [round(t, 3) for t in times],
+        "first_compiled_update_seconds": compile_seconds and round(compile_seconds, 1),
         "updates_per_s": round(1 / seconds, 4),
         "frames_per_s": round(args.batch * (args.steps + 1) / seconds, 1),
         "tflop_per_update": round(flops / 1e12, 3),

@@ -30,9 +30,11 @@ from torchrl.modules import RSSMPosteriorV3, RSSMPriorV3, RSSMRolloutV3
 from torchrl_prelar.modules.pixels import centred_pixels, check_pixels
 from torchrl_prelar.modules.world_model import (
     PreLARWorldModel,
+    chain_in_keys,
     make_reward_head,
     make_rssm_rollout,
     make_world_model,
+    set_zero_initial_state,
     world_model_config,
 )
 
@@ -256,12 +258,7 @@ class APVWorldModel(TensorDictModuleBase):
 
     @property
     def in_keys(self) -> list[NestedKey]:
-        keys: list[NestedKey] = []
-        written: set = set()
-        for part in self._parts:
-            keys += [key for key in part.in_keys if key not in written and key not in keys]
-            written.update(part.out_keys)
-        return keys
+        return chain_in_keys(self._parts)
 
     @property
     def out_keys(self) -> list[NestedKey]:
@@ -279,15 +276,7 @@ class APVWorldModel(TensorDictModuleBase):
         pixels = tensordict.get(key)
         if pixels.dtype == torch.uint8:
             tensordict.set(key, centred_pixels(pixels))
-        prior = self.rssm_prior
-        sizes = {
-            "state": prior.num_categoricals * prior.num_classes,
-            "belief": prior.rnn_hidden_dim,
-        }
-        for name, size in sizes.items():
-            if name not in tensordict.keys():
-                zeros = torch.zeros((), device=pixels.device)
-                tensordict.set(name, zeros.expand(*tensordict.batch_size, size))
+        set_zero_initial_state(tensordict, self.rssm_prior, pixels.device)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         self._prepare(tensordict)

@@ -102,6 +102,39 @@ def _make_decoder(spec: Mapping, in_features: int, channels: int, image_size: in
     raise ValueError(f"Unknown decoder type {spec['type']!r}: expected 'resnet' or 'conv'.")
 
 
+def chain_in_keys(
+    parts: list[TensorDictModuleBase], made_inside: set | None = None
+) -> list[NestedKey]:
+    """Keys a chain of modules reads that no earlier module of the chain writes.
+
+    Examples:
+        >>> first = TensorDictModule(nn.Identity(), in_keys=["a"], out_keys=["b"])
+        >>> second = TensorDictModule(nn.Identity(), in_keys=["b", "c"], out_keys=["d"])
+        >>> chain_in_keys([first, second])
+        ['a', 'c']
+    """
+    keys: list[NestedKey] = []
+    written = set(made_inside or ())
+    for part in parts:
+        keys += [key for key in part.in_keys if key not in written and key not in keys]
+        written.update(part.out_keys)
+    return keys
+
+
+def set_zero_initial_state(
+    tensordict: TensorDictBase, prior: RSSMPriorV3, device: torch.device
+) -> None:
+    """Supply a zero ``"state"`` / ``"belief"`` of ``prior``'s sizes where the batch has none."""
+    sizes = {
+        "state": prior.num_categoricals * prior.num_classes,
+        "belief": prior.rnn_hidden_dim,
+    }
+    for key, size in sizes.items():
+        if key not in tensordict.keys():
+            zeros = torch.zeros((), device=device)
+            tensordict.set(key, zeros.expand(*tensordict.batch_size, size))
+
+
 class PreLARWorldModel(TensorDictModuleBase):
     """Action-conditional Dreamer world model whose action is ``"latent_action"``.
 
@@ -182,12 +215,8 @@ class PreLARWorldModel(TensorDictModuleBase):
 
     @property
     def in_keys(self) -> list[NestedKey]:
-        keys: list[NestedKey] = []
-        written: set = {"encoded_latents"}  # o_t embeddings: made here when asked for
-        for part in self._parts:
-            keys += [key for key in part.in_keys if key not in written and key not in keys]
-            written.update(part.out_keys)
-        return keys
+        # o_t embeddings ("encoded_latents") are made here when the action model asks for them.
+        return chain_in_keys(self._parts, made_inside={"encoded_latents"})
 
     @property
     def out_keys(self) -> list[NestedKey]:
@@ -205,15 +234,7 @@ class PreLARWorldModel(TensorDictModuleBase):
             pixels = tensordict.get(key, None)
             if pixels is not None and pixels.dtype == torch.uint8:
                 tensordict.set(key, centred_pixels(pixels))
-        prior = self.rssm_prior
-        sizes = {
-            "state": prior.num_categoricals * prior.num_classes,
-            "belief": prior.rnn_hidden_dim,
-        }
-        for key, size in sizes.items():
-            if key not in tensordict.keys():
-                zeros = torch.zeros((), device=tensordict.device or self._device())
-                tensordict.set(key, zeros.expand(*tensordict.batch_size, size))
+        set_zero_initial_state(tensordict, self.rssm_prior, tensordict.device or self._device())
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device

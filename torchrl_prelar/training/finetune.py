@@ -237,7 +237,7 @@ def _update_metrics(metrics: TensorDictBase, agent: FinetuneAgent) -> dict[str, 
     if "intrinsic_bonus" in values:
         out["intrinsic_bonus"] = values["intrinsic_bonus"]
     for group in agent.optimizer.param_groups:
-        out[f"grad_norm_{group['name']}"] = group.get("grad_norm", 0.0)
+        out[f"grad_norm_{group['name']}"] = float(group.get("grad_norm", 0.0))
     out["representation_lr"] = agent.optimizer.param_groups[0]["lr"]
     return out
 

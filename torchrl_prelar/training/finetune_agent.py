@@ -228,8 +228,9 @@ def make_finetune_optimizer(
     def clip_each_group(optimizer, args, kwargs):
         for group in optimizer.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
+            # a tensor: read on the host only when metrics are logged
             group["grad_norm"] = (
-                float(nn.utils.clip_grad_norm_(params, grad_clip)) if params else 0.0
+                nn.utils.clip_grad_norm_(params, grad_clip).detach() if params else 0.0
             )
 
     optimizer.register_step_pre_hook(clip_each_group)
