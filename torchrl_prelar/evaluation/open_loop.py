@@ -43,7 +43,10 @@ def open_loop_rollout(
     the world model's action module writes for the clips (inferred from the true frames by a
     :class:`~torchrl_prelar.modules.LatentActionModel`, or encoded from real actions by an
     :class:`~torchrl_prelar.modules.ActionEncoder`), or ``latent_action`` when given (e.g.
-    shuffled across clips, or inferred from other clips to transfer their motion).
+    shuffled across clips, or inferred from other clips to transfer their motion). The
+    action is read under the RSSM's ``action_key``, so an
+    :class:`~torchrl_prelar.modules.apv.APVWorldModel` (whose prior reads the real
+    ``"action"``) is rolled out the same way, on its action-conditional RSSM.
 
     Runs in eval mode under the ``"mode"`` interaction type, so latent actions are modes.
     TorchRL's DreamerV3 RSSM always samples its categorical states; with ``seed`` set they are
@@ -96,11 +99,11 @@ def _rollout(
             out = world_model(clips.clone())
     finally:
         world_model.train(was_training)
-    actions = out["latent_action"] if latent_action is None else latent_action
-    if actions.shape[:2] != clips.shape or actions.shape[-1] != out["latent_action"].shape[-1]:
+    own = out[world_model.rssm.action_key]  # "action" for APV's stacked RSSM
+    actions = own if latent_action is None else latent_action
+    if actions.shape[:2] != clips.shape or actions.shape[-1] != own.shape[-1]:
         raise ValueError(
-            f"latent_action must have shape {tuple(out['latent_action'].shape)}, got "
-            f"{tuple(actions.shape)}."
+            f"latent_action must have shape {tuple(own.shape)}, got {tuple(actions.shape)}."
         )
     prior, decoder = world_model.rssm_prior, world_model.decoder.module
     state = out["next", "state"][:, context - 1]

@@ -174,27 +174,60 @@ def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
 def make_finetune_world_model(cfg: Mapping[str, Any], action_dim: int) -> FinetuneWorldModel:
     """World model with the two reward heads, initialised as ``cfg["finetune"]["init"]`` says.
 
-    ``"prelar"`` loads encoder, RSSM and decoder from ``finetune.pretrained`` (default
-    ``<run_dir>/pretrained_world_model.pt``) and replaces the latent action model by an
-    :class:`ActionEncoder`; ``"dreamer"`` keeps the fresh initialisation (the DreamerV2
-    baseline with the same action-encoder structure); ``"apv"`` loads an action-free
-    pre-training (encoder, action-free RSSM, decoder) and stacks a new action-conditional
-    RSSM on it (:class:`~torchrl_prelar.modules.apv.APVWorldModel`).
+    The world model of :func:`build_finetune_world_model`, with the pre-trained model read
+    from ``finetune.pretrained`` (default ``<run_dir>/pretrained_world_model.pt``).
     """
     model_cfg, tune = cfg["world_model"], cfg["finetune"]
-    if tune["init"] not in INITS:
-        raise ValueError(f"finetune.init must be one of {INITS}, got {tune['init']!r}.")
     config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
     path = tune.get("pretrained") or Path(cfg["run_dir"]) / "pretrained_world_model.pt"
-    if tune["init"] == "apv":
+    return build_finetune_world_model(
+        config,
+        action_dim,
+        init=tune["init"],
+        pretrained=path,
+        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
+        expected_config=model_cfg,
+    )
+
+
+def build_finetune_world_model(
+    config: Mapping[str, Any],
+    action_dim: int,
+    *,
+    init: str,
+    pretrained: str | Path | None,
+    reward_keys: list[NestedKey] | None = None,
+    expected_config: Mapping | None = None,
+) -> FinetuneWorldModel:
+    """The fine-tuning world model of a world-model ``config``, initialised as ``init`` says.
+
+    ``"prelar"`` loads encoder, RSSM and decoder from ``pretrained`` and replaces the latent
+    action model by a new :class:`ActionEncoder`; ``"dreamer"`` keeps the fresh
+    initialisation (the DreamerV2 baseline with the same action-encoder structure;
+    ``pretrained`` is not read); ``"apv"`` loads an action-free pre-training (encoder,
+    action-free RSSM, decoder) and stacks a new action-conditional RSSM on it
+    (:class:`~torchrl_prelar.modules.apv.APVWorldModel`). One reward head per entry of
+    ``reward_keys`` (none by default); ``expected_config`` is named in shape-mismatch errors.
+
+    Examples:
+        >>> model = build_finetune_world_model(
+        ...     world_model_config("tiny"), 4, init="dreamer", pretrained=None)
+        >>> model.action_model.in_keys, len(model.reward_heads)
+        (['action'], 0)
+    """
+    if init not in INITS:
+        raise ValueError(f"finetune.init must be one of {INITS}, got {init!r}.")
+    if init != "dreamer" and pretrained is None:
+        raise ValueError(f"init={init!r} needs a pre-trained checkpoint, got pretrained=None.")
+    if init == "apv":
         action_free = make_action_free_world_model(config)
-        load_pretrained_world_model(action_free, path, model_cfg)
+        load_pretrained_world_model(action_free, pretrained, expected_config)
         return make_apv_world_model(
-            config, action_dim, action_free=action_free, reward_keys=[REWARD_KEY, AUX_REWARD_KEY]
+            config, action_dim, action_free=action_free, reward_keys=reward_keys
         )
-    world_model = make_world_model(config, reward_keys=[REWARD_KEY, AUX_REWARD_KEY])
-    if tune["init"] == "prelar":
-        load_pretrained_world_model(world_model, path, model_cfg)
+    world_model = make_world_model(config, reward_keys=reward_keys)
+    if init == "prelar":
+        load_pretrained_world_model(world_model, pretrained, expected_config)
     world_model.action_model = make_action_encoder(config, action_dim)
     # Only o_{t+1} is encoded: the stored transitions do not need the root frames.
     world_model.pixel_keys = [("next", "pixels")]
@@ -235,6 +268,22 @@ def make_finetune_optimizer(
 
     optimizer.register_step_pre_hook(clip_each_group)
     return optimizer
+
+
+def representation_parameters(world_model: FinetuneWorldModel) -> list[nn.Parameter]:
+    """Encoder + the pre-trained RSSM (the action-free one for APV): frozen at first.
+
+    Examples:
+        >>> model = build_finetune_world_model(
+        ...     world_model_config("tiny"), 4, init="dreamer", pretrained=None)
+        >>> n = len(representation_parameters(model))
+        >>> n == len([*model.encoder.parameters(), *model.rssm.parameters()])
+        True
+    """
+    pretrained_rssm = (
+        world_model.action_free if isinstance(world_model, APVWorldModel) else world_model.rssm
+    )
+    return [*world_model.encoder.parameters(), *pretrained_rssm.parameters()]
 
 
 def set_representation_frozen(optimizer: torch.optim.Optimizer, frozen: bool, lr: float) -> None:
@@ -423,13 +472,7 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
             value_loss, value_network_update_interval=tune["target_update_every"]
         )
 
-    # Encoder + the pre-trained RSSM (the action-free one for APV), frozen at first.
-    pretrained_rssm = (
-        world_model.action_free if isinstance(world_model, APVWorldModel) else world_model.rssm
-    )
-    representation = {
-        id(p) for p in (*world_model.encoder.parameters(), *pretrained_rssm.parameters())
-    }
+    representation = {id(p) for p in representation_parameters(world_model)}
     model = {id(p) for p in world_model.parameters()} - representation
     actor_ids = {id(p) for p in actor.parameters()}
     groups: dict[str, list[nn.Parameter]] = {name: [] for name in GROUPS}
