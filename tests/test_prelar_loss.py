@@ -188,3 +188,40 @@ def test_missing_next_pixels_is_reported_by_key():
     del batch["next", "pixels"]
     with pytest.raises(KeyError, match=r"\('next', 'pixels'\)"):
         tiny_loss()(batch)
+
+
+def _argmax_one_hot(logits):
+    return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float().flatten(-2)
+
+
+def test_prior_reconstruction_matches_independent_computation(monkeypatch):
+    monkeypatch.setattr(
+        "torchrl_prelar.objectives.prelar.straight_through_sample", _argmax_one_hot
+    )
+    loss = tiny_loss(lambda_prior_reco=0.5)
+    losses, model_td = loss(make_clip_batch(2, 5))
+    state = _argmax_one_hot(model_td["next", "prior_logits"])
+    decoded = loss.world_model.decoder.module(state, model_td["next", "belief"])
+    error = (decoded - model_td["next", "pixels"]).pow(2).sum((-3, -2, -1))[:, 1:]
+    torch.testing.assert_close(
+        losses["loss_prior_reco"], 0.5 * error.mean().detach().reshape(1), rtol=1e-4, atol=1e-3
+    )
+
+
+def test_prior_reconstruction_trains_the_latent_action_model_and_is_off_by_default():
+    assert "loss_prior_reco" not in tiny_loss()(make_clip_batch())[0].keys()
+    loss = tiny_loss(lambda_prior_reco=1.0)
+    losses, _ = loss(make_clip_batch())
+    losses["loss_prior_reco"].backward()
+    assert sum(g.abs().sum() for g in grads(loss.world_model.action_model)) > 0
+
+
+def test_straight_through_sample_is_one_hot_with_gradients_to_the_logits():
+    from torchrl_prelar.objectives.prelar import straight_through_sample
+
+    logits = torch.randn(3, 4, 5, requires_grad=True)
+    sample = straight_through_sample(logits)
+    assert sample.shape == (3, 20)
+    assert torch.equal(sample.detach().unflatten(-1, (4, 5)).sum(-1), torch.ones(3, 4))
+    (sample * torch.randn(3, 20)).sum().backward()
+    assert logits.grad.abs().sum() > 0

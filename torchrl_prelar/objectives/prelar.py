@@ -41,6 +41,22 @@ def categorical_kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     return (log_probs.exp() * (log_probs + math.log(logits.shape[-1]))).sum((-1, -2))
 
 
+def straight_through_sample(logits: torch.Tensor) -> torch.Tensor:
+    """One-hot sample of ``[..., categoricals, classes]`` logits, gradients through the probs.
+
+    Flattened to ``[..., categoricals * classes]``, the layout of TorchRL's RSSM states.
+
+    Examples:
+        >>> sample = straight_through_sample(torch.zeros(2, 4, 8))
+        >>> sample.shape, sample.sum(-1)
+        (torch.Size([2, 32]), tensor([4., 4.]))
+    """
+    probs = logits.softmax(-1)
+    index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1)
+    hard = torch.zeros_like(probs).reshape(-1, probs.shape[-1]).scatter_(-1, index, 1.0)
+    return (probs + (hard.view_as(probs) - probs).detach()).flatten(-2)
+
+
 def _pairwise_gaussian_kl(loc: torch.Tensor, scale: torch.Tensor, perm: torch.Tensor):
     """KL(q_i || q_perm(i)) for diagonal Gaussians with ``[N, D]`` parameters."""
     other_loc, other_scale = loc[perm], scale[perm]
@@ -98,6 +114,8 @@ class PreLARLoss(LossModule):
         loss_model_reward          lambda_reward * symlog-MSE(reward), if the batch has rewards
         loss_action_kl             beta_action * max(KL(q(a~_t | o_t, o_{t+1}) || N(0, std^2)),
                                              action_free_nats), std = action_prior_std
+        loss_prior_reco            lambda_prior_reco * sum_{C,H,W} (o_{t+1} - dec(z^_{t+1}, h_{t+1}))^2,
+                                   z^_{t+1} ~ p(z | h_{t+1}), h_{t+1} = GRU(h_t, z_t, a~_t) (optional)
         loss_consistency           lambda_consistency * action-state consistency (optional)
 
     With the defaults (``lambda_reco=0.5`` on pixels in [-0.5, 0.5], ``kl_balance=0.8``,
@@ -119,6 +137,16 @@ class PreLARLoss(LossModule):
     by default); this loss sets it to ``"random"`` for that reason. ``False`` feeds the RSSM
     the mean (argmax): the action KL then only penalises the mean, as the scale never
     reaches the RSSM (the behaviour of this package before the option existed).
+
+    Prior reconstruction (``lambda_prior_reco``, 0 by default = the paper): o_{t+1} is also
+    decoded from a straight-through sample of the *prior* state, which sees the past and the
+    latent action but not o_{t+1}. In the paper's objective the posterior state already
+    carries o_{t+1} to the decoder, so information in the latent action only trades state KL
+    for action KL at a rate of at most one nat for one nat (less with KL balancing) and the
+    code collapses to its prior early in training (measured in ``docs/latent_actions.md``);
+    this term makes the prediction of the next frame from the past depend on the latent
+    action, as latent-action models (Genie, LAPA) train it. The sequence-start steps are left
+    out (their prior has no history).
 
     Action-state consistency (off by default, absent from the paper's objective): shuffle the
     latent actions across the batch, roll the prior one step with them, and ask that the order
@@ -142,6 +170,7 @@ class PreLARLoss(LossModule):
         consistency: ``"off"``, ``"sign"`` or ``"soft"``.
         lambda_consistency: weight of the consistency term.
         consistency_tau: temperature of the ``"soft"`` surrogate.
+        lambda_prior_reco: weight of the prior reconstruction term (0: off, the paper).
 
     Returns (from ``forward``): a ``(loss_td, model_td)`` pair like
     :class:`~torchrl.objectives.DreamerV3ModelLoss`: ``loss_*`` entries to sum and
@@ -210,6 +239,7 @@ class PreLARLoss(LossModule):
         consistency: ConsistencyMode = "off",
         lambda_consistency: float = 1.0,
         consistency_tau: float = 1.0,
+        lambda_prior_reco: float = 0.0,
     ):
         if consistency not in ("off", "sign", "soft"):
             raise ValueError(f"consistency must be 'off', 'sign' or 'soft', got {consistency!r}.")
@@ -242,6 +272,7 @@ class PreLARLoss(LossModule):
         self.consistency = consistency
         self.lambda_consistency = lambda_consistency
         self.consistency_tau = consistency_tau
+        self.lambda_prior_reco = lambda_prior_reco
 
     @property
     def world_model(self) -> TensorDictModuleBase:
@@ -270,6 +301,26 @@ class PreLARLoss(LossModule):
         if loc is None or scale is None:
             return None
         return gaussian_kl_to_prior(loc, scale, self.action_prior_std)
+
+    def _prior_reconstruction(
+        self, model_td: TensorDictBase, weights: torch.Tensor, steps: torch.Tensor
+    ) -> torch.Tensor:
+        """Squared error of o_{t+1} decoded from a prior sample, summed over pixels."""
+        keys = self.tensor_keys
+        decoder = self.world_model.decoder
+        prior_td = TensorDict(
+            {
+                ("next", keys.state): straight_through_sample(
+                    model_td.get(("next", keys.prior_logits))
+                ),
+                ("next", keys.belief): model_td.get(("next", keys.belief)),
+            },
+            batch_size=model_td.batch_size,
+        )
+        prediction = decoder(prior_td).get(("next", keys.reco_pixels))
+        target = model_td.get(("next", keys.pixels))
+        error = (prediction - target).pow(2).sum((-1, -2, -3))
+        return (error * weights).sum() / steps
 
     def _consistency(self, model_td: TensorDictBase, weights: torch.Tensor) -> torch.Tensor:
         """Pairwise rank agreement between action distances and state-prediction distances."""
@@ -328,6 +379,9 @@ class PreLARLoss(LossModule):
             action_kl.clamp_min(self.action_free_nats) if self.action_free_nats else action_kl
         )
         loss_td.set("loss_action_kl", self.beta_action * penalised.unsqueeze(-1))
+        if self.lambda_prior_reco:
+            prior_reco = self._prior_reconstruction(model_td, weights, steps)
+            loss_td.set("loss_prior_reco", self.lambda_prior_reco * prior_reco.unsqueeze(-1))
         if self.consistency != "off":
             consistency = self._consistency(model_td, weights)
             loss_td.set("loss_consistency", self.lambda_consistency * consistency.unsqueeze(-1))
