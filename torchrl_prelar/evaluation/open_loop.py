@@ -7,6 +7,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import set_interaction_type
 
 from torchrl_prelar.modules import PreLARWorldModel
+from torchrl_prelar.modules.world_model import decode_states
 
 
 def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -105,12 +106,12 @@ def _rollout(
         raise ValueError(
             f"latent_action must have shape {tuple(own.shape)}, got {tuple(actions.shape)}."
         )
-    prior, decoder = world_model.rssm_prior, world_model.decoder.module
+    prior, decoder = world_model.rssm_prior, world_model.decoder
     state = out["next", "state"][:, context - 1]
     belief = out["next", "belief"][:, context - 1]
     imagined = []
     for step in range(context, steps):
         _, state, belief = prior(state, belief, actions[:, step].to(state.dtype))
-        imagined.append(decoder(state, belief))
+        imagined.append(decode_states(decoder, out[:, step], state, belief))
     prediction = torch.cat([out["next", "reco_pixels"][:, :context], torch.stack(imagined, 1)], 1)
     return out["next", "pixels"], prediction.clamp(-0.5, 0.5)

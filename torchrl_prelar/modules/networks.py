@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchrl.modules import DreamerV3ImageDecoder, DreamerV3ImageEncoder
@@ -163,11 +164,13 @@ class ResNetDecoder(nn.Module):
         layers.append(nn.ConvTranspose2d(widths[-1], out_channels, 4, stride=2, padding=1))
         self.layers = nn.Sequential(*layers)
 
+    def stem(self, features: torch.Tensor) -> torch.Tensor:
+        """``[N, in_features]`` to the first ``[N, *initial_shape]`` map ``layers`` upsample."""
+        return self.projection(features).view(-1, *self.initial_shape)
+
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         value = features[0] if len(features) == 1 else torch.cat(features, -1)
-        return _flatten_batch(
-            lambda x: self.layers(self.projection(x).view(-1, *self.initial_shape)), value, 1
-        )
+        return _flatten_batch(lambda x: self.layers(self.stem(x)), value, 1)
 
 
 class _CentredEncoder(nn.Module):
@@ -189,6 +192,11 @@ class _CentredEncoder(nn.Module):
             else encoder.output_features((in_channels, image_size, image_size))
         )
 
+    @property
+    def layers(self) -> nn.Sequential:
+        """The convolution stages, on centred pixels ``[N, C, H, W]``."""
+        return self.encoder.layers
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.pool == "flatten":
             return self.encoder(pixels + 0.5)
@@ -202,11 +210,25 @@ def _check_pool(pool: str) -> str:
 
 
 class _CentredDecoder(nn.Module):
-    """TorchRL's DreamerV3 decoder predicts [0, 1] images; ours are centred on 0."""
+    """TorchRL's DreamerV3 decoder predicts [0, 1] images; ours are centred on 0.
+
+    ``layers(stem(features))`` is the centred prediction of ``[N, in_features]`` features,
+    stage by stage (what TorchRL's forward computes, less its final ``+ 0.5``).
+    """
 
     def __init__(self, decoder: DreamerV3ImageDecoder):
         super().__init__()
         self.decoder = decoder
+
+    @property
+    def layers(self) -> nn.Sequential:
+        return self.decoder.layers
+
+    def stem(self, features: torch.Tensor) -> torch.Tensor:
+        """``[N, in_features]`` to the first feature map (projection, RMS norm, SiLU)."""
+        decoder = self.decoder
+        hidden = decoder.projection(features).reshape(-1, *decoder.initial_shape)
+        return F.silu(decoder.projection_norm(hidden))
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         return self.decoder(*features) - 0.5

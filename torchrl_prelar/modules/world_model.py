@@ -135,6 +135,30 @@ def set_zero_initial_state(
             tensordict.set(key, zeros.expand(*tensordict.batch_size, size))
 
 
+def decode_states(
+    decoder: TensorDictModule,
+    inputs: TensorDictBase,
+    state: torch.Tensor,
+    belief: torch.Tensor,
+) -> torch.Tensor:
+    """Decode (e.g. imagined) ``state`` / ``belief``; the decoder's other inputs from ``inputs``.
+
+    ``inputs`` is a world-model output with the batch size of ``state`` (e.g. one step of
+    it): a decoder that reads more than the state (ContextWM's context maps) gets them there.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> model = make_world_model("tiny")
+        >>> decode_states(model.decoder, TensorDict({}, [2]), torch.zeros(2, 64),
+        ...               torch.zeros(2, 64)).shape
+        torch.Size([2, 3, 64, 64])
+    """
+    keys = [key for key in decoder.in_keys if key in inputs.keys(include_nested=True)]
+    step = inputs.select(*keys)
+    step.update({("next", "state"): state, ("next", "belief"): belief})
+    return decoder(step).get(decoder.out_keys[0])
+
+
 class PreLARWorldModel(TensorDictModuleBase):
     """Action-conditional Dreamer world model whose action is ``"latent_action"``.
 
@@ -285,13 +309,17 @@ class PreLARWorldModel(TensorDictModuleBase):
         tensordict.set(part.out_keys[0], output)
         return tensordict
 
+    def _decode(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Write ``("next", "reco_pixels")`` (a hook for decoders that read more keys)."""
+        return self._run_pixel_network(self.decoder, tensordict)
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         self._prepare(tensordict)
         tensordict = self._run_pixel_network(self.encoder, tensordict)
         self._embed_current_frames(tensordict)
         tensordict = self.action_model(tensordict)
         tensordict = self.rssm(tensordict)
-        tensordict = self._run_pixel_network(self.decoder, tensordict)
+        tensordict = self._decode(tensordict)
         for head in self.reward_heads:
             tensordict = head(tensordict)
         return tensordict

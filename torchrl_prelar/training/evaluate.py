@@ -7,6 +7,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import set_interaction_type
 
 from torchrl_prelar.modules import PreLARWorldModel
+from torchrl_prelar.modules.world_model import decode_states
 
 
 @torch.no_grad()
@@ -44,12 +45,12 @@ def open_loop_prediction(
     world_model.eval()
     with set_interaction_type("mode"):
         out = world_model(clip.unsqueeze(0).clone())[0]
-    prior, decoder = world_model.rssm_prior, world_model.decoder.module
+    prior, decoder = world_model.rssm_prior, world_model.decoder
     state, belief = out["next", "state"][context - 1], out["next", "belief"][context - 1]
     imagined = []
     for step in range(context, clip.shape[0]):
         _, state, belief = prior(state, belief, out["latent_action"][step])
-        imagined.append(decoder(state, belief))
+        imagined.append(decode_states(decoder, out[step], state, belief))
     world_model.train(was_training)
     prediction = torch.cat([out["next", "reco_pixels"][:context], torch.stack(imagined)])
     return out["next", "pixels"], prediction.clamp(-0.5, 0.5)

@@ -55,12 +55,8 @@ from torchrl_prelar.modules import (
     make_world_model,
     world_model_config,
 )
-from torchrl_prelar.modules.apv import (
-    APVWorldModel,
-    NoAction,
-    make_action_free_world_model,
-    make_apv_world_model,
-)
+from torchrl_prelar.modules.apv import APVWorldModel, NoAction
+from torchrl_prelar.modules.contextwm import STACKED_BASELINES, ContextWMWorldModel
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives import PreLARLoss
@@ -71,13 +67,18 @@ REWARD_KEY: NestedKey = ("next", "reward")
 AUX_REWARD_KEY: NestedKey = ("next", "aux_reward")
 #: Parameter-group names of the one Adam (see :func:`make_finetune_optimizer`).
 GROUPS = ("representation", "model", "actor", "critic")
-#: ``finetune.init`` values: PreLAR-initialised, from scratch, the APV baseline.
-INITS = ("prelar", "dreamer", "apv")
+#: ``finetune.init`` values: PreLAR-initialised, from scratch, the APV and ContextWM baselines.
+INITS = ("prelar", "dreamer", "apv", "contextwm")
 FinetuneWorldModel = PreLARWorldModel | APVWorldModel
 
 
-def _has_action_model(state: Mapping[str, Any]) -> bool:
-    return any(name.startswith("action_model.") for name in state)
+def _pretraining_kind(state: Mapping[str, Any]) -> str:
+    """Which pre-training a world-model state dict is, from its parameter names."""
+    if any(name.startswith("action_model.") for name in state):
+        return "PreLAR (with a latent action model)"
+    if any(name.startswith("context_encoder.") for name in state):
+        return "ContextWM (action-free, with a context encoder)"
+    return "APV (action-free)"
 
 
 def load_pretrained_world_model(
@@ -109,12 +110,11 @@ def load_pretrained_world_model(
         if name not in state and not name.startswith("reward_heads."):
             problems.append(f"  {name}: missing from the checkpoint")
     if problems:
-        if _has_action_model(state) != _has_action_model(target):
-            kinds = {True: "PreLAR (with a latent action model)", False: "APV (action-free)"}
+        if _pretraining_kind(state) != _pretraining_kind(target):
             problems.append(
-                f"  the checkpoint is a {kinds[_has_action_model(state)]} pre-training, the "
-                f"configured model a {kinds[_has_action_model(target)]} one: pre-train with "
-                "the same finetune.init (prelar or apv) as the fine-tuning run."
+                f"  the checkpoint is a {_pretraining_kind(state)} pre-training, the "
+                f"configured model a {_pretraining_kind(target)} one: pre-train with "
+                "the same finetune.init (prelar, apv or contextwm) as the fine-tuning run."
             )
         raise ValueError(
             f"The pre-trained world model {path} does not match the configured world model "
@@ -206,7 +206,9 @@ def build_finetune_world_model(
     initialisation (the DreamerV2 baseline with the same action-encoder structure;
     ``pretrained`` is not read); ``"apv"`` loads an action-free pre-training (encoder,
     action-free RSSM, decoder) and stacks a new action-conditional RSSM on it
-    (:class:`~torchrl_prelar.modules.apv.APVWorldModel`). One reward head per entry of
+    (:class:`~torchrl_prelar.modules.apv.APVWorldModel`); ``"contextwm"`` likewise from a
+    ContextWM pre-training (:class:`~torchrl_prelar.modules.contextwm.ContextWMWorldModel`,
+    with its context encoder and contextual decoder). One reward head per entry of
     ``reward_keys`` (none by default); ``expected_config`` is named in shape-mismatch errors.
 
     Examples:
@@ -219,12 +221,11 @@ def build_finetune_world_model(
         raise ValueError(f"finetune.init must be one of {INITS}, got {init!r}.")
     if init != "dreamer" and pretrained is None:
         raise ValueError(f"init={init!r} needs a pre-trained checkpoint, got pretrained=None.")
-    if init == "apv":
-        action_free = make_action_free_world_model(config)
+    if init in STACKED_BASELINES:
+        make_pretrained, make_stacked = STACKED_BASELINES[init]
+        action_free = make_pretrained(config)
         load_pretrained_world_model(action_free, pretrained, expected_config)
-        return make_apv_world_model(
-            config, action_dim, action_free=action_free, reward_keys=reward_keys
-        )
+        return make_stacked(config, action_dim, action_free=action_free, reward_keys=reward_keys)
     world_model = make_world_model(config, reward_keys=reward_keys)
     if init == "prelar":
         load_pretrained_world_model(world_model, pretrained, expected_config)
@@ -271,7 +272,8 @@ def make_finetune_optimizer(
 
 
 def representation_parameters(world_model: FinetuneWorldModel) -> list[nn.Parameter]:
-    """Encoder + the pre-trained RSSM (the action-free one for APV): frozen at first.
+    """Encoder + the pre-trained RSSM (the action-free one for APV), and ContextWM's context
+    encoder (part of its encoder there): frozen at first.
 
     Examples:
         >>> model = build_finetune_world_model(
@@ -283,7 +285,10 @@ def representation_parameters(world_model: FinetuneWorldModel) -> list[nn.Parame
     pretrained_rssm = (
         world_model.action_free if isinstance(world_model, APVWorldModel) else world_model.rssm
     )
-    return [*world_model.encoder.parameters(), *pretrained_rssm.parameters()]
+    parameters = [*world_model.encoder.parameters(), *pretrained_rssm.parameters()]
+    if isinstance(world_model, ContextWMWorldModel):
+        parameters += world_model.context_encoder.parameters()
+    return parameters
 
 
 def set_representation_frozen(optimizer: torch.optim.Optimizer, frozen: bool, lr: float) -> None:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from torchrl_prelar.data.video import EpisodeSource, make_video_replay_buffer
 from torchrl_prelar.modules import PreLARWorldModel, make_world_model, world_model_config
-from torchrl_prelar.modules.apv import make_action_free_world_model
+from torchrl_prelar.modules.contextwm import STACKED_BASELINES
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.checkpoint import save_checkpoint, update_summary
 from torchrl_prelar.training.distributed import DistributedContext, distributed_session, scaled_lr
@@ -97,8 +97,9 @@ def make_pretrain_loss(cfg: Mapping[str, Any]) -> PreLARLoss:
     """The world model of ``cfg["world_model"]`` inside a :class:`PreLARLoss`."""
     model_cfg = cfg["world_model"]
     config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
-    if cfg.get("finetune", {}).get("init") == "apv":  # APV pre-trains an action-free RSSM
-        world_model = make_action_free_world_model(config).to(cfg["device"])
+    init = cfg.get("finetune", {}).get("init")
+    if init in STACKED_BASELINES:  # APV / ContextWM pre-train an action-free RSSM
+        world_model = STACKED_BASELINES[init][0](config).to(cfg["device"])
     else:
         world_model = make_world_model(config).to(cfg["device"])
     return PreLARLoss(world_model, **cfg["loss"])

@@ -1,0 +1,638 @@
+"""ContextWM baseline (Wu et al., NeurIPS 2023): APV plus a context encoder read by the decoder.
+
+ContextWM separates the static context of a clip from its dynamics. A context frame of each
+clip (:class:`ContextFrame`; a random step of the clip in training, as ContextWM's default
+``trand``) goes through a separate context encoder (:class:`MultiScaleEncoder`, the preset's
+encoder architecture with its own weights) that keeps feature maps at several resolutions. The
+decoder (:class:`ContextualDecoder`) reads them through cross-attention
+(:class:`ContextCrossAttention`): its feature maps are the queries, the context map of the same
+resolution the keys and values, at 16x16 and 8x8 by default (ContextWM attends where the
+decoder's maps are smaller than 32x32). The latent dynamics then need not model the scene.
+
+Pre-training (:func:`make_contextwm_pretrain_model`): APV's action-free world model
+(:func:`~torchrl_prelar.modules.apv.make_action_free_world_model`) with the contextual decoder,
+trained by :class:`~torchrl_prelar.objectives.PreLARLoss` in the same loop (its action KL is
+identically 0). Fine-tuning (:func:`make_contextwm_world_model`): APV's stacked model
+(:class:`~torchrl_prelar.modules.apv.APVWorldModel`: a new action-conditional RSSM on the
+action-free one, the video intrinsic bonus on the action-free features) whose pre-trained
+decoder still reads the context of each fine-tuning clip.
+
+Keys (under the ``[*batch, T]`` batch of the world model):
+
+================================  =========================================================
+``("context", "pixels")``         the context frame of each step, ``[*batch, T, C, H, W]``
+                                  centred floats; one frame per clip (an expanded view),
+                                  written by :class:`ContextFrame` unless already present
+``("context", "features_<s>")``   the ``s x s`` context feature map, ``[*batch, T, C_s, s, s]``
+================================  =========================================================
+
+Settings (the ``context`` section of the world-model configuration, e.g.
+``world_model.overrides.context.mask_ratio=0.5``; defaults in :data:`CONTEXT_DEFAULTS`):
+``resolutions`` (sides of the attended maps), ``heads``, ``mask_ratio`` (fraction of context
+tokens dropped from the keys in training, ContextWM's ``ctx_attmask``), ``dropout``
+(attention dropout), ``frame`` (``random`` or ``first``), ``shift`` (random-shift
+augmentation of the context frame in training, pixels; ContextWM's ``ctx_aug: shift`` is 8).
+
+What ContextWM has that is not built here: the attention-mask warm-up schedule
+(``ctx_attmaskwarmup``, off in ContextWM's configurations) and the flip / scale / erasing
+context augmentations (``none`` is ContextWM's default; ``shift`` is built). Its dual reward
+predictor is not ContextWM-specific here: every fine-tuning arm has the second head
+(``("next", "aux_reward")``, the plain task reward, beside the reward + bonus head; see
+:class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`). Differences: the attention
+output is added to the decoder map before the stage's next layer (ContextWM adds it inside
+the first residual layer, before its convolutions); the mask drops context tokens in training
+only (ContextWM also at evaluation) and the context frame is the clip's first in eval mode,
+so open-loop predictions do not see a future frame. ``PreLARLoss``'s optional prior
+reconstruction (``lambda_prior_reco``) decodes without the context keys and is not supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import nn
+
+from torchrl_prelar.modules.apv import (
+    APVWorldModel,
+    make_action_free_world_model,
+    make_apv_world_model,
+)
+from torchrl_prelar.modules.world_model import (
+    PreLARWorldModel,
+    _make_encoder,
+    world_model_config,
+)
+
+CONTEXT_PIXELS_KEY: NestedKey = ("context", "pixels")
+#: Defaults of the ``context`` section of a world-model configuration.
+CONTEXT_DEFAULTS: dict[str, Any] = {
+    "resolutions": [16, 8],
+    "heads": 4,
+    "mask_ratio": 0.75,
+    "dropout": 0.1,
+    "frame": "random",
+    "shift": 0,
+}
+FRAME_CHOICES = ("random", "first")
+
+
+def context_feature_key(side: int) -> NestedKey:
+    """Key of the ``side x side`` context feature map.
+
+    Examples:
+        >>> context_feature_key(8)
+        ('context', 'features_8')
+    """
+    return ("context", f"features_{side}")
+
+
+def context_settings(config: Mapping) -> dict[str, Any]:
+    """The ``context`` section of a world-model configuration, over :data:`CONTEXT_DEFAULTS`.
+
+    Examples:
+        >>> context_settings({"context": {"heads": 2}})["heads"], context_settings({})["frame"]
+        (2, 'random')
+    """
+    settings = {**CONTEXT_DEFAULTS, **(config.get("context") or {})}
+    unknown = sorted(set(settings) - set(CONTEXT_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown context settings {unknown}: expected keys of {sorted(CONTEXT_DEFAULTS)}."
+        )
+    if settings["frame"] not in FRAME_CHOICES:
+        raise ValueError(
+            f"context.frame must be one of {FRAME_CHOICES}, got {settings['frame']!r}."
+        )
+    if not 0.0 <= settings["mask_ratio"] < 1.0:
+        raise ValueError(f"context.mask_ratio must be in [0, 1), got {settings['mask_ratio']}.")
+    if not settings["resolutions"] or min(settings["resolutions"]) < 1:
+        raise ValueError(
+            f"context.resolutions must list positive map sides, got {settings['resolutions']}."
+        )
+    if settings["heads"] < 1 or settings["shift"] < 0:
+        raise ValueError("context.heads must be positive and context.shift non-negative.")
+    return settings
+
+
+def collapse_expanded(value: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """``value`` with every expanded (stride-0) batch dimension reduced to size 1.
+
+    Work done on the result and expanded back equals the work done on ``value``, once per
+    distinct entry: a context frame shared by the T steps of a clip is encoded once.
+
+    Examples:
+        >>> frame = torch.zeros(2, 1, 3, 8, 8).expand(2, 5, 3, 8, 8)
+        >>> collapse_expanded(frame, 3).shape
+        torch.Size([2, 1, 3, 8, 8])
+    """
+    batch = value.ndim - event_dims
+    index = tuple(
+        slice(0, 1) if size > 1 and stride == 0 else slice(None)
+        for size, stride in zip(value.shape[:batch], value.stride()[:batch], strict=True)
+    )
+    return value[index]
+
+
+def random_shift(frames: torch.Tensor, pad: int) -> torch.Tensor:
+    """Shift each ``[N, C, H, W]`` frame by up to ``pad`` pixels (edges replicated).
+
+    Examples:
+        >>> random_shift(torch.rand(4, 3, 16, 16), pad=2).shape
+        torch.Size([4, 3, 16, 16])
+    """
+    count, _, height, width = frames.shape
+    padded = F.pad(frames, (pad, pad, pad, pad), mode="replicate")
+    offsets = torch.randint(0, 2 * pad + 1, (2, count, 1), device=frames.device)
+    rows = offsets[0] + torch.arange(height, device=frames.device)
+    columns = offsets[1] + torch.arange(width, device=frames.device)
+    index = torch.arange(count, device=frames.device)[:, None, None]
+    shifted = padded[index, :, rows[:, :, None], columns[:, None, :]]  # [N, H, W, C]
+    return shifted.permute(0, 3, 1, 2)
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+class ContextFrame(TensorDictModuleBase):
+    """Write the context frame of each clip for every one of its steps.
+
+    Reads ``[*batch, T, C, H, W]`` frames; writes one frame per clip, expanded over T (a
+    view, no copy). In training, ``choice="random"`` picks a uniformly random step of each
+    clip (ContextWM's ``trand``); ``"first"``, and eval mode, the first step. ``shift > 0``
+    shifts the training context frame at random by up to that many pixels. A context frame
+    already in the TensorDict is kept (a caller may supply its own).
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({("next", "pixels"): torch.rand(2, 5, 3, 8, 8) - 0.5}, [2, 5])
+        >>> out = ContextFrame("first")(td)
+        >>> bool((out["context", "pixels"] == td["next", "pixels"][:, :1]).all())
+        True
+    """
+
+    def __init__(
+        self,
+        choice: str = "random",
+        shift: int = 0,
+        *,
+        in_key: NestedKey = ("next", "pixels"),
+        out_key: NestedKey = CONTEXT_PIXELS_KEY,
+    ):
+        super().__init__()
+        if choice not in FRAME_CHOICES:
+            raise ValueError(f"choice must be one of {FRAME_CHOICES}, got {choice!r}.")
+        self.choice, self.shift = choice, shift
+        self.in_keys, self.out_keys = [in_key], [out_key]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if self.out_keys[0] in tensordict.keys(include_nested=True):
+            return tensordict
+        frames = tensordict.get(self.in_keys[0])
+        if frames.ndim < 5:
+            raise ValueError(
+                f"{self.in_keys[0]!r} has shape {tuple(frames.shape)}: expected clips "
+                "[*batch, T, C, H, W]."
+            )
+        clips, steps = frames.shape[:-4], frames.shape[-4]
+        if self.training and self.choice == "random":
+            index = torch.randint(steps, clips, device=frames.device)
+        else:
+            index = torch.zeros(clips, dtype=torch.long, device=frames.device)
+        index = index.reshape(*clips, 1, 1, 1, 1).expand(*clips, 1, *frames.shape[-3:])
+        frame = frames.gather(-4, index)
+        if self.training and self.shift:
+            flat = random_shift(frame.reshape(-1, *frames.shape[-3:]), self.shift)
+            frame = flat.reshape(frame.shape)
+        tensordict.set(self.out_keys[0], frame.expand_as(frames))
+        return tensordict
+
+
+class MultiScaleEncoder(nn.Module):
+    """A pixel encoder's layers, keeping its feature maps at the requested sides.
+
+    ``encoder`` is a network of :mod:`torchrl_prelar.modules.networks` (its ``layers`` run on
+    centred pixels); it is cut after the last layer needed, and the map kept for a side is
+    the last one of that side (before the next downsampling, as ContextWM's shortcuts).
+    Expanded batch dimensions (one frame per clip, shared by its steps) are encoded once.
+
+    Args:
+        encoder: the pixel encoder (its own weights: ContextWM's context encoder is separate).
+        sides: map sides to keep, e.g. ``[16, 8]``.
+        image_shape: ``(C, H, W)`` of the frames.
+
+    Examples:
+        >>> from torchrl_prelar.modules.networks import make_conv_encoder
+        >>> encoder = MultiScaleEncoder(make_conv_encoder(depth=4), [16, 8], (3, 64, 64))
+        >>> [tuple(m.shape) for m in encoder(torch.zeros(2, 5, 3, 64, 64))]
+        [(2, 5, 8, 16, 16), (2, 5, 16, 8, 8)]
+        >>> encoder.channels
+        {16: 8, 8: 16}
+    """
+
+    def __init__(self, encoder: nn.Module, sides: list[int], image_shape: tuple[int, int, int]):
+        super().__init__()
+        self.sides = sorted(set(sides), reverse=True)
+        taps: dict[int, int] = {}
+        channels: dict[int, int] = {}
+        with torch.no_grad(), _eval_mode(encoder):
+            value = torch.zeros(1, *image_shape)
+            for index, layer in enumerate(encoder.layers):
+                value = layer(value)
+                taps[value.shape[-1]], channels[value.shape[-1]] = index, value.shape[1]
+        missing = [side for side in self.sides if side not in taps]
+        if missing:
+            raise ValueError(
+                f"The context encoder has no feature map of side {missing} (its maps have "
+                f"sides {sorted(taps, reverse=True)}): set context.resolutions to those."
+            )
+        taps = {side: taps[side] for side in self.sides}
+        self.layers = encoder.layers[: max(taps.values()) + 1]
+        self.taps = {index: side for side, index in taps.items()}
+        self.channels = {side: channels[side] for side in self.sides}
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        distinct = collapse_expanded(pixels, 3)
+        value = distinct.reshape(-1, *pixels.shape[-3:])
+        maps = {}
+        for index, layer in enumerate(self.layers):
+            value = layer(value)
+            if index in self.taps:
+                maps[self.taps[index]] = value
+        batch = pixels.shape[:-3]
+        return tuple(
+            maps[side]
+            .reshape(*distinct.shape[:-3], *maps[side].shape[1:])
+            .expand(*batch, -1, -1, -1)
+            for side in self.sides
+        )
+
+
+class ContextCrossAttention(nn.Module):
+    """Multi-head cross-attention from a decoder feature map to a context feature map.
+
+    Queries are the ``[N, C, s, s]`` decoder map's positions, keys and values the context
+    map's (``[*batch, C_ctx, s_ctx, s_ctx]`` with ``prod(batch) == N``), each with a learned
+    positional embedding (zero at start). In training a random ``mask_ratio`` of the context
+    tokens is dropped per query map (ContextWM's attention mask) and the attention weights see
+    ``dropout``. The layer-normalised attention output is added to the decoder map.
+
+    Examples:
+        >>> attention = ContextCrossAttention(8, 16, side=4, context_side=4, heads=2)
+        >>> attention(torch.zeros(6, 8, 4, 4), torch.randn(2, 3, 16, 4, 4)).shape
+        torch.Size([6, 8, 4, 4])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        context_channels: int,
+        side: int,
+        context_side: int,
+        heads: int = 4,
+        mask_ratio: float = 0.75,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"{heads} heads do not divide the decoder's {channels} channels.")
+        self.heads, self.mask_ratio, self.dropout = heads, mask_ratio, dropout
+        self.context_shape = (context_channels, context_side, context_side)
+        self.query_position = nn.Parameter(torch.zeros(side * side, channels))
+        self.context_position = nn.Parameter(torch.zeros(context_side**2, context_channels))
+        self.query = nn.Linear(channels, channels)
+        self.key = nn.Linear(context_channels, channels)
+        self.value = nn.Linear(context_channels, channels)
+        self.out = nn.Linear(channels, channels)
+        self.norm = nn.LayerNorm(channels)
+
+    def _context_tokens(self, context: torch.Tensor, count: int) -> tuple[torch.Tensor, ...]:
+        """Keys and values ``[count, tokens, C]``, projected once per distinct context map."""
+        if (
+            tuple(context.shape[-3:]) != self.context_shape
+            or math.prod(context.shape[:-3]) != count
+        ):
+            raise ValueError(
+                f"Context map of shape {tuple(context.shape)}: expected [*batch, "
+                f"{', '.join(map(str, self.context_shape))}] with {count} maps in all."
+            )
+        distinct = collapse_expanded(context, 3)
+        tokens = distinct.flatten(-2).transpose(-1, -2) + self.context_position
+        batch = context.shape[:-3]
+        return tuple(
+            projection(tokens).expand(*batch, -1, -1).reshape(count, tokens.shape[-2], -1)
+            for projection in (self.key, self.value)
+        )
+
+    def _drop_tokens(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        count, tokens, channels = key.shape
+        kept = max(1, int(tokens * (1.0 - self.mask_ratio)))
+        order = torch.rand(count, tokens, device=key.device).argsort(-1)[:, :kept]
+        index = order[..., None].expand(-1, -1, channels)
+        return key.gather(1, index), value.gather(1, index)
+
+    def _split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
+        count, length, channels = tokens.shape
+        return tokens.reshape(count, length, self.heads, channels // self.heads).transpose(1, 2)
+
+    def forward(self, decoder_map: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        count, channels, height, width = decoder_map.shape
+        if height * width != self.query_position.shape[0]:
+            raise ValueError(
+                f"Decoder map of side {height}x{width}: this attention was built for "
+                f"{self.query_position.shape[0]} positions."
+            )
+        queries = self.query(decoder_map.flatten(2).transpose(1, 2) + self.query_position)
+        key, value = self._context_tokens(context, count)
+        if self.training and self.mask_ratio:
+            key, value = self._drop_tokens(key, value)
+        attended = F.scaled_dot_product_attention(
+            *(self._split_heads(tokens) for tokens in (queries, key, value)),
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        attended = self.norm(self.out(attended.transpose(1, 2).reshape(count, -1, channels)))
+        return decoder_map + attended.transpose(1, 2).reshape(count, channels, height, width)
+
+
+class ContextualDecoder(nn.Module):
+    """A pixel decoder whose feature maps attend to multi-scale context maps.
+
+    Wraps a decoder of :mod:`torchrl_prelar.modules.networks` (the ``small`` / ``tiny`` conv
+    decoder or the ``paper`` ResNet one: any with ``stem`` and ``layers``) and runs its own
+    layers; the ``s x s`` map is handed to a :class:`ContextCrossAttention` with the context
+    map of side ``s`` before the first layer with weights that reads it (after a conv stage's
+    activation, or after a ResNet stage's upsampling, before its residual blocks).
+
+    Called as ``decoder(state, belief, *context_maps)``: model features ``[*batch, F]``
+    (concatenated) and one map ``[*batch, C_s, s, s]`` per side of ``context_channels``, from
+    the largest side to the smallest (the order of :class:`MultiScaleEncoder`).
+
+    Examples:
+        >>> from torchrl_prelar.modules.networks import make_conv_decoder
+        >>> decoder = ContextualDecoder(make_conv_decoder(12, depth=4), 12, {16: 8, 8: 16}, heads=2)
+        >>> maps = torch.zeros(2, 8, 16, 16), torch.zeros(2, 16, 8, 8)
+        >>> decoder(torch.zeros(2, 4), torch.zeros(2, 8), *maps).shape
+        torch.Size([2, 3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        in_features: int,
+        context_channels: Mapping[int, int],
+        *,
+        heads: int = 4,
+        mask_ratio: float = 0.75,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if not (hasattr(decoder, "stem") and hasattr(decoder, "layers")):
+            raise TypeError(
+                f"ContextualDecoder needs a decoder with stem() and layers (the conv or ResNet "
+                f"decoders of torchrl_prelar.modules.networks), got {type(decoder).__name__}."
+            )
+        self.decoder = decoder
+        self.sides = sorted(context_channels, reverse=True)
+        self._points: dict[int, int] = {}  # layer index -> side attended before it
+        attention = {}
+        with torch.no_grad(), _eval_mode(decoder):
+            value = decoder.stem(torch.zeros(1, in_features))
+            for index, layer in enumerate(decoder.layers):
+                side = value.shape[-1]
+                has_weights = next(layer.parameters(), None) is not None
+                if side in context_channels and str(side) not in attention and has_weights:
+                    self._points[index] = side
+                    attention[str(side)] = ContextCrossAttention(
+                        value.shape[1],
+                        context_channels[side],
+                        side,
+                        side,
+                        heads,
+                        mask_ratio,
+                        dropout,
+                    )
+                value = layer(value)
+        missing = [side for side in self.sides if str(side) not in attention]
+        if missing:
+            raise ValueError(
+                f"The decoder has no feature map of side {missing} read by a layer with "
+                "weights; set context.resolutions to sides of its stages."
+            )
+        self.attention = nn.ModuleDict(attention)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        count = len(self.sides)
+        if len(inputs) <= count:
+            raise TypeError(
+                f"ContextualDecoder needs the model features followed by {count} context "
+                f"maps (sides {self.sides}), got {len(inputs)} tensors."
+            )
+        features, maps = inputs[:-count], dict(zip(self.sides, inputs[-count:], strict=True))
+        value = features[0] if len(features) == 1 else torch.cat(features, -1)
+        batch = value.shape[:-1]
+        hidden = self.decoder.stem(value.reshape(-1, value.shape[-1]))
+        for index, layer in enumerate(self.decoder.layers):
+            side = self._points.get(index)
+            if side is not None:
+                hidden = self.attention[str(side)](hidden, maps[side])
+            hidden = layer(hidden)
+        return hidden.reshape(*batch, *hidden.shape[1:])
+
+
+def _before(
+    parts: list[TensorDictModuleBase], anchor: nn.Module, extra: list[TensorDictModuleBase]
+) -> list[TensorDictModuleBase]:
+    index = next(i for i, part in enumerate(parts) if part is anchor)
+    return [*parts[:index], *extra, *parts[index:]]
+
+
+class ContextWMPretrainModel(PreLARWorldModel):
+    """ContextWM's action-free pre-training model: APV's, with the context read by the decoder.
+
+    Runs the :class:`~torchrl_prelar.modules.PreLARWorldModel` chain (encoder,
+    :class:`~torchrl_prelar.modules.apv.NoAction`, action-free RSSM) and, before the
+    decoder, ``context_frame`` (:class:`ContextFrame`) and ``context_encoder`` (a
+    :class:`~tensordict.nn.TensorDictModule` of a :class:`MultiScaleEncoder`); the decoder is
+    a :class:`ContextualDecoder` reading the state, the belief and the context maps.
+
+    Examples:
+        >>> from torchrl_prelar.data.synthetic import moving_square_batch
+        >>> model = make_contextwm_pretrain_model("tiny")
+        >>> out = model(moving_square_batch(2, 4))
+        >>> out["next", "reco_pixels"].shape, out["context", "features_8"].shape
+        (torch.Size([2, 4, 3, 64, 64]), torch.Size([2, 4, 32, 8, 8]))
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        context_frame: ContextFrame,
+        context_encoder: TensorDictModule,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.context_frame = context_frame
+        self.context_encoder = context_encoder
+
+    @property
+    def _parts(self) -> list[TensorDictModuleBase]:
+        return _before(super()._parts, self.decoder, [self.context_frame, self.context_encoder])
+
+    def _decode(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict = self.context_encoder(self.context_frame(tensordict))
+        return super()._decode(tensordict)
+
+
+class ContextWMWorldModel(APVWorldModel):
+    """ContextWM fine-tuning model: APV's stacked RSSMs, the decoder reading the context.
+
+    :class:`~torchrl_prelar.modules.apv.APVWorldModel` (encoder, action-free RSSM, features,
+    new action-conditional RSSM, decoder, reward heads) with ``context_frame`` and
+    ``context_encoder`` (pre-trained) run before the decoder. The acting policy and the
+    intrinsic bonus are APV's: neither reads the context.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> model = make_contextwm_world_model("tiny", action_dim=4)
+        >>> td = TensorDict({"action": torch.zeros(2, 3, 4),
+        ...                  "is_init": torch.ones(2, 3, 1, dtype=torch.bool),
+        ...                  ("next", "pixels"): torch.zeros(2, 3, 3, 64, 64, dtype=torch.uint8)},
+        ...                 [2, 3])
+        >>> model(td)["next", "reco_pixels"].shape
+        torch.Size([2, 3, 3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        context_frame: ContextFrame,
+        context_encoder: TensorDictModule,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.context_frame = context_frame
+        self.context_encoder = context_encoder
+
+    @property
+    def _parts(self) -> list[TensorDictModuleBase]:
+        return _before(super()._parts, self.decoder, [self.context_frame, self.context_encoder])
+
+
+def make_contextwm_pretrain_model(
+    preset: str | Mapping = "tiny", **overrides: Any
+) -> ContextWMPretrainModel:
+    """APV's action-free world model with a context encoder and a contextual decoder.
+
+    The context encoder has the architecture of the preset's encoder and its own weights
+    (ContextWM's context encoder has the encoder's depth); the decoder is the preset's, with
+    one :class:`ContextCrossAttention` per side of ``context.resolutions``.
+
+    Examples:
+        >>> model = make_contextwm_pretrain_model("tiny", context={"resolutions": [8]})
+        >>> sorted(model.decoder.module.attention)
+        ['8']
+    """
+    config = world_model_config(preset, **overrides)
+    settings = context_settings(config)
+    base = make_action_free_world_model(config)
+    image_shape = base.image_shape
+    network = MultiScaleEncoder(
+        _make_encoder(config["encoder"], image_shape[0], image_shape[1]),
+        settings["resolutions"],
+        image_shape,
+    )
+    context_encoder = TensorDictModule(
+        network,
+        in_keys=[CONTEXT_PIXELS_KEY],
+        out_keys=[context_feature_key(side) for side in network.sides],
+    )
+    rssm = config["rssm"]
+    decoder = ContextualDecoder(
+        base.decoder.module,
+        rssm["categoricals"] * rssm["classes"] + rssm["deter"],
+        network.channels,
+        heads=settings["heads"],
+        mask_ratio=settings["mask_ratio"],
+        dropout=settings["dropout"],
+    )
+    return ContextWMPretrainModel(
+        base.action_model,
+        base.encoder,
+        base.rssm,
+        TensorDictModule(
+            decoder,
+            in_keys=[*base.decoder.in_keys, *context_encoder.out_keys],
+            out_keys=base.decoder.out_keys,
+        ),
+        image_shape=image_shape,
+        validate_inputs=base.validate_inputs,
+        activation_checkpointing=base.activation_checkpointing,
+        context_frame=ContextFrame(settings["frame"], settings["shift"]),
+        context_encoder=context_encoder,
+    )
+
+
+def make_contextwm_world_model(
+    preset: str | Mapping = "tiny",
+    action_dim: int = 4,
+    *,
+    action_free: ContextWMPretrainModel | None = None,
+    reward_keys: list[NestedKey] | None = None,
+    **overrides: Any,
+) -> ContextWMWorldModel:
+    """Stack a new action-conditional RSSM on a ContextWM pre-training model (as APV does).
+
+    Args:
+        preset: world-model preset or configuration (see
+            :func:`~torchrl_prelar.modules.apv.make_apv_world_model`).
+        action_dim: real action size.
+        action_free: the (pre-trained) :func:`make_contextwm_pretrain_model`; its encoder,
+            RSSM, context encoder and decoder are taken over. A fresh one by default.
+        reward_keys: one reward head per key.
+        **overrides: merged into the preset.
+
+    Examples:
+        >>> model = make_contextwm_world_model("tiny", action_dim=4)
+        >>> model.rssm_prior.action_state_projector[0].in_features  # 64 stoch + 4 action
+        68
+    """
+    config = world_model_config(preset, **overrides)
+    if action_free is None:
+        action_free = make_contextwm_pretrain_model(config)
+    stacked = make_apv_world_model(
+        config, action_dim, action_free=action_free, reward_keys=reward_keys
+    )
+    return ContextWMWorldModel(
+        stacked.encoder.module,
+        stacked.action_free,
+        stacked.rssm,
+        stacked.decoder,
+        list(stacked.reward_heads),
+        image_shape=stacked.image_shape,
+        validate_inputs=stacked.validate_inputs,
+        context_frame=action_free.context_frame,
+        context_encoder=action_free.context_encoder,
+    )
+
+
+_Builders = tuple[Callable[..., PreLARWorldModel], Callable[..., APVWorldModel]]
+#: ``finetune.init`` values that pre-train an action-free model and stack an RSSM on it:
+#: (pre-training model builder, fine-tuning model builder), both taking a configuration.
+STACKED_BASELINES: dict[str, _Builders] = {
+    "apv": (make_action_free_world_model, make_apv_world_model),
+    "contextwm": (make_contextwm_pretrain_model, make_contextwm_world_model),
+}
