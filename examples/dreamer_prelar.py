@@ -6,6 +6,7 @@
     python examples/dreamer_prelar.py stage=finetune finetune.task=drawer-open-v3
     python examples/dreamer_prelar.py stage=finetune finetune.init=dreamer   # no pre-training
     python examples/dreamer_prelar.py finetune.init=apv        # APV baseline (both stages)
+    python examples/dreamer_prelar.py finetune.init=contextwm  # ContextWM baseline (both stages)
     torchrun --nproc-per-node 4 examples/dreamer_prelar.py stage=pretrain device=cuda
 
 Everything is written to ``run_dir`` (default ``runs/prelar_<preset>``); running the same

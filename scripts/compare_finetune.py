@@ -1,11 +1,12 @@
-"""Fine-tuning comparison: PreLAR-initialised vs ``dreamer`` from scratch (vs APV), several seeds.
+"""Fine-tuning comparison: PreLAR vs ``dreamer`` from scratch (vs APV, ContextWM), several seeds.
 
     MUJOCO_GL=egl python scripts/compare_finetune.py \\
         --pretrained runs/prelar_quick/pretrained_world_model.pt --out runs/compare_quick
 
 With ``--arms prelar dreamer apv --apv-pretrained <action-free pretrained_world_model.pt>``
 (written by ``examples/dreamer_prelar.py stage=pretrain finetune.init=apv``) the APV
-baseline is a third arm.
+baseline is a third arm; likewise ``contextwm`` with ``--contextwm-pretrained`` (written with
+``finetune.init=contextwm``), the ContextWM baseline.
 
 Each run (one per arm and seed, ``<out>/<arm>_seed<seed>``) is ``run_finetune(cfg)`` with the
 ``finetune`` section of ``examples/config`` preset ``--preset`` (plus Hydra ``key=value``
@@ -38,11 +39,29 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "examples" / "config"
-ARMS = ("prelar", "dreamer", "apv")
+ARMS = ("prelar", "dreamer", "apv", "contextwm")
 DEFAULT_ARMS = ("prelar", "dreamer")
-COLOURS = {"prelar": "tab:blue", "dreamer": "tab:orange", "apv": "tab:green"}
+COLOURS = {
+    "prelar": "tab:blue",
+    "dreamer": "tab:orange",
+    "apv": "tab:green",
+    "contextwm": "tab:red",
+}
 # Visible where they coincide.
-STYLES = {"prelar": ("-", "o", 7), "dreamer": ("--", "s", 4), "apv": (":", "^", 5)}
+STYLES = {
+    "prelar": ("-", "o", 7),
+    "dreamer": ("--", "s", 4),
+    "apv": (":", "^", 5),
+    "contextwm": ("-.", "D", 4),
+}
+#: The checkpoint option of each arm that fine-tunes a pre-trained model.
+PRETRAINED_OPTIONS = {
+    "prelar": "--pretrained",
+    "apv": "--apv-pretrained",
+    "contextwm": "--contextwm-pretrained",
+}
+#: Baseline arms named in the report, with their labels.
+BASELINES = {"apv": "APV", "contextwm": "ContextWM"}
 LOSS = "finetune/world_model_loss"
 SUCCESS = "finetune/eval_success_rate"
 RETURN = "finetune/eval_return"
@@ -69,6 +88,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--apv-pretrained", type=Path, help="action-free pretrained_world_model.pt (apv arm)"
     )
+    parser.add_argument(
+        "--contextwm-pretrained",
+        type=Path,
+        help="ContextWM pretrained_world_model.pt (contextwm arm)",
+    )
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS))
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="where results.md goes")
     parser.add_argument(
@@ -81,17 +105,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"override {override!r} is not key=value")
         if key in OWN_KEYS or key in ("preset", "finetune.task"):
             parser.error(f"{key} is set by this script (use its options instead)")
-    if "prelar" in args.arms and args.pretrained is None:
-        parser.error("--pretrained is required for the prelar arm")
-    if "apv" in args.arms and args.apv_pretrained is None:
-        parser.error("--apv-pretrained is required for the apv arm")
-    for option, path in (
-        ("--pretrained", args.pretrained),
-        ("--apv-pretrained", args.apv_pretrained),
-    ):
+    for arm, option in PRETRAINED_OPTIONS.items():
+        path = pretrained_path(args, arm)
+        if arm in args.arms and path is None:
+            parser.error(f"{option} is required for the {arm} arm")
         if path is not None and not path.is_file():
             parser.error(f"{option} {path} does not exist")
     return args
+
+
+def pretrained_path(args: argparse.Namespace, arm: str) -> Path | None:
+    """The checkpoint given for ``arm`` (None for ``dreamer`` or when not given)."""
+    option = PRETRAINED_OPTIONS.get(arm)
+    return getattr(args, option.lstrip("-").replace("-", "_")) if option else None
 
 
 def pretrained_world_model_config(path: Path | None) -> dict[str, Any] | None:
@@ -125,7 +151,7 @@ def run_config(
     cfg["name"] = f"{arm}_seed{seed}"
     cfg["finetune"]["init"] = arm
     cfg["finetune"]["task"] = args.task
-    pretrained = {"prelar": args.pretrained, "apv": args.apv_pretrained}.get(arm)
+    pretrained = pretrained_path(args, arm)
     cfg["finetune"]["pretrained"] = str(pretrained.resolve()) if pretrained else None
     if world_model is not None:  # every arm: the pre-trained model's structure
         cfg["world_model"] = {**cfg["world_model"], **world_model}
@@ -347,12 +373,12 @@ def describe(results: Mapping[str, Mapping[int, Any]], cfg: Mapping[str, Any]) -
             f"At the first logged update the loss is {firsts['prelar'].mean():.3f} (PreLAR) vs "
             f"{firsts['dreamer'].mean():.3f} (dreamer)."
         )
-    if "apv" in results:
-        a = finals["apv"]
-        parts.append(
-            f"APV: world-model loss {a.mean():.3f} (mean of the last 5 logged values; "
-            f"{firsts['apv'].mean():.3f} at the first logged update)."
-        )
+    for arm, label in BASELINES.items():
+        if arm in results:
+            parts.append(
+                f"{label}: world-model loss {finals[arm].mean():.3f} (mean of the last 5 logged "
+                f"values; {firsts[arm].mean():.3f} at the first logged update)."
+            )
     if all(len(s) == 0 or not s.any() for s in successes.values()):
         parts.append(
             "The evaluation success rate is 0 for every run and evaluation point: runs this "
@@ -387,7 +413,7 @@ def write_report(
     )
     lines = [
         "# Results: fine-tuning from PreLAR vs `dreamer` from scratch"
-        + (" vs APV" if "apv" in results else ""),
+        + "".join(f" vs {label}" for arm, label in BASELINES.items() if arm in results),
         "",
         f"Generated by `scripts/compare_finetune.py` on {datetime.date.today().isoformat()}.",
         "",
@@ -486,6 +512,12 @@ def write_report(
             if "apv" in results
             else ""
         )
+        + (
+            "; `contextwm` is APV's structure with ContextWM's context encoder, whose "
+            "multi-scale features the decoder reads through cross-attention"
+            if "contextwm" in results
+            else ""
+        )
         + ". It is a "
         "training loss on each run's own replay batches (random prefill, then that run's "
         "policy), not a held-out measure. Run folders "
@@ -511,7 +543,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     started = time.time()
-    world_model = pretrained_world_model_config(args.pretrained or args.apv_pretrained)
+    checkpoints = [pretrained_path(args, arm) for arm in PRETRAINED_OPTIONS]
+    world_model = pretrained_world_model_config(next(filter(None, checkpoints), None))
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     cfg = None
     for index, (arm, seed) in enumerate(jobs, 1):

@@ -1,3 +1,4 @@
+import importlib.util
 import math
 from pathlib import Path
 
@@ -207,3 +208,27 @@ def test_contextwm_pretrain_then_finetune_end_to_end(tmp_path):
         if name.startswith("context_encoder.") and not torch.equal(value, state[prefix + name])
     ]
     assert moved
+
+
+def test_compare_finetune_contextwm_arm(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "compare_finetune", REPO / "scripts" / "compare_finetune.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", str(tmp_path), "--arms", "dreamer", "contextwm"])
+    assert "--contextwm-pretrained is required" in capsys.readouterr().err
+    checkpoint = tmp_path / "contextwm.pt"
+    checkpoint.write_bytes(b"")
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--arms",
+        "contextwm",
+        "--contextwm-pretrained",
+        str(checkpoint),
+    ]
+    cfg = script.run_config(script.parse_args(argv), "contextwm", 0, None)
+    assert cfg["finetune"]["init"] == "contextwm"
+    assert cfg["finetune"]["pretrained"] == str(checkpoint.resolve())
