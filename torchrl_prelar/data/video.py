@@ -82,6 +82,7 @@ __all__ = [
     "VideoEpisodeWriter",
     "make_video_replay_buffer",
     "resize_frames",
+    "transition_actions",
     "validate_frames",
 ]
 
@@ -299,6 +300,21 @@ def validate_frames(
     return frames
 
 
+def transition_actions(actions: torch.Tensor) -> torch.Tensor:
+    """Maps APV actions (``a[t]`` leads into frame t) to transitions (``a[t]`` leaves frame t).
+
+    ``actions`` is ``[L + 1, A]`` (``actions[0]`` is the reset padding); the result holds at
+    row t the action taken at o_t that leads to o_{t+1}, and zeros at the last frame.
+
+    Example:
+        >>> transition_actions(torch.tensor([[0.0], [1.0], [2.0]])).flatten().tolist()
+        [1.0, 2.0, 0.0]
+    """
+    transition = torch.zeros_like(actions)
+    transition[:-1] = actions[1:]
+    return transition
+
+
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resizes uint8 frames ``[N, H, W, 3]`` to ``[N, *size, 3]`` (antialiased bilinear).
 
@@ -494,9 +510,7 @@ class VideoEpisodeWriter:
             raise EpisodeError(
                 f"{name}: actions have {actions.shape[-1]} dims, the buffer holds {stored_dim}"
             )
-        transition = torch.zeros_like(actions)
-        transition[:-1] = actions[1:]
-        return transition
+        return transition_actions(actions)
 
     def flush(self) -> None:
         """Saves storage length, writer cursor and stats to ``root``.

@@ -89,18 +89,24 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
         torch.cuda.set_rng_state(state["cuda_device"], device)
 
 
-def update_summary(run_dir: str | Path, section: str, values: dict[str, Any]) -> Path:
+def update_summary(
+    run_dir: str | Path, section: str, values: dict[str, Any], *, merge: bool = False
+) -> Path:
     """Write ``values`` as section ``section`` of ``run_dir/summary.json`` (atomically).
+
+    With ``merge`` the entries of ``values`` are added to the section, its others kept.
 
     Examples:
         >>> import tempfile
-        >>> path = update_summary(tempfile.mkdtemp(), "pretrain", {"updates": 3})
-        >>> json.loads(path.read_text())["pretrain"]["updates"]
-        3
+        >>> run_dir = tempfile.mkdtemp()
+        >>> path = update_summary(run_dir, "pretrain", {"updates": 3})
+        >>> path = update_summary(run_dir, "pretrain", {"latent_actions": {}}, merge=True)
+        >>> sorted(json.loads(path.read_text())["pretrain"])
+        ['latent_actions', 'updates']
     """
     path = Path(run_dir) / "summary.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
-    summary[section] = values
+    summary[section] = {**summary.get(section, {}), **values} if merge else values
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, path)

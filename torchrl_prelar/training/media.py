@@ -98,18 +98,66 @@ def save_prediction_gif(
         >>> save_prediction_gif(clip, clip, 2, Path(tempfile.mkdtemp()) / "p.gif").exists()
         True
     """
+    return save_video_panels(
+        [truth, prediction], path, context=context, bars=[False, True], fps=fps
+    )
+
+
+def save_video_panels(
+    panels: Sequence[torch.Tensor],
+    path: str | Path,
+    *,
+    context: int,
+    bars: Sequence[bool],
+    labels: Sequence[str] | None = None,
+    fps: int = 4,
+) -> Path:
+    """Write a GIF of ``[T, C, H, W]`` clips in [-0.5, 0.5] side by side, one frame per step.
+
+    Panels are 2 pixels apart. Under each panel whose ``bars`` entry is True, a bar is green
+    for the first ``context`` steps (observed) and red afterwards (imagined). ``labels`` are
+    written in a strip above the panels.
+
+    Examples:
+        >>> import tempfile
+        >>> clip = torch.zeros(4, 3, 8, 8)
+        >>> path = Path(tempfile.mkdtemp()) / "p.gif"
+        >>> save_video_panels([clip] * 3, path, context=2, bars=[False, False, True],
+        ...                   labels=["A", "B", "C"]).exists()
+        True
+    """
     import imageio.v3 as iio
 
-    left, right = _to_uint8(truth), _to_uint8(prediction)
-    steps, height, width, _ = left.shape
+    if len(bars) != len(panels) or (labels is not None and len(labels) != len(panels)):
+        raise ValueError(
+            f"Expected one bars (and labels) entry per panel: {len(panels)} panels, "
+            f"{len(bars)} bars, {None if labels is None else len(labels)} labels."
+        )
+    frames = [_to_uint8(panel) for panel in panels]
+    steps, height, width, _ = frames[0].shape
     bar = max(2, height // 16)
-    canvas = np.zeros((steps, height + bar, 2 * width + 2, 3), np.uint8)
-    canvas[:, :height, :width] = left
-    canvas[:, :height, width + 2 :] = right
-    for step in range(steps):
-        colour = (0, 200, 0) if step < context else (220, 0, 0)
-        canvas[step, height:, width + 2 :] = colour
+    top = 12 if labels else 0
+    canvas = np.zeros((steps, top + height + bar, len(frames) * (width + 2) - 2, 3), np.uint8)
+    for index, (clip, barred) in enumerate(zip(frames, bars, strict=True)):
+        left = index * (width + 2)
+        canvas[:, top : top + height, left : left + width] = clip
+        for step in range(steps if barred else 0):
+            colour = (0, 200, 0) if step < context else (220, 0, 0)
+            canvas[step, top + height :, left : left + width] = colour
+    if labels:
+        canvas[:, :top] = _label_strip(labels, canvas.shape[2], width + 2, top)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, canvas, duration=1000 / fps, loop=0)
     return path
+
+
+def _label_strip(labels: Sequence[str], total_width: int, stride: int, height: int) -> np.ndarray:
+    """White text on black, one label at the left of each panel."""
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (total_width, height))
+    draw = ImageDraw.Draw(strip)
+    for index, label in enumerate(labels):
+        draw.text((index * stride + 1, 0), label, fill=(255, 255, 255))
+    return np.asarray(strip)

@@ -133,6 +133,7 @@ def pretrain(
     log_every: int = 10,
     checkpoint_every: int = 100,
     on_checkpoint: Callable[[int], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
     progress: bool = True,
     distributed: DistributedContext | None = None,
 ) -> dict[str, float]:
@@ -146,10 +147,12 @@ def pretrain(
         log: called with ``(metrics, step)`` every ``log_every`` updates.
         checkpoint_every: updates between two atomic checkpoints (one is also written at the end).
         on_checkpoint: called with the step after each checkpoint (e.g. to write media).
+        on_step: called with the step after each update, after logging and before that
+            step's checkpoint (e.g. to evaluate every so many updates).
         progress: show a tqdm progress bar.
         distributed: the data-parallel job (``None``: one process). Every rank calls
             :func:`pretrain`; metrics are averaged over the ranks at logging steps, and only
-            rank 0 logs, writes checkpoints and calls ``on_checkpoint``.
+            rank 0 logs, writes checkpoints and calls ``on_checkpoint`` and ``on_step``.
 
     Returns:
         The metrics of the last update as floats (empty if nothing was left to do).
@@ -200,6 +203,8 @@ def pretrain(
             bar.set_postfix(loss=f"{last['loss']:.2f}", action_kl=f"{last['action_kl']:.2f}")
             if log is not None and context.is_main:
                 log(last, step)
+        if on_step is not None and context.is_main:
+            on_step(step)
         if step % checkpoint_every == 0 or step == num_updates:
             checkpoint()
     bar.close()

@@ -8,7 +8,8 @@ writes into ``cfg["run_dir"]``: checkpoints, CSV (and wandb) logs, PNG curves, a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,20 @@ from torchrl.data import ReplayBuffer
 from tqdm.auto import tqdm
 
 from torchrl_prelar.data.video import EpisodeSource, make_video_replay_buffer
-from torchrl_prelar.modules import PreLARWorldModel, make_world_model, world_model_config
+from torchrl_prelar.evaluation.held_out import (
+    TRANSFER_GIF,
+    HeldOutConfig,
+    LatentActionMonitor,
+    generate_held_out_sets,
+    load_clip_sets,
+    save_latent_action_results,
+)
+from torchrl_prelar.modules import (
+    LatentActionModel,
+    PreLARWorldModel,
+    make_world_model,
+    world_model_config,
+)
 from torchrl_prelar.modules.contextwm import STACKED_BASELINES
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.checkpoint import save_checkpoint, update_summary
@@ -105,6 +119,41 @@ def make_pretrain_loss(cfg: Mapping[str, Any]) -> PreLARLoss:
     return PreLARLoss(world_model, **cfg["loss"])
 
 
+def make_latent_action_monitor(
+    cfg: Mapping[str, Any],
+    run_dir: Path,
+    world_model: PreLARWorldModel,
+    log: Callable[[dict[str, float], int], None],
+) -> LatentActionMonitor | None:
+    """The held-out latent-action evaluation of ``cfg["evaluation"]``.
+
+    Writes (or completes) the held-out episodes under ``evaluation.dir`` (default
+    ``<run_dir>/heldout``): Meta-world scripted episodes, or moving squares when the run
+    pre-trains on synthetic video. ``None`` when ``evaluation.enabled`` is false or the world
+    model has no latent action (APV, ContextWM).
+    """
+    settings = cfg.get("evaluation") or {}
+    if not settings.get("enabled") or not isinstance(
+        getattr(world_model, "action_model", None), LatentActionModel
+    ):
+        return None
+    data = cfg["data"]
+    folders = generate_held_out_sets(
+        settings.get("dir") or run_dir / "heldout",
+        HeldOutConfig.from_mapping({"noise": data["noise"], **settings}),
+        synthetic=data["source"] == "synthetic",
+        pretrain_tasks=data.get("tasks") if data["source"] == "metaworld" else None,
+    )
+    return LatentActionMonitor(
+        world_model,
+        load_clip_sets(folders, num_transitions=settings["num_transitions"]),
+        context=settings["context"],
+        every=settings["probe_every"],
+        last_step=cfg["pretrain"]["updates"],
+        log=log,
+    )
+
+
 def _write_pretrain_media(
     world_model: PreLARWorldModel, buffer: ReplayBuffer, run_dir: Path, context: int
 ) -> None:
@@ -150,6 +199,8 @@ def _run_pretrain(
         distributed=job,
     )
     loggers = RunLoggers.create(run_dir, cfg["name"], **cfg["logger"]) if job.is_main else None
+    log = partial(loggers.log, prefix="pretrain/") if job.is_main else None
+    monitor = make_latent_action_monitor(cfg, run_dir, loss.world_model, log) if log else None
     context = min(train["video_context"], cfg["data"]["num_transitions"] - 1)
     started = time.time()
     last = pretrain(
@@ -157,12 +208,13 @@ def _run_pretrain(
         buffer.sample,
         num_updates=train["updates"],
         run_dir=run_dir,
-        log=lambda metrics, step: loggers.log(metrics, step, prefix="pretrain/"),
+        log=log,
         log_every=train["log_every"],
         checkpoint_every=train["checkpoint_every"],
         on_checkpoint=lambda step: _write_pretrain_media(
             loss.world_model, buffer, run_dir, context
         ),
+        on_step=monitor.on_step if monitor is not None else None,
         distributed=job,
     )
     summary = {
@@ -178,4 +230,7 @@ def _run_pretrain(
             {"world_model": loss.world_model.state_dict(), "config": dict(cfg["world_model"])},
         )
         update_summary(run_dir, "pretrain", summary)
+    if monitor is not None:
+        save_latent_action_results(run_dir, monitor.evaluate(train["updates"]))
+        monitor.save_transfer_gif(run_dir / TRANSFER_GIF)
     return summary

@@ -1,0 +1,307 @@
+"""Held-out episodes with true actions, and the latent-action evaluation run on them.
+
+Two sets, each a folder of APV-format ``.npz`` episodes (``<root>/seen``, ``<root>/unseen``):
+
+* ``seen``: new episodes (another seed than the training videos) of pre-training tasks;
+* ``unseen``: episodes of the six evaluation tasks ``METAWORLD_EVAL_TASKS``, never in
+  pre-training.
+
+They are rendered by the scripted Meta-world generator (resumable: only missing episodes are
+rendered), or, for runs pre-trained on synthetic video, written as moving-square episodes
+(``unseen``: two smaller squares instead of one). :class:`LatentActionMonitor` runs
+:func:`~torchrl_prelar.evaluation.latent_actions.evaluate_latent_actions` on both sets during
+pre-training; :func:`save_latent_action_results` writes the figures of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tensordict import TensorDict
+from tqdm.auto import tqdm
+
+from torchrl_prelar.evaluation.latent_actions import (
+    episodes_to_clips,
+    evaluate_latent_actions,
+    load_episodes,
+    save_transfer_gif,
+)
+from torchrl_prelar.modules import PreLARWorldModel
+from torchrl_prelar.training.checkpoint import update_summary
+
+__all__ = [
+    "HELD_OUT_SETS",
+    "LOGGED_FIGURES",
+    "HeldOutConfig",
+    "LatentActionMonitor",
+    "generate_held_out_sets",
+    "load_clip_sets",
+    "save_latent_action_results",
+    "spread_tasks",
+    "transfer_pair",
+]
+
+HELD_OUT_SETS = ("seen", "unseen")
+#: Figures logged during pre-training, as ``<figure>_<set>`` (e.g. ``probe_r2_seen``).
+LOGGED_FIGURES = ("probe_r2", "state_kl_shuffled_ratio", "delta_psnr")
+RESULTS_FILE = "latent_actions.json"
+TRANSFER_GIF = "latent_action_transfer.gif"
+#: The synthetic ``unseen`` set: two smaller squares (training videos show one of side 12).
+UNSEEN_SQUARES = {"num_squares": 2, "square": 8}
+
+
+@dataclass(frozen=True)
+class HeldOutConfig:
+    """How the held-out episodes are made (the ``evaluation`` block of the presets).
+
+    Args:
+        seen_episodes: episodes per seen task (synthetic video: in all).
+        unseen_episodes: episodes per evaluation task (synthetic video: in all).
+        seen_tasks: how many pre-training tasks the seen set covers, evenly spread over
+            them (:func:`spread_tasks`); ``None``: all.
+        episode_length: actions per episode (``L + 1`` frames).
+        seen_seed: base seed of the seen episodes (must differ from the training videos').
+        unseen_seed: base seed of the unseen episodes.
+        noise: action-noise std of the scripted experts.
+
+    Examples:
+        >>> HeldOutConfig.from_mapping({"seen_episodes": 2, "probe_every": 100}).seen_episodes
+        2
+    """
+
+    seen_episodes: int = 1
+    unseen_episodes: int = 2
+    seen_tasks: int | None = None
+    episode_length: int = 48
+    seen_seed: int = 1000
+    unseen_seed: int = 2000
+    noise: float = 0.1
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> HeldOutConfig:
+        """The fields found in ``settings``; other keys are ignored."""
+        names = {item.name for item in fields(cls)}
+        return cls(**{key: value for key, value in settings.items() if key in names})
+
+
+def spread_tasks(tasks: Sequence[str], count: int | None) -> tuple[str, ...]:
+    """``count`` of ``tasks``, evenly spread over the list (all of them for ``None``).
+
+    Examples:
+        >>> spread_tasks(["a", "b", "c", "d", "e", "f"], 3)
+        ('a', 'c', 'e')
+    """
+    if count is None or count >= len(tasks):
+        return tuple(tasks)
+    if count < 1:
+        raise ValueError(f"seen_tasks must be >= 1 or None, got {count}.")
+    return tuple(tasks[index * len(tasks) // count] for index in range(count))
+
+
+def generate_held_out_sets(
+    root: str | Path,
+    config: HeldOutConfig,
+    *,
+    synthetic: bool = False,
+    pretrain_tasks: Sequence[str] | None = None,
+) -> dict[str, Path]:
+    """Write (or complete) the ``seen`` and ``unseen`` folders under ``root``; return them.
+
+    Meta-world episodes come from the scripted generator (``pretrain_tasks``: the pre-training
+    tasks, default all but the evaluation tasks), moving squares with ``synthetic``. Episodes
+    already written are kept, so an interrupted call resumes.
+
+    Examples:
+        >>> import tempfile
+        >>> folders = generate_held_out_sets(tempfile.mkdtemp(), HeldOutConfig(
+        ...     seen_episodes=2, unseen_episodes=2, episode_length=8), synthetic=True)
+        >>> [len(list(folder.glob("*.npz"))) for folder in folders.values()]
+        [2, 2]
+    """
+    folders = {name: Path(root) / name for name in HELD_OUT_SETS}
+    if synthetic:
+        _write_square_episodes(folders["seen"], config.seen_episodes, config, config.seen_seed)
+        _write_square_episodes(
+            folders["unseen"], config.unseen_episodes, config, config.unseen_seed, **UNSEEN_SQUARES
+        )
+        return folders
+    from torchrl_prelar.data.sources.metaworld_scripted import default_pretrain_tasks
+    from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
+
+    seen = spread_tasks(tuple(pretrain_tasks or default_pretrain_tasks()), config.seen_tasks)
+    _render_scripted(folders["seen"], seen, config.seen_episodes, config, config.seen_seed)
+    _render_scripted(
+        folders["unseen"], METAWORLD_EVAL_TASKS, config.unseen_episodes, config, config.unseen_seed
+    )
+    return folders
+
+
+def _render_scripted(
+    folder: Path, tasks: Sequence[str], episodes: int, config: HeldOutConfig, seed: int
+) -> None:
+    from torchrl_prelar.data.sources.metaworld_scripted import (
+        ScriptedVideoConfig,
+        generate_scripted_videos,
+    )
+
+    video_config = ScriptedVideoConfig(
+        tasks=tuple(tasks), noise_std=config.noise, episode_length=config.episode_length, seed=seed
+    )
+    with tqdm(total=len(tasks) * episodes, desc=f"held-out {folder.name} videos") as bar:
+        generate_scripted_videos(folder, video_config, episodes, on_episode=bar.update)
+
+
+def _write_square_episodes(
+    folder: Path, episodes: int, config: HeldOutConfig, seed: int, **squares: int
+) -> None:
+    from torchrl_prelar.data.synthetic import moving_square_episodes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    length = config.episode_length
+    for index, episode in enumerate(moving_square_episodes(episodes, length, seed=seed, **squares)):
+        path = folder / f"synthetic-square_{seed}_{index:05d}-{length}.npz"
+        if path.exists():
+            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, image=episode.frames, action=episode.actions)
+        os.replace(tmp, path)
+
+
+def load_clip_sets(
+    folders: Mapping[str, str | Path], *, num_transitions: int
+) -> dict[str, TensorDict]:
+    """The ``[B, T]`` clips of each held-out folder (see :func:`episodes_to_clips`).
+
+    Examples:
+        >>> import tempfile
+        >>> folders = generate_held_out_sets(tempfile.mkdtemp(), HeldOutConfig(
+        ...     seen_episodes=2, unseen_episodes=2, episode_length=8), synthetic=True)
+        >>> sets = load_clip_sets(folders, num_transitions=4)
+        >>> {name: clips.shape for name, clips in sets.items()}
+        {'seen': torch.Size([4, 4]), 'unseen': torch.Size([4, 4])}
+    """
+    return {
+        name: episodes_to_clips(load_episodes(folder), num_transitions=num_transitions)
+        for name, folder in folders.items()
+    }
+
+
+def transfer_pair(clips: TensorDict) -> tuple[int, int]:
+    """Clip indices ``(source, target)`` for the transfer GIF: the first clip of the first
+    episode and the first clip of the middle episode (another task in scripted sets, whose
+    files sort by generation time, task by task).
+
+    Examples:
+        >>> clips = TensorDict({"episode": torch.tensor([[0], [0], [1], [2]])}, [4, 1])
+        >>> transfer_pair(clips)
+        (0, 2)
+    """
+    episode = clips["episode"][:, 0]
+    ids = episode.unique()
+    middle = ids[ids.numel() // 2]
+    return 0, int((episode == middle).nonzero()[0])
+
+
+class LatentActionMonitor:
+    """Evaluates the latent actions on the held-out sets every ``every`` updates.
+
+    Call :meth:`on_step` after each pre-training update: at multiples of ``every`` and at
+    ``last_step`` it runs :func:`evaluate_latent_actions` on every set and logs
+    :data:`LOGGED_FIGURES` as ``<figure>_<set>`` through ``log(metrics, step)``. The last
+    result is kept, so :meth:`evaluate` at the same step costs nothing.
+
+    Args:
+        world_model: the world model being pre-trained.
+        clip_sets: held-out clips per set name (:func:`load_clip_sets`).
+        context: observed transitions of the open-loop imagination.
+        every: updates between two evaluations (0: only at ``last_step``).
+        last_step: the run's final update.
+        log: receives the logged figures and the step.
+        seed: seed of the evaluation.
+    """
+
+    def __init__(
+        self,
+        world_model: PreLARWorldModel,
+        clip_sets: Mapping[str, TensorDict],
+        *,
+        context: int,
+        every: int,
+        last_step: int,
+        log: Callable[[dict[str, float], int], None] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.world_model = world_model
+        self.clip_sets = dict(clip_sets)
+        self.context = context
+        self.every = every
+        self.last_step = last_step
+        self.log = log
+        self.seed = seed
+        self._last: tuple[int, dict[str, dict]] | None = None
+
+    def on_step(self, step: int) -> None:
+        if step == self.last_step or (self.every and step % self.every == 0):
+            self.evaluate(step)
+
+    def evaluate(self, step: int) -> dict[str, dict]:
+        """The figures of every set at ``step`` (logged when computed)."""
+        if self._last is not None and self._last[0] == step:
+            return self._last[1]
+        results = {
+            name: evaluate_latent_actions(
+                self.world_model, clips, context=self.context, seed=self.seed
+            )
+            for name, clips in self.clip_sets.items()
+        }
+        if self.log is not None:
+            logged = {
+                f"{figure}_{name}": results[name][figure]
+                for name in results
+                for figure in LOGGED_FIGURES
+            }
+            self.log(logged, step)
+        self._last = (step, results)
+        return results
+
+    def save_transfer_gif(self, path: str | Path, set_name: str = "unseen") -> Path:
+        """The transfer GIF (:func:`save_transfer_gif`) on a pair of ``set_name`` clips."""
+        clips = self.clip_sets[set_name]
+        source, target = transfer_pair(clips)
+        return save_transfer_gif(
+            self.world_model,
+            clips,
+            path,
+            source=source,
+            target=target,
+            context=self.context,
+            seed=self.seed,
+        )
+
+
+def save_latent_action_results(run_dir: str | Path, results: Mapping[str, Any]) -> Path:
+    """Write ``results`` to ``run_dir/latent_actions.json`` and into ``summary.json``.
+
+    ``summary.json`` gets them under ``"pretrain" -> "latent_actions"``, the rest of the
+    ``"pretrain"`` section kept. Returns the JSON file.
+
+    Examples:
+        >>> import tempfile
+        >>> run_dir = Path(tempfile.mkdtemp())
+        >>> path = save_latent_action_results(run_dir, {"seen": {"probe_r2": 0.5}})
+        >>> json.loads((run_dir / "summary.json").read_text())["pretrain"]["latent_actions"]
+        {'seen': {'probe_r2': 0.5}}
+    """
+    path = Path(run_dir) / RESULTS_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)
+    update_summary(run_dir, "pretrain", {"latent_actions": dict(results)}, merge=True)
+    return path

@@ -1,0 +1,517 @@
+"""What a pre-trained latent action knows about the true action, and whether the RSSM uses it.
+
+Held-out episodes that carry their true actions (the scripted Meta-world generator writes
+them; :class:`~torchrl_prelar.data.sources.RLBenchSource` reads them) are cut into ``[B, T]``
+clips by :func:`episodes_to_clips`. :func:`evaluate_latent_actions` then measures three things
+with the world model in eval mode, its latent actions being modes (the Gaussian's mean, the
+discrete code's arg-max, the deterministic output as it is):
+
+* **probe**: a ridge-regression linear probe from the latent action to the true action, fitted
+  on half of the episodes and scored (R^2) on the other half (:func:`linear_probe_r2`,
+  :func:`split_episodes`);
+* **state KL**: KL(posterior || prior) of the RSSM in nats per step with the clips' own latent
+  actions and with latent actions shuffled across clips (:func:`state_kl`); a prior that relies
+  on the latent action gets much worse with another clip's;
+* **controllability** (as in Genie): PSNR of an open-loop imagination driven by the inferred
+  latent actions minus that driven by shuffled ones (:func:`controllability`).
+
+:func:`save_transfer_gif` shows zero-shot transfer: the latent actions of clip A replayed from
+clip B's start state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+from torchrl_prelar.data.video import Episode, transition_actions
+from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr
+from torchrl_prelar.modules import PreLARWorldModel
+from torchrl_prelar.modules.pixels import centred_pixels
+from torchrl_prelar.training.media import save_video_panels
+
+__all__ = [
+    "MIN_IMAGINED",
+    "controllability",
+    "episodes_to_clips",
+    "evaluate_latent_actions",
+    "linear_probe_r2",
+    "load_episodes",
+    "posterior_rollout",
+    "save_transfer_gif",
+    "shuffle_index",
+    "split_episodes",
+    "state_kl",
+]
+
+#: Fewest imagined frames (``T - context``) the controllability figure is computed over.
+MIN_IMAGINED = 5
+_CLIP_KEYS = ("pixels", ("next", "pixels"), "is_init", "true_action", "episode")
+
+
+def load_episodes(folder: str | Path) -> list[Episode]:
+    """The episodes of a folder of APV-format ``.npz`` files, in file-name order.
+
+    Every episode must carry its true actions (key ``"action"``); unreadable files raise.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> np.savez_compressed(folder / "t-a_00000-4.npz", image=np.zeros((5, 64, 64, 3),
+        ...                     np.uint8), action=np.zeros((5, 4), np.float32))
+        >>> [episode.actions.shape for episode in load_episodes(folder)]
+        [(5, 4)]
+    """
+    from torchrl_prelar.data.sources.rlbench import RLBenchSource
+
+    episodes = []
+    for item in RLBenchSource(folder, name=Path(folder).name):
+        if not isinstance(item, Episode):
+            raise ValueError(f"held-out episode {item.name} unusable: {item.reason}")
+        if item.actions is None:
+            raise ValueError(
+                f"held-out episode {item.name} in {folder} has no 'action' key: the "
+                "latent-action evaluation needs episodes with their true actions."
+            )
+        episodes.append(item)
+    return episodes
+
+
+def episodes_to_clips(episodes: Sequence[Episode], *, num_transitions: int) -> TensorDict:
+    """Cut episodes into non-overlapping clips of ``num_transitions`` transitions.
+
+    An episode of ``L + 1`` frames gives ``L // T`` clips (frames ``kT .. (k+1)T``); the
+    remaining transitions are left out. Returns a ``[B, T]`` TensorDict with uint8
+    ``"pixels"`` (o_t) and ``("next", "pixels")`` (o_{t+1}), ``[3, H, W]``; ``"is_init"``
+    (True at t = 0 of every clip); ``"true_action"``: the action taken at o_t that leads to
+    o_{t+1} (TorchRL's transition convention, APV ``action[t + 1]``, mapped by
+    :func:`~torchrl_prelar.data.video.transition_actions`); ``"episode"``: the index of the
+    clip's episode in ``episodes``.
+
+    Raises:
+        ValueError: naming the episode that has no actions, actions of the wrong shape, or
+            fewer than ``T + 1`` frames.
+
+    Examples:
+        >>> episode = Episode(np.zeros((11, 8, 8, 3), np.uint8),
+        ...                   np.arange(11, dtype=np.float32)[:, None], name="ep")
+        >>> clips = episodes_to_clips([episode], num_transitions=4)
+        >>> clips.shape, clips["true_action"][1, :, 0].tolist()
+        (torch.Size([2, 4]), [5.0, 6.0, 7.0, 8.0])
+    """
+    if num_transitions < 1:
+        raise ValueError(f"num_transitions must be >= 1, got {num_transitions}.")
+    if not episodes:
+        raise ValueError("episodes is empty: expected at least one episode.")
+    clips = [
+        _episode_clips(episode, index, num_transitions) for index, episode in enumerate(episodes)
+    ]
+    return torch.cat(clips)
+
+
+def _episode_clips(episode: Episode, index: int, steps: int) -> TensorDict:
+    name = episode.name or f"episode {index}"
+    frames = torch.as_tensor(np.asarray(episode.frames))
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+        raise ValueError(
+            f"{name}: frames have dtype {frames.dtype} and shape {tuple(frames.shape)}, "
+            "expected uint8 [L + 1, H, W, 3]."
+        )
+    if episode.actions is None:
+        raise ValueError(f"{name}: no actions ('true_action' needs the episode's actions).")
+    actions = torch.as_tensor(np.asarray(episode.actions), dtype=torch.float32)
+    if actions.ndim != 2 or actions.shape[0] != frames.shape[0]:
+        raise ValueError(
+            f"{name}: actions have shape {tuple(actions.shape)}, expected "
+            f"[{frames.shape[0]}, A] (one per frame, APV convention)."
+        )
+    num_clips = (frames.shape[0] - 1) // steps
+    if num_clips == 0:
+        raise ValueError(
+            f"{name}: {frames.shape[0]} frames, expected at least {steps + 1} for one clip of "
+            f"{steps} transitions."
+        )
+    used = num_clips * steps
+    pixels = frames[: used + 1].permute(0, 3, 1, 2)
+    window = torch.arange(num_clips)[:, None] * steps + torch.arange(steps + 1)
+    clip_frames = pixels[window]
+    is_init = torch.zeros(num_clips, steps, 1, dtype=torch.bool)
+    is_init[:, 0] = True
+    return TensorDict(
+        {
+            "pixels": clip_frames[:, :-1],
+            ("next", "pixels"): clip_frames[:, 1:],
+            "is_init": is_init,
+            "true_action": transition_actions(actions)[:used].reshape(num_clips, steps, -1),
+            "episode": torch.full((num_clips, steps), index, dtype=torch.int64),
+        },
+        batch_size=[num_clips, steps],
+    )
+
+
+def linear_probe_r2(
+    train_features: torch.Tensor,
+    train_targets: torch.Tensor,
+    test_features: torch.Tensor,
+    test_targets: torch.Tensor,
+    *,
+    ridge: float = 1e-3,
+    multioutput: Literal["uniform_average", "variance_weighted", "raw_values"] = "uniform_average",
+) -> torch.Tensor:
+    """Fit ``targets ~ features @ W + b`` on the train set, return R^2 on the test set.
+
+    Ridge regression (the bias is not penalised) with penalty ``ridge * tr(X^T X) / F`` on
+    the centred train features ``X`` (``F`` features), so ``ridge`` does not depend on their
+    scale; ``ridge=0`` is least squares. R^2 = 1 - SSE / SST with SST around the test mean,
+    as scikit-learn's ``r2_score``: per target dim (``"raw_values"``), averaged uniformly over
+    dims (``"uniform_average"``, the default) or pooled (``"variance_weighted"``). A constant
+    test target scores 1 if predicted exactly, else 0. 1 is perfect, 0 is no better than the
+    test mean, negative is worse.
+
+    Examples:
+        >>> x = torch.randn(200, 3)
+        >>> y = x @ torch.randn(3, 2) + 1
+        >>> round(float(linear_probe_r2(x[:100], y[:100], x[100:], y[100:], ridge=0)), 3)
+        1.0
+    """
+    _check_probe_inputs(train_features, train_targets, "train")
+    _check_probe_inputs(test_features, test_targets, "test")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            f"train and test features differ in width: {train_features.shape[1]} and "
+            f"{test_features.shape[1]}."
+        )
+    x, y = train_features.double(), train_targets.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    x, y = x - x_mean, y - y_mean
+    penalty = ridge * x.pow(2).sum() / x.shape[1]
+    if penalty > 0:
+        x = torch.cat([x, penalty.sqrt() * torch.eye(x.shape[1], dtype=x.dtype)])
+        y = torch.cat([y, y.new_zeros(x.shape[1], y.shape[1])])
+    weight = torch.linalg.lstsq(x, y).solution
+    test = test_targets.double()
+    prediction = (test_features.double() - x_mean) @ weight + y_mean
+    sse = (test - prediction).pow(2).sum(0)
+    sst = (test - test.mean(0)).pow(2).sum(0)
+    if multioutput == "variance_weighted":
+        return 1 - sse.sum() / sst.sum()
+    r2 = torch.where(sst > 0, 1 - sse / sst.clamp_min(1e-300), (sse == 0).double())
+    if multioutput == "raw_values":
+        return r2
+    if multioutput == "uniform_average":
+        return r2.mean()
+    raise ValueError(
+        f"multioutput must be 'uniform_average', 'variance_weighted' or 'raw_values', got "
+        f"{multioutput!r}."
+    )
+
+
+def _check_probe_inputs(features: torch.Tensor, targets: torch.Tensor, part: str) -> None:
+    if features.ndim != 2 or targets.ndim != 2 or features.shape[0] != targets.shape[0]:
+        raise ValueError(
+            f"Expected {part} features [N, F] and targets [N, A] with the same N, got "
+            f"{tuple(features.shape)} and {tuple(targets.shape)}."
+        )
+    if features.shape[0] < 2:
+        raise ValueError(f"The {part} set has {features.shape[0]} samples, expected >= 2.")
+
+
+def split_episodes(episode: torch.Tensor, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks (train, test) over ``episode`` ids: half of the episodes each.
+
+    The distinct ids are permuted with a generator of ``seed``; the first ``n // 2`` are
+    train, the rest test, so no episode is on both sides.
+
+    Examples:
+        >>> train, test = split_episodes(torch.tensor([0, 0, 1, 1, 2, 3]))
+        >>> bool((train ^ test).all()), int(train.sum() > 0), int(test.sum() > 0)
+        (True, 1, 1)
+    """
+    ids = episode.unique()
+    if ids.numel() < 2:
+        raise ValueError(
+            f"'episode' holds {ids.numel()} distinct episode, expected >= 2 to fit the probe on "
+            "some episodes and score it on others."
+        )
+    order = ids[torch.randperm(ids.numel(), generator=torch.Generator().manual_seed(seed))]
+    train = torch.isin(episode, order[: ids.numel() // 2])
+    return train, ~train
+
+
+def shuffle_index(num_clips: int, *, seed: int = 0) -> torch.Tensor:
+    """A random permutation without fixed points: clip ``i`` takes clip ``index[i]``'s data.
+
+    A random cycle through all clips (seeded), so every clip gets another clip's sequence.
+
+    Examples:
+        >>> index = shuffle_index(5, seed=1)
+        >>> sorted(index.tolist()), bool((index != torch.arange(5)).all())
+        ([0, 1, 2, 3, 4], True)
+    """
+    if num_clips < 2:
+        raise ValueError(f"Shuffling across clips needs >= 2 clips, got {num_clips}.")
+    order = torch.randperm(num_clips, generator=torch.Generator().manual_seed(seed))
+    index = torch.empty_like(order)
+    index[order] = order.roll(-1)
+    return index
+
+
+class _GivenLatentActions(TensorDictModuleBase):
+    """Stands in for the action model: writes latent actions computed beforehand."""
+
+    def __init__(self, latent_action: torch.Tensor, like: TensorDictModuleBase):
+        super().__init__()
+        self.latent_action = latent_action
+        self.in_keys = list(like.in_keys)
+        self.out_keys = ["latent_action"]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict.set("latent_action", self.latent_action)
+        return tensordict
+
+
+@torch.no_grad()
+def posterior_rollout(
+    world_model: PreLARWorldModel,
+    clips: TensorDictBase,
+    *,
+    latent_action: torch.Tensor | None = None,
+    seed: int | None = 0,
+) -> TensorDictBase:
+    """The world model's output on ``clips`` in eval mode (latent actions are modes).
+
+    With ``latent_action`` (``[B, T, D]``) the RSSM reads those instead of the action
+    model's. The RSSM's state samples are drawn from a stream of ``seed`` (the global random
+    state is left as it was; ``None`` draws from it); the training mode is restored.
+
+    Examples:
+        >>> from torchrl_prelar import make_world_model
+        >>> from torchrl_prelar.data.synthetic import moving_square_batch
+        >>> out = posterior_rollout(make_world_model("tiny"), moving_square_batch(2, 3))
+        >>> out["latent_action"].shape, out["next", "posterior_logits"].shape
+        (torch.Size([2, 3, 8]), torch.Size([2, 3, 8, 8]))
+    """
+    was_training = world_model.training
+    action_model = world_model.action_model
+    world_model.eval()
+    try:
+        if latent_action is not None:
+            world_model.action_model = _GivenLatentActions(latent_action, action_model)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return world_model(clips.clone())
+    finally:
+        world_model.action_model = action_model
+        world_model.train(was_training)
+
+
+def state_kl(out: TensorDictBase, used: torch.Tensor) -> float:
+    """Mean KL(posterior || prior) in nats per step over the ``used`` steps of a rollout.
+
+    ``out`` holds the RSSM's categorical ``("next", "posterior_logits")`` and
+    ``("next", "prior_logits")`` (``[B, T, categoricals, classes]``); the KL is summed over
+    categoricals and averaged over the steps where ``used`` (``[B, T]``) is True.
+
+    Examples:
+        >>> logits = torch.zeros(1, 2, 1, 2)
+        >>> out = TensorDict({("next", "posterior_logits"): logits,
+        ...                   ("next", "prior_logits"): logits}, [1, 2])
+        >>> state_kl(out, torch.ones(1, 2, dtype=torch.bool))
+        0.0
+    """
+    posterior = out["next", "posterior_logits"].float().log_softmax(-1)
+    prior = out["next", "prior_logits"].float().log_softmax(-1)
+    kl = (posterior.exp() * (posterior - prior)).sum((-1, -2))
+    return float(kl[used].mean())
+
+
+def controllability(
+    truth: torch.Tensor, own: torch.Tensor, shuffled: torch.Tensor, *, context: int
+) -> dict[str, float]:
+    """Mean PSNR (dB) of the imagined frames driven by own vs shuffled latent actions.
+
+    ``truth``, ``own`` and ``shuffled`` are ``[B, T, C, H, W]`` as returned by
+    :func:`~torchrl_prelar.evaluation.open_loop_rollout`; frames ``context ..`` are imagined.
+    ``delta_psnr = psnr_own - psnr_shuffled`` is positive when the imagination follows the
+    latent actions it is given.
+
+    Examples:
+        >>> truth = torch.zeros(1, 4, 3, 2, 2)
+        >>> out = controllability(truth, truth + 0.01, truth + 0.1, context=2)
+        >>> round(out["delta_psnr"], 3)
+        20.0
+    """
+    own_psnr = float(psnr(own[:, context:], truth[:, context:]).mean())
+    shuffled_psnr = float(psnr(shuffled[:, context:], truth[:, context:]).mean())
+    return {
+        "psnr_own": own_psnr,
+        "psnr_shuffled": shuffled_psnr,
+        "delta_psnr": own_psnr - shuffled_psnr,
+    }
+
+
+def _check_clips(clips: TensorDictBase, context: int) -> None:
+    if clips.ndim != 2:
+        raise ValueError(f"Expected clips with batch size [B, T], got {tuple(clips.shape)}.")
+    keys = clips.keys(include_nested=True)
+    for key in _CLIP_KEYS:
+        if key not in keys:
+            raise KeyError(
+                f"clips have no {key!r} key: expected {list(_CLIP_KEYS)} (see episodes_to_clips)."
+            )
+    action = clips["true_action"]
+    if action.ndim != 3:
+        raise ValueError(
+            f"'true_action' must be [B, T, A] = [{clips.shape[0]}, {clips.shape[1]}, A], got "
+            f"{tuple(action.shape)}."
+        )
+    steps = clips.shape[1]
+    if not 1 <= context <= steps - MIN_IMAGINED:
+        raise ValueError(
+            f"context must be in [1, {steps - MIN_IMAGINED}] (T = {steps} transitions, at least "
+            f"{MIN_IMAGINED} imagined frames), got {context}."
+        )
+
+
+def evaluate_latent_actions(
+    world_model: PreLARWorldModel,
+    clips: TensorDictBase,
+    *,
+    context: int = 5,
+    seed: int = 0,
+    ridge: float = 1e-3,
+) -> dict[str, float | int | list[float]]:
+    """Probe, state KL and controllability of the latent actions on held-out ``clips``.
+
+    Args:
+        world_model: a pre-trained world model whose action model writes ``"latent_action"``
+            (Gaussian, deterministic or discrete :class:`~torchrl_prelar.LatentActionModel`).
+        clips: ``[B, T]`` clips from :func:`episodes_to_clips` (keys ``"pixels"``,
+            ``("next", "pixels")``, ``"is_init"``, ``"true_action"``, ``"episode"``), of at
+            least two episodes.
+
+    Keyword Args:
+        context: observed transitions of the open-loop imagination, in ``[1, T - 5]``.
+        seed: seed of the episode split, the shuffle and the RSSM's state samples.
+        ridge: relative ridge penalty of the probe (:func:`linear_probe_r2`).
+
+    Returns:
+        ``probe_r2`` (R^2 averaged uniformly over action dims) and ``probe_r2_per_dim``: the
+        linear probe from the latent action (mode) to the true action, fitted on half of the
+        episodes and scored on the others, first transition of each clip left out (the RSSM
+        zeroes the action there); ``state_kl`` and ``shuffled_state_kl`` (nats per step, same
+        steps) with the clips' own latent actions and with each clip given another clip's
+        (:func:`shuffle_index`), and ``state_kl_shuffled_ratio`` (shuffled / own);
+        ``psnr_own``, ``psnr_shuffled``, ``delta_psnr`` (:func:`controllability` over the
+        ``T - context`` imagined frames); ``episodes``, ``clips``, ``context``.
+
+    The model's training mode and the global random state are left as they were.
+
+    Examples:
+        >>> from torchrl_prelar import make_world_model
+        >>> from torchrl_prelar.data.synthetic import moving_square_episodes
+        >>> clips = episodes_to_clips(moving_square_episodes(4, 12), num_transitions=6)
+        >>> figures = evaluate_latent_actions(make_world_model("tiny"), clips, context=1)
+        >>> sorted(figures)[:4]
+        ['clips', 'context', 'delta_psnr', 'episodes']
+    """
+    _check_clips(clips, context)
+    clips = clips.to(next(world_model.parameters()).device)
+    used = ~clips["is_init"].reshape(clips.shape)
+    own = posterior_rollout(world_model, clips, seed=seed)
+    latent = own["latent_action"]
+    shuffled_latent = latent[shuffle_index(clips.shape[0], seed=seed).to(latent.device)]
+    shuffled = posterior_rollout(world_model, clips, latent_action=shuffled_latent, seed=seed)
+    figures = _probe(
+        latent[used].cpu(),
+        clips["true_action"][used].cpu(),
+        clips["episode"][used].cpu(),
+        seed,
+        ridge,
+    )
+    own_kl, shuffled_kl = state_kl(own, used), state_kl(shuffled, used)
+    figures.update(
+        state_kl=own_kl,
+        shuffled_state_kl=shuffled_kl,
+        state_kl_shuffled_ratio=shuffled_kl / own_kl if own_kl > 0 else float("nan"),
+    )
+    truth, own_prediction = open_loop_rollout(world_model, clips, context, seed=seed)
+    _, shuffled_prediction = open_loop_rollout(
+        world_model, clips, context, latent_action=shuffled_latent, seed=seed
+    )
+    figures.update(controllability(truth, own_prediction, shuffled_prediction, context=context))
+    figures.update(
+        episodes=int(clips["episode"].unique().numel()), clips=clips.shape[0], context=context
+    )
+    return figures
+
+
+def _probe(
+    features: torch.Tensor, targets: torch.Tensor, episode: torch.Tensor, seed: int, ridge: float
+) -> dict[str, float | list[float]]:
+    train, test = split_episodes(episode, seed=seed)
+    r2 = linear_probe_r2(
+        features[train],
+        targets[train],
+        features[test],
+        targets[test],
+        ridge=ridge,
+        multioutput="raw_values",
+    )
+    return {"probe_r2": float(r2.mean()), "probe_r2_per_dim": r2.tolist()}
+
+
+@torch.no_grad()
+def save_transfer_gif(
+    world_model: PreLARWorldModel,
+    clips: TensorDictBase,
+    path: str | Path,
+    *,
+    source: int,
+    target: int,
+    context: int,
+    seed: int = 0,
+    fps: int = 4,
+) -> Path:
+    """GIF of zero-shot transfer: clip ``source``'s latent actions from clip ``target``'s start.
+
+    Three panels per step, labelled: ``A`` = clip ``source`` (truth), ``B`` = clip ``target``
+    (truth), ``B+A`` = clip ``target`` observed for ``context`` frames, then imagined with the
+    latent actions inferred from clip ``source`` (bar under it: green observed, red imagined).
+    If the latent action carries the motion, ``B+A`` moves like ``A`` from where ``B`` was.
+
+    Examples:
+        >>> import tempfile
+        >>> from torchrl_prelar import make_world_model
+        >>> from torchrl_prelar.data.synthetic import moving_square_batch
+        >>> path = Path(tempfile.mkdtemp()) / "transfer.gif"
+        >>> save_transfer_gif(make_world_model("tiny"), moving_square_batch(2, 6), path,
+        ...                   source=0, target=1, context=2).exists()
+        True
+    """
+    for name, index in (("source", source), ("target", target)):
+        if not 0 <= index < clips.shape[0]:
+            raise ValueError(
+                f"{name} must be a clip index in [0, {clips.shape[0] - 1}], got {index}."
+            )
+    clips = clips.to(next(world_model.parameters()).device)
+    pair = clips[[source, target]]
+    latent = posterior_rollout(world_model, pair, seed=seed)["latent_action"]
+    truth, transferred = open_loop_rollout(
+        world_model, pair[1:], context, latent_action=latent[:1], seed=seed
+    )
+    return save_video_panels(
+        [centred_pixels(pair[0]["next", "pixels"]).cpu(), truth[0].cpu(), transferred[0].cpu()],
+        path,
+        context=context,
+        bars=[False, False, True],
+        labels=["A", "B", "B+A"],
+        fps=fps,
+    )
