@@ -1,0 +1,289 @@
+"""Model-gap benchmark: data, alignment, frozen schedule, scores, APV, the script end to end."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from torchrl_prelar.data.synthetic import moving_square_episodes
+from torchrl_prelar.evaluation.model_gap import (
+    MODEL_GAP_ARMS,
+    WorldModelFinetuner,
+    available_arms,
+    finetune_world_model,
+    generate_model_gap_splits,
+    heldout_clips,
+    make_model_gap_world_model,
+    make_transition_buffer,
+    open_loop_scores,
+    run_model_gap_arm,
+)
+from torchrl_prelar.evaluation.open_loop import open_loop_rollout
+from torchrl_prelar.modules import make_world_model
+from torchrl_prelar.modules.apv import make_action_free_world_model
+from torchrl_prelar.training.checkpoint import save_checkpoint
+from torchrl_prelar.training.finetune_agent import INITS, representation_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "model_gap.py"
+TINY = {"preset": "tiny", "overrides": {}}
+# Seconds-long: one task, one 12-step episode per split, 3 updates (the first frozen), clips
+# of 2 observed + 3 imagined frames; pre-training with the example's `test` preset.
+SCRIPT_ARGS = [
+    "--arms", "prelar", "apv", "dreamer",
+    "--seeds", "0", "1",
+    "--updates", "3", "--freeze-updates", "1",
+    "--batch-size", "2", "--batch-length", "6",
+    "--context", "2", "--horizon", "3", "--clip-stride", "6",
+    "--tasks", "reach-v3", "--train-episodes", "1", "--heldout-episodes", "1",
+    "--episode-length", "12",
+    "--preset", "test", "--threads", "1",
+]  # fmt: skip
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("model_gap_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script_run(tmp_path_factory):
+    """One run of scripts/model_gap.py into a temp folder (docs with other content first)."""
+    root = tmp_path_factory.mktemp("model_gap")
+    out, docs = root / "out", root / "docs"
+    docs.mkdir()
+    (docs / "results.md").write_text("# Results\n\nAnother generator's text.\n")
+    argv = ["--out", str(out), "--docs", str(docs), *SCRIPT_ARGS]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv],
+        env={**os.environ, "MUJOCO_GL": "egl"},
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, docs, argv
+
+
+def _checkpoint(path: Path, world_model) -> Path:
+    return save_checkpoint(path, {"world_model": world_model.state_dict(), "config": TINY})
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Tiny (untrained) pre-trainings of the PreLAR and APV kinds."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    return {
+        "prelar": _checkpoint(root / "prelar.pt", make_world_model("tiny")),
+        "apv": _checkpoint(root / "apv.pt", make_action_free_world_model("tiny")),
+    }
+
+
+@pytest.fixture(scope="module")
+def squares():
+    """Moving squares with their 2-d displacement as the real action."""
+    buffer = make_transition_buffer(moving_square_episodes(4, 16), num_transitions=6, batch_size=3)
+    clips = heldout_clips(moving_square_episodes(2, 16, seed=1), num_transitions=6, stride=5)
+    return buffer, clips
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_splits_share_no_episode(script_run, tmp_path):
+    out = script_run[0]
+    train = sorted((out / "data" / "train").glob("*.npz"))
+    heldout = sorted((out / "data" / "heldout").glob("*.npz"))
+    assert train and heldout
+    metadata = [out / "data" / split / "metadata.json" for split in ("train", "heldout")]
+    seeds = [json.loads(path.read_text())["seed"] for path in metadata]
+    assert seeds[0] != seeds[1]
+    for a in train:
+        for b in heldout:
+            with np.load(a) as x, np.load(b) as y:
+                assert not np.array_equal(x["image"], y["image"])
+                assert not np.array_equal(x["action"], y["action"])
+    with pytest.raises(ValueError, match="must differ"):
+        generate_model_gap_splits(tmp_path, train_seed=3, heldout_seed=3)
+
+
+def _numbered_episode(folder: Path, name: str, frames: int) -> None:
+    """Frame t is filled with the value 10 t; APV action[t] (into frame t) is (t, -t)."""
+    image = (10 * np.arange(frames, dtype=np.uint8))[:, None, None, None].repeat(64, 1)
+    image = image.repeat(64, 2).repeat(3, 3)
+    steps = np.arange(frames, dtype=np.float32)
+    action = np.stack([steps, -steps], 1)
+    action[0] = 0
+    path = folder / f"20260101T000000-{name}-{frames - 1}.npz"
+    np.savez_compressed(path, image=image, action=action)
+
+
+def test_action_is_the_one_taken_at_o_t(tmp_path):
+    for index in range(2):
+        _numbered_episode(tmp_path, f"ep{index}", 12)
+    clips = heldout_clips(tmp_path, num_transitions=4, stride=3)
+    assert clips.batch_size == (6, 4)  # starts 0, 3, 6 of two 12-frame episodes
+
+    def frame_index(pixels):
+        return ((pixels[..., 0, 0, 0] + 0.5) * 255 / 10).round()
+
+    for batch in (
+        clips,
+        make_transition_buffer(tmp_path, num_transitions=4, batch_size=5).sample(),
+    ):
+        t = frame_index(batch["pixels"])
+        torch.testing.assert_close(frame_index(batch["next", "pixels"]), t + 1)
+        # the action leading from o_t to o_{t+1}: APV's action[t + 1]
+        torch.testing.assert_close(batch["action"], torch.stack([t + 1, -(t + 1)], -1))
+        assert batch["is_init"][:, 0].all() and not batch["is_init"][:, 1:].any()
+
+
+def test_episodes_without_actions_are_refused(tmp_path):
+    image = np.zeros((10, 64, 64, 3), np.uint8)
+    np.savez_compressed(tmp_path / "20260101T000000-a-9.npz", image=image)
+    with pytest.raises(ValueError, match="no actions"):
+        heldout_clips(tmp_path, num_transitions=4, stride=2)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def _snapshot(parameters):
+    return [p.detach().clone() for p in parameters]
+
+
+def _changed(before, parameters):
+    return any(not torch.equal(b, p) for b, p in zip(before, parameters, strict=True))
+
+
+@pytest.mark.parametrize("arm", ["prelar", "apv"])
+def test_frozen_schedule(arm, checkpoints, squares):
+    buffer, _ = squares
+    torch.manual_seed(0)
+    model = make_model_gap_world_model(arm, action_dim=2, pretrained=checkpoints[arm])
+    frozen = representation_parameters(model)
+    new = model.action_model.parameters() if arm == "prelar" else model.rssm.parameters()
+    trained_from_start = [*new, *model.decoder.parameters()]
+    finetuner = WorldModelFinetuner(model, lr=1e-3, freeze_updates=2)
+    for _ in range(2):
+        frozen_before, trained_before = _snapshot(frozen), _snapshot(trained_from_start)
+        finetuner.step(buffer.sample())
+        assert not _changed(frozen_before, frozen)
+        # frozen by lr 0, not by a missing gradient (APV's action-free prior head has none:
+        # its KL is not trained at fine-tuning)
+        assert all(p.grad is not None for p in model.encoder.parameters())
+        assert _changed(trained_before, trained_from_start)
+    frozen_before = _snapshot(frozen)
+    finetuner.step(buffer.sample())
+    assert _changed(frozen_before, frozen)
+
+
+def test_finetuning_loss_falls(squares):
+    buffer, _ = squares
+    torch.manual_seed(0)
+    model = make_model_gap_world_model("dreamer", action_dim=2, world_model_preset="tiny")
+    finetuner = WorldModelFinetuner(model, lr=1e-3, freeze_updates=0)
+    curve = [step["loss"] for step in finetune_world_model(finetuner, buffer.sample, updates=20)]
+    assert np.mean(curve[-3:]) < 0.7 * np.mean(curve[:3])
+
+
+# ----------------------------------------------------------------------------- scores
+
+
+def test_open_loop_score_is_seeded_and_matches_an_independent_psnr(checkpoints, squares):
+    _, clips = squares
+    torch.manual_seed(0)
+    model = make_model_gap_world_model("prelar", action_dim=2, pretrained=checkpoints["prelar"])
+    context = 2
+    first = open_loop_scores(model, clips, context=context, seed=3)
+    assert first == open_loop_scores(model, clips, context=context, seed=3)
+    assert len(first["psnr"]) == clips.shape[1] - context
+
+    truth, prediction = open_loop_rollout(model, clips, context, seed=3)
+    error = (prediction.numpy()[:, context:] - truth.numpy()[:, context:]) ** 2
+    mse = error.reshape(*error.shape[:2], -1).mean(-1)
+    np.testing.assert_allclose(first["mse"], mse.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(first["psnr"], (10 * np.log10(1 / mse)).mean(0), rtol=1e-4)
+
+    still = clips.clone()
+    still["action"] = torch.zeros_like(still["action"])
+    assert open_loop_scores(model, still, context=context, seed=3) != first  # actions drive it
+
+
+def test_apv_arm_end_to_end(checkpoints, squares):
+    buffer, clips = squares
+    result = run_model_gap_arm(
+        "apv",
+        seed=0,
+        sample=buffer.sample,
+        clips=clips,
+        context=2,
+        updates=3,
+        freeze_updates=1,
+        pretrained=checkpoints["apv"],
+    )
+    assert len(result["loss"]) == 3 and len(result["psnr"]) == len(result["mse"]) == 4
+    assert np.isfinite(result["loss"]).all() and np.isfinite(result["psnr"]).all()
+    with pytest.raises(ValueError, match="APV"):  # a PreLAR checkpoint is not an APV one
+        make_model_gap_world_model("apv", action_dim=2, pretrained=checkpoints["prelar"])
+
+
+def test_arms():
+    assert {"prelar", "prelar_no_action_learning", "apv", "dreamer"} <= set(available_arms())
+    assert ("contextwm" in available_arms()) == ("contextwm" in INITS)
+    assert not MODEL_GAP_ARMS["dreamer"].pretrained
+
+
+# ----------------------------------------------------------------------------- script
+
+
+def test_script_writes_json_table_and_plot(script_run):
+    out, docs, _ = script_run
+    results = json.loads((out / "model_gap.json").read_text())
+    assert results["settings"]["updates"] == 3
+    for arm in ("prelar", "apv", "dreamer"):
+        assert sorted(results["runs"][arm]) == ["0", "1"]
+        run = results["runs"][arm]["0"]
+        assert len(run["loss"]) == 3 and len(run["psnr"]) == 3
+    assert results["pretrain"]["apv"]["updates"] == 6  # the `test` preset's pre-training
+    assert (docs / "results" / "model_gap.png").stat().st_size > 0
+    text = (docs / "results.md").read_text()
+    assert text.startswith("# Results\n\nAnother generator's text.\n")
+    section = text.split("<!-- model_gap:start", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[1:]] == [
+        "prelar",
+        "apv",
+        "dreamer",
+        "last observed frame (no model)",
+    ]
+    assert "K = 3 updates" in section
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("resumed benchmark ran again what was done")
+
+
+def test_script_resumes_and_replaces_only_its_section(script_run, monkeypatch):
+    out, docs, argv = script_run
+    before = json.loads((out / "model_gap.json").read_text())["runs"]
+    module = load_script()
+    monkeypatch.setattr(module, "subprocess", SimpleNamespace(run=_must_not_run))  # no pre-training
+    monkeypatch.setattr("torchrl_prelar.evaluation.model_gap.run_model_gap_arm", _must_not_run)
+    module.main(argv)
+    assert json.loads((out / "model_gap.json").read_text())["runs"] == before
+    text = (docs / "results.md").read_text()
+    assert text.count("<!-- model_gap:start") == 1 and text.count("<!-- model_gap:end -->") == 1
+    assert text.startswith("# Results\n\nAnother generator's text.\n")
+    with pytest.raises(ValueError, match="updates"):
+        module.main([*argv, "--updates", "4"])
