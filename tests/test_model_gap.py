@@ -26,8 +26,9 @@ from torchrl_prelar.evaluation.model_gap import (
     run_model_gap_arm,
 )
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout
-from torchrl_prelar.modules import make_world_model
-from torchrl_prelar.modules.apv import make_action_free_world_model
+from torchrl_prelar.modules import make_world_model, world_model_config
+from torchrl_prelar.modules.contextwm import STACKED_BASELINES
+from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.training.checkpoint import save_checkpoint
 from torchrl_prelar.training.finetune_agent import INITS, representation_parameters
 
@@ -41,7 +42,7 @@ SCRIPT_ARGS = [
     "--seeds", "0", "1",
     "--updates", "3", "--freeze-updates", "1",
     "--batch-size", "2", "--batch-length", "6",
-    "--context", "2", "--horizon", "3", "--clip-stride", "6",
+    "--context", "2", "--horizon", "3",
     "--tasks", "reach-v3", "--train-episodes", "1", "--heldout-episodes", "1",
     "--episode-length", "12",
     "--preset", "test", "--threads", "1",
@@ -80,20 +81,20 @@ def _checkpoint(path: Path, world_model) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Tiny (untrained) pre-trainings of the PreLAR and APV kinds."""
+    """Tiny (untrained) pre-trainings of the PreLAR, APV and ContextWM kinds."""
     root = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
-    return {
-        "prelar": _checkpoint(root / "prelar.pt", make_world_model("tiny")),
-        "apv": _checkpoint(root / "apv.pt", make_action_free_world_model("tiny")),
-    }
+    paths = {"prelar": _checkpoint(root / "prelar.pt", make_world_model("tiny"))}
+    for kind, (make_pretrained, _) in STACKED_BASELINES.items():
+        paths[kind] = _checkpoint(root / f"{kind}.pt", make_pretrained(world_model_config("tiny")))
+    return paths
 
 
 @pytest.fixture(scope="module")
 def squares():
     """Moving squares with their 2-d displacement as the real action."""
     buffer = make_transition_buffer(moving_square_episodes(4, 16), num_transitions=6, batch_size=3)
-    clips = heldout_clips(moving_square_episodes(2, 16, seed=1), num_transitions=6, stride=5)
+    clips = heldout_clips(moving_square_episodes(2, 16, seed=1), num_transitions=6)
     return buffer, clips
 
 
@@ -131,11 +132,11 @@ def _numbered_episode(folder: Path, name: str, frames: int) -> None:
 def test_action_is_the_one_taken_at_o_t(tmp_path):
     for index in range(2):
         _numbered_episode(tmp_path, f"ep{index}", 12)
-    clips = heldout_clips(tmp_path, num_transitions=4, stride=3)
-    assert clips.batch_size == (6, 4)  # starts 0, 3, 6 of two 12-frame episodes
+    clips = heldout_clips(tmp_path, num_transitions=4)
+    assert clips.batch_size == (4, 4)  # frames 0-4 and 4-8 of two 12-frame episodes
 
     def frame_index(pixels):
-        return ((pixels[..., 0, 0, 0] + 0.5) * 255 / 10).round()
+        return ((centred_pixels(pixels)[..., 0, 0, 0] + 0.5) * 255 / 10).round()
 
     for batch in (
         clips,
@@ -152,7 +153,7 @@ def test_episodes_without_actions_are_refused(tmp_path):
     image = np.zeros((10, 64, 64, 3), np.uint8)
     np.savez_compressed(tmp_path / "20260101T000000-a-9.npz", image=image)
     with pytest.raises(ValueError, match="no actions"):
-        heldout_clips(tmp_path, num_transitions=4, stride=2)
+        make_transition_buffer(tmp_path, num_transitions=4, batch_size=2)
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -166,7 +167,7 @@ def _changed(before, parameters):
     return any(not torch.equal(b, p) for b, p in zip(before, parameters, strict=True))
 
 
-@pytest.mark.parametrize("arm", ["prelar", "apv"])
+@pytest.mark.parametrize("arm", ["prelar", "apv", "contextwm"])
 def test_frozen_schedule(arm, checkpoints, squares):
     buffer, _ = squares
     torch.manual_seed(0)
@@ -179,8 +180,8 @@ def test_frozen_schedule(arm, checkpoints, squares):
         frozen_before, trained_before = _snapshot(frozen), _snapshot(trained_from_start)
         finetuner.step(buffer.sample())
         assert not _changed(frozen_before, frozen)
-        # frozen by lr 0, not by a missing gradient (APV's action-free prior head has none:
-        # its KL is not trained at fine-tuning)
+        # frozen by lr 0, not by a missing gradient (the action-free prior head of APV and
+        # ContextWM has none: its KL is not trained at fine-tuning)
         assert all(p.grad is not None for p in model.encoder.parameters())
         assert _changed(trained_before, trained_from_start)
     frozen_before = _snapshot(frozen)
@@ -220,22 +221,23 @@ def test_open_loop_score_is_seeded_and_matches_an_independent_psnr(checkpoints, 
     assert open_loop_scores(model, still, context=context, seed=3) != first  # actions drive it
 
 
-def test_apv_arm_end_to_end(checkpoints, squares):
+@pytest.mark.parametrize("arm", ["apv", "contextwm"])
+def test_stacked_baseline_arm_end_to_end(arm, checkpoints, squares):
     buffer, clips = squares
     result = run_model_gap_arm(
-        "apv",
+        arm,
         seed=0,
         sample=buffer.sample,
         clips=clips,
         context=2,
         updates=3,
         freeze_updates=1,
-        pretrained=checkpoints["apv"],
+        pretrained=checkpoints[arm],
     )
     assert len(result["loss"]) == 3 and len(result["psnr"]) == len(result["mse"]) == 4
     assert np.isfinite(result["loss"]).all() and np.isfinite(result["psnr"]).all()
-    with pytest.raises(ValueError, match="APV"):  # a PreLAR checkpoint is not an APV one
-        make_model_gap_world_model("apv", action_dim=2, pretrained=checkpoints["prelar"])
+    with pytest.raises(ValueError, match="PreLAR"):  # a PreLAR checkpoint is refused
+        make_model_gap_world_model(arm, action_dim=2, pretrained=checkpoints["prelar"])
 
 
 def test_arms():

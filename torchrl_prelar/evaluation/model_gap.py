@@ -9,7 +9,7 @@ pre-training), one *arm* per initialisation:
    train and a held-out folder (different seeds); :func:`make_transition_buffer` samples
    train clips and :func:`heldout_clips` cuts the held-out episodes into fixed clips, both as
    TorchRL transitions with the real ``"action"`` taken at o_t (mapped from the APV episode
-   format by :class:`~torchrl_prelar.data.video.VideoEpisodeWriter`);
+   format by :func:`~torchrl_prelar.data.video.transition_actions`);
 2. model: :func:`make_model_gap_world_model` builds the fine-tuning world model of an arm
    (pre-trained encoder / RSSM / decoder and a new action encoder; APV's stacked RSSMs;
    ``dreamer`` from scratch), without reward heads;
@@ -28,7 +28,7 @@ Example:
     >>> from torchrl_prelar.data.synthetic import moving_square_episodes
     >>> buffer = make_transition_buffer(moving_square_episodes(4, 12), num_transitions=6,
     ...                                 batch_size=2)
-    >>> clips = heldout_clips(moving_square_episodes(2, 12, seed=1), num_transitions=6, stride=6)
+    >>> clips = heldout_clips(moving_square_episodes(2, 12, seed=1), num_transitions=6)
     >>> result = run_model_gap_arm("dreamer", seed=0, sample=buffer.sample, clips=clips,
     ...                            context=2, updates=2, freeze_updates=1,
     ...                            world_model_preset="tiny")
@@ -56,15 +56,15 @@ from torchrl_prelar.data.sources.metaworld_scripted import (
 from torchrl_prelar.data.sources.rlbench import RLBenchSource
 from torchrl_prelar.data.video import (
     ACTION_KEY,
-    EPISODE_KEY,
     Episode,
     EpisodeSource,
-    VideoClipTransform,
     make_video_replay_buffer,
 )
 from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
+from torchrl_prelar.evaluation.latent_actions import episodes_to_clips, load_episodes
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr
 from torchrl_prelar.modules import world_model_config
+from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.checkpoint import load_checkpoint
 from torchrl_prelar.training.finetune_agent import (
@@ -264,44 +264,32 @@ def make_transition_buffer(
     return buffer
 
 
-def heldout_clips(episodes: EpisodesLike, *, num_transitions: int, stride: int) -> TensorDictBase:
-    """Every clip of ``num_transitions`` transitions starting each ``stride`` frames, in order.
+def heldout_clips(
+    episodes: str | Path | Sequence[Episode], *, num_transitions: int
+) -> TensorDictBase:
+    """The held-out episodes cut into consecutive, non-overlapping clips, in file order.
 
-    Clips start at frames 0, ``stride``, ``2 * stride``, ... of every episode while a clip of
-    ``num_transitions + 1`` frames fits; the result is the same on every call.
+    :func:`~torchrl_prelar.evaluation.latent_actions.episodes_to_clips` with its
+    ``"true_action"`` named ``"action"``: an episode of ``L + 1`` frames gives
+    ``L // num_transitions`` clips; the result is the same on every call.
 
     Args:
-        episodes: a folder of APV ``.npz`` episodes with ``action``, a source or episodes.
+        episodes: a folder of APV ``.npz`` episodes with ``action``, or episodes.
         num_transitions: T, transitions per clip (context + imagined steps).
-        stride: frames between the starts of two clips of one episode.
 
     Returns:
-        A ``[N, T]`` TensorDict with the keys of :func:`make_transition_buffer`.
+        A ``[N, T]`` TensorDict: uint8 ``"pixels"`` and ``("next", "pixels")``,
+        ``"is_init"``, the real ``"action"`` taken at o_t and ``"episode"``.
 
     Example:
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
-        >>> clips = heldout_clips(moving_square_episodes(2, 10), num_transitions=4, stride=3)
-        >>> clips.batch_size  # starts 0, 3, 6 in each 11-frame episode
-        torch.Size([6, 4])
+        >>> clips = heldout_clips(moving_square_episodes(2, 10), num_transitions=4)
+        >>> clips.batch_size  # two clips in each 11-frame episode
+        torch.Size([4, 4])
     """
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}.")
-    buffer = make_video_replay_buffer(
-        [_as_source(episodes)], num_transitions=num_transitions, batch_size=1
-    )
-    _check_actions(buffer, episodes)
-    frames = buffer.storage[torch.arange(len(buffer))]
-    _, counts = torch.unique_consecutive(frames[EPISODE_KEY], return_counts=True)
-    firsts = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
-    clip_len = num_transitions + 1
-    starts = torch.cat(
-        [
-            first + torch.arange(0, int(count) - clip_len + 1, stride)
-            for first, count in zip(firsts.tolist(), counts.tolist(), strict=True)
-        ]
-    )
-    index = (starts[:, None] + torch.arange(clip_len)).flatten()
-    clips = VideoClipTransform(num_transitions)(frames[index])
+    if isinstance(episodes, str | Path):
+        episodes = load_episodes(episodes)
+    clips = episodes_to_clips(list(episodes), num_transitions=num_transitions)
     return clips.rename_key_(ACTION_KEY, ACTION)
 
 
@@ -522,11 +510,11 @@ def last_frame_scores(clips: TensorDictBase, *, context: int) -> dict[str, list[
 
     Example:
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
-        >>> clips = heldout_clips(moving_square_episodes(2, 10), num_transitions=4, stride=3)
+        >>> clips = heldout_clips(moving_square_episodes(2, 10), num_transitions=4)
         >>> len(last_frame_scores(clips, context=2)["psnr"])
         2
     """
-    truth = clips.get(("next", "pixels")).float()
+    truth = centred_pixels(clips.get(("next", "pixels")))
     prediction = truth[:, context - 1 : context].expand_as(truth)
     step_psnr, step_mse = _per_step_scores(truth, prediction, context)
     return {"psnr": step_psnr.mean(0).tolist(), "mse": step_mse.mean(0).tolist()}
