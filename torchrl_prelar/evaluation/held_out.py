@@ -40,6 +40,7 @@ __all__ = [
     "LOGGED_FIGURES",
     "HeldOutConfig",
     "LatentActionMonitor",
+    "generate_held_out_set",
     "generate_held_out_sets",
     "load_clip_sets",
     "save_latent_action_results",
@@ -77,7 +78,7 @@ class HeldOutConfig:
 
     seen_episodes: int = 1
     unseen_episodes: int = 2
-    seen_tasks: int | None = None
+    seen_tasks: int | None = 10
     episode_length: int = 48
     seen_seed: int = 1000
     unseen_seed: int = 2000
@@ -113,9 +114,7 @@ def generate_held_out_sets(
 ) -> dict[str, Path]:
     """Write (or complete) the ``seen`` and ``unseen`` folders under ``root``; return them.
 
-    Meta-world episodes come from the scripted generator (``pretrain_tasks``: the pre-training
-    tasks, default all but the evaluation tasks), moving squares with ``synthetic``. Episodes
-    already written are kept, so an interrupted call resumes.
+    See :func:`generate_held_out_set`.
 
     Examples:
         >>> import tempfile
@@ -125,21 +124,52 @@ def generate_held_out_sets(
         [2, 2]
     """
     folders = {name: Path(root) / name for name in HELD_OUT_SETS}
-    if synthetic:
-        _write_square_episodes(folders["seen"], config.seen_episodes, config, config.seen_seed)
-        _write_square_episodes(
-            folders["unseen"], config.unseen_episodes, config, config.unseen_seed, **UNSEEN_SQUARES
+    for name, folder in folders.items():
+        generate_held_out_set(
+            folder, name, config, synthetic=synthetic, pretrain_tasks=pretrain_tasks
         )
-        return folders
+    return folders
+
+
+def generate_held_out_set(
+    folder: str | Path,
+    name: str,
+    config: HeldOutConfig,
+    *,
+    synthetic: bool = False,
+    pretrain_tasks: Sequence[str] | None = None,
+) -> Path:
+    """Write (or complete) held-out set ``name`` (``"seen"`` or ``"unseen"``) in ``folder``.
+
+    Meta-world episodes come from the scripted generator (``pretrain_tasks``: the pre-training
+    tasks, default all but the evaluation tasks), moving squares with ``synthetic``. Episodes
+    already written are kept, so an interrupted call resumes.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = generate_held_out_set(tempfile.mkdtemp(), "unseen", HeldOutConfig(
+        ...     unseen_episodes=1, episode_length=8), synthetic=True)
+        >>> len(list(folder.glob("*.npz")))
+        1
+    """
+    if name not in HELD_OUT_SETS:
+        raise ValueError(f"name must be one of {HELD_OUT_SETS}, got {name!r}.")
+    folder = Path(folder)
+    episodes = config.seen_episodes if name == "seen" else config.unseen_episodes
+    seed = config.seen_seed if name == "seen" else config.unseen_seed
+    if synthetic:
+        squares = UNSEEN_SQUARES if name == "unseen" else {}
+        _write_square_episodes(folder, episodes, config, seed, **squares)
+        return folder
     from torchrl_prelar.data.sources.metaworld_scripted import default_pretrain_tasks
     from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
 
-    seen = spread_tasks(tuple(pretrain_tasks or default_pretrain_tasks()), config.seen_tasks)
-    _render_scripted(folders["seen"], seen, config.seen_episodes, config, config.seen_seed)
-    _render_scripted(
-        folders["unseen"], METAWORLD_EVAL_TASKS, config.unseen_episodes, config, config.unseen_seed
-    )
-    return folders
+    if name == "seen":
+        tasks = spread_tasks(tuple(pretrain_tasks or default_pretrain_tasks()), config.seen_tasks)
+    else:
+        tasks = METAWORLD_EVAL_TASKS
+    _render_scripted(folder, tasks, episodes, config, seed)
+    return folder
 
 
 def _render_scripted(

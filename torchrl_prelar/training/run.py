@@ -227,7 +227,11 @@ def _run_pretrain(
     if job.is_main:
         save_checkpoint(
             run_dir / PRETRAINED_MODEL,
-            {"world_model": loss.world_model.state_dict(), "config": dict(cfg["world_model"])},
+            {
+                "world_model": loss.world_model.state_dict(),
+                "config": dict(cfg["world_model"]),
+                "evaluation": dict(cfg.get("evaluation") or {}),
+            },
         )
         update_summary(run_dir, "pretrain", summary)
     if monitor is not None:
