@@ -229,6 +229,7 @@ def transfer_pair(clips: TensorDict) -> tuple[int, int]:
     files sort by generation time, task by task).
 
     Examples:
+        >>> import torch
         >>> clips = TensorDict({"episode": torch.tensor([[0], [0], [1], [2]])}, [4, 1])
         >>> transfer_pair(clips)
         (0, 2)
