@@ -25,8 +25,6 @@ import datetime
 import json
 import logging
 import os
-import platform
-import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -314,24 +312,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def machine(threads: int | None) -> str:
-    """CPU model (``/proc/cpuinfo``), CPU count, torch version and the threads it used."""
-    import torch
-
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-        f"({threads or torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
-
-
 def _loss_stats(run: Mapping[str, Any]) -> tuple[float, float, float]:
     """First logged, last logged, and mean of the last 5 logged world-model losses."""
     _, values = run["series"].get(LOSS, (np.array([]), np.array([np.nan])))
@@ -401,6 +381,8 @@ def write_report(
     command: str,
     wall_seconds: float,
 ) -> Path:
+    from torchrl_prelar.training.report import machine_description, marked_sections
+
     image = plot(results, docs / "results" / "finetune_comparison.png", cfg["finetune"]["task"])
     tune = cfg["finetune"]
     eval_steps = sorted(
@@ -423,7 +405,7 @@ def write_report(
         command,
         "```",
         "",
-        f"Machine: {machine(cfg.get('threads'))}.",
+        f"Machine: {machine_description(cfg.get('threads'))}.",
         "",
         "Settings: `preset` {}, world model `{}`, task `{}`, {} env steps, prefill {}, one "
         "update per {} env steps, batch {} x {}, evaluation every {} env steps on {} "
@@ -527,16 +509,10 @@ def write_report(
     ]
     path = docs / "results.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    # keep the sections other scripts write into this page (e.g. scripts/model_gap.py)
+    kept = marked_sections(path.read_text()) if path.exists() else ""
+    path.write_text("\n".join(lines) + (f"\n{kept}" if kept else ""))
     return path
-
-
-def command_line(argv: Sequence[str] | None) -> str:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
-    if script.startswith(".."):
-        script = str(Path(__file__).resolve())
-    return "MUJOCO_GL=egl python " + shlex.join([script, *argv])
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -567,7 +543,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
         else:
             log.info("[%d/%d] %s seed %d: finished before, skipped", index, len(jobs), arm, seed)
     results = collect(args.out, args.arms, args.seeds)
-    path = write_report(results, cfg, args.docs, command_line(argv), time.time() - started)
+    from torchrl_prelar.training.report import command_line
+
+    command = command_line(__file__, argv)
+    path = write_report(results, cfg, args.docs, command, time.time() - started)
     log.info("wrote %s and %s", path, args.docs / "results" / "finetune_comparison.png")
     return path
 

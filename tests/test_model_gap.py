@@ -31,6 +31,7 @@ from torchrl_prelar.modules.contextwm import STACKED_BASELINES
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.training.checkpoint import save_checkpoint
 from torchrl_prelar.training.finetune_agent import INITS, representation_parameters
+from torchrl_prelar.training.report import marked_sections, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "model_gap.py"
@@ -289,3 +290,14 @@ def test_script_resumes_and_replaces_only_its_section(script_run, monkeypatch):
     assert text.startswith("# Results\n\nAnother generator's text.\n")
     with pytest.raises(ValueError, match="updates"):
         module.main([*argv, "--updates", "4"])
+
+
+def test_a_whole_page_writer_keeps_the_section(tmp_path):
+    """scripts/compare_finetune.py rewrites results.md and keeps the marked sections."""
+    page = tmp_path / "results.md"
+    write_section(page, "model_gap", "| gap |\n", generator="scripts/model_gap.py")
+    page.write_text("# Fine-tuning comparison\n\n" + marked_sections(page.read_text()))
+    write_section(page, "model_gap", "| gap, again |\n", generator="scripts/model_gap.py")
+    text = page.read_text()
+    assert text.startswith("# Fine-tuning comparison\n")
+    assert "| gap, again |" in text and "| gap |" not in text
