@@ -140,12 +140,21 @@ def test_example_pretrains_writes_outputs_and_resumes(tmp_path):
         "pretrain_curves.png",
         "pretrain_prediction.gif",
         "summary.json",
+        "latent_actions.json",
+        "latent_action_transfer.gif",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
     summary = json.loads((tmp_path / "summary.json").read_text())["pretrain"]
     assert summary["updates"] == 6 and summary["last_metrics"]["loss"] > 0
-    loss_rows = tmp_path / "csv" / "prelar_test" / "scalars" / "pretrain" / "loss.csv"
-    assert len(loss_rows.read_text().splitlines()) == 3
+    assert set(summary["latent_actions"]) == {"seen", "unseen"}
+    assert {"probe_r2", "state_kl_shuffled_ratio", "delta_psnr"} <= set(
+        summary["latent_actions"]["unseen"]
+    )
+    scalars = tmp_path / "csv" / "prelar_test" / "scalars" / "pretrain"
+    assert len((scalars / "loss.csv").read_text().splitlines()) == 3
+    probe_steps = [row.split(",")[0] for row in (scalars / "probe_r2_seen.csv").read_text().split()]
+    assert probe_steps == ["3", "6"]  # evaluation.probe_every: 3
+    assert len(list((tmp_path / "heldout" / "unseen").glob("*.npz"))) == 4
 
     result = run_example(tmp_path, "pretrain.updates=8")
     assert result.returncode == 0, result.stderr[-2000:]
