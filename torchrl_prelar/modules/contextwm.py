@@ -321,29 +321,32 @@ class ContextCrossAttention(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def _context_tokens(self, context: torch.Tensor, count: int) -> tuple[torch.Tensor, ...]:
-        """Keys and values ``[count, tokens, C]``, projected once per distinct context map."""
-        if (
-            tuple(context.shape[-3:]) != self.context_shape
-            or math.prod(context.shape[:-3]) != count
-        ):
+        """Keys and values ``[count, tokens, C]``, projected once per distinct context map.
+
+        In training a random ``1 - mask_ratio`` of each query map's tokens is kept; they are
+        gathered from the distinct maps' projections, so a map shared by the steps of a clip
+        is neither copied nor projected once per step.
+        """
+        batch = context.shape[:-3]
+        if tuple(context.shape[-3:]) != self.context_shape or math.prod(batch) != count:
             raise ValueError(
                 f"Context map of shape {tuple(context.shape)}: expected [*batch, "
                 f"{', '.join(map(str, self.context_shape))}] with {count} maps in all."
             )
         distinct = collapse_expanded(context, 3)
-        tokens = distinct.flatten(-2).transpose(-1, -2) + self.context_position
-        batch = context.shape[:-3]
-        return tuple(
-            projection(tokens).expand(*batch, -1, -1).reshape(count, tokens.shape[-2], -1)
-            for projection in (self.key, self.value)
-        )
-
-    def _drop_tokens(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        count, tokens, channels = key.shape
-        kept = max(1, int(tokens * (1.0 - self.mask_ratio)))
-        order = torch.rand(count, tokens, device=key.device).argsort(-1)[:, :kept]
-        index = order[..., None].expand(-1, -1, channels)
-        return key.gather(1, index), value.gather(1, index)
+        shape = distinct.shape[:-3]
+        rows = torch.arange(math.prod(shape), device=context.device).reshape(shape)
+        rows = rows.expand(batch).reshape(count, 1)
+        tokens = distinct.reshape(-1, *self.context_shape).flatten(2).transpose(1, 2)
+        tokens = tokens + self.context_position
+        key, value = self.key(tokens), self.value(tokens)
+        length = tokens.shape[1]
+        if self.training and self.mask_ratio:
+            kept = max(1, int(length * (1.0 - self.mask_ratio)))
+            index = torch.rand(count, length, device=context.device).argsort(-1)[:, :kept]
+        else:
+            index = torch.arange(length, device=context.device).expand(count, length)
+        return key[rows, index], value[rows, index]
 
     def _split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
         count, length, channels = tokens.shape
@@ -358,8 +361,6 @@ class ContextCrossAttention(nn.Module):
             )
         queries = self.query(decoder_map.flatten(2).transpose(1, 2) + self.query_position)
         key, value = self._context_tokens(context, count)
-        if self.training and self.mask_ratio:
-            key, value = self._drop_tokens(key, value)
         attended = F.scaled_dot_product_attention(
             *(self._split_heads(tokens) for tokens in (queries, key, value)),
             dropout_p=self.dropout if self.training else 0.0,
