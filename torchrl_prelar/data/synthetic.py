@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict
 
-from torchrl_prelar.data.video import Episode
+from torchrl_prelar.data.video import Episode, transitions_from_frames
 
 
 def moving_square_batch(
@@ -105,17 +105,8 @@ def _square_clips(
     masks = rows[..., :, None] & cols[..., None, :]
     layers = masks[..., None, :, :] * colours[..., None, None]
     frames = layers.amax(1).to(torch.uint8)
-    is_init = torch.zeros(batch_size, steps, 1, dtype=torch.bool)
-    is_init[:, 0] = True
-    return TensorDict(
-        {
-            "pixels": frames[:, :-1],
-            ("next", "pixels"): frames[:, 1:],
-            "is_init": is_init,
-            "true_action": shifts.float(),
-            "true_next_position": positions[:, 0, 1:].float(),
-        },
-        [batch_size, steps],
+    return transitions_from_frames(
+        frames, true_action=shifts.float(), true_next_position=positions[:, 0, 1:].float()
     )
 
 

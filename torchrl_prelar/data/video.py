@@ -83,6 +83,7 @@ __all__ = [
     "make_video_replay_buffer",
     "resize_frames",
     "transition_actions",
+    "transitions_from_frames",
     "validate_frames",
 ]
 
@@ -313,6 +314,35 @@ def transition_actions(actions: torch.Tensor) -> torch.Tensor:
     transition = torch.zeros_like(actions)
     transition[:-1] = actions[1:]
     return transition
+
+
+def transitions_from_frames(
+    frames: torch.Tensor, *, device: torch.device | None = None, **extra: torch.Tensor
+) -> TensorDict:
+    """``B`` clips of ``T + 1`` frames ``[B, T + 1, C, H, W]`` as ``[B, T]`` transitions.
+
+    ``"pixels"`` is o_t and ``("next", "pixels")`` o_{t+1} (two views of ``frames``);
+    ``"is_init"`` (``[B, T, 1]``) is True at t = 0 of every clip. ``extra`` entries
+    (``[B, T, ...]``) are added as they are.
+
+    Example:
+        >>> td = transitions_from_frames(torch.zeros(2, 4, 3, 8, 8), step=torch.zeros(2, 3))
+        >>> td.batch_size, td["is_init"][0, :, 0].tolist()
+        (torch.Size([2, 3]), [True, False, False])
+    """
+    batch_size, steps = frames.shape[0], frames.shape[1] - 1
+    is_init = torch.zeros(batch_size, steps, 1, dtype=torch.bool)
+    is_init[:, 0] = True
+    return TensorDict(
+        {
+            PIXELS_KEY: frames[:, :-1],
+            ("next", PIXELS_KEY): frames[:, 1:],
+            INIT_KEY: is_init,
+            **extra,
+        },
+        batch_size=[batch_size, steps],
+        device=device,
+    )
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -589,17 +619,7 @@ class VideoClipTransform(Transform):
                 frames.flatten(0, 1), size=self.resize, mode="bilinear", antialias=True
             ).unflatten(0, (num_clips, clip_len))
             frames.clamp_(-0.5, 0.5)  # the antialiasing filter can overshoot by rounding error
-        is_init = torch.zeros(num_clips, self.num_transitions, 1, dtype=torch.bool)
-        is_init[:, 0] = True
-        out = TensorDict(
-            {
-                PIXELS_KEY: frames[:, :-1],
-                ("next", PIXELS_KEY): frames[:, 1:],
-                INIT_KEY: is_init,
-            },
-            batch_size=[num_clips, self.num_transitions],
-            device=tensordict.device,
-        )
+        out = transitions_from_frames(frames, device=tensordict.device)
         actions = clips.get(ACTION_KEY, None)
         if actions is not None:
             out.set(ACTION_KEY, actions[:, :-1].to(torch.float32))

@@ -30,7 +30,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-from torchrl_prelar.data.video import Episode, transition_actions
+from torchrl_prelar.data.video import Episode, transition_actions, transitions_from_frames
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr
 from torchrl_prelar.modules import PreLARWorldModel
 from torchrl_prelar.modules.pixels import centred_pixels
@@ -140,18 +140,10 @@ def _episode_clips(episode: Episode, index: int, steps: int) -> TensorDict:
     used = num_clips * steps
     pixels = frames[: used + 1].permute(0, 3, 1, 2)
     window = torch.arange(num_clips)[:, None] * steps + torch.arange(steps + 1)
-    clip_frames = pixels[window]
-    is_init = torch.zeros(num_clips, steps, 1, dtype=torch.bool)
-    is_init[:, 0] = True
-    return TensorDict(
-        {
-            "pixels": clip_frames[:, :-1],
-            ("next", "pixels"): clip_frames[:, 1:],
-            "is_init": is_init,
-            "true_action": transition_actions(actions)[:used].reshape(num_clips, steps, -1),
-            "episode": torch.full((num_clips, steps), index, dtype=torch.int64),
-        },
-        batch_size=[num_clips, steps],
+    return transitions_from_frames(
+        pixels[window],
+        true_action=transition_actions(actions)[:used].reshape(num_clips, steps, -1),
+        episode=torch.full((num_clips, steps), index, dtype=torch.int64),
     )
 
 
