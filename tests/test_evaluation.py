@@ -199,6 +199,9 @@ def test_evaluation_is_seeded_and_leaves_rng_and_mode_alone(world_model, clips):
     assert evaluate_latent_actions(world_model, clips, context=1, seed=7) == first
     assert len(first["probe_r2_per_dim"]) == 2
     assert first["probe_r2"] == pytest.approx(np.mean(first["probe_r2_per_dim"]))
+    batched = evaluate_latent_actions(world_model, clips, context=1, seed=7, batch_size=3)
+    assert batched["probe_r2"] == pytest.approx(first["probe_r2"])  # modes: no RSSM sample
+    assert np.isfinite(batched["delta_psnr"]) and batched["clips"] == first["clips"]
 
 
 @pytest.mark.parametrize("output_type", ["deterministic", "discrete"])

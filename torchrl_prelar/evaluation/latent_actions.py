@@ -48,6 +48,7 @@ __all__ = [
     "shuffle_index",
     "split_episodes",
     "state_kl",
+    "step_state_kl",
 ]
 
 #: Fewest imagined frames (``T - context``) the controllability figure is computed over.
@@ -318,10 +319,22 @@ def state_kl(out: TensorDictBase, used: torch.Tensor) -> float:
         >>> state_kl(out, torch.ones(1, 2, dtype=torch.bool))
         0.0
     """
+    return float(step_state_kl(out)[used].mean())
+
+
+def step_state_kl(out: TensorDictBase) -> torch.Tensor:
+    """KL(posterior || prior) per step (``[B, T]``, nats), summed over categoricals.
+
+    Examples:
+        >>> logits = torch.zeros(1, 2, 1, 2)
+        >>> out = TensorDict({("next", "posterior_logits"): logits,
+        ...                   ("next", "prior_logits"): logits}, [1, 2])
+        >>> step_state_kl(out)
+        tensor([[0., 0.]])
+    """
     posterior = out["next", "posterior_logits"].float().log_softmax(-1)
     prior = out["next", "prior_logits"].float().log_softmax(-1)
-    kl = (posterior.exp() * (posterior - prior)).sum((-1, -2))
-    return float(kl[used].mean())
+    return (posterior.exp() * (posterior - prior)).sum((-1, -2))
 
 
 def controllability(
@@ -340,13 +353,9 @@ def controllability(
         >>> round(out["delta_psnr"], 3)
         20.0
     """
-    own_psnr = float(psnr(own[:, context:], truth[:, context:]).mean())
-    shuffled_psnr = float(psnr(shuffled[:, context:], truth[:, context:]).mean())
-    return {
-        "psnr_own": own_psnr,
-        "psnr_shuffled": shuffled_psnr,
-        "delta_psnr": own_psnr - shuffled_psnr,
-    }
+    return _psnr_figures(
+        _imagined_psnr(own, truth, context), _imagined_psnr(shuffled, truth, context)
+    )
 
 
 def _check_clips(clips: TensorDictBase, context: int) -> None:
@@ -379,6 +388,7 @@ def evaluate_latent_actions(
     context: int = 5,
     seed: int = 0,
     ridge: float = 1e-3,
+    batch_size: int = 64,
 ) -> dict[str, float | int | list[float]]:
     """Probe, state KL and controllability of the latent actions on held-out ``clips``.
 
@@ -393,6 +403,8 @@ def evaluate_latent_actions(
         context: observed transitions of the open-loop imagination, in ``[1, T - 5]``.
         seed: seed of the episode split, the shuffle and the RSSM's state samples.
         ridge: relative ridge penalty of the probe (:func:`linear_probe_r2`).
+        batch_size: clips per forward pass (bounds the memory; the RSSM's state samples,
+            drawn per batch from the stream of ``seed``, depend on it).
 
     Returns:
         ``probe_r2`` (R^2 averaged uniformly over action dims) and ``probe_r2_per_dim``: the
@@ -415,40 +427,19 @@ def evaluate_latent_actions(
         ['clips', 'context', 'delta_psnr', 'episodes']
     """
     _check_clips(clips, context)
-    clips = clips.to(next(world_model.parameters()).device)
+    clips = clips.cpu()
     used = ~clips["is_init"].reshape(clips.shape)
-    own = posterior_rollout(world_model, clips, seed=seed)
-    latent = own["latent_action"]
-    shuffled_latent = latent[shuffle_index(clips.shape[0], seed=seed).to(latent.device)]
-    shuffled = posterior_rollout(world_model, clips, latent_action=shuffled_latent, seed=seed)
-    figures = _probe(
-        latent[used].cpu(),
-        clips["true_action"][used].cpu(),
-        clips["episode"][used].cpu(),
-        seed,
-        ridge,
-    )
-    own_kl, shuffled_kl = state_kl(own, used), state_kl(shuffled, used)
-    figures.update(
-        state_kl=own_kl,
-        shuffled_state_kl=shuffled_kl,
-        state_kl_shuffled_ratio=shuffled_kl / own_kl if own_kl > 0 else float("nan"),
-    )
-    truth, own_prediction = open_loop_rollout(world_model, clips, context, seed=seed)
-    _, shuffled_prediction = open_loop_rollout(
-        world_model, clips, context, latent_action=shuffled_latent, seed=seed
-    )
-    figures.update(controllability(truth, own_prediction, shuffled_prediction, context=context))
-    figures.update(
-        episodes=int(clips["episode"].unique().numel()), clips=clips.shape[0], context=context
-    )
-    return figures
-
-
-def _probe(
-    features: torch.Tensor, targets: torch.Tensor, episode: torch.Tensor, seed: int, ridge: float
-) -> dict[str, float | list[float]]:
-    train, test = split_episodes(episode, seed=seed)
+    train, test = split_episodes(clips["episode"][used], seed=seed)
+    device = next(world_model.parameters()).device
+    batches = [slice(start, start + batch_size) for start in range(0, clips.shape[0], batch_size)]
+    own = [_rollout(world_model, clips[part].to(device), None, seed) for part in batches]
+    latent = torch.cat([batch_latent for batch_latent, _ in own])
+    shuffled_latent = latent[shuffle_index(clips.shape[0], seed=seed)]
+    shuffled = [
+        _rollout(world_model, clips[part].to(device), shuffled_latent[part].to(device), seed)
+        for part in batches
+    ]
+    features, targets = latent[used], clips["true_action"][used]
     r2 = linear_probe_r2(
         features[train],
         targets[train],
@@ -457,7 +448,67 @@ def _probe(
         ridge=ridge,
         multioutput="raw_values",
     )
-    return {"probe_r2": float(r2.mean()), "probe_r2_per_dim": r2.tolist()}
+    own_kl = float(torch.cat([kl for _, kl in own])[used].mean())
+    shuffled_kl = float(torch.cat([kl for _, kl in shuffled])[used].mean())
+    figures = {
+        "probe_r2": float(r2.mean()),
+        "probe_r2_per_dim": r2.tolist(),
+        "state_kl": own_kl,
+        "shuffled_state_kl": shuffled_kl,
+        "state_kl_shuffled_ratio": shuffled_kl / own_kl if own_kl > 0 else float("nan"),
+    }
+    own_psnr, shuffled_psnr = zip(
+        *(
+            _clip_psnrs(world_model, clips[part].to(device), shuffled_latent[part], context, seed)
+            for part in batches
+        ),
+        strict=True,
+    )
+    figures.update(_psnr_figures(torch.cat(own_psnr), torch.cat(shuffled_psnr)))
+    figures.update(
+        episodes=int(clips["episode"].unique().numel()), clips=clips.shape[0], context=context
+    )
+    return figures
+
+
+def _rollout(
+    world_model: PreLARWorldModel,
+    clips: TensorDictBase,
+    latent_action: torch.Tensor | None,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latent actions and per-step state KL of one :func:`posterior_rollout`, on the CPU."""
+    out = posterior_rollout(world_model, clips, latent_action=latent_action, seed=seed)
+    return out["latent_action"].cpu(), step_state_kl(out).cpu()
+
+
+def _clip_psnrs(
+    world_model: PreLARWorldModel,
+    clips: TensorDictBase,
+    shuffled_latent: torch.Tensor,
+    context: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-clip PSNR of the open-loop imagination with own and with shuffled latent actions."""
+    truth, own = open_loop_rollout(world_model, clips, context, seed=seed)
+    _, shuffled = open_loop_rollout(
+        world_model, clips, context, latent_action=shuffled_latent.to(truth.device), seed=seed
+    )
+    return _imagined_psnr(own, truth, context), _imagined_psnr(shuffled, truth, context)
+
+
+def _imagined_psnr(prediction: torch.Tensor, truth: torch.Tensor, context: int) -> torch.Tensor:
+    """``[B]`` mean PSNR of each clip's imagined frames ``context ..``."""
+    return psnr(prediction[:, context:], truth[:, context:]).mean(1).cpu()
+
+
+def _psnr_figures(own: torch.Tensor, shuffled: torch.Tensor) -> dict[str, float]:
+    own_psnr, shuffled_psnr = float(own.mean()), float(shuffled.mean())
+    return {
+        "psnr_own": own_psnr,
+        "psnr_shuffled": shuffled_psnr,
+        "delta_psnr": own_psnr - shuffled_psnr,
+    }
 
 
 @torch.no_grad()
