@@ -200,7 +200,9 @@ def _run_pretrain(
     )
     loggers = RunLoggers.create(run_dir, cfg["name"], **cfg["logger"]) if job.is_main else None
     log = partial(loggers.log, prefix="pretrain/") if job.is_main else None
-    monitor = make_latent_action_monitor(cfg, run_dir, loss.world_model, log) if log else None
+    monitor = (
+        make_latent_action_monitor(cfg, run_dir, loss.world_model, log) if job.is_main else None
+    )
     context = min(train["video_context"], cfg["data"]["num_transitions"] - 1)
     started = time.time()
     last = pretrain(
