@@ -19,3 +19,24 @@ def make_clip_batch(batch: int = 2, steps: int = 4, size: int = 64, seed: int = 
 @pytest.fixture
 def clip_batch() -> TensorDict:
     return make_clip_batch()
+
+
+def pretraining_totals(world_model, updates: int = 25) -> tuple[list[float], list[float]]:
+    """Total loss and action KL of ``updates`` Adam steps of ``PreLARLoss(world_model)`` on one
+    fixed moving-squares batch (the action-free pre-training tests)."""
+    from torchrl_prelar.data.synthetic import moving_square_batch
+    from torchrl_prelar.objectives import PreLARLoss
+
+    loss = PreLARLoss(world_model)
+    optimizer = torch.optim.Adam(loss.parameters(), lr=1e-3)
+    batch = moving_square_batch(4, 6, generator=torch.Generator().manual_seed(0))
+    totals, action_kls = [], []
+    for _ in range(updates):
+        losses, _ = loss(batch.clone())
+        total = sum(value for key, value in losses.items() if key.startswith("loss_"))
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        totals.append(total.item())
+        action_kls.append(float(losses["loss_action_kl"]))
+    return totals, action_kls

@@ -454,14 +454,30 @@ class ContextualDecoder(nn.Module):
         return hidden.reshape(*batch, *hidden.shape[1:])
 
 
-def _before(
-    parts: list[TensorDictModuleBase], anchor: nn.Module, extra: list[TensorDictModuleBase]
-) -> list[TensorDictModuleBase]:
-    index = next(i for i, part in enumerate(parts) if part is anchor)
-    return [*parts[:index], *extra, *parts[index:]]
+class _ContextBeforeDecoder:
+    """Mixin of a world model whose ``_parts`` chain runs the context modules before the decoder."""
+
+    decoder: TensorDictModuleBase
+
+    def __init__(
+        self,
+        *args: Any,
+        context_frame: ContextFrame,
+        context_encoder: TensorDictModule,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.context_frame = context_frame
+        self.context_encoder = context_encoder
+
+    @property
+    def _parts(self) -> list[TensorDictModuleBase]:
+        parts = super()._parts
+        index = next(i for i, part in enumerate(parts) if part is self.decoder)
+        return [*parts[:index], self.context_frame, self.context_encoder, *parts[index:]]
 
 
-class ContextWMPretrainModel(PreLARWorldModel):
+class ContextWMPretrainModel(_ContextBeforeDecoder, PreLARWorldModel):
     """ContextWM's action-free pre-training model: APV's, with the context read by the decoder.
 
     Runs the :class:`~torchrl_prelar.modules.PreLARWorldModel` chain (encoder,
@@ -478,27 +494,12 @@ class ContextWMPretrainModel(PreLARWorldModel):
         (torch.Size([2, 4, 3, 64, 64]), torch.Size([2, 4, 32, 8, 8]))
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        context_frame: ContextFrame,
-        context_encoder: TensorDictModule,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, **kwargs)
-        self.context_frame = context_frame
-        self.context_encoder = context_encoder
-
-    @property
-    def _parts(self) -> list[TensorDictModuleBase]:
-        return _before(super()._parts, self.decoder, [self.context_frame, self.context_encoder])
-
     def _decode(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict = self.context_encoder(self.context_frame(tensordict))
         return super()._decode(tensordict)
 
 
-class ContextWMWorldModel(APVWorldModel):
+class ContextWMWorldModel(_ContextBeforeDecoder, APVWorldModel):
     """ContextWM fine-tuning model: APV's stacked RSSMs, the decoder reading the context.
 
     :class:`~torchrl_prelar.modules.apv.APVWorldModel` (encoder, action-free RSSM, features,
@@ -516,21 +517,6 @@ class ContextWMWorldModel(APVWorldModel):
         >>> model(td)["next", "reco_pixels"].shape
         torch.Size([2, 3, 3, 64, 64])
     """
-
-    def __init__(
-        self,
-        *args: Any,
-        context_frame: ContextFrame,
-        context_encoder: TensorDictModule,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, **kwargs)
-        self.context_frame = context_frame
-        self.context_encoder = context_encoder
-
-    @property
-    def _parts(self) -> list[TensorDictModuleBase]:
-        return _before(super()._parts, self.decoder, [self.context_frame, self.context_encoder])
 
 
 def make_contextwm_pretrain_model(
