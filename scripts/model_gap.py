@@ -6,7 +6,8 @@
    on) with the noisy scripted experts: ``<out>/data/train`` and ``<out>/data/heldout``
    (different seeds).
 2. Pre-trains each arm's world model with ``examples/dreamer_prelar.py stage=pretrain`` on
-   the same videos (``<out>/pretrain/videos``) and budget, in ``<out>/pretrain/<arm>``,
+   the same videos (``<out>/pretrain/videos``; its held-out latent-action sets in
+   ``<out>/pretrain/heldout``) and budget, in ``<out>/pretrain/<arm>``,
    unless ``--pretrained ARM=RUN_DIR`` names an existing one; a finished pre-training is
    not run again.
 3. For each arm and seed, fine-tunes the world model alone for ``--updates`` updates on the
@@ -171,6 +172,7 @@ def pretrain_overrides(args: argparse.Namespace, arm: str, run_dir: Path) -> lis
         "seed=0",
         f"threads={args.threads}",
         f"data.video_dir={(args.out / 'pretrain' / 'videos').resolve()}",
+        f"evaluation.dir={(args.out / 'pretrain' / 'heldout').resolve()}",
     ]
     if args.pretrain_updates is not None:
         overrides.append(f"pretrain.updates={args.pretrain_updates}")
@@ -379,11 +381,13 @@ def describe(runs: Mapping[str, list]) -> str:
         if "prelar" not in means or other not in means:
             continue
         p, o = means["prelar"], means[other]
-        overlap = p.min() <= o.max() and o.min() <= p.max()
-        parts.append(
-            f"prelar - {other}: {p.mean() - o.mean():+.2f} dB; the seed ranges "
-            + ("overlap." if overlap else "do not overlap.")
-        )
+        if min(len(p), len(o)) < 2:
+            spread = "one seed, no spread to compare with."
+        elif p.min() <= o.max() and o.min() <= p.max():
+            spread = "the seed ranges overlap."
+        else:
+            spread = "the seed ranges do not overlap."
+        parts.append(f"prelar - {other}: {p.mean() - o.mean():+.2f} dB; {spread}")
     return " ".join(parts)
 
 
@@ -461,12 +465,12 @@ def section(
         "",
         f"Each arm's world model (no reward heads, new action encoder) is fine-tuned alone for "
         f"K = {s['updates']} updates on real-action episodes of {', '.join(s['tasks'])} "
-        f"(scripted experts, action noise {s['noise']}; {s['train_episodes']} train episodes "
+        f"(scripted experts, action noise {s['noise']}; {s['train_episodes']} train episode(s) "
         f"per task of {s['episode_length']} steps{unseen}): "
         f"batch {s['batch_size']} x {s['batch_length']}, lr {s['lr']}, encoder + pre-trained "
         f"RSSM at lr 0 for the first {s['freeze_updates']} updates (SPEC section 3), "
         "reconstruction + balanced state KL. Then, on "
-        f"{results['heldout_clips']} held-out clips ({s['heldout_episodes']} episodes per task "
+        f"{results['heldout_clips']} held-out clips ({s['heldout_episodes']} episode(s) per task "
         "with other seeds, cut into consecutive clips), "
         f"{s['context']} frames are "
         f"observed and {s['horizon']} imagined from the encoded real actions alone; PSNR per "
@@ -476,6 +480,7 @@ def section(
         "from random weights with the same schedule.",
         "",
         f"Wall time: {seconds / 60:.1f} min of fine-tuning and scoring in all; pre-training "
+        "(the first one also renders the pre-training videos) "
         + ", ".join(f"{arm} {info['seconds'] / 60:.1f} min" for arm, info in pretrain.items())
         + " (summed over the invocations that ran them; 0 for a given run dir).",
         "",
