@@ -225,3 +225,27 @@ def test_straight_through_sample_is_one_hot_with_gradients_to_the_logits():
     assert torch.equal(sample.detach().unflatten(-1, (4, 5)).sum(-1), torch.ones(3, 4))
     (sample * torch.randn(3, 20)).sum().backward()
     assert logits.grad.abs().sum() > 0
+
+
+def test_forward_reconstruction_matches_independent_computation():
+    loss = tiny_loss(lambda_forward_reco=0.5)
+    losses, model_td = loss(make_clip_batch(2, 5))
+    next_embedding = model_td["next", "encoded_latents"]
+    # o_t's embedding is o_{t-1}'s next embedding; step 0 (a clip start) is left out.
+    state, belief = loss.forward_model(next_embedding[:, :-1], model_td["latent_action"][:, 1:])
+    decoded = loss.world_model.decoder.module(state, belief)
+    error = (decoded - model_td["next", "pixels"][:, 1:]).pow(2).sum((-3, -2, -1))
+    torch.testing.assert_close(
+        losses["loss_forward_reco"], 0.5 * error.mean().detach().reshape(1), rtol=1e-4, atol=1e-3
+    )
+
+
+def test_forward_reconstruction_trains_latent_action_model_encoder_and_decoder():
+    assert tiny_loss().forward_model is None
+    loss = tiny_loss(lambda_forward_reco=1.0)
+    losses, _ = loss(make_clip_batch())
+    losses["loss_forward_reco"].backward()
+    model = loss.world_model
+    for part in (model.action_model, model.encoder, model.decoder, loss.forward_model):
+        assert sum(g.abs().sum() for g in grads(part)) > 0
+    assert all(g.abs().sum() == 0 for g in grads(model.rssm))

@@ -10,6 +10,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase
 from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.modules import MLP
 from torchrl.objectives import DreamerV3ModelLoss, LossModule
 
 ConsistencyMode = Literal["off", "sign", "soft"]
@@ -70,6 +72,47 @@ def _categorical_kl(logits: torch.Tensor, other_logits: torch.Tensor) -> torch.T
     return (log_p.exp() * (log_p - log_q)).sum((-1, -2))
 
 
+class LatentActionForwardModel(nn.Module):
+    """Forward model of the latent action: RSSM-shaped features of o_{t+1} from e(o_t) and a~_t.
+
+    An ELU MLP reads the encoder embedding of o_t and the latent action and writes a
+    ``(state, belief)`` pair of the world model's sizes, which the world model's own decoder
+    turns into a prediction of o_{t+1} (:class:`PreLARLoss`'s ``lambda_forward_reco`` term).
+    Since o_t is given, the latent action only has to carry how o_{t+1} differs from it: the
+    training signal of latent-action models such as Genie's and LAPA's, available from the
+    first update, before the RSSM has learnt to use the latent action.
+
+    Args:
+        embed_dim: width of the encoder embedding.
+        action_dim: latent action width.
+        state_dim, belief_dim: sizes of the RSSM state and belief the decoder reads.
+        hidden_dim: width of the two hidden layers.
+
+    Examples:
+        >>> model = LatentActionForwardModel(32, 4, state_dim=16, belief_dim=8, hidden_dim=20)
+        >>> [x.shape for x in model(torch.zeros(3, 32), torch.zeros(3, 4))]
+        [torch.Size([3, 16]), torch.Size([3, 8])]
+    """
+
+    def __init__(
+        self, embed_dim: int, action_dim: int, *, state_dim: int, belief_dim: int, hidden_dim: int
+    ):
+        super().__init__()
+        self.state_dim = state_dim
+        self.network = MLP(
+            in_features=embed_dim + action_dim,
+            out_features=state_dim + belief_dim,
+            num_cells=[hidden_dim, hidden_dim],
+            activation_class=nn.ELU,
+        )
+
+    def forward(
+        self, embedding: torch.Tensor, latent_action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.network(torch.cat([embedding, latent_action], -1))
+        return features[..., : self.state_dim], features[..., self.state_dim :]
+
+
 class _RewardOptional(TensorDictModuleBase):
     """Runs the world model and writes a zero reward prediction if it made none.
 
@@ -100,6 +143,18 @@ class _RewardOptional(TensorDictModuleBase):
         return tensordict
 
 
+def _make_forward_model(world_model: TensorDictModuleBase, hidden: int) -> LatentActionForwardModel:
+    """A :class:`LatentActionForwardModel` of ``world_model``'s embedding and state sizes."""
+    prior = world_model.rssm_prior
+    return LatentActionForwardModel(
+        world_model.encoder.module.output_features,
+        world_model.action_model.action_dim,
+        state_dim=prior.num_categoricals * prior.num_classes,
+        belief_dim=prior.rnn_hidden_dim,
+        hidden_dim=hidden,
+    )
+
+
 class PreLARLoss(LossModule):
     """PreLAR world-model loss (Zhang et al., ECCV 2024).
 
@@ -114,6 +169,8 @@ class PreLARLoss(LossModule):
         loss_model_reward          lambda_reward * symlog-MSE(reward), if the batch has rewards
         loss_action_kl             beta_action * max(KL(q(a~_t | o_t, o_{t+1}) || N(0, std^2)),
                                              action_free_nats), std = action_prior_std
+        loss_forward_reco          lambda_forward_reco * sum_{C,H,W} (o_{t+1} - dec(f(e(o_t), a~_t)))^2
+                                   f = LatentActionForwardModel (optional)
         loss_prior_reco            lambda_prior_reco * sum_{C,H,W} (o_{t+1} - dec(z^_{t+1}, h_{t+1}))^2,
                                    z^_{t+1} ~ p(z | h_{t+1}), h_{t+1} = GRU(h_t, z_t, a~_t) (optional)
         loss_consistency           lambda_consistency * action-state consistency (optional)
@@ -148,6 +205,12 @@ class PreLARLoss(LossModule):
     action, as latent-action models (Genie, LAPA) train it. The sequence-start steps are left
     out (their prior has no history).
 
+    Forward reconstruction (``lambda_forward_reco``, 0 by default = the paper): a
+    :class:`LatentActionForwardModel` (owned by the loss, dropped after pre-training like the
+    latent action model) predicts o_{t+1} through the world model's decoder from the encoder
+    embedding of o_t and the latent action, so the latent action is trained to carry the
+    change between the frames from the first update on. Sequence starts are left out.
+
     Action-state consistency (off by default, absent from the paper's objective): shuffle the
     latent actions across the batch, roll the prior one step with them, and ask that the order
     of ``KL(prior || shuffled prior)`` over pairs of samples matches the order of
@@ -171,6 +234,8 @@ class PreLARLoss(LossModule):
         lambda_consistency: weight of the consistency term.
         consistency_tau: temperature of the ``"soft"`` surrogate.
         lambda_prior_reco: weight of the prior reconstruction term (0: off, the paper).
+        lambda_forward_reco: weight of the forward reconstruction term (0: off, the paper).
+        forward_hidden: hidden width of the :class:`LatentActionForwardModel`.
 
     Returns (from ``forward``): a ``(loss_td, model_td)`` pair like
     :class:`~torchrl.objectives.DreamerV3ModelLoss`: ``loss_*`` entries to sum and
@@ -240,6 +305,8 @@ class PreLARLoss(LossModule):
         lambda_consistency: float = 1.0,
         consistency_tau: float = 1.0,
         lambda_prior_reco: float = 0.0,
+        lambda_forward_reco: float = 0.0,
+        forward_hidden: int = 256,
     ):
         if consistency not in ("off", "sign", "soft"):
             raise ValueError(f"consistency must be 'off', 'sign' or 'soft', got {consistency!r}.")
@@ -273,6 +340,10 @@ class PreLARLoss(LossModule):
         self.lambda_consistency = lambda_consistency
         self.consistency_tau = consistency_tau
         self.lambda_prior_reco = lambda_prior_reco
+        self.lambda_forward_reco = lambda_forward_reco
+        self.forward_model = (
+            _make_forward_model(world_model, forward_hidden) if lambda_forward_reco else None
+        )
 
     @property
     def world_model(self) -> TensorDictModuleBase:
@@ -302,25 +373,46 @@ class PreLARLoss(LossModule):
             return None
         return gaussian_kl_to_prior(loc, scale, self.action_prior_std)
 
+    def _forward_reconstruction(
+        self, model_td: TensorDictBase, weights: torch.Tensor, steps: torch.Tensor
+    ) -> torch.Tensor:
+        """Squared error of o_{t+1} decoded from e(o_t) and a~_t, summed over pixels."""
+        keys = self.tensor_keys
+        next_embedding = model_td.get(("next", "encoded_latents"))
+        embedding = torch.cat(
+            [torch.zeros_like(next_embedding[..., :1, :]), next_embedding[..., :-1, :]], -2
+        )
+        state, belief = self.forward_model(embedding, model_td.get(keys.latent_action))
+        return self._decoded_error(model_td, state, belief, weights, steps)
+
+    def _decoded_error(
+        self,
+        model_td: TensorDictBase,
+        state: torch.Tensor,
+        belief: torch.Tensor,
+        weights: torch.Tensor,
+        steps: torch.Tensor,
+    ) -> torch.Tensor:
+        """Squared error of o_{t+1} against the decoding of ``(state, belief)``, step mean."""
+        keys = self.tensor_keys
+        decoded = self.world_model.decoder(
+            TensorDict(
+                {("next", keys.state): state, ("next", keys.belief): belief},
+                batch_size=model_td.batch_size,
+            )
+        )
+        prediction = decoded.get(("next", keys.reco_pixels))
+        error = (prediction - model_td.get(("next", keys.pixels))).pow(2).sum((-1, -2, -3))
+        return (error * weights).sum() / steps
+
     def _prior_reconstruction(
         self, model_td: TensorDictBase, weights: torch.Tensor, steps: torch.Tensor
     ) -> torch.Tensor:
         """Squared error of o_{t+1} decoded from a prior sample, summed over pixels."""
         keys = self.tensor_keys
-        decoder = self.world_model.decoder
-        prior_td = TensorDict(
-            {
-                ("next", keys.state): straight_through_sample(
-                    model_td.get(("next", keys.prior_logits))
-                ),
-                ("next", keys.belief): model_td.get(("next", keys.belief)),
-            },
-            batch_size=model_td.batch_size,
-        )
-        prediction = decoder(prior_td).get(("next", keys.reco_pixels))
-        target = model_td.get(("next", keys.pixels))
-        error = (prediction - target).pow(2).sum((-1, -2, -3))
-        return (error * weights).sum() / steps
+        state = straight_through_sample(model_td.get(("next", keys.prior_logits)))
+        belief = model_td.get(("next", keys.belief))
+        return self._decoded_error(model_td, state, belief, weights, steps)
 
     def _consistency(self, model_td: TensorDictBase, weights: torch.Tensor) -> torch.Tensor:
         """Pairwise rank agreement between action distances and state-prediction distances."""
@@ -379,6 +471,11 @@ class PreLARLoss(LossModule):
             action_kl.clamp_min(self.action_free_nats) if self.action_free_nats else action_kl
         )
         loss_td.set("loss_action_kl", self.beta_action * penalised.unsqueeze(-1))
+        if self.forward_model is not None:
+            forward_reco = self._forward_reconstruction(model_td, weights, steps)
+            loss_td.set(
+                "loss_forward_reco", self.lambda_forward_reco * forward_reco.unsqueeze(-1)
+            )
         if self.lambda_prior_reco:
             prior_reco = self._prior_reconstruction(model_td, weights, steps)
             loss_td.set("loss_prior_reco", self.lambda_prior_reco * prior_reco.unsqueeze(-1))
