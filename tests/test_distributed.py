@@ -121,7 +121,7 @@ def torchrun(*args: str, nproc: int = 2) -> tuple[subprocess.CompletedProcess, f
 def test_two_ranks_match_one_process_on_the_global_batch(tmp_path):
     result, _ = torchrun(__file__, "equivalence", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     assert torch.equal(ranks[0]["parameters"], ranks[1]["parameters"])
     assert ranks[0]["loss"] == ranks[1]["loss"]
 

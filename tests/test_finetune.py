@@ -104,6 +104,13 @@ def test_pipeline_loads_pretrained_world_model_and_writes_outputs(frozen_run):
     summary = json.loads((frozen_run / "summary.json").read_text())
     assert "pretrain" in summary and summary["finetune"]["updates"] == 5
     assert math.isfinite(summary["finetune"]["last_metrics"]["world_model_loss"])
+    # Each stage logged the resolved config: pre-training first, then fine-tuning.
+    texts = frozen_run / "csv" / "prelar_test" / "texts"
+    assert sorted(path.name for path in texts.glob("hparams*.txt")) == [
+        "hparams0.txt",
+        "hparams1.txt",
+    ]
+    assert f"finetune.env_steps: {FROZEN_STEPS}" in (texts / "hparams1.txt").read_text()
 
 
 def test_resume_continues_and_unfreezes_representation(frozen_run, tmp_path):

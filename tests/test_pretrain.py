@@ -155,10 +155,14 @@ def test_example_pretrains_writes_outputs_and_resumes(tmp_path):
     probe_steps = [row.split(",")[0] for row in (scalars / "probe_r2_seen.csv").read_text().split()]
     assert probe_steps == ["3", "6"]  # evaluation.probe_every: 3
     assert len(list((tmp_path / "heldout" / "unseen").glob("*.npz"))) == 4
+    hparams = tmp_path / "csv" / "prelar_test" / "texts" / "hparams0.txt"
+    lines = hparams.read_text().splitlines()
+    assert "pretrain.updates: 6" in lines and f"run_dir: {tmp_path}" in lines
 
     result = run_example(tmp_path, "pretrain.updates=8")
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 8
+    assert "pretrain.updates: 8" in hparams.with_name("hparams1.txt").read_text().splitlines()
     assert "reopened video buffer" in result.stderr + result.stdout
 
 

@@ -247,7 +247,8 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
     Reads ``run_dir``, ``finetune``, ``world_model``, ``device``, ``precision``, ``seed``,
     ``logger`` (and ``loss`` for the KL / reconstruction settings). Writes
-    ``finetune_last.pt``, ``replay_<step>/``, CSV / wandb logs under ``finetune/``,
+    ``finetune_last.pt``, ``replay_<step>/``, CSV / wandb logs under ``finetune/`` (and
+    ``cfg`` as hyperparameters, see :meth:`RunLoggers.log_hparams`),
     ``finetune_curves.png`` and the ``"finetune"`` section of ``summary.json``; returns it.
     """
     run_dir = Path(cfg["run_dir"])
@@ -289,6 +290,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
             refill_until = progress.env_steps + tune["prefill"]
 
     loggers = RunLoggers.create(run_dir, cfg.get("name", "finetune"), **cfg["logger"])
+    loggers.log_hparams(cfg)
     env = make_collector_env(tune, agent.carried, seed + progress.env_steps)
     eval_env = make_finetune_env(tune, agent.carried, seed + 100_000)
     episode_steps = tune["max_episode_steps"] // tune["action_repeat"]

@@ -199,6 +199,8 @@ def _run_pretrain(
         distributed=job,
     )
     loggers = RunLoggers.create(run_dir, cfg["name"], **cfg["logger"]) if job.is_main else None
+    if loggers is not None:
+        loggers.log_hparams(cfg)
     log = partial(loggers.log, prefix="pretrain/") if job.is_main else None
     monitor = (
         make_latent_action_monitor(cfg, run_dir, loss.world_model, log) if job.is_main else None

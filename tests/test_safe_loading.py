@@ -1,0 +1,86 @@
+"""Checkpoints load with ``weights_only=True``: only tensors and plain values are unpickled."""
+
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from torchrl_prelar import PreLARLoss, make_world_model
+from torchrl_prelar.data.synthetic import moving_square_batch
+from torchrl_prelar.training.checkpoint import (
+    UnsafeCheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from torchrl_prelar.training.pretrain import (
+    CHECKPOINT_NAME,
+    PreLARPretrainer,
+    make_optimizer,
+    pretrain,
+)
+
+
+class _CreatesMarker:
+    """Unpickling it (with ``weights_only=False``) creates the file ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_checkpoint_with_code_on_load_is_refused_and_the_code_does_not_run(tmp_path, zip_format):
+    marker = tmp_path / "marker"
+    path = tmp_path / "last.pt"
+    state = {"step": 3, "weights": torch.ones(2), "payload": _CreatesMarker(marker)}
+    with open(path, "wb") as file:
+        torch.save(state, file, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(UnsafeCheckpointError, match=r"last\.pt holds objects outside the allowed"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(_CreatesMarker(marker)))  # the payload does run when unpickled
+    assert marker.exists()
+
+
+def test_old_checkpoint_with_numpy_random_state_is_refused(tmp_path):
+    path = tmp_path / "finetune_last.pt"
+    torch.save({"rng": {"numpy": np.random.get_state()}}, path)
+    with pytest.raises(UnsafeCheckpointError, match="numpy.*will not be unpickled"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_gets_the_corrupt_error(tmp_path):
+    path = save_checkpoint(tmp_path / "last.pt", {"weights": torch.zeros(1000), "step": 1})
+    path.write_bytes(path.read_bytes()[:1500])
+    with pytest.raises(RuntimeError, match="corrupt or truncated") as error:
+        load_checkpoint(path)
+    assert not isinstance(error.value, UnsafeCheckpointError)
+
+
+def test_random_states_round_trip_through_a_safe_checkpoint(tmp_path):
+    np.random.seed(1)
+    np.random.standard_normal()  # leaves a cached Gaussian in numpy's state
+    path = save_checkpoint(tmp_path / "rng.pt", {"rng": rng_state()})
+    draws = np.random.standard_normal(3), np.random.rand(2), random.random(), torch.rand(2)
+    set_rng_state(load_checkpoint(path)["rng"])
+    again = np.random.standard_normal(3), np.random.rand(2), random.random(), torch.rand(2)
+    for first, second in zip(draws, again, strict=True):
+        np.testing.assert_array_equal(np.asarray(first), np.asarray(second))
+
+
+def test_pretraining_checkpoint_holds_only_weights_only_types(tmp_path):
+    loss = PreLARLoss(make_world_model("tiny"))
+    trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32")
+    pretrain(
+        trainer, lambda: moving_square_batch(2, 4), num_updates=1, run_dir=tmp_path, progress=False
+    )
+    path = tmp_path / CHECKPOINT_NAME
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    assert load_checkpoint(path)["step"] == 1
