@@ -7,11 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensordict import TensorDict
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
 from torchrl_prelar.training.checkpoint import (
     UnsafeCheckpointError,
+    check_no_pickles,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -26,7 +29,7 @@ from torchrl_prelar.training.pretrain import (
 
 
 class _CreatesMarker:
-    """Unpickling it (with ``weights_only=False``) creates the file ``marker``."""
+    """Unpickling it (plain ``pickle``) creates the file ``marker``."""
 
     def __init__(self, marker: Path):
         self.marker = marker
@@ -84,3 +87,23 @@ def test_pretraining_checkpoint_holds_only_weights_only_types(tmp_path):
     path = tmp_path / CHECKPOINT_NAME
     assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
     assert load_checkpoint(path)["step"] == 1
+
+
+def test_replay_folder_with_a_pickle_is_refused(tmp_path):
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(8))
+    buffer.extend(TensorDict({"reward": torch.arange(4.0)}, [4]))
+    folder = tmp_path / "replay_4"
+    buffer.dumps(folder)
+    with pytest.raises(UnsafeCheckpointError, match=r"prefetch\.pkl"):
+        check_no_pickles(folder)  # why fine-tuning deletes it after ``dumps``
+    (folder / "prefetch.pkl").unlink()
+    check_no_pickles(folder)
+    restored = TensorDictReplayBuffer(storage=LazyTensorStorage(8))
+    restored.loads(folder)
+    assert torch.equal(restored[:4]["reward"], torch.arange(4.0))
+
+    marker = tmp_path / "marker"
+    (folder / "storage" / "other.pickle").write_bytes(pickle.dumps(_CreatesMarker(marker)))
+    with pytest.raises(UnsafeCheckpointError, match=r"replay_4 holds files other than"):
+        check_no_pickles(folder)
+    assert not marker.exists()

@@ -101,6 +101,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise _corrupt(path, error) from error
 
 
+def check_no_pickles(folder: str | Path, suffixes: tuple[str, ...] = (".memmap", ".json")) -> None:
+    """Refuse a saved folder (a replay buffer's ``dumps``) holding files other than ``suffixes``.
+
+    TorchRL's ``ReplayBuffer.loads`` unpickles ``prefetch.pkl`` and TensorDict's
+    ``load_memmap`` unpickles non-tensor fields (``other.pickle``, ``pickle.pkl``); a folder of
+    memory-mapped tensors and JSON metadata only gives them nothing to unpickle.
+
+    Raises:
+        UnsafeCheckpointError: naming the folder and the first few other files.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "meta.json").write_text("{}")
+        >>> check_no_pickles(folder)
+        >>> _ = (folder / "prefetch.pkl").write_bytes(b"")
+        >>> check_no_pickles(folder)
+        Traceback (most recent call last):
+        ...
+        torchrl_prelar.training.checkpoint.UnsafeCheckpointError: ...
+    """
+    folder = Path(folder)
+    others = sorted(
+        str(file.relative_to(folder))
+        for file in folder.rglob("*")
+        if not file.is_dir() and file.suffix not in suffixes
+    )
+    if others:
+        raise UnsafeCheckpointError(
+            f"{folder} holds files other than {', '.join(suffixes)} ({', '.join(others[:5])}), "
+            "which would be unpickled on load; it will not be loaded. Delete it to re-fill the "
+            "replay instead."
+        )
+
+
 def _refused_types(error: pickle.UnpicklingError) -> str | None:
     """What the weights-only unpickler refused to build (``None``: the file is malformed).
 

@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 
 from torchrl_prelar.envs.metaworld import make_metaworld_env
 from torchrl_prelar.training.checkpoint import (
+    check_no_pickles,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -205,6 +206,8 @@ def _save(run_dir: Path, agent, ratio, buffer, progress: _Progress, save_replay:
         target = run_dir / replay
         shutil.rmtree(target, ignore_errors=True)
         buffer.dumps(target)
+        # Only memory-mapped tensors and JSON stay: our buffer has no prefetch queue to keep.
+        (target / "prefetch.pkl").unlink(missing_ok=True)
     save_checkpoint(
         run_dir / CHECKPOINT_NAME,
         {
@@ -285,6 +288,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         ratio.load_state_dict(state["update_ratio"])
         set_rng_state(state["rng"])
         if state["replay"] and (run_dir / state["replay"]).exists():
+            check_no_pickles(run_dir / state["replay"])
             buffer.loads(run_dir / state["replay"])
         else:  # documented re-fill: `prefill` steps of the restored policy
             refill_until = progress.env_steps + tune["prefill"]
