@@ -12,6 +12,7 @@ from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
+from torchrl_prelar.data.video import Episode, make_video_replay_buffer
 from torchrl_prelar.training.checkpoint import (
     UnsafeCheckpointError,
     check_no_pickles,
@@ -106,4 +107,15 @@ def test_replay_folder_with_a_pickle_is_refused(tmp_path):
     (folder / "storage" / "other.pickle").write_bytes(pickle.dumps(_CreatesMarker(marker)))
     with pytest.raises(UnsafeCheckpointError, match=r"replay_4 holds files other than"):
         check_no_pickles(folder)
+    assert not marker.exists()
+
+
+def test_video_buffer_with_a_pickle_is_not_reopened(tmp_path):
+    root = tmp_path / "video_buffer"
+    frames = np.zeros((6, 12, 12, 3), dtype=np.uint8)
+    make_video_replay_buffer([Episode(frames)], num_transitions=3, batch_size=2, root=root)
+    marker = tmp_path / "marker"
+    (root / "storage" / "other.pickle").write_bytes(pickle.dumps(_CreatesMarker(marker)))
+    with pytest.raises(UnsafeCheckpointError, match="other.pickle"):
+        make_video_replay_buffer(num_transitions=3, batch_size=2, root=root)
     assert not marker.exists()

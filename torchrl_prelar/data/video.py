@@ -72,6 +72,8 @@ from torchrl.data import (
 )
 from torchrl.envs.transforms import Compose, Transform
 
+from torchrl_prelar.training.checkpoint import check_no_pickles
+
 __all__ = [
     "Episode",
     "EpisodeError",
@@ -636,6 +638,7 @@ def _open_existing(rb: ReplayBuffer, root: Path) -> VideoDatasetStats | None:
         return None
     stats = VideoDatasetStats.from_json(stats_path)
     if (storage_dir / "storage_metadata.json").exists():
+        check_no_pickles(root)
         rb.storage.loads(storage_dir)
         rb.writer.loads(root / _WRITER_DIR)
     return stats

@@ -102,7 +102,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def check_no_pickles(folder: str | Path, suffixes: tuple[str, ...] = (".memmap", ".json")) -> None:
-    """Refuse a saved folder (a replay buffer's ``dumps``) holding files other than ``suffixes``.
+    """Refuse a saved replay folder (fine-tuning replay, video buffer) holding other files.
 
     TorchRL's ``ReplayBuffer.loads`` unpickles ``prefetch.pkl`` and TensorDict's
     ``load_memmap`` unpickles non-tensor fields (``other.pickle``, ``pickle.pkl``); a folder of
@@ -131,8 +131,8 @@ def check_no_pickles(folder: str | Path, suffixes: tuple[str, ...] = (".memmap",
     if others:
         raise UnsafeCheckpointError(
             f"{folder} holds files other than {', '.join(suffixes)} ({', '.join(others[:5])}), "
-            "which would be unpickled on load; it will not be loaded. Delete it to re-fill the "
-            "replay instead."
+            "which would be unpickled on load; it will not be loaded. Delete it: fine-tuning "
+            "then re-fills its replay, pre-training re-writes its video buffer."
         )
 
 
