@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="1e-3 (square), 2e-3 (grid)")
     parser.add_argument("--beta-action", type=float, default=1.0)
     parser.add_argument("--action-free-nats", type=float, default=0.0)
+    parser.add_argument("--forward-reco", type=float, default=0.0, help="lambda_forward_reco")
+    parser.add_argument("--prior-reco", type=float, default=0.0, help="lambda_prior_reco")
     parser.add_argument(
         "--mean-latent-action",
         action="store_true",
@@ -109,6 +111,8 @@ def main() -> None:
         action_free_nats=args.action_free_nats,
         sample_latent_action=not args.mean_latent_action,
         free_nats=args.free_nats,
+        lambda_forward_reco=args.forward_reco,
+        lambda_prior_reco=args.prior_reco,
     )
     trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters(), lr=lr), precision="fp32")
     held_out = sample(64, 8, generator=torch.Generator().manual_seed(1000 + args.seed), **toy)

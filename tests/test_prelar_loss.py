@@ -249,3 +249,16 @@ def test_forward_reconstruction_trains_latent_action_model_encoder_and_decoder()
     for part in (model.action_model, model.encoder, model.decoder, loss.forward_model):
         assert sum(g.abs().sum() for g in grads(part)) > 0
     assert all(g.abs().sum() == 0 for g in grads(model.rssm))
+
+
+def test_residual_forward_reconstruction_adds_the_current_frame():
+    loss = tiny_loss(lambda_forward_reco=1.0, forward_residual=True)
+    losses, model_td = loss(make_clip_batch(2, 5))
+    next_embedding = model_td["next", "encoded_latents"]
+    state, belief = loss.forward_model(next_embedding[:, :-1], model_td["latent_action"][:, 1:])
+    change = loss.world_model.decoder.module(state, belief)
+    target_change = model_td["next", "pixels"][:, 1:] - model_td["pixels"][:, 1:]
+    error = (change - target_change).pow(2).sum((-3, -2, -1))
+    torch.testing.assert_close(
+        losses["loss_forward_reco"], error.mean().detach().reshape(1), rtol=1e-4, atol=1e-3
+    )

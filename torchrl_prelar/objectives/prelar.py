@@ -145,10 +145,16 @@ class _RewardOptional(TensorDictModuleBase):
 
 def _make_forward_model(world_model: TensorDictModuleBase, hidden: int) -> LatentActionForwardModel:
     """A :class:`LatentActionForwardModel` of ``world_model``'s embedding and state sizes."""
+    action_dim = getattr(world_model.action_model, "action_dim", None)
+    if not action_dim:
+        raise ValueError(
+            "lambda_forward_reco needs a world model whose action model infers a latent action "
+            f"(a LatentActionModel with an action_dim), got {type(world_model.action_model).__name__}."
+        )
     prior = world_model.rssm_prior
     return LatentActionForwardModel(
         world_model.encoder.module.output_features,
-        world_model.action_model.action_dim,
+        action_dim,
         state_dim=prior.num_categoricals * prior.num_classes,
         belief_dim=prior.rnn_hidden_dim,
         hidden_dim=hidden,
@@ -236,6 +242,9 @@ class PreLARLoss(LossModule):
         lambda_prior_reco: weight of the prior reconstruction term (0: off, the paper).
         lambda_forward_reco: weight of the forward reconstruction term (0: off, the paper).
         forward_hidden: hidden width of the :class:`LatentActionForwardModel`.
+        forward_residual: the forward reconstruction predicts o_{t+1} as o_t plus the
+            decoding, so the decoder only has to draw the change and all of the error is
+            motion.
 
     Returns (from ``forward``): a ``(loss_td, model_td)`` pair like
     :class:`~torchrl.objectives.DreamerV3ModelLoss`: ``loss_*`` entries to sum and
@@ -307,6 +316,7 @@ class PreLARLoss(LossModule):
         lambda_prior_reco: float = 0.0,
         lambda_forward_reco: float = 0.0,
         forward_hidden: int = 256,
+        forward_residual: bool = False,
     ):
         if consistency not in ("off", "sign", "soft"):
             raise ValueError(f"consistency must be 'off', 'sign' or 'soft', got {consistency!r}.")
@@ -341,6 +351,7 @@ class PreLARLoss(LossModule):
         self.consistency_tau = consistency_tau
         self.lambda_prior_reco = lambda_prior_reco
         self.lambda_forward_reco = lambda_forward_reco
+        self.forward_residual = forward_residual
         self.forward_model = (
             _make_forward_model(world_model, forward_hidden) if lambda_forward_reco else None
         )
@@ -383,7 +394,8 @@ class PreLARLoss(LossModule):
             [torch.zeros_like(next_embedding[..., :1, :]), next_embedding[..., :-1, :]], -2
         )
         state, belief = self.forward_model(embedding, model_td.get(keys.latent_action))
-        return self._decoded_error(model_td, state, belief, weights, steps)
+        base = model_td.get(keys.pixels) if self.forward_residual else None
+        return self._decoded_error(model_td, state, belief, weights, steps, base=base)
 
     def _decoded_error(
         self,
@@ -392,8 +404,9 @@ class PreLARLoss(LossModule):
         belief: torch.Tensor,
         weights: torch.Tensor,
         steps: torch.Tensor,
+        base: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Squared error of o_{t+1} against the decoding of ``(state, belief)``, step mean."""
+        """Squared error of o_{t+1} against the decoding of ``(state, belief)`` (plus ``base``)."""
         keys = self.tensor_keys
         decoded = self.world_model.decoder(
             TensorDict(
@@ -402,6 +415,8 @@ class PreLARLoss(LossModule):
             )
         )
         prediction = decoded.get(("next", keys.reco_pixels))
+        if base is not None:
+            prediction = prediction + base
         error = (prediction - model_td.get(("next", keys.pixels))).pow(2).sum((-1, -2, -3))
         return (error * weights).sum() / steps
 

@@ -112,11 +112,14 @@ def make_pretrain_loss(cfg: Mapping[str, Any]) -> PreLARLoss:
     model_cfg = cfg["world_model"]
     config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
     init = cfg.get("finetune", {}).get("init")
+    loss_settings = dict(cfg["loss"])
     if init in STACKED_BASELINES:  # APV / ContextWM pre-train an action-free RSSM
         world_model = STACKED_BASELINES[init][0](config).to(cfg["device"])
+        # No latent action: the terms that decode through one do not apply.
+        loss_settings.update(lambda_forward_reco=0.0, lambda_prior_reco=0.0)
     else:
         world_model = make_world_model(config).to(cfg["device"])
-    return PreLARLoss(world_model, **cfg["loss"])
+    return PreLARLoss(world_model, **loss_settings)
 
 
 def make_latent_action_monitor(

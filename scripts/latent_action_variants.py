@@ -1,0 +1,174 @@
+"""Compare pre-training objectives on what their latent action learns, on Meta-world video.
+
+Pre-trains one variant (a world-model preset and ``PreLARLoss`` settings) on scripted
+Meta-world videos of the 44 pre-training tasks and, every ``--probe-every`` updates,
+evaluates it with :func:`~torchrl_prelar.evaluation.latent_actions.evaluate_latent_actions` on
+two held-out sets with true actions: new episodes of every pre-training task (``seen``) and
+episodes of the six evaluation tasks (``unseen``). Every variant reads the same three video
+folders (rendered on the first call, about 4 min on 2 cores), so rows of
+``docs/latent_actions.md`` compare objectives on the same data with the same probe.
+
+    python scripts/latent_action_variants.py paper --loss '{}' --updates 300
+    python scripts/latent_action_variants.py forward \\
+        --loss '{lambda_forward_reco: 0.5, beta_action: 0.1}' --updates 300
+
+``--supervised`` trains the latent action model alone, as a supervised inverse dynamics model
+(a linear read-out of its deterministic code regressed on the true actions of the training
+videos, which pre-training never sees): a reference for how much of the action this trunk can
+read from two frames of this data at all. Its state KL and PSNR figures are those of an
+untrained RSSM.
+
+    python scripts/latent_action_variants.py supervised --supervised --updates 300
+
+``--loss`` and ``--model`` are YAML mappings of :class:`~torchrl_prelar.PreLARLoss` keyword
+arguments and world-model preset overrides. Figures go to ``<out>/<name>/log.json`` (one
+record per evaluation) and are printed as they come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tensordict import TensorDictBase
+
+from torchrl_prelar import PreLARLoss, make_world_model
+from torchrl_prelar.data.sources.metaworld_scripted import (
+    ScriptedVideoConfig,
+    generate_scripted_videos,
+)
+from torchrl_prelar.data.sources.rlbench import RLBenchSource
+from torchrl_prelar.data.video import make_video_replay_buffer
+from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
+from torchrl_prelar.evaluation.latent_actions import (
+    episodes_to_clips,
+    evaluate_latent_actions,
+    load_episodes,
+)
+from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
+
+#: (folder, tasks (None: the pre-training tasks), episodes per task, seed) of each video set.
+VIDEO_SETS = {
+    "train": ("videos_train", None, 1, 0),
+    "seen": ("videos_heldout_seen", None, 1, 1),
+    "unseen": ("videos_unseen", tuple(METAWORLD_EVAL_TASKS), 4, 2),
+}
+SUMMARY_KEYS = ("probe_r2", "state_kl", "shuffled_state_kl", "psnr_own", "delta_psnr")
+
+
+def render_video_sets(data_dir: Path, episode_length: int) -> dict[str, Path]:
+    """Render (or complete) the training and the two held-out video sets under ``data_dir``."""
+    folders = {}
+    for name, (folder, tasks, episodes, seed) in VIDEO_SETS.items():
+        settings = {"tasks": tasks} if tasks else {}
+        config = ScriptedVideoConfig(
+            noise_std=0.1, episode_length=episode_length, seed=seed, **settings
+        )
+        folders[name] = data_dir / folder
+        print(f"{name}: {generate_scripted_videos(folders[name], config, episodes)}")
+    return folders
+
+
+class SupervisedActionLoss(torch.nn.Module):
+    """MSE of a linear read-out of the latent action model's code against the true action."""
+
+    def __init__(self, world_model: torch.nn.Module, action_dim: int):
+        super().__init__()
+        self.world_model = world_model
+        self.readout = torch.nn.Linear(world_model.action_model.action_dim, action_dim)
+
+    def forward(self, batch: TensorDictBase) -> torch.Tensor:
+        used = ~batch["is_init"].squeeze(-1)
+        code = self.world_model.action_model(batch.clone())["latent_action"]
+        return (self.readout(code) - batch["true_action"]).pow(2)[used].mean()
+
+
+class SupervisedTrainer:
+    """One Adam step of :class:`SupervisedActionLoss`; returns its value as a metric."""
+
+    def __init__(self, loss: SupervisedActionLoss, optimizer: torch.optim.Optimizer):
+        self.loss, self.optimizer = loss, optimizer
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        value = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        self.optimizer.step()
+        return {"loss": value.detach()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="variant name (output sub-folder)")
+    parser.add_argument("--loss", default="{}", help="YAML mapping of PreLARLoss arguments")
+    parser.add_argument("--model", default="{}", help="YAML mapping of preset overrides")
+    parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--probe-every", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--num-transitions", type=int, default=24)
+    parser.add_argument("--episode-length", type=int, default=100)
+    parser.add_argument("--context", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--supervised", action="store_true", help="inverse dynamics reference")
+    parser.add_argument("--data", type=Path, default=Path("runs/latent_action_variants/data"))
+    parser.add_argument("--out", type=Path, default=Path("runs/latent_action_variants"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    folders = render_video_sets(args.data, args.episode_length)
+    held_out = {
+        name: episodes_to_clips(load_episodes(folders[name]), num_transitions=args.num_transitions)
+        for name in ("seen", "unseen")
+    }
+    buffer = make_video_replay_buffer(
+        [RLBenchSource(folders["train"], name="metaworld")],
+        num_transitions=args.num_transitions,
+        batch_size=args.batch,
+        root=args.data / f"buffer_T{args.num_transitions}",
+    )
+    torch.manual_seed(args.seed)
+    model_overrides = yaml.safe_load(args.model)
+    if args.supervised:
+        model_overrides.setdefault("latent_action", {})["output_type"] = "deterministic"
+    world_model = make_world_model(args.preset, **model_overrides)
+    if args.supervised:
+        loss = SupervisedActionLoss(world_model, held_out["seen"]["true_action"].shape[-1])
+        trainer = SupervisedTrainer(loss, make_optimizer(loss.parameters(), lr=args.lr))
+    else:
+        loss = PreLARLoss(world_model, **yaml.safe_load(args.loss))
+        trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters(), lr=args.lr))
+    out = args.out / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    records, seconds = [], 0.0
+
+    def evaluate(step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, "seconds_per_update": seconds / max(step, 1), **metrics}
+        for name, clips in held_out.items():
+            figures = evaluate_latent_actions(
+                loss.world_model, clips, context=args.context, seed=args.seed
+            )
+            record[name] = figures
+            print(step, name, {key: round(figures[key], 3) for key in SUMMARY_KEYS}, flush=True)
+        records.append(record)
+        (out / "log.json").write_text(json.dumps({"args": vars(args), "log": records}, default=str))
+
+    evaluate(0, {})
+    for step in range(1, args.updates + 1):
+        tick = time.perf_counter()
+        metrics = trainer.update(buffer.sample())
+        seconds += time.perf_counter() - tick
+        if step % args.probe_every == 0 or step == args.updates:
+            evaluate(step, {key: float(value) for key, value in metrics.items()})
+    torch.save(loss.state_dict(), out / "loss.pt")
+
+
+if __name__ == "__main__":
+    main()
