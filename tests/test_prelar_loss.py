@@ -262,3 +262,21 @@ def test_residual_forward_reconstruction_adds_the_current_frame():
     torch.testing.assert_close(
         losses["loss_forward_reco"], error.mean().detach().reshape(1), rtol=1e-4, atol=1e-3
     )
+
+
+def test_action_kl_warmup_ramps_the_weight_and_resumes_from_the_state_dict():
+    loss = tiny_loss(beta_action=2.0, action_kl_warmup=4)
+    weights = []
+    for _ in range(5):
+        losses, _ = loss(make_clip_batch())
+        weights.append(float(losses["loss_action_kl"] / losses["action_kl"]))
+    assert weights == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0], rel=1e-5)
+    resumed = tiny_loss(beta_action=2.0, action_kl_warmup=4)
+    resumed.load_state_dict(tiny_loss(beta_action=2.0, action_kl_warmup=4).state_dict())
+    assert int(resumed.training_forwards) == 0
+    resumed.load_state_dict(loss.state_dict())
+    assert int(resumed.training_forwards) == 5
+    loss.eval()
+    losses, _ = loss(make_clip_batch())
+    assert float(losses["loss_action_kl"] / losses["action_kl"]) == pytest.approx(2.0)
+    assert "training_forwards" not in tiny_loss().state_dict()

@@ -245,6 +245,9 @@ class PreLARLoss(LossModule):
         forward_residual: the forward reconstruction predicts o_{t+1} as o_t plus the
             decoding, so the decoder only has to draw the change and all of the error is
             motion.
+        action_kl_warmup: the action KL's weight grows linearly from 0 to ``beta_action``
+            over this many training forward passes (counted in a buffer, so it resumes with
+            the loss's state dict); 0 (default, the paper): ``beta_action`` from the start.
 
     Returns (from ``forward``): a ``(loss_td, model_td)`` pair like
     :class:`~torchrl.objectives.DreamerV3ModelLoss`: ``loss_*`` entries to sum and
@@ -317,6 +320,7 @@ class PreLARLoss(LossModule):
         lambda_forward_reco: float = 0.0,
         forward_hidden: int = 256,
         forward_residual: bool = False,
+        action_kl_warmup: int = 0,
     ):
         if consistency not in ("off", "sign", "soft"):
             raise ValueError(f"consistency must be 'off', 'sign' or 'soft', got {consistency!r}.")
@@ -352,6 +356,11 @@ class PreLARLoss(LossModule):
         self.lambda_prior_reco = lambda_prior_reco
         self.lambda_forward_reco = lambda_forward_reco
         self.forward_residual = forward_residual
+        if action_kl_warmup < 0:
+            raise ValueError(f"action_kl_warmup must be >= 0, got {action_kl_warmup}.")
+        self.action_kl_warmup = action_kl_warmup
+        if action_kl_warmup:  # only then in the state dict: checkpoints without it still load
+            self.register_buffer("training_forwards", torch.zeros((), dtype=torch.int64))
         self.forward_model = (
             _make_forward_model(world_model, forward_hidden) if lambda_forward_reco else None
         )
@@ -364,6 +373,14 @@ class PreLARLoss(LossModule):
         keys = {key: getattr(self.tensor_keys, key) for key in _MODEL_LOSS_KEYS}
         self.model_loss.set_keys(**keys)
         self.model_loss.world_model.reward_key = ("next", self.tensor_keys.reward)
+
+    def _action_kl_weight(self) -> float:
+        """``beta_action``, ramped up over the first ``action_kl_warmup`` training forwards."""
+        if not self.training or not self.action_kl_warmup:
+            return self.beta_action
+        self.training_forwards += 1
+        ramp = min(1.0, float(self.training_forwards) / self.action_kl_warmup)
+        return self.beta_action * ramp
 
     def _step_weights(self, model_td: TensorDictBase) -> torch.Tensor:
         """1 for transitions whose latent action the RSSM uses, 0 at sequence starts."""
@@ -485,7 +502,7 @@ class PreLARLoss(LossModule):
         penalised = (
             action_kl.clamp_min(self.action_free_nats) if self.action_free_nats else action_kl
         )
-        loss_td.set("loss_action_kl", self.beta_action * penalised.unsqueeze(-1))
+        loss_td.set("loss_action_kl", self._action_kl_weight() * penalised.unsqueeze(-1))
         if self.forward_model is not None:
             forward_reco = self._forward_reconstruction(model_td, weights, steps)
             loss_td.set(
