@@ -217,7 +217,7 @@ def test_prior_reconstruction_trains_the_latent_action_model_and_is_off_by_defau
 
 
 def test_straight_through_sample_is_one_hot_with_gradients_to_the_logits():
-    from torchrl_prelar.objectives.prelar import straight_through_sample
+    from torchrl_prelar.modules.latent_action import straight_through_sample
 
     logits = torch.randn(3, 4, 5, requires_grad=True)
     sample = straight_through_sample(logits)

@@ -71,6 +71,22 @@ def use_circular_padding(module: nn.Module) -> nn.Module:
     return module
 
 
+def straight_through_sample(logits: torch.Tensor) -> torch.Tensor:
+    """One-hot sample of ``[..., categoricals, classes]`` logits, gradients through the probs.
+
+    Flattened to ``[..., categoricals * classes]``, the layout of TorchRL's RSSM states.
+
+    Examples:
+        >>> sample = straight_through_sample(torch.zeros(2, 4, 8))
+        >>> sample.shape, sample.sum(-1)
+        (torch.Size([2, 32]), tensor([4., 4.]))
+    """
+    probs = logits.softmax(-1)
+    index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1)
+    hard = torch.zeros_like(probs).reshape(-1, probs.shape[-1]).scatter_(-1, index, 1.0)
+    return (probs + (hard.view_as(probs) - probs).detach()).flatten(-2)
+
+
 class EmbeddingPair(nn.Module):
     """Trunk of the ``"embedding"`` input mode: the two embeddings side by side.
 
@@ -239,10 +255,7 @@ class LatentActionModel(TensorDictModuleBase):
         if self._use_mode():
             sample = nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
         else:
-            probs = logits.softmax(-1)
-            index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1)
-            hard = torch.zeros_like(probs).reshape(-1, probs.shape[-1]).scatter_(-1, index, 1.0)
-            sample = probs + (hard.view_as(probs) - probs).detach()
+            return straight_through_sample(logits), logits, None
         return sample.flatten(-2), logits, None
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

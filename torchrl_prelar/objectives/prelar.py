@@ -14,6 +14,8 @@ from torch import nn
 from torchrl.modules import MLP
 from torchrl.objectives import DreamerV3ModelLoss, LossModule
 
+from torchrl_prelar.modules.latent_action import straight_through_sample
+
 ConsistencyMode = Literal["off", "sign", "soft"]
 
 _MODEL_LOSS_KEYS = ("pixels", "reco_pixels", "prior_logits", "posterior_logits", "reward")
@@ -41,22 +43,6 @@ def categorical_kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     """
     log_probs = logits.log_softmax(-1)
     return (log_probs.exp() * (log_probs + math.log(logits.shape[-1]))).sum((-1, -2))
-
-
-def straight_through_sample(logits: torch.Tensor) -> torch.Tensor:
-    """One-hot sample of ``[..., categoricals, classes]`` logits, gradients through the probs.
-
-    Flattened to ``[..., categoricals * classes]``, the layout of TorchRL's RSSM states.
-
-    Examples:
-        >>> sample = straight_through_sample(torch.zeros(2, 4, 8))
-        >>> sample.shape, sample.sum(-1)
-        (torch.Size([2, 32]), tensor([4., 4.]))
-    """
-    probs = logits.softmax(-1)
-    index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1)
-    hard = torch.zeros_like(probs).reshape(-1, probs.shape[-1]).scatter_(-1, index, 1.0)
-    return (probs + (hard.view_as(probs) - probs).detach()).flatten(-2)
 
 
 def _pairwise_gaussian_kl(loc: torch.Tensor, scale: torch.Tensor, perm: torch.Tensor):
