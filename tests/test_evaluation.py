@@ -196,7 +196,15 @@ def test_evaluation_is_seeded_and_leaves_rng_and_mode_alone(world_model, clips):
     state = torch.get_rng_state()
     first = evaluate_latent_actions(world_model, clips, context=1, seed=7)
     assert torch.equal(torch.get_rng_state(), state) and world_model.training
-    assert evaluate_latent_actions(world_model, clips, context=1, seed=7) == first
+    again = evaluate_latent_actions(world_model, clips, context=1, seed=7)
+    # The probe's double-precision least squares may differ in the last bit between BLAS
+    # thread schedules; everything else must be bit-identical.
+    probe_keys = ("probe_r2", "probe_r2_per_dim")
+    assert {k: v for k, v in again.items() if k not in probe_keys} == {
+        k: v for k, v in first.items() if k not in probe_keys
+    }
+    assert again["probe_r2_per_dim"] == pytest.approx(first["probe_r2_per_dim"], rel=1e-9)
+    assert again["probe_r2"] == pytest.approx(first["probe_r2"], rel=1e-9)
     assert len(first["probe_r2_per_dim"]) == 2
     assert first["probe_r2"] == pytest.approx(np.mean(first["probe_r2_per_dim"]))
     batched = evaluate_latent_actions(world_model, clips, context=1, seed=7, batch_size=3)
@@ -227,7 +235,9 @@ def test_monitor_logs_at_its_steps_and_reuses_the_last_result(world_model, clips
     assert [step for step, _ in logged] == [2, 4, 5]
     names = {f"{figure}_{name}" for figure in LOGGED_FIGURES for name in ("seen", "unseen")}
     assert set(logged[-1][1]) == names
-    assert monitor.evaluate(5)["seen"]["probe_r2"] == logged[-1][1]["probe_r2_seen"]
+    assert monitor.evaluate(5)["seen"]["probe_r2"] == pytest.approx(
+        logged[-1][1]["probe_r2_seen"], rel=1e-9
+    )
     assert len(logged) == 3
 
 
