@@ -1,0 +1,51 @@
+"""scripts/latent_action_ceiling.py: the probe ceiling from the true state change."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "latent_action_ceiling.py"
+
+
+@pytest.fixture(scope="module")
+def ceiling():
+    spec = importlib.util.spec_from_file_location("latent_action_ceiling", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _episodes(step_scale, *, count=6, length=40, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        action = rng.uniform(-1, 1, (length, 4)).astype(np.float32)
+        state = np.concatenate([np.zeros((1, 4)), np.cumsum(step_scale * action, 0)])
+        out.append({"state": state, "action": action, "pixels": 10 * state[:, :2]})
+    return out
+
+
+def test_state_change_that_is_the_action_scores_one_and_noise_scores_below_zero(ceiling):
+    exact = ceiling.probe_ceiling(_episodes(0.01))
+    assert exact["state change"]["r2"] == pytest.approx(1.0, abs=1e-3)
+    assert exact["hand step (pixels at 64x64)"]["mean"] > 0
+    shuffled = _episodes(0.01)
+    for episode in shuffled:
+        episode["action"] = np.random.default_rng(1).uniform(-1, 1, episode["action"].shape)
+    assert ceiling.probe_ceiling(shuffled)["state change"]["r2"] < 0.05
+
+
+def test_hand_pixels_matches_a_pinhole_projection(ceiling, monkeypatch):
+    class Model:
+        cam_fovy = np.array([90.0])
+
+    class Data:
+        cam_xpos = np.zeros((1, 3))
+        cam_xmat = np.eye(3).reshape(1, 9)
+
+    monkeypatch.setattr(ceiling.mujoco, "mj_name2id", lambda model, kind, name: 0)
+    # 90 degree field of view, 64 pixels: focal length 32; a point 1 m ahead, 0.5 m right.
+    pixels = ceiling.hand_pixels(Model(), Data(), np.array([[0.5, 0.25, -1.0]]), "corner", 64)
+    assert pixels[0].tolist() == pytest.approx([16.0, 8.0])
