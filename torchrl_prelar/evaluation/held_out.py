@@ -76,8 +76,8 @@ class HeldOutConfig:
         2
     """
 
-    seen_episodes: int = 1
-    unseen_episodes: int = 2
+    seen_episodes: int = 4
+    unseen_episodes: int = 4
     seen_tasks: int | None = 10
     episode_length: int = 48
     seen_seed: int = 1000
