@@ -26,7 +26,9 @@ import torch
 import torchrl
 from _machine import cpu_model
 
-from torchrl_prelar.data.video import Episode, VideoEpisodeWriter, make_video_replay_buffer
+from torchrl_prelar.data.episodes import Episode
+from torchrl_prelar.data.replay import make_video_replay_buffer
+from torchrl_prelar.data.writer import VideoEpisodeWriter
 
 TARGET_RATIO = 20.0
 

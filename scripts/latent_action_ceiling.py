@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-
 from pathlib import Path
 
 import mujoco
@@ -54,8 +53,9 @@ def _mujoco_handles(env) -> tuple[mujoco.MjModel, mujoco.MjData]:
     return simulator.model, simulator.data
 
 
-def hand_pixels(model: mujoco.MjModel, data: mujoco.MjData, hand: np.ndarray, camera: str,
-                image_size: int) -> np.ndarray:
+def hand_pixels(
+    model: mujoco.MjModel, data: mujoco.MjData, hand: np.ndarray, camera: str, image_size: int
+) -> np.ndarray:
     """Project hand positions ``[N, 3]`` (world frame) into the camera image, in pixels."""
     camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
     position = data.cam_xpos[camera_id]
@@ -72,8 +72,9 @@ def replay_episodes(
     out = []
     with tqdm(total=len(tasks) * episodes, desc="episodes") as bar:
         for task in tasks:
-            env = make_metaworld_env(task, camera=camera, max_episode_steps=config.episode_length,
-                                     seed=seed)
+            env = make_metaworld_env(
+                task, camera=camera, max_episode_steps=config.episode_length, seed=seed
+            )
             model, data = _mujoco_handles(env)
             for index in range(episodes):
                 episode_rng = episode_seed(seed, task, index)
@@ -82,8 +83,13 @@ def replay_episodes(
                 td = env.rollout(config.episode_length, policy=policy, break_when_any_done=False)
                 state = torch.cat([td["observation"][:1], td["next", "observation"]]).numpy()
                 pixels = hand_pixels(model, data, state[:, :3].astype(np.float64), camera, 64)
-                out.append({"state": state[:, HAND_AND_GRIPPER], "action": td["action"].numpy(),
-                            "pixels": pixels})
+                out.append(
+                    {
+                        "state": state[:, HAND_AND_GRIPPER],
+                        "action": td["action"].numpy(),
+                        "pixels": pixels,
+                    }
+                )
                 bar.update()
             env.close()
     return out
@@ -95,7 +101,9 @@ def probe_ceiling(episodes: list[dict[str, np.ndarray]], *, seed: int = 0) -> di
     ids = torch.cat([torch.full((len(e["action"]),), i) for i, e in enumerate(episodes)])
     train, test = split_episodes(ids, seed=seed)
     state_t = torch.tensor(np.concatenate([e["state"][:-1] for e in episodes]), dtype=torch.float64)
-    state_next = torch.tensor(np.concatenate([e["state"][1:] for e in episodes]), dtype=torch.float64)
+    state_next = torch.tensor(
+        np.concatenate([e["state"][1:] for e in episodes]), dtype=torch.float64
+    )
     action = torch.tensor(np.concatenate([e["action"] for e in episodes]), dtype=torch.float64)
     pair = torch.cat([state_t, state_next - state_t], 1)
     pair = (pair - pair[train].mean(0)) / pair[train].std(0).clamp_min(1e-8)
@@ -103,36 +111,58 @@ def probe_ceiling(episodes: list[dict[str, np.ndarray]], *, seed: int = 0) -> di
     projection = torch.randn(pair.shape[1], 256, generator=generator, dtype=torch.float64)
     nonlinear = torch.nn.functional.elu(pair @ projection / pair.shape[1] ** 0.5)
     figures = {}
-    for name, features in (("state change", state_next - state_t), ("state pair, 256 features", nonlinear)):
-        r2 = linear_probe_r2(features[train], action[train], features[test], action[test],
-                             multioutput="raw_values")
-        figures[name] = {"r2": round(float(r2.mean()), 3), "r2_per_dim": [round(float(v), 3) for v in r2]}
+    for name, features in (
+        ("state change", state_next - state_t),
+        ("state pair, 256 features", nonlinear),
+    ):
+        r2 = linear_probe_r2(
+            features[train], action[train], features[test], action[test], multioutput="raw_values"
+        )
+        figures[name] = {
+            "r2": round(float(r2.mean()), 3),
+            "r2_per_dim": [round(float(v), 3) for v in r2],
+        }
     steps = np.concatenate([np.linalg.norm(np.diff(e["pixels"], axis=0), axis=1) for e in episodes])
     figures["hand step (pixels at 64x64)"] = {
-        "mean": round(float(steps.mean()), 3), "p90": round(float(np.quantile(steps, 0.9)), 3)}
+        "mean": round(float(steps.mean()), 3),
+        "p90": round(float(np.quantile(steps, 0.9)), 3),
+    }
     return figures
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="quick", help="examples/config/preset to replay")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="episodes per task for both sets (default: the preset's)")
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="episodes per task for both sets (default: the preset's)",
+    )
     parser.add_argument("--camera", default="corner")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     preset = yaml.safe_load((PRESETS / f"{args.preset}.yaml").read_text())
     config = HeldOutConfig.from_mapping(preset["evaluation"])
     sets = {
-        "seen": (spread_tasks(default_pretrain_tasks(), config.seen_tasks),
-                 args.episodes or config.seen_episodes, config.seen_seed),
-        "unseen": (METAWORLD_EVAL_TASKS, args.episodes or config.unseen_episodes,
-                   config.unseen_seed),
+        "seen": (
+            spread_tasks(default_pretrain_tasks(), config.seen_tasks),
+            args.episodes or config.seen_episodes,
+            config.seen_seed,
+        ),
+        "unseen": (
+            METAWORLD_EVAL_TASKS,
+            args.episodes or config.unseen_episodes,
+            config.unseen_seed,
+        ),
     }
     results = {}
     for name, (tasks, episodes, seed) in sets.items():
-        results[name] = {"tasks": len(tasks), "episodes_per_task": episodes,
-                         **probe_ceiling(replay_episodes(tasks, episodes, config, seed, args.camera))}
+        results[name] = {
+            "tasks": len(tasks),
+            "episodes_per_task": episodes,
+            **probe_ceiling(replay_episodes(tasks, episodes, config, seed, args.camera)),
+        }
         print(name, json.dumps(results[name]))
     return results
 

@@ -37,12 +37,12 @@ import yaml
 from tensordict import TensorDictBase
 
 from torchrl_prelar import PreLARLoss, make_world_model
+from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.data.sources.metaworld_scripted import (
     ScriptedVideoConfig,
     generate_scripted_videos,
 )
 from torchrl_prelar.data.sources.rlbench import RLBenchSource
-from torchrl_prelar.data.video import make_video_replay_buffer
 from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
 from torchrl_prelar.evaluation.latent_actions import (
     episodes_to_clips,

@@ -13,8 +13,8 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_prelar import make_world_model
+from torchrl_prelar.data.episodes import Episode
 from torchrl_prelar.data.synthetic import moving_square_episodes
-from torchrl_prelar.data.video import Episode
 from torchrl_prelar.evaluation.held_out import (
     LOGGED_FIGURES,
     HeldOutConfig,

@@ -11,8 +11,9 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from torchrl_prelar import PreLARLoss, make_world_model
+from torchrl_prelar.data.episodes import Episode
+from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.data.video import Episode, make_video_replay_buffer
 from torchrl_prelar.training.checkpoint import (
     UnsafeCheckpointError,
     check_no_pickles,

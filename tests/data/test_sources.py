@@ -8,16 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from torchrl_prelar.data.episodes import Episode, SkippedEpisode
+from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.data.sources.rlbench import RLBenchSource
 from torchrl_prelar.data.sources.ssv2 import SSv2Source
 from torchrl_prelar.data.sources.video_folder import VideoFolderSource, read_image
-from torchrl_prelar.data.video import (
-    Episode,
-    SkippedEpisode,
-    VideoDatasetStats,
-    VideoEpisodeWriter,
-    make_video_replay_buffer,
-)
+from torchrl_prelar.data.writer import VideoDatasetStats, VideoEpisodeWriter
 
 iio = pytest.importorskip("imageio.v3")
 

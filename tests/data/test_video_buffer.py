@@ -13,15 +13,10 @@ from torchrl import torchrl_logger
 from torchrl.data import LazyTensorStorage, ReplayBuffer, SliceSampler
 from torchrl.envs.transforms import Compose, Transform
 
-from torchrl_prelar.data.video import (
-    Episode,
-    EpisodeSource,
-    SkippedEpisode,
-    VideoClipTransform,
-    VideoDatasetStats,
-    VideoEpisodeWriter,
-    make_video_replay_buffer,
-)
+from torchrl_prelar.data.clips import VideoClipTransform
+from torchrl_prelar.data.episodes import Episode, EpisodeSource, SkippedEpisode
+from torchrl_prelar.data.replay import make_video_replay_buffer
+from torchrl_prelar.data.writer import VideoDatasetStats, VideoEpisodeWriter
 
 T = 5
 B = 8
@@ -68,7 +63,9 @@ def test_round_trip_contract_and_boundaries(root):
             "pixels",
             ("next", "pixels"),
             "is_init",
+            "episode",
         }
+        assert (batch["episode"] == batch["episode"][:, :1]).all()
         pixels, next_pixels = batch["pixels"], batch["next", "pixels"]
         assert pixels.shape == (B, T, 3, SIZE, SIZE) and pixels.dtype == torch.float32
         assert next_pixels.shape == pixels.shape and next_pixels.dtype == torch.float32
@@ -303,3 +300,37 @@ def test_transform_rejects_clips_crossing_episodes():
         VideoClipTransform(T)(flat)
     with pytest.raises(ValueError, match="B \\* \\(T \\+ 1\\)"):
         VideoClipTransform(T + 1)(flat)
+
+
+def test_transform_honours_its_keys_and_keeps_the_other_entries():
+    frames = torch.arange(2 * (T + 1), dtype=torch.uint8).reshape(-1, 1, 1, 1).expand(-1, 3, 2, 2)
+    flat = TensorDict(
+        cam=frames.clone(),
+        clip=torch.arange(2 * (T + 1)) // (T + 1),
+        step=torch.arange(2 * (T + 1), dtype=torch.float32),
+        batch_size=[2 * (T + 1)],
+    )
+    transform = VideoClipTransform(
+        T, in_keys=["cam"], out_keys=[("succ", "cam")], episode_key="clip", init_key="first"
+    )
+    out = transform(flat)
+    assert set(out.keys(include_nested=True, leaves_only=True)) == {
+        "cam",
+        ("succ", "cam"),
+        "clip",
+        "step",
+        "first",
+    }
+    expected = (torch.arange(T) / 255.0 - 0.5).tolist()
+    assert out["cam"][0, :, 0, 0, 0].tolist() == pytest.approx(expected)
+    assert out["succ", "cam"][0, :-1].equal(out["cam"][0, 1:])
+    assert out["step"][1].tolist() == [float(T + 1 + t) for t in range(T)]  # o_t's entries
+    assert out["first"][:, 0].all() and not out["first"][:, 1:].any()
+    assert flat["cam"].dtype == torch.uint8 and flat["cam"].equal(frames)  # input left alone
+    flat["clip"][1] = 1
+    with pytest.raises(ValueError, match="traj_key='clip'"):
+        transform(flat)
+    with pytest.raises(KeyError, match="no 'pixels'"):
+        VideoClipTransform(T)(flat)
+    with pytest.raises(ValueError, match="one key per in_keys entry"):
+        VideoClipTransform(T, in_keys=["a", "b"], out_keys=[("next", "a")])

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict
 
-from torchrl_prelar.data.video import Episode, transitions_from_frames
+from torchrl_prelar.data.clips import transitions_from_frames
+from torchrl_prelar.data.episodes import Episode
 
 
 def moving_square_batch(
@@ -113,7 +114,7 @@ def _square_clips(
 def moving_square_episodes(
     num_episodes: int, length: int, *, seed: int = 0, **kwargs
 ) -> list[Episode]:
-    """Moving-square videos as :class:`~torchrl_prelar.data.video.Episode` objects.
+    """Moving-square videos as :class:`~torchrl_prelar.data.episodes.Episode` objects.
 
     Frames are ``[length + 1, H, W, 3]`` uint8 and actions ``[length + 1, 2]`` in the APV
     convention (``actions[0]`` is zero padding, ``actions[t]`` leads into frame t), so they go

@@ -30,7 +30,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-from torchrl_prelar.data.video import Episode, transition_actions, transitions_from_frames
+from torchrl_prelar.data.clips import transitions_from_frames
+from torchrl_prelar.data.episodes import Episode, transition_actions
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr
 from torchrl_prelar.modules import PreLARWorldModel
 from torchrl_prelar.modules.pixels import centred_pixels
@@ -92,7 +93,7 @@ def episodes_to_clips(episodes: Sequence[Episode], *, num_transitions: int) -> T
     ``"pixels"`` (o_t) and ``("next", "pixels")`` (o_{t+1}), ``[3, H, W]``; ``"is_init"``
     (True at t = 0 of every clip); ``"true_action"``: the action taken at o_t that leads to
     o_{t+1} (TorchRL's transition convention, APV ``action[t + 1]``, mapped by
-    :func:`~torchrl_prelar.data.video.transition_actions`); ``"episode"``: the index of the
+    :func:`~torchrl_prelar.data.episodes.transition_actions`); ``"episode"``: the index of the
     clip's episode in ``episodes``.
 
     Raises:

@@ -9,7 +9,7 @@ pre-training), one *arm* per initialisation:
    train and a held-out folder (different seeds); :func:`make_transition_buffer` samples
    train clips and :func:`heldout_clips` cuts the held-out episodes into fixed clips, both as
    TorchRL transitions with the real ``"action"`` taken at o_t (mapped from the APV episode
-   format by :func:`~torchrl_prelar.data.video.transition_actions`);
+   format by :func:`~torchrl_prelar.data.episodes.transition_actions`);
 2. model: :func:`make_model_gap_world_model` builds the fine-tuning world model of an arm
    (pre-trained encoder / RSSM / decoder and a new action encoder; APV's stacked RSSMs;
    ``dreamer`` from scratch), without reward heads;
@@ -49,17 +49,13 @@ from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 from torchrl.envs.transforms import RenameTransform
 
+from torchrl_prelar.data.episodes import ACTION_KEY, Episode, EpisodeSource
+from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.data.sources.metaworld_scripted import (
     ScriptedVideoConfig,
     generate_scripted_videos,
 )
 from torchrl_prelar.data.sources.rlbench import RLBenchSource
-from torchrl_prelar.data.video import (
-    ACTION_KEY,
-    Episode,
-    EpisodeSource,
-    make_video_replay_buffer,
-)
 from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
 from torchrl_prelar.evaluation.latent_actions import episodes_to_clips, load_episodes
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr

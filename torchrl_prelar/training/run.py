@@ -17,7 +17,8 @@ import torch
 from torchrl.data import ReplayBuffer
 from tqdm.auto import tqdm
 
-from torchrl_prelar.data.video import EpisodeSource, make_video_replay_buffer
+from torchrl_prelar.data.episodes import EpisodeSource
+from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.evaluation.held_out import (
     TRANSFER_GIF,
     HeldOutConfig,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torchrl_prelar.data.video import (
+from torchrl_prelar.data.episodes import (
     Episode,
     EpisodeError,
     EpisodeSource,
@@ -45,7 +45,7 @@ class RLBenchSource(EpisodeSource):
         FileNotFoundError: if ``root`` does not exist or holds no ``.npz`` file.
 
     A corrupt or truncated file, a missing ``"image"`` key or frames of the wrong size are
-    yielded as :class:`~torchrl_prelar.data.video.SkippedEpisode` naming the file.
+    yielded as :class:`~torchrl_prelar.data.episodes.SkippedEpisode` naming the file.
 
     Example:
         >>> import tempfile

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torchrl_prelar.data.sources.video_folder import _require_imageio, read_image
-from torchrl_prelar.data.video import (
+from torchrl_prelar.data.episodes import (
     Episode,
     EpisodeError,
     EpisodeSource,
@@ -22,6 +21,7 @@ from torchrl_prelar.data.video import (
     resize_frames,
     validate_frames,
 )
+from torchrl_prelar.data.sources.video_folder import _require_imageio, read_image
 
 __all__ = ["SSv2Source"]
 
@@ -51,7 +51,7 @@ class SSv2Source(EpisodeSource):
             is empty.
 
     A listed video whose folder is missing, whose frame count does not match the list, or with a
-    corrupt jpg is yielded as :class:`~torchrl_prelar.data.video.SkippedEpisode`.
+    corrupt jpg is yielded as :class:`~torchrl_prelar.data.episodes.SkippedEpisode`.
 
     Example:
         >>> import tempfile, imageio.v3 as iio

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torchrl_prelar.data.video import (
+from torchrl_prelar.data.episodes import (
     Episode,
     EpisodeError,
     EpisodeSource,

@@ -1,0 +1,303 @@
+"""Writes video episodes into a replay buffer once, resumably, with statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl import torchrl_logger
+from torchrl.data import ReplayBuffer
+
+from torchrl_prelar.data.episodes import (
+    ACTION_KEY,
+    EPISODE_KEY,
+    PIXELS_KEY,
+    Episode,
+    EpisodeError,
+    EpisodeSource,
+    SkippedEpisode,
+    transition_actions,
+    validate_frames,
+)
+
+__all__ = ["VideoDatasetStats", "VideoEpisodeWriter"]
+
+STATS_FILE = "video_dataset.json"
+STORAGE_DIR = "storage"
+WRITER_DIR = "writer"
+
+
+@dataclass
+class VideoDatasetStats:
+    """What a video buffer holds: episodes, frames, per-source counts and skipped items.
+
+    Example:
+        >>> stats = VideoDatasetStats()
+        >>> stats.add_episode("rlbench", 25)
+        >>> print(stats.summary().splitlines()[0])
+        video dataset: 1 episodes, 25 frames
+    """
+
+    episodes: int = 0
+    frames: int = 0
+    min_frames: int = 0
+    frame_shape: list[int] | None = None
+    action_dim: int | None = None
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    written: dict[str, list[str]] = field(default_factory=dict)
+
+    def add_episode(self, source: str, num_frames: int, name: str | None = None) -> None:
+        self.episodes += 1
+        self.frames += num_frames
+        entry = self.sources.setdefault(source, {"episodes": 0, "frames": 0})
+        entry["episodes"] += 1
+        entry["frames"] += num_frames
+        if name is not None:
+            self.written.setdefault(source, []).append(name)
+
+    def add_skip(self, skip: SkippedEpisode) -> None:
+        self.skipped.append(asdict(skip))
+
+    def known_names(self) -> dict[str, set[str]]:
+        """Per source, the names already written or skipped (not decoded again on resume)."""
+        known = {source: set(names) for source, names in self.written.items()}
+        for skip in self.skipped:
+            known.setdefault(skip["source"], set()).add(skip["name"])
+        return known
+
+    def summary(self) -> str:
+        lines = [f"video dataset: {self.episodes} episodes, {self.frames} frames"]
+        for source, entry in sorted(self.sources.items()):
+            lines.append(
+                f"  source {source}: {entry['episodes']} episodes, {entry['frames']} frames"
+            )
+        kinds = Counter(s["kind"] for s in self.skipped)
+        if kinds:
+            detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+            lines.append(f"  skipped {len(self.skipped)} ({detail})")
+            for skip in self.skipped:
+                if skip["kind"] != "too_short":
+                    lines.append(f"    {skip['reason']}")
+        if kinds.get("too_short"):
+            lines.append(f"    too_short = fewer than {self.min_frames} frames")
+        return "\n".join(lines)
+
+    def to_json(self, path: Path) -> None:
+        """Writes the stats atomically (a crash never leaves a half-written file)."""
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_json(cls, path: Path) -> VideoDatasetStats:
+        return cls(**json.loads(path.read_text()))
+
+
+def _progress(iterable: Iterable, total: int | None, desc: str) -> Iterable:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is an optional dependency (examples extra)
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit="ep")
+
+
+def _source_length(source: Iterable) -> int | None:
+    try:
+        return len(source)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class VideoEpisodeWriter:
+    """Writes episodes into a video replay buffer built by :func:`make_video_replay_buffer`.
+
+    Episodes are validated, converted to channels-first uint8 and appended once; bad or short
+    episodes are skipped and reported, a full buffer is never overwritten. With an on-disk buffer
+    (``root``), the storage length, writer cursor and :class:`VideoDatasetStats` are flushed
+    every ``flush_interval`` seconds and when :meth:`write` returns or fails, so nothing already
+    written is lost, and a later call skips (without decoding) the episodes already written.
+    Each episode's id is the storage index of its first frame, so ids never repeat.
+
+    Args:
+        buffer: the replay buffer (its storage must be empty or hold data written by this class).
+        root: folder of the on-disk buffer, ``None`` for an in-memory one.
+
+    Keyword Args:
+        min_frames: shortest episode kept, defaults to the sampler's ``slice_len`` (``T + 1``).
+        flush_interval: seconds between two flushes of the on-disk metadata while writing.
+
+    Example:
+        >>> from torchrl_prelar.data import make_video_replay_buffer
+        >>> rb = make_video_replay_buffer(num_transitions=4, batch_size=2, capacity=100)
+        >>> writer = VideoEpisodeWriter(rb)
+        >>> stats = writer.write([Episode(np.zeros((10, 8, 8, 3), np.uint8), name="a")])
+        >>> stats.episodes, stats.frames, len(rb)
+        (1, 10, 10)
+    """
+
+    def __init__(
+        self,
+        buffer: ReplayBuffer,
+        root: str | Path | None = None,
+        *,
+        min_frames: int | None = None,
+        flush_interval: float = 10.0,
+    ) -> None:
+        self.buffer = buffer
+        self.root = Path(root) if root is not None else None
+        if min_frames is None:
+            min_frames = getattr(buffer.sampler, "slice_len", None)
+            if min_frames is None:
+                raise ValueError("min_frames is required when the sampler has no slice_len")
+        self.min_frames = int(min_frames)
+        self.flush_interval = flush_interval
+        stats_path = self._stats_path
+        if stats_path is not None and stats_path.exists():
+            self.stats = VideoDatasetStats.from_json(stats_path)
+        else:
+            self.stats = VideoDatasetStats(min_frames=self.min_frames)
+        self._known = self.stats.known_names()
+        self._last_flush = time.monotonic()
+        self._dirty = False
+
+    @property
+    def _stats_path(self) -> Path | None:
+        return self.root / STATS_FILE if self.root is not None else None
+
+    def write(self, episodes: Iterable[Episode | SkippedEpisode]) -> VideoDatasetStats:
+        """Appends ``episodes`` (an :class:`EpisodeSource` or any iterable) and returns the stats.
+
+        Episodes whose ``(source, name)`` was already written or skipped are left out.
+        """
+        if isinstance(episodes, EpisodeSource):
+            known = frozenset(self._known.get(episodes.name, ()))
+            items = episodes.episodes(exclude=known, min_frames=self.min_frames)
+            desc = f"writing {episodes.name}"
+        else:
+            items = iter(episodes)
+            desc = "writing episodes"
+        written_before = self.stats.episodes
+        try:
+            for item in _progress(items, _source_length(episodes), desc):
+                self._write_one(item)
+                if time.monotonic() - self._last_flush > self.flush_interval:
+                    self.flush()
+        finally:
+            self.flush()
+        torchrl_logger.info(
+            f"wrote {self.stats.episodes - written_before} new episodes\n{self.stats.summary()}"
+        )
+        return self.stats
+
+    def _write_one(self, item: Episode | SkippedEpisode) -> None:
+        if isinstance(item, SkippedEpisode):
+            self._skip(item)
+            return
+        if item.name and item.name in self._known.get(item.source, ()):
+            return
+        name = item.name or "<unnamed episode>"
+        if item.num_frames < self.min_frames:
+            reason = f"{name}: {item.num_frames} frames, expected at least {self.min_frames}"
+            self._skip(SkippedEpisode(item.name, item.source, reason, "too_short"))
+            return
+        try:
+            data = self._to_tensordict(item, name)
+        except EpisodeError as err:
+            self._skip(err.skipped(item.name, item.source))
+            return
+        storage = self.buffer.storage
+        if len(storage) + data.shape[0] > storage.max_size:
+            reason = (
+                f"{name}: buffer full ({len(storage)}/{storage.max_size} frames, episode has "
+                f"{data.shape[0]}); raise capacity"
+            )
+            self._skip(SkippedEpisode(item.name, item.source, reason, "buffer_full"))
+            return
+        self.buffer.extend(data)
+        if self.stats.frame_shape is None:
+            self.stats.frame_shape = list(data[PIXELS_KEY].shape[1:])
+            self.stats.action_dim = data[ACTION_KEY].shape[-1] if ACTION_KEY in data.keys() else 0
+        self.stats.add_episode(item.source, data.shape[0], item.name or None)
+        self._dirty = True
+        if item.name:
+            self._known.setdefault(item.source, set()).add(item.name)
+
+    def _skip(self, skip: SkippedEpisode) -> None:
+        self.stats.add_skip(skip)
+        self._dirty = True
+        self._known.setdefault(skip.source, set()).add(skip.name)
+        if skip.kind == "too_short":
+            torchrl_logger.debug(f"skipped {skip.reason}")
+        else:
+            torchrl_logger.warning(f"skipped {skip.reason}")
+
+    def _to_tensordict(self, episode: Episode, name: str) -> TensorDictBase:
+        frames = episode.frames
+        if isinstance(frames, torch.Tensor):
+            frames = frames.numpy()
+        validate_frames(frames, name)
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        stored_shape = self.stats.frame_shape
+        if stored_shape is not None and list(pixels.shape[1:]) != stored_shape:
+            raise EpisodeError(
+                f"{name}: frames are {frames.shape[1]}x{frames.shape[2]}, the buffer holds "
+                f"{stored_shape[1]}x{stored_shape[2]} frames",
+                kind="wrong_size",
+            )
+        num_frames = pixels.shape[0]
+        data = {
+            PIXELS_KEY: pixels,
+            EPISODE_KEY: torch.full((num_frames,), len(self.buffer.storage), dtype=torch.int64),
+        }
+        actions = self._transition_actions(episode, name)
+        if actions is not None:
+            data[ACTION_KEY] = actions
+        return TensorDict(data, batch_size=[num_frames])
+
+    def _transition_actions(self, episode: Episode, name: str) -> torch.Tensor | None:
+        """Maps APV actions (``a[t]`` leads into frame t) to transitions (``a[t]`` leaves it)."""
+        num_frames = episode.num_frames
+        stored_dim = self.stats.action_dim
+        if episode.actions is None:
+            if not stored_dim:
+                return None
+            return torch.full((num_frames, stored_dim), float("nan"))
+        actions = torch.as_tensor(np.asarray(episode.actions), dtype=torch.float32)
+        if actions.ndim != 2 or actions.shape[0] != num_frames:
+            raise EpisodeError(
+                f"{name}: actions have shape {tuple(actions.shape)}, expected "
+                f"[{num_frames}, A] (one per frame, APV convention)"
+            )
+        if stored_dim == 0:
+            torchrl_logger.warning(f"{name}: actions dropped, the buffer was created without them")
+            return None
+        if stored_dim is not None and actions.shape[-1] != stored_dim:
+            raise EpisodeError(
+                f"{name}: actions have {actions.shape[-1]} dims, the buffer holds {stored_dim}"
+            )
+        return transition_actions(actions)
+
+    def flush(self) -> None:
+        """Saves storage length, writer cursor and stats to ``root``.
+
+        A no-op in memory or when nothing changed since the last flush, so reopening a buffer
+        and writing no new episode leaves every file untouched.
+        """
+        self._last_flush = time.monotonic()
+        if self.root is None or not self._dirty:
+            return
+        self._dirty = False
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.buffer.storage.initialized:
+            self.buffer.storage.dumps(self.root / STORAGE_DIR)
+            self.buffer.writer.dumps(self.root / WRITER_DIR)
+        self.stats.to_json(self._stats_path)
