@@ -42,6 +42,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
+from torchrl_prelar.io import atomic_write_text
+
 if TYPE_CHECKING:
     from tensordict import TensorDictBase
 
@@ -247,9 +249,7 @@ def load_results(path: Path, current: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_results(path: Path, results: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(results, indent=1))
 
 
 def pretrained_info(model: Path | None) -> dict[str, Any] | None:

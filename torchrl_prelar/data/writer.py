@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from torchrl_prelar.data.episodes import (
     transition_actions,
     validate_frames,
 )
+from torchrl_prelar.io import atomic_write_text
 
 __all__ = ["VideoDatasetStats", "VideoEpisodeWriter"]
 
@@ -93,9 +93,7 @@ class VideoDatasetStats:
 
     def to_json(self, path: Path) -> None:
         """Writes the stats atomically (a crash never leaves a half-written file)."""
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(asdict(self)))
 
     @classmethod
     def from_json(cls, path: Path) -> VideoDatasetStats:

@@ -16,7 +16,6 @@ pre-training; :func:`save_latent_action_results` writes the figures of a run.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -32,6 +31,7 @@ from torchrl_prelar.evaluation.latent_actions import (
     load_episodes,
     save_transfer_gif,
 )
+from torchrl_prelar.io import atomic_write, atomic_write_text
 from torchrl_prelar.modules import PreLARWorldModel
 from torchrl_prelar.training.checkpoint import update_summary
 
@@ -198,10 +198,10 @@ def _write_square_episodes(
         path = folder / f"synthetic-square_{seed}_{index:05d}-{length}.npz"
         if path.exists():
             continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, image=episode.frames, action=episode.actions)
-        os.replace(tmp, path)
+        atomic_write(
+            path,
+            lambda handle, e=episode: np.savez_compressed(handle, image=e.frames, action=e.actions),
+        )
 
 
 def load_clip_sets(
@@ -331,8 +331,6 @@ def save_latent_action_results(run_dir: str | Path, results: Mapping[str, Any]) 
         {'seen': {'probe_r2': 0.5}}
     """
     path = Path(run_dir) / RESULTS_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(results, indent=2))
     update_summary(run_dir, "pretrain", {"latent_actions": dict(results)}, merge=True)
     return path

@@ -9,7 +9,6 @@ other object is refused with :class:`UnsafeCheckpointError` before anything in i
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import re
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from torchrl_prelar.io import atomic_write, atomic_write_text
 
 
 class UnsafeCheckpointError(ValueError):
@@ -40,20 +41,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         >>> load_checkpoint(path)["step"]
         3
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return path
+    return atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -238,7 +226,4 @@ def update_summary(
     path = Path(run_dir) / "summary.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
     summary[section] = {**summary.get(section, {}), **values} if merge else values
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(summary, indent=2))

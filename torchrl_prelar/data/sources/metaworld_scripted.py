@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from torchrl_prelar.envs.metaworld import (
     make_metaworld_env,
     metaworld_task_names,
 )
+from torchrl_prelar.io import atomic_write, atomic_write_text
 
 __all__ = [
     "GenerationSummary",
@@ -260,24 +261,6 @@ def rollout_expert_episode(
     }
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, fsync, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def save_episode(path: str | os.PathLike, episode: dict[str, np.ndarray]) -> None:
     """Atomically write an episode as a compressed ``.npz``.
 
@@ -285,7 +268,7 @@ def save_episode(path: str | os.PathLike, episode: dict[str, np.ndarray]) -> Non
         >>> path = "/tmp/videos/20250101T000000-reach_v3_00000-10.npz"
         >>> save_episode(path, episode)  # doctest: +SKIP
     """
-    _atomic_write(Path(path), lambda handle: np.savez_compressed(handle, **episode))
+    atomic_write(path, lambda handle: np.savez_compressed(handle, **episode))
 
 
 def _write_metadata(out_dir: Path, config: ScriptedVideoConfig, episodes_per_task: int) -> None:
@@ -307,7 +290,7 @@ def _write_metadata(out_dir: Path, config: ScriptedVideoConfig, episodes_per_tas
         episodes_per_task = max(episodes_per_task, previous.get("episodes_per_task", 0))
     metadata["episodes_per_task"] = episodes_per_task
     text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
-    _atomic_write(path, lambda handle: handle.write(text.encode()))
+    atomic_write_text(path, text)
 
 
 def _remove_leftover_temp_files(out_dir: Path) -> None:
