@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 from torch import nn
-from torchrl.modules import MLP
+from torchrl.modules import MLP, RSSMRolloutV3
 from torchrl.objectives import DreamerV3ModelLoss, LossModule
 
-from torchrl_prelar.modules.latent_action import straight_through_sample
+from torchrl_prelar.modules.latent_action import (
+    LatentActionModel,
+    OutputType,
+    straight_through_sample,
+)
 
 ConsistencyMode = Literal["off", "sign", "soft"]
 
 _MODEL_LOSS_KEYS = ("pixels", "reco_pixels", "prior_logits", "posterior_logits", "reward")
+_LATENT_ACTION_TYPES = ("gaussian", "deterministic", "discrete")
+_LATENT_ACTION_PARAMETERS = {
+    "latent_action_loc": "the Gaussian latent action's mean, [..., action_dim]",
+    "latent_action_scale": "the Gaussian latent action's std, [..., action_dim]",
+    "latent_action_logits": "the discrete latent action's logits, [..., categoricals, classes]",
+}
+# PreLARLoss's arguments that configure the DreamerV3ModelLoss it builds: their defaults, and
+# the DreamerV3ModelLoss keyword arguments each one sets.
+_MODEL_LOSS_SETTINGS = {
+    "lambda_kl": (1.0, ("lambda_kl",)),
+    "kl_balance": (0.8, ("lambda_dynamic", "lambda_representation")),
+    "free_nats": (0.0, ("free_bits",)),
+    "lambda_reco": (0.5, ("lambda_reco",)),
+    "lambda_reward": (1.0, ("lambda_reward",)),
+}
 
 
 def gaussian_kl_to_prior(
@@ -103,15 +123,22 @@ class _RewardOptional(TensorDictModuleBase):
     """Runs the world model and writes a zero reward prediction if it made none.
 
     TorchRL's :class:`~torchrl.objectives.DreamerV3ModelLoss` always scores a reward, but
-    action-free video has no reward and the pre-training world model no reward head.
+    action-free video has no reward and a pre-training world model may have no reward head.
     :class:`PreLARLoss` feeds it a zero reward and drops the (constant, gradient-free)
-    reward term: this wrapper is the one place that works around it.
+    reward term: this wrapper is the one place that works around it. The placeholder is
+    shaped like the true reward, which the model loss moves to ``true_reward_key``.
     """
 
-    def __init__(self, world_model: TensorDictModuleBase, reward_key: NestedKey):
+    def __init__(
+        self,
+        world_model: TensorDictModuleBase,
+        reward_key: NestedKey = ("next", "reward"),
+        true_reward_key: NestedKey = ("next", "true_reward"),
+    ):
         super().__init__()
         self.world_model = world_model
         self.reward_key = reward_key
+        self.true_reward_key = true_reward_key
 
     @property
     def in_keys(self) -> list[NestedKey]:
@@ -124,13 +151,22 @@ class _RewardOptional(TensorDictModuleBase):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict = self.world_model(tensordict)
         if tensordict.get(self.reward_key, None) is None:
-            state = tensordict.get(("next", "state"))
-            tensordict.set(self.reward_key, state.new_zeros(*tensordict.shape, 1))
+            true_reward = tensordict.get(self.true_reward_key)
+            tensordict.set(self.reward_key, torch.zeros_like(true_reward))
         return tensordict
 
 
 def _make_forward_model(world_model: TensorDictModuleBase, hidden: int) -> LatentActionForwardModel:
     """A :class:`LatentActionForwardModel` of ``world_model``'s embedding and state sizes."""
+    missing = [
+        name for name in ("action_model", "encoder", "rssm_prior") if not hasattr(world_model, name)
+    ]
+    if missing:
+        raise ValueError(
+            "lambda_forward_reco sizes its forward model from a PreLARWorldModel-like world "
+            f"model (action_model, encoder, rssm_prior); {type(world_model).__name__} has no "
+            f"{', '.join(missing)}."
+        )
     action_dim = getattr(world_model.action_model, "action_dim", None)
     if not action_dim:
         raise ValueError(
@@ -147,11 +183,62 @@ def _make_forward_model(world_model: TensorDictModuleBase, hidden: int) -> Laten
     )
 
 
+def _find_rssm_prior(world_model: TensorDictModuleBase) -> TensorDictModuleBase:
+    """The prior module of ``world_model``'s RSSM rollout (its ``rssm`` or its only one)."""
+    rollout = getattr(world_model, "rssm", None)
+    if not isinstance(rollout, RSSMRolloutV3):
+        rollouts = [module for module in world_model.modules() if isinstance(module, RSSMRolloutV3)]
+        if len(rollouts) != 1:
+            raise ValueError(
+                "The consistency term rolls the RSSM prior with shuffled latent actions: pass "
+                "prior=<module reading the state, belief and latent action keys and writing "
+                f"('next', prior_logits)>. The world model holds {len(rollouts)} "
+                "RSSMRolloutV3 modules to take it from, expected exactly one."
+            )
+        rollout = rollouts[0]
+    return rollout.rssm_prior
+
+
+def _model_loss_kwargs(
+    settings: Mapping[str, float], model_loss_kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Keyword arguments of the DreamerV3ModelLoss that :class:`PreLARLoss` builds."""
+    conflicts = sorted(
+        f"{name} (sets {key})"
+        for name in settings
+        for key in _MODEL_LOSS_SETTINGS[name][1]
+        if key in model_loss_kwargs
+    )
+    if conflicts:
+        raise ValueError(
+            f"model_loss_kwargs sets what {', '.join(conflicts)} already sets: pass one of them."
+        )
+    values = {name: default for name, (default, _) in _MODEL_LOSS_SETTINGS.items()}
+    values.update(settings)
+    if not 0.0 <= values["kl_balance"] <= 1.0:
+        raise ValueError(f"kl_balance must be in [0, 1], got {values['kl_balance']}.")
+    return {
+        "lambda_kl": values["lambda_kl"],
+        "kl_mode": "separate",
+        "lambda_dynamic": values["kl_balance"],
+        "lambda_representation": 1.0 - values["kl_balance"],
+        "free_bits": values["free_nats"],
+        "unimix": 0.0,
+        "lambda_reco": values["lambda_reco"],
+        "reco_symlog": False,
+        "reco_loss": "l2",
+        "lambda_reward": values["lambda_reward"],
+        "reward_two_hot": False,
+        "detach_output": False,
+        **model_loss_kwargs,
+    }
+
+
 class PreLARLoss(LossModule):
     """PreLAR world-model loss (Zhang et al., ECCV 2024).
 
-    TorchRL's :class:`~torchrl.objectives.DreamerV3ModelLoss` configured as the reference
-    DreamerV2 objective, plus the latent-action KL:
+    TorchRL's :class:`~torchrl.objectives.DreamerV3ModelLoss` (by default configured as the
+    reference DreamerV2 objective), plus the latent-action KL:
 
     .. code-block:: text
 
@@ -209,19 +296,61 @@ class PreLARLoss(LossModule):
     ``KL(q(a~) || q(shuffled a~))``. ``"sign"`` compares ``sign()`` of the pairwise
     differences with an MSE, as the reference code does: it has zero gradient, so it is only a
     logged metric. ``"soft"`` replaces the action-side ``sign`` by ``tanh(diff / tau)`` so it
-    trains the latent action model. The state side is detached in both.
+    trains the latent action model. The state side is detached in both. The shuffled prior is
+    ``prior`` run on the ``state``, ``belief`` and shuffled ``latent_action`` entries.
+
+    Any TorchRL world model (e.g. a :class:`~tensordict.nn.TensorDictSequential` of an encoder,
+    a latent action model, an :class:`~torchrl.modules.RSSMRolloutV3` and a decoder, keys
+    renamed at will) trains with this loss: pass it, or a
+    :class:`~torchrl.objectives.DreamerV3ModelLoss` of it, and name its keys with
+    :meth:`set_keys`. The world model writes the latent action and, for the action KL, the
+    parameters of its distribution (``latent_action_type``). The forward and prior
+    reconstructions decode through a :class:`~torchrl_prelar.modules.PreLARWorldModel`'s
+    ``decoder`` (and the forward model is sized from its parts).
 
     Args:
-        world_model: a :class:`~torchrl_prelar.modules.PreLARWorldModel` (or any module with
-            the same keys and an ``rssm_prior`` attribute if consistency is on).
+        world_model: the world model: it reads the batch and writes the reconstruction, the
+            RSSM logits and the latent action (a
+            :class:`~torchrl_prelar.modules.PreLARWorldModel` or any TorchRL world model).
+            Leave it out when ``model_loss`` is given.
+
+    Keyword Args:
+        model_loss: a :class:`~torchrl.objectives.DreamerV3ModelLoss` of the world model to
+            use, with its settings and keys (PreLARLoss's ``pixels``, ``reco_pixels``,
+            ``prior_logits``, ``posterior_logits`` and ``reward`` keys start as its keys and
+            :meth:`set_keys` sets both). PreLARLoss takes it over: it wraps its world model so
+            that a batch without rewards works, runs it under ``sample_latent_action``'s
+            sampling mode and moves its ``detach_output`` to PreLARLoss's own output (the
+            latent-action terms need the world model's output with gradients). Default: one
+            built from ``model_loss_kwargs`` and the five settings below.
+        model_loss_kwargs: keyword arguments of the DreamerV3ModelLoss built when
+            ``model_loss`` is not given, over the reference objective's (``kl_mode="separate"``,
+            ``unimix=0``, ``reco_symlog=False``, ``reco_loss="l2"``, ``reward_two_hot=False``,
+            ``detach_output=False``) and those set by ``lambda_kl``, ``kl_balance``,
+            ``free_nats``, ``lambda_reco`` and ``lambda_reward`` (which may not be given twice).
+        prior: the RSSM prior of the consistency term: a module reading the ``state``,
+            ``belief`` and ``latent_action`` keys of one step and writing
+            ``("next", prior_logits)``, ``[..., categoricals, classes]`` (the
+            ``rssm_prior`` of an :class:`~torchrl.modules.RSSMRolloutV3`). Defaults to the
+            prior of the world model's ``rssm``, or of its one RSSMRolloutV3.
+        latent_action_type: the latent action's distribution, as
+            :class:`~torchrl_prelar.modules.LatentActionModel`'s ``output_type``:
+            ``"gaussian"`` (action KL to ``N(0, action_prior_std^2)`` from the
+            ``latent_action_loc`` and ``latent_action_scale`` entries), ``"discrete"`` (KL to
+            uniform from ``latent_action_logits``) or ``"deterministic"`` (no action KL).
+            Defaults to the ``output_type`` of the world model's LatentActionModel, and to
+            ``"deterministic"`` for a world model without one (e.g. one whose action model is
+            an :class:`~torchrl_prelar.modules.ActionEncoder`): a latent action model of
+            another class must be declared here.
         beta_action: weight of the action KL (1 in the paper).
         action_prior_std: std of the Gaussian action prior; the reference code effectively
             uses 1.245 (its std activation applied to 1).
         action_free_nats: action KL (batch mean, nats) below which it is not penalised.
         sample_latent_action: feed the RSSM a sample of the latent action, not its mode.
-        lambda_kl, kl_balance, free_nats: state KL weight, balance and free nats.
-        lambda_reco: reconstruction weight (0.5 gives the Gaussian log-likelihood).
-        lambda_reward: reward weight, used when rewards are present.
+        lambda_kl, kl_balance, free_nats: state KL weight (1), balance (0.8) and free nats
+            (0) of the built model loss.
+        lambda_reco: its reconstruction weight (0.5 gives the Gaussian log-likelihood).
+        lambda_reward: its reward weight (1), used when rewards are present.
         consistency: ``"off"``, ``"sign"`` or ``"soft"``.
         lambda_consistency: weight of the consistency term.
         consistency_tau: temperature of the ``"soft"`` surrogate.
@@ -238,7 +367,8 @@ class PreLARLoss(LossModule):
     Returns (from ``forward``): a ``(loss_td, model_td)`` pair like
     :class:`~torchrl.objectives.DreamerV3ModelLoss`: ``loss_*`` entries to sum and
     detached metrics (``action_kl``, ``latent_action_std``, ``state_kl``, ``reco_mse``); and
-    the world model's output (with gradients), e.g. posterior states to imagine from.
+    the world model's output (with gradients unless the given ``model_loss`` detaches its
+    output), e.g. posterior states to imagine from.
 
     Examples:
         >>> import torch
@@ -267,7 +397,8 @@ class PreLARLoss(LossModule):
             latent_action_loc, latent_action_scale: Gaussian latent action parameters.
             latent_action_logits: discrete latent action logits.
             is_init: sequence-start flag.
-            state, belief: RSSM inputs of each step (written back by the rollout).
+            state, belief: RSSM inputs of each step (written back by the rollout), which the
+                consistency term's ``prior`` reads.
         """
 
         pixels: NestedKey = "pixels"
@@ -288,17 +419,21 @@ class PreLARLoss(LossModule):
 
     def __init__(
         self,
-        world_model: TensorDictModuleBase,
+        world_model: TensorDictModuleBase | None = None,
         *,
+        model_loss: DreamerV3ModelLoss | None = None,
+        model_loss_kwargs: Mapping[str, Any] | None = None,
+        prior: TensorDictModuleBase | None = None,
+        latent_action_type: OutputType | None = None,
         beta_action: float = 1.0,
         action_prior_std: float = 1.0,
         action_free_nats: float = 0.0,
         sample_latent_action: bool = True,
-        lambda_kl: float = 1.0,
-        kl_balance: float = 0.8,
-        free_nats: float = 0.0,
-        lambda_reco: float = 0.5,
-        lambda_reward: float = 1.0,
+        lambda_kl: float | None = None,
+        kl_balance: float | None = None,
+        free_nats: float | None = None,
+        lambda_reco: float | None = None,
+        lambda_reward: float | None = None,
         consistency: ConsistencyMode = "off",
         lambda_consistency: float = 1.0,
         consistency_tau: float = 1.0,
@@ -310,28 +445,67 @@ class PreLARLoss(LossModule):
     ):
         if consistency not in ("off", "sign", "soft"):
             raise ValueError(f"consistency must be 'off', 'sign' or 'soft', got {consistency!r}.")
-        if not 0.0 <= kl_balance <= 1.0:
-            raise ValueError(f"kl_balance must be in [0, 1], got {kl_balance}.")
+        if latent_action_type is not None and latent_action_type not in _LATENT_ACTION_TYPES:
+            raise ValueError(
+                "latent_action_type must be 'gaussian', 'deterministic', 'discrete' or None, "
+                f"got {latent_action_type!r}."
+            )
         if action_free_nats < 0:
             raise ValueError(f"action_free_nats must be >= 0, got {action_free_nats}.")
+        if action_kl_warmup < 0:
+            raise ValueError(f"action_kl_warmup must be >= 0, got {action_kl_warmup}.")
+        settings = {
+            "lambda_kl": lambda_kl,
+            "kl_balance": kl_balance,
+            "free_nats": free_nats,
+            "lambda_reco": lambda_reco,
+            "lambda_reward": lambda_reward,
+        }
+        settings = {name: value for name, value in settings.items() if value is not None}
+        if model_loss is None:
+            if world_model is None:
+                raise TypeError("PreLARLoss needs a world_model or a model_loss.")
+            model_loss = DreamerV3ModelLoss(
+                world_model, **_model_loss_kwargs(settings, model_loss_kwargs or {})
+            )
+        else:
+            if world_model is not None:
+                raise ValueError(
+                    "Pass the world model or a model_loss of it, not both: the model loss "
+                    "already holds its world model."
+                )
+            given = sorted(settings) + (["model_loss_kwargs"] if model_loss_kwargs else [])
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} configure the DreamerV3ModelLoss that PreLARLoss "
+                    "builds; with model_loss given, configure that loss instead."
+                )
+        for name in ("pixels", "reco_pixels"):
+            if isinstance(getattr(model_loss.tensor_keys, name), list):
+                raise ValueError(
+                    f"PreLARLoss reads one observation: the model loss's {name} key must be a "
+                    f"single key, got {getattr(model_loss.tensor_keys, name)}."
+                )
         super().__init__()
-        self.model_loss = DreamerV3ModelLoss(
-            _RewardOptional(world_model, ("next", "reward")),
-            lambda_kl=lambda_kl,
-            kl_mode="separate",
-            lambda_dynamic=kl_balance,
-            lambda_representation=1.0 - kl_balance,
-            free_bits=free_nats,
-            unimix=0.0,
-            lambda_reco=lambda_reco,
-            reco_symlog=False,
-            reco_loss="l2",
-            lambda_reward=lambda_reward,
-            reward_two_hot=False,
-            detach_output=False,
+        self.detach_output = model_loss.detach_output
+        model_loss.detach_output = False
+        if not isinstance(model_loss.world_model, _RewardOptional):
+            model_loss.world_model = _RewardOptional(model_loss.world_model)
+        model_loss.deterministic_sampling_mode = (
+            InteractionType.RANDOM if sample_latent_action else InteractionType.DETERMINISTIC
         )
-        if sample_latent_action:
-            self.model_loss.deterministic_sampling_mode = InteractionType.RANDOM
+        self.model_loss = model_loss
+        self.set_keys(**{key: getattr(model_loss.tensor_keys, key) for key in _MODEL_LOSS_KEYS})
+        world_model = self.world_model
+        if consistency != "off" and prior is None:
+            _find_rssm_prior(world_model)  # fail now, not at the first batch
+        if lambda_prior_reco and not hasattr(world_model, "decoder"):
+            raise ValueError(
+                "lambda_prior_reco decodes through the world model's decoder: "
+                f"{type(world_model).__name__} has no decoder attribute."
+            )
+        self.prior = prior
+        self.latent_action_type = latent_action_type
         self.sample_latent_action = sample_latent_action
         self.beta_action = beta_action
         self.action_prior_std = action_prior_std
@@ -342,8 +516,6 @@ class PreLARLoss(LossModule):
         self.lambda_prior_reco = lambda_prior_reco
         self.lambda_forward_reco = lambda_forward_reco
         self.forward_residual = forward_residual
-        if action_kl_warmup < 0:
-            raise ValueError(f"action_kl_warmup must be >= 0, got {action_kl_warmup}.")
         self.action_kl_warmup = action_kl_warmup
         if action_kl_warmup:  # only then in the state dict: checkpoints without it still load
             self.register_buffer("training_forwards", torch.zeros((), dtype=torch.int64))
@@ -358,7 +530,34 @@ class PreLARLoss(LossModule):
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         keys = {key: getattr(self.tensor_keys, key) for key in _MODEL_LOSS_KEYS}
         self.model_loss.set_keys(**keys)
-        self.model_loss.world_model.reward_key = ("next", self.tensor_keys.reward)
+        wrapper = self.model_loss.world_model
+        wrapper.reward_key = unravel_key(("next", self.tensor_keys.reward))
+        wrapper.true_reward_key = unravel_key(("next", self.model_loss.tensor_keys.true_reward))
+
+    def _latent_action_type(self) -> OutputType:
+        """``latent_action_type``, or the output type of the world model's LatentActionModel."""
+        if self.latent_action_type is not None:
+            return self.latent_action_type
+        models = [m for m in self.world_model.modules() if isinstance(m, LatentActionModel)]
+        if len(models) > 1:
+            raise ValueError(
+                f"The world model holds {len(models)} LatentActionModels: pass "
+                "latent_action_type to say which distribution the latent action has."
+            )
+        return models[0].output_type if models else "deterministic"
+
+    def _latent_action_parameter(self, model_td: TensorDictBase, name: str) -> torch.Tensor:
+        """The latent action distribution's parameter ``name`` (a tensor key), or a KeyError."""
+        key = getattr(self.tensor_keys, name)
+        value = model_td.get(key, None)
+        if value is None:
+            raise KeyError(
+                f"PreLARLoss expected {_LATENT_ACTION_PARAMETERS[name]}, at {key!r} in the "
+                f"world model's output (latent_action_type={self._latent_action_type()!r}); "
+                f"it is not there. Point set_keys({name}=...) at the entry the latent action "
+                "model writes, or pass the latent_action_type it has."
+            )
+        return value
 
     def _action_kl_weight(self) -> float:
         """``beta_action``, ramped up over the first ``action_kl_warmup`` training forwards."""
@@ -377,15 +576,21 @@ class PreLARLoss(LossModule):
 
     def _action_kl(self, model_td: TensorDictBase) -> torch.Tensor | None:
         """Per-transition KL of the latent action to its prior, or None if deterministic."""
-        keys = self.tensor_keys
-        logits = model_td.get(keys.latent_action_logits, None)
-        if logits is not None:
-            return categorical_kl_to_uniform(logits)
-        loc = model_td.get(keys.latent_action_loc, None)
-        scale = model_td.get(keys.latent_action_scale, None)
-        if loc is None or scale is None:
-            return None
-        return gaussian_kl_to_prior(loc, scale, self.action_prior_std)
+        kind = self._latent_action_type()
+        if kind == "discrete":
+            return categorical_kl_to_uniform(
+                self._latent_action_parameter(model_td, "latent_action_logits")
+            )
+        if kind == "gaussian":
+            loc = self._latent_action_parameter(model_td, "latent_action_loc")
+            scale = self._latent_action_parameter(model_td, "latent_action_scale")
+            return gaussian_kl_to_prior(loc, scale, self.action_prior_std)
+        return None
+
+    def _next_frames(self, model_td: TensorDictBase, key: NestedKey) -> torch.Tensor:
+        """Frames at ``key`` as floats: integer images are scaled to [0, 1], as the model loss."""
+        frames = model_td.get(key)
+        return frames if frames.is_floating_point() else frames.float() / 255.0
 
     def _forward_reconstruction(
         self, model_td: TensorDictBase, weights: torch.Tensor, steps: torch.Tensor
@@ -397,7 +602,7 @@ class PreLARLoss(LossModule):
             [torch.zeros_like(next_embedding[..., :1, :]), next_embedding[..., :-1, :]], -2
         )
         state, belief = self.forward_model(embedding, model_td.get(keys.latent_action))
-        base = model_td.get(keys.pixels) if self.forward_residual else None
+        base = self._next_frames(model_td, keys.pixels) if self.forward_residual else None
         return self._decoded_error(model_td, state, belief, weights, steps, base=base)
 
     def _decoded_error(
@@ -420,7 +625,8 @@ class PreLARLoss(LossModule):
         prediction = decoded.get(("next", keys.reco_pixels))
         if base is not None:
             prediction = prediction + base
-        error = (prediction - model_td.get(("next", keys.pixels))).pow(2).sum((-1, -2, -3))
+        target = self._next_frames(model_td, ("next", keys.pixels))
+        error = (prediction - target).pow(2).sum((-1, -2, -3))
         return (error * weights).sum() / steps
 
     def _prior_reconstruction(
@@ -432,6 +638,36 @@ class PreLARLoss(LossModule):
         belief = model_td.get(("next", keys.belief))
         return self._decoded_error(model_td, state, belief, weights, steps)
 
+    def _shuffled_prior_logits(
+        self, flat: TensorDictBase, shuffled_action: torch.Tensor
+    ) -> torch.Tensor:
+        """Prior logits of one step from each sample's state and belief and another's action."""
+        keys = self.tensor_keys
+        prior = self.prior if self.prior is not None else _find_rssm_prior(self.world_model)
+        inputs = {
+            unravel_key(keys.state): flat.get(keys.state),
+            unravel_key(keys.belief): flat.get(keys.belief),
+            unravel_key(keys.latent_action): shuffled_action,
+        }
+        missing = [key for key in prior.in_keys if unravel_key(key) not in inputs]
+        if missing:
+            raise KeyError(
+                f"The consistency prior reads {list(prior.in_keys)}; PreLARLoss gives it the "
+                f"state, belief and latent_action keys {list(inputs)}, not {missing}. "
+                "Set the loss's keys to the prior's with set_keys(state=..., belief=..., "
+                "latent_action=...)."
+            )
+        step = prior(TensorDict(inputs, batch_size=flat.batch_size))
+        logits_key = unravel_key(("next", keys.prior_logits))
+        logits = step.get(logits_key, None)
+        if logits is None:
+            raise KeyError(
+                f"The consistency prior writes {list(prior.out_keys)}; PreLARLoss expected "
+                f"prior logits [..., categoricals, classes] at {logits_key!r} "
+                "(set_keys(prior_logits=...))."
+            )
+        return logits
+
     def _consistency(self, model_td: TensorDictBase, weights: torch.Tensor) -> torch.Tensor:
         """Pairwise rank agreement between action distances and state-prediction distances."""
         keys = self.tensor_keys
@@ -441,16 +677,17 @@ class PreLARLoss(LossModule):
         perm = torch.randperm(latent_action.shape[0], device=latent_action.device)
         with torch.no_grad():
             prior_logits = flat.get(("next", keys.prior_logits))
-            shuffled_logits, _ = self.world_model.rssm_prior._belief_and_logits(
-                flat.get(keys.state), flat.get(keys.belief), latent_action[perm]
-            )
+            shuffled_logits = self._shuffled_prior_logits(flat, latent_action[perm])
             state_distance = _categorical_kl(prior_logits, shuffled_logits)
-        logits = flat.get(keys.latent_action_logits, None)
-        if logits is not None:
+        kind = self._latent_action_type()
+        if kind == "discrete":
+            logits = self._latent_action_parameter(flat, "latent_action_logits")
             action_distance = _categorical_kl(logits, logits[perm])
-        elif flat.get(keys.latent_action_scale, None) is not None:
+        elif kind == "gaussian":
             action_distance = _pairwise_gaussian_kl(
-                flat.get(keys.latent_action_loc), flat.get(keys.latent_action_scale), perm
+                self._latent_action_parameter(flat, "latent_action_loc"),
+                self._latent_action_parameter(flat, "latent_action_scale"),
+                perm,
             )
         else:
             action_distance = 0.5 * (latent_action - latent_action[perm]).pow(2).sum(-1)
@@ -502,7 +739,7 @@ class PreLARLoss(LossModule):
             loss_td.set("loss_consistency", self.lambda_consistency * consistency.unsqueeze(-1))
 
         loss_td.update(self._metrics(model_td, action_kl, weights, steps))
-        return loss_td, model_td
+        return loss_td, model_td.data if self.detach_output else model_td
 
     @torch.no_grad()
     def _metrics(
@@ -515,14 +752,14 @@ class PreLARLoss(LossModule):
         keys = self.tensor_keys
         posterior = model_td.get(("next", keys.posterior_logits))
         prior = model_td.get(("next", keys.prior_logits))
-        target = model_td.get(("next", keys.pixels))
+        target = self._next_frames(model_td, ("next", keys.pixels))
         prediction = model_td.get(("next", keys.reco_pixels))
         metrics = TensorDict(
             action_kl=action_kl.detach(),
             state_kl=_categorical_kl(posterior, prior).mean(),
             reco_mse=(prediction - target).pow(2).mean(),
         )
-        scale = model_td.get(keys.latent_action_scale, None)
-        if scale is not None:
+        if self._latent_action_type() == "gaussian":
+            scale = self._latent_action_parameter(model_td, "latent_action_scale")
             metrics.set("latent_action_std", (scale.mean(-1) * weights).sum() / steps)
         return metrics
