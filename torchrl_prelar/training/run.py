@@ -36,7 +36,12 @@ from torchrl_prelar.modules import (
 from torchrl_prelar.modules.contextwm import STACKED_BASELINES
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.checkpoint import save_checkpoint, update_summary
-from torchrl_prelar.training.distributed import DistributedContext, distributed_session, scaled_lr
+from torchrl_prelar.training.distributed import (
+    DistributedContext,
+    distributed_session,
+    scaled_lr,
+    seed_everything,
+)
 from torchrl_prelar.training.evaluate import open_loop_prediction
 from torchrl_prelar.training.logging import RunLoggers
 from torchrl_prelar.training.media import plot_curves, read_csv_scalars, save_prediction_gif
@@ -186,7 +191,7 @@ def _run_pretrain(
 ) -> dict[str, Any]:
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg["seed"])
+    seed_everything(cfg["seed"])
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
     buffer = job.main_first(lambda: make_pretrain_buffer(cfg, run_dir))
     loss = make_pretrain_loss(cfg)
