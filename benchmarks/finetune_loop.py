@@ -22,10 +22,14 @@ collected) to the end of the loop; evaluation and periodic checkpoints are off (
 is set by ``eval_every`` / ``checkpoint_every`` and shows in a long run only). Each
 ``--variant`` is a whitespace-separated list of Hydra overrides on top of the base settings;
 ratios are against the first variant, measured in the same run. Each variant runs in a
-process of its own (``finetune.keep_freed_memory`` changes the whole process).
+process of its own (``finetune.keep_freed_memory`` changes the whole process); with
+``--repeats`` the variants run in turn that many times and each keeps its fastest run, so
+that a load that changes during the run does not favour one of them.
 
-    python benchmarks/finetune_loop.py --threads 2 --variant "precision=fp32" --variant ""
     python benchmarks/finetune_loop.py --preset reach35k --steps 300
+    python benchmarks/finetune_loop.py --preset reach35k --steps 60 --repeats 2 \
+        --variant "finetune.update_every=5 precision=fp32 finetune.channels_last=false \
+        finetune.keep_freed_memory=false" --variant "finetune.update_every=10" --variant ""
 """
 
 from __future__ import annotations
@@ -206,7 +210,8 @@ def measure(cfg: dict) -> dict:
         summary = finetune.run_finetune(cfg)
     wall = timer.stopped_at - timer.armed_at
     tune = cfg["finetune"]
-    steps = summary["env_steps"] - tune["prefill"]
+    batch = tune["update_every"] * tune.get("env_workers", 1)  # env steps per collector batch
+    steps = summary["env_steps"] - -(-tune["prefill"] // batch) * batch  # after the 1st update
     update = timer.seconds.pop("update")
     parts = {part: timer.seconds[part] for part in PARTS}
     parts["update_other"] = update - sum(parts[p] for p in PARTS[3:])
@@ -235,6 +240,7 @@ def print_comparison(labels: list[str], results: list[dict]) -> None:
         ("env steps/s (whole loop)", lambda r: f"{r['env_steps_per_s']:.2f}"),
         ("s per update", lambda r: f"{r['seconds_per_update']:.2f}"),
         ("updates / env steps", lambda r: f"{r['updates']} / {r['env_steps']}"),
+        ("hours for 35k env steps", lambda r: f"{35_000 / r['env_steps_per_s'] / 3600:.2f}"),
     ]
     for part in results[0]["fraction"]:
         rows.append(
@@ -244,8 +250,9 @@ def print_comparison(labels: list[str], results: list[dict]) -> None:
             )
         )
     print()
-    for index, label in enumerate(labels):
-        print(f"#{index}: {label}")
+    for index, (label, result) in enumerate(zip(labels, results, strict=True)):
+        every = result.get("env_steps_per_s_all_repeats", [])
+        print(f"#{index}: {label}" + (f"  (env steps/s of each repeat: {every})" if every else ""))
     print(" " * 30 + "".join(f"{f'#{index}':>14}" for index in range(len(results))))
     for name, cell in rows:
         print(f"{name:<30}" + "".join(f"{cell(r):>14}" for r in results))
@@ -260,12 +267,18 @@ def main() -> None:
     parser.add_argument(
         "--base",
         default="finetune.batch_size=16 finetune.batch_length=50 finetune.update_every=5 "
-        "finetune.prefill=50",
+        "finetune.prefill=60",
         help="Hydra overrides for every variant (the issue's 16x50, one update every 5 steps)",
     )
     parser.add_argument("--variant", action="append", default=None, help="Hydra overrides")
-    parser.add_argument("--steps", type=int, default=150, help="env steps after prefill")
+    parser.add_argument("--steps", type=int, default=150, help="env steps after the first update")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run the variants in turn this often, keep the fastest",
+    )
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -276,17 +289,23 @@ def main() -> None:
             result = measure(loop_config(args.preset, overrides, run_dir, args.steps))
         Path(args.json).write_text(json.dumps(result))
         return
-    results = []
+    variants = args.variant or [""]
+    runs: list[list[dict]] = [[] for _ in variants]
     with tempfile.TemporaryDirectory() as folder:
-        for index, variant in enumerate(args.variant or [""]):
-            out = Path(folder) / f"{index}.json"
-            command = [sys.executable, __file__, "--preset", args.preset, "--base", args.base]
-            command += ["--steps", str(args.steps), "--threads", str(args.threads)]
-            subprocess.run([*command, "--child", variant, "--json", str(out)], check=True)
-            result = {"variant": variant or "(base)", **json.loads(out.read_text())}
-            print(f"\n== {args.preset} {args.base} {variant}")
-            print_table({k: v for k, v in result.items() if not isinstance(v, dict)})
-            results.append(result)
+        for repeat in range(args.repeats):  # variants in turn: a drifting load hits all alike
+            for index, variant in enumerate(variants):
+                out = Path(folder) / f"{repeat}-{index}.json"
+                command = [sys.executable, __file__, "--preset", args.preset]
+                command += ["--base", args.base, "--steps", str(args.steps)]
+                command += ["--threads", str(args.threads), "--child", variant]
+                subprocess.run([*command, "--json", str(out)], check=True)
+                result = {"variant": variant or "(base)", **json.loads(out.read_text())}
+                print(f"\n== {args.preset} {args.base} {variant} (repeat {repeat})")
+                print_table({k: v for k, v in result.items() if not isinstance(v, dict)})
+                runs[index].append(result)
+    results = [max(done, key=lambda r: r["env_steps_per_s"]) for done in runs]
+    for result, done in zip(results, runs, strict=True):
+        result["env_steps_per_s_all_repeats"] = [r["env_steps_per_s"] for r in done]
     print_comparison([r["variant"] for r in results], results)
     if args.json:
         info = machine_info(torch.device("cpu"))
