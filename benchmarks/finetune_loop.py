@@ -26,8 +26,8 @@ process of its own (``finetune.keep_freed_memory`` changes the whole process); w
 ``--repeats`` the variants run in turn that many times and each keeps its fastest run, so
 that a load that changes during the run does not favour one of them.
 
-    python benchmarks/finetune_loop.py --preset reach35k --steps 300
-    python benchmarks/finetune_loop.py --preset reach35k --steps 60 --repeats 2 \
+    python benchmarks/finetune_loop.py --steps 300
+    python benchmarks/finetune_loop.py --steps 60 --repeats 2 \
         --variant "finetune.update_every=5 precision=fp32 finetune.channels_last=false \
         finetune.keep_freed_memory=false" --variant "finetune.update_every=10" --variant ""
 """
@@ -263,12 +263,11 @@ def print_comparison(labels: list[str], results: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="quick", help="examples/config/preset/<name>.yaml")
+    parser.add_argument("--preset", default="reach35k", help="examples/config/preset/<name>")
     parser.add_argument(
         "--base",
-        default="finetune.batch_size=16 finetune.batch_length=50 finetune.update_every=5 "
-        "finetune.prefill=60",
-        help="Hydra overrides for every variant (the issue's 16x50, one update every 5 steps)",
+        default="finetune.prefill=60",
+        help="Hydra overrides for every variant (a prefill that is a multiple of update_every)",
     )
     parser.add_argument("--variant", action="append", default=None, help="Hydra overrides")
     parser.add_argument("--steps", type=int, default=150, help="env steps after the first update")

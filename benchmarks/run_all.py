@@ -303,7 +303,7 @@ def main() -> None:
 
         loop = benchmark(
             "finetune_loop.py",
-            ["--preset", "reach35k", "--base", "finetune.prefill=60"]
+            ["--preset", "reach35k"]
             + ["--steps", "20" if args.quick else "200", "--threads", str(info["threads"])],
             folder,
         )["variants"][0]
