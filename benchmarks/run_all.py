@@ -301,6 +301,27 @@ def main() -> None:
             )
         )
 
+        loop = benchmark(
+            "finetune_loop.py",
+            ["--preset", "reach35k"]
+            + ["--steps", "20" if args.quick else "200", "--threads", str(info["threads"])],
+            folder,
+        )["variants"][0]
+        results["finetune_loop"] = loop
+        rate = loop["env_steps_per_s"]
+        rows.append(
+            row(
+                f"fine-tuning loop, preset reach35k ({loop['batch']}, one update per "
+                f"{loop['update_every']} env steps): env steps/s",
+                f"{rate:.2f} ({35_000 / rate / 3600:.1f} h for 35k steps); updates "
+                f"{loop['fraction']['world_model']:.0%} world model, "
+                f"{loop['fraction']['actor_critic']:.0%} actor-critic; env "
+                f"{loop['fraction']['env']:.0%}",
+                ">= 4.9 (35k steps in 2 h)",
+                rate >= 4.9,
+            )
+        )
+
         overhead_size = ["--batch", "4", "--steps", "5"] if args.quick else []
         overhead = benchmark(
             "loss_overhead.py",

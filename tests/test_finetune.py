@@ -16,6 +16,7 @@ from tensordict import TensorDict
 from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.objectives import PreLARLoss
+from torchrl_prelar.objectives.finetune import POSTERIOR_KEYS
 from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.finetune import CHECKPOINT_NAME, make_finetune_buffer, run_finetune
 from torchrl_prelar.training.finetune_agent import (
@@ -206,3 +207,14 @@ def test_reward_head_learns_reward_plus_bonus_and_aux_head_plain_reward():
     )
     assert not torch.allclose(plain_losses["loss_model_reward"], bonus_losses["loss_model_reward"])
     assert torch.equal(batch["next", "reward"], transitions()["next", "reward"])  # input intact
+
+
+def test_bf16_world_model_hands_fp32_losses_and_states_to_the_actor_critic():
+    loss = finetune_model_loss(VideoIntrinsicBonus(512, queue_size=64, k=4))
+    loss.autocast_dtype = torch.bfloat16
+    losses, posterior = loss(transitions())
+    assert {value.dtype for value in losses.values()} == {torch.float32}
+    for key in POSTERIOR_KEYS:
+        assert posterior[key].dtype == torch.float32
+    assert posterior["next", "reco_pixels"].dtype == torch.bfloat16  # the decoder ran in bf16
+    assert loss.bonus.queue.dtype == torch.float32

@@ -17,6 +17,9 @@ from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives.prelar import PreLARLoss
 
+#: Posterior entries :class:`~torchrl.objectives.DreamerV3Loss` starts imagination from.
+POSTERIOR_KEYS: tuple[NestedKey, ...] = (("next", "state"), ("next", "belief"))
+
 
 class FinetuneModelLoss(LossModule):
     """PreLAR fine-tuning world-model loss, shaped for :class:`~torchrl.objectives.DreamerV3Loss`.
@@ -50,6 +53,11 @@ class FinetuneModelLoss(LossModule):
             action_free_features`); ``None``: the encoder embedding of ``("next", pixels)``.
         beta: bonus weight (1 in APV / PreLAR).
         lambda_aux_reward: weight of the auxiliary reward term.
+        autocast_dtype: if given, the world model runs under :func:`torch.autocast` with this
+            dtype (``torch.bfloat16`` on a CPU with native bf16, see
+            :func:`~torchrl_prelar.training.precision.resolve_precision`). The bonus, the loss
+            values and the posterior states handed to imagination (:data:`POSTERIOR_KEYS`)
+            stay fp32, so the actor-critic update downstream runs in full precision.
     """
 
     @dataclass
@@ -72,6 +80,7 @@ class FinetuneModelLoss(LossModule):
         features: Callable[[TensorDictBase], torch.Tensor] | None = None,
         beta: float = 1.0,
         lambda_aux_reward: float = 1.0,
+        autocast_dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.prelar_loss = prelar_loss
@@ -79,6 +88,7 @@ class FinetuneModelLoss(LossModule):
         self.features = features
         self.beta = beta
         self.lambda_aux_reward = lambda_aux_reward
+        self.autocast_dtype = autocast_dtype
 
     @property
     def world_model(self) -> PreLARWorldModel | APVWorldModel:
@@ -96,10 +106,15 @@ class FinetuneModelLoss(LossModule):
         was_training = encoder.training
         encoder.eval()
         try:
-            embedding = encoder(centred_pixels(pixels))
+            with self._autocast(pixels.device):
+                embedding = encoder(centred_pixels(pixels))
         finally:
             encoder.train(was_training)
-        return self.bonus.compute(embedding)
+        return self.bonus.compute(embedding.float())
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        dtype = self.autocast_dtype
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
         keys = self.tensor_keys
@@ -110,11 +125,16 @@ class FinetuneModelLoss(LossModule):
         if self.bonus is not None and self.beta:
             bonus = self._bonus(tensordict)
             tensordict.set(reward_key, reward + self.beta * bonus)
-        losses, model_td = self.prelar_loss(tensordict)
-        aux = model_td.get(("next", keys.aux_reward))
-        aux_loss = (symlog(aux) - symlog(reward)).pow(2).mean()
+        with self._autocast(reward.device):
+            losses, model_td = self.prelar_loss(tensordict)
+            aux = model_td.get(("next", keys.aux_reward))
+            aux_loss = (symlog(aux) - symlog(reward)).pow(2).mean()
         losses.set("loss_model_aux_reward", self.lambda_aux_reward * aux_loss.unsqueeze(-1))
         losses.set("env_reward", reward.mean().detach())
         if bonus is not None:
             losses.set("intrinsic_bonus", bonus.mean())
+        if self.autocast_dtype is not None:
+            losses = losses.apply(lambda value: value.float())
+            for key in POSTERIOR_KEYS:
+                model_td.set(key, model_td.get(key).float())
         return losses, model_td

@@ -55,6 +55,7 @@ from torchrl.trainers.algorithms import DreamerV3UpdateRatio
 from tqdm.auto import tqdm
 
 from torchrl_prelar.envs.metaworld import make_metaworld_env
+from torchrl_prelar.training.allocator import keep_freed_memory
 from torchrl_prelar.training.checkpoint import (
     check_no_pickles,
     load_checkpoint,
@@ -249,7 +250,9 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Fine-tune on ``cfg["finetune"]["task"]``; resume from ``run_dir`` if it has a checkpoint.
 
     Reads ``run_dir``, ``finetune``, ``world_model``, ``device``, ``precision``, ``seed``,
-    ``logger`` (and ``loss`` for the KL / reconstruction settings). Writes
+    ``logger`` (and ``loss`` for the KL / reconstruction settings). On a CPU,
+    ``finetune.keep_freed_memory`` applies :func:`~torchrl_prelar.training.allocator.
+    keep_freed_memory` to the whole process. Writes
     ``finetune_last.pt``, ``replay_<step>/``, CSV / wandb logs under ``finetune/`` (and
     ``cfg`` as hyperparameters, see :meth:`RunLoggers.log_hparams`),
     ``finetune_curves.png`` and the ``"finetune"`` section of ``summary.json``; returns it.
@@ -263,6 +266,8 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     random.seed(seed)
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
+    if device.type == "cpu" and tune.get("keep_freed_memory", False):
+        keep_freed_memory()
 
     probe = make_metaworld_env(tune["task"], max_episode_steps=tune["max_episode_steps"])
     action_dim = probe.action_spec.shape[-1]

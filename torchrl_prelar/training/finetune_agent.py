@@ -19,7 +19,6 @@ auxiliary reward head (:class:`FinetuneModelLoss`, the one wrapper, see its docs
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +61,7 @@ from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.objectives.finetune import FinetuneModelLoss
 from torchrl_prelar.training.checkpoint import load_checkpoint
+from torchrl_prelar.training.precision import resolve_precision
 
 REWARD_KEY: NestedKey = ("next", "reward")
 AUX_REWARD_KEY: NestedKey = ("next", "aux_reward")
@@ -379,9 +379,17 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
     bootstrap from the online critic; the target critic (``slow_critic > 0``, copied every
     ``target_update_every`` updates by ``HardUpdate``) enters as DreamerV3's slow-critic
     regulariser. ``replay_value_loss_weight`` is 0 (DreamerV2 has no replay value term).
+
+    ``precision`` (see :func:`~torchrl_prelar.training.precision.resolve_precision`): on a
+    CPU the world-model loss runs under bf16 autocast where the CPU has native bf16, the
+    actor-critic update in fp32; on CUDA TorchRL's stepper autocasts the whole step.
+    ``finetune.channels_last`` stores the convolution weights (hence activations)
+    channels-last, as ``pretrain.channels_last`` does.
     """
     tune, device = cfg["finetune"], torch.device(cfg["device"])
     world_model = make_finetune_world_model(cfg, action_dim).to(device)
+    if tune.get("channels_last", False):
+        world_model.to(memory_format=torch.channels_last)
     prior = world_model.rssm_prior
     stoch, deter = prior.num_categoricals * prior.num_classes, prior.rnn_hidden_dim
     features = stoch + deter
@@ -448,12 +456,15 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
             k=intrinsic["k"],
             seed=cfg["seed"],
         ).to(device)
+    dtype = resolve_precision(cfg.get("precision", "fp32"), device)
     model_loss = FinetuneModelLoss(
         prelar_loss,
         bonus,
         features=bonus_features,
         beta=intrinsic["beta"],
         lambda_aux_reward=tune["lambda_aux_reward"],
+        # TorchRL's stepper autocasts on CUDA only: on a CPU the world model autocasts itself.
+        autocast_dtype=dtype if device.type != "cuda" else None,
     )
     actor_loss = DreamerV3ActorLoss(
         actor,
@@ -495,17 +506,6 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
         groups[name].append(parameter)
     optimizer = make_finetune_optimizer(groups, tune)
 
-    dtype = None
-    if cfg.get("precision", "fp32") != "fp32":
-        from torchrl_prelar.training.precision import resolve_precision
-
-        dtype = resolve_precision(cfg["precision"], device)
-        if dtype is not None and device.type != "cuda":
-            warnings.warn(
-                "Fine-tuning runs in fp32 on CPU: TorchRL's DreamerV3OptimizationStepper "
-                "applies autocast on CUDA only.",
-                stacklevel=2,
-            )
     stepper = DreamerV3OptimizationStepper(
         loss,
         optimizer,
