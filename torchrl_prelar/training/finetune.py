@@ -36,7 +36,6 @@ A run resumes with the number of workers it started with (the replay's layout de
 
 from __future__ import annotations
 
-import random
 import shutil
 import time
 from collections.abc import Mapping
@@ -64,6 +63,7 @@ from torchrl_prelar.training.checkpoint import (
     set_rng_state,
     update_summary,
 )
+from torchrl_prelar.training.distributed import seed_everything
 from torchrl_prelar.training.finetune_agent import (
     FinetuneAgent,
     make_finetune_agent,
@@ -261,9 +261,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     tune, device, seed = cfg["finetune"], torch.device(cfg["device"]), cfg["seed"]
     _validate(tune)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+    seed_everything(seed)
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
     if device.type == "cpu" and tune.get("keep_freed_memory", False):
