@@ -559,12 +559,18 @@ class PreLARLoss(LossModule):
             )
         return value
 
-    def _action_kl_weight(self) -> float:
-        """``beta_action``, ramped up over the first ``action_kl_warmup`` training forwards."""
+    def _action_kl_weight(self) -> float | torch.Tensor:
+        """``beta_action``, ramped up over the first ``action_kl_warmup`` training forwards.
+
+        With a warm-up, each call in training mode counts one training forward (the
+        ``training_forwards`` buffer, saved in the state dict like BatchNorm's
+        ``num_batches_tracked``); the weight stays a tensor on the buffer's device, so the
+        ramp never waits for the device.
+        """
         if not self.training or not self.action_kl_warmup:
             return self.beta_action
         self.training_forwards += 1
-        ramp = min(1.0, float(self.training_forwards) / self.action_kl_warmup)
+        ramp = (self.training_forwards / self.action_kl_warmup).clamp(max=1.0)
         return self.beta_action * ramp
 
     def _step_weights(self, model_td: TensorDictBase) -> torch.Tensor:
