@@ -171,7 +171,8 @@ def _make_forward_model(world_model: TensorDictModuleBase, hidden: int) -> Laten
     if not action_dim:
         raise ValueError(
             "lambda_forward_reco needs a world model whose action model infers a latent action "
-            f"(a LatentActionModel with an action_dim), got {type(world_model.action_model).__name__}."
+            "(a LatentActionModel with an action_dim), got "
+            f"{type(world_model.action_model).__name__}."
         )
     prior = world_model.rssm_prior
     return LatentActionForwardModel(
@@ -248,10 +249,11 @@ class PreLARLoss(LossModule):
         loss_model_reward          lambda_reward * symlog-MSE(reward), if the batch has rewards
         loss_action_kl             beta_action * max(KL(q(a~_t | o_t, o_{t+1}) || N(0, std^2)),
                                              action_free_nats), std = action_prior_std
-        loss_forward_reco          lambda_forward_reco * sum_{C,H,W} (o_{t+1} - dec(f(e(o_t), a~_t)))^2
-                                   f = LatentActionForwardModel (optional)
-        loss_prior_reco            lambda_prior_reco * sum_{C,H,W} (o_{t+1} - dec(z^_{t+1}, h_{t+1}))^2,
-                                   z^_{t+1} ~ p(z | h_{t+1}), h_{t+1} = GRU(h_t, z_t, a~_t) (optional)
+        loss_forward_reco          lambda_forward_reco * sum_{C,H,W} (o_{t+1} - dec(x))^2,
+                                   x = f(e(o_t), a~_t), f = LatentActionForwardModel (optional)
+        loss_prior_reco            lambda_prior_reco * sum_{C,H,W} (o_{t+1} - dec(y))^2,
+                                   y = (z^_{t+1}, h_{t+1}), z^_{t+1} ~ p(z | h_{t+1}),
+                                   h_{t+1} = GRU(h_t, z_t, a~_t) (optional)
         loss_consistency           lambda_consistency * action-state consistency (optional)
 
     With the defaults (``lambda_reco=0.5`` on pixels in [-0.5, 0.5], ``kl_balance=0.8``,
@@ -734,9 +736,7 @@ class PreLARLoss(LossModule):
         loss_td.set("loss_action_kl", self._action_kl_weight() * penalised.unsqueeze(-1))
         if self.forward_model is not None:
             forward_reco = self._forward_reconstruction(model_td, weights, steps)
-            loss_td.set(
-                "loss_forward_reco", self.lambda_forward_reco * forward_reco.unsqueeze(-1)
-            )
+            loss_td.set("loss_forward_reco", self.lambda_forward_reco * forward_reco.unsqueeze(-1))
         if self.lambda_prior_reco:
             prior_reco = self._prior_reconstruction(model_td, weights, steps)
             loss_td.set("loss_prior_reco", self.lambda_prior_reco * prior_reco.unsqueeze(-1))
