@@ -94,6 +94,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS))
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="where results.md goes")
     parser.add_argument(
+        "--section",
+        help="write the report as this marked section of results.md (its figure "
+        "results/finetune_SECTION.png) and keep the rest of the page; default: the whole page",
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="Hydra key=value overrides, e.g. finetune.env_steps=2000"
     )
     args = parser.parse_args(argv)
@@ -255,16 +260,27 @@ def on_common_steps(runs: Sequence[tuple[np.ndarray, np.ndarray]]):
     return grid, np.stack([np.interp(grid, s, v) for s, v in runs])
 
 
+def figure_name(section: str | None) -> str:
+    """The file name of the comparison's figure under ``docs/results/``.
+
+    Example:
+        >>> figure_name(None), figure_name("reach35k")
+        ('finetune_comparison.png', 'finetune_reach35k.png')
+    """
+    return f"finetune_{section or 'comparison'}.png"
+
+
 def plot(results: Mapping[str, Mapping[int, Any]], path: Path, task: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4))
     for axis, key, label, markers in (
         (axes[0], LOSS, "world-model loss", False),
         (axes[1], SUCCESS, "eval success rate", True),
+        (axes[2], RETURN, "eval return", True),
     ):
         for arm, runs in results.items():
             steps, values = on_common_steps(
@@ -380,10 +396,13 @@ def write_report(
     docs: Path,
     command: str,
     wall_seconds: float,
+    section: str | None = None,
 ) -> Path:
-    from torchrl_prelar.training.report import machine_description, marked_sections
+    """Write the comparison into ``docs/results.md``: the whole page (keeping the marked
+    sections other scripts write), or only the marked section ``section`` of it."""
+    from torchrl_prelar.training.report import machine_description, marked_sections, write_section
 
-    image = plot(results, docs / "results" / "finetune_comparison.png", cfg["finetune"]["task"])
+    image = plot(results, docs / "results" / figure_name(section), cfg["finetune"]["task"])
     tune = cfg["finetune"]
     eval_steps = sorted(
         {
@@ -508,6 +527,11 @@ def write_report(
         "",
     ]
     path = docs / "results.md"
+    if section is not None:
+        demoted = [f"#{line}" if line.startswith("#") else line for line in lines]
+        return write_section(
+            path, section, "\n".join(demoted), generator="scripts/compare_finetune.py"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the sections other scripts write into this page (e.g. scripts/model_gap.py)
     kept = marked_sections(path.read_text()) if path.exists() else ""
@@ -546,8 +570,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     from torchrl_prelar.training.report import command_line
 
     command = command_line(__file__, argv)
-    path = write_report(results, cfg, args.docs, command, time.time() - started)
-    log.info("wrote %s and %s", path, args.docs / "results" / "finetune_comparison.png")
+    path = write_report(results, cfg, args.docs, command, time.time() - started, args.section)
+    log.info("wrote %s and %s", path, args.docs / "results" / figure_name(args.section))
     return path
 
 
