@@ -23,7 +23,8 @@ action (``PreLARLoss(sample_latent_action=True)``, as in the paper).
 from pathlib import Path
 
 import torch
-import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import grid_square_batch, moving_square_batch
@@ -93,9 +94,10 @@ def test_invariant_latent_action_recovers_the_hidden_move_in_a_grid_world():
 
 
 def default_latent_action_settings() -> dict:
-    """The latent action settings the example's default (quick) preset overrides."""
-    preset = yaml.safe_load((REPO / "examples" / "config" / "preset" / "quick.yaml").read_text())
-    return preset["world_model"]["overrides"]["latent_action"]
+    """The latent action settings of the example's default configuration."""
+    with initialize_config_dir(config_dir=str(REPO / "examples" / "config"), version_base=None):
+        config = compose("config")
+    return OmegaConf.to_container(config.world_model.overrides.latent_action)
 
 
 def test_default_objective_keeps_a_latent_action_the_prior_relies_on():
