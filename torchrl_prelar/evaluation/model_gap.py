@@ -398,15 +398,15 @@ class WorldModelFinetuner:
             "actor": [],
             "critic": [],
         }
-        settings = {
-            "model_lr": lr,
-            "actor_lr": 0.0,
-            "critic_lr": 0.0,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "grad_clip": grad_clip,
-        }
-        self.optimizer = make_finetune_optimizer(groups, settings)
+        self.optimizer = make_finetune_optimizer(
+            groups,
+            model_lr=lr,
+            actor_lr=0.0,
+            critic_lr=0.0,
+            eps=eps,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+        )
 
     def step(self, batch: TensorDictBase) -> dict[str, float]:
         """One update on ``batch``; returns the total loss and its main terms."""
