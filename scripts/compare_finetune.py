@@ -36,6 +36,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples"))  # the pipeline: examples/dreamer_prelar.py
 CONFIG_DIR = REPO / "examples" / "config"
 ARMS = ("prelar", "dreamer", "apv", "contextwm")
 DEFAULT_ARMS = ("prelar", "dreamer")
@@ -180,7 +181,7 @@ def finished(run_dir: Path, env_steps: int) -> dict[str, Any] | None:
 
 def run_one(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Run (or resume, or skip) one fine-tuning run; return its summary and whether it ran."""
-    from torchrl_prelar.training.finetune import run_finetune
+    from dreamer_prelar import run_finetune
 
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -381,7 +382,7 @@ def write_report(
     command: str,
     wall_seconds: float,
 ) -> Path:
-    from torchrl_prelar.training.report import machine_description, marked_sections
+    from results_report import machine_description, marked_sections
 
     image = plot(results, docs / "results" / "finetune_comparison.png", cfg["finetune"]["task"])
     tune = cfg["finetune"]
@@ -543,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         else:
             log.info("[%d/%d] %s seed %d: finished before, skipped", index, len(jobs), arm, seed)
     results = collect(args.out, args.arms, args.seeds)
-    from torchrl_prelar.training.report import command_line
+    from results_report import command_line
 
     command = command_line(__file__, argv)
     path = write_report(results, cfg, args.docs, command, time.time() - started)

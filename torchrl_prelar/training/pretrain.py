@@ -27,7 +27,12 @@ from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.distributed import DistributedContext
 from torchrl_prelar.training.precision import autocast, resolve_precision
 
+#: Resumable pre-training checkpoint in ``run_dir`` (see :func:`pretrain`).
 CHECKPOINT_NAME = "pretrain_last.pt"
+#: The pre-trained world model a run leaves in its ``run_dir``: ``{"world_model": state dict,
+#: "config": world-model section, "evaluation": held-out evaluation settings}``, read by
+#: fine-tuning and by ``python -m torchrl_prelar.evaluation``.
+PRETRAINED_MODEL = "pretrained_world_model.pt"
 
 
 def make_optimizer(
