@@ -8,10 +8,11 @@ With ``--arms prelar dreamer apv --apv-pretrained <action-free pretrained_world_
 baseline is a third arm; likewise ``contextwm`` with ``--contextwm-pretrained`` (written with
 ``finetune.init=contextwm``), the ContextWM baseline.
 
-Each run (one per arm and seed, ``<out>/<arm>_seed<seed>``) is ``run_finetune(cfg)`` with the
-``finetune`` section of ``examples/config`` preset ``--preset`` (plus Hydra ``key=value``
-overrides such as ``finetune.env_steps=2000``) and the world-model preset the pre-trained
-model was trained with (read from the checkpoint), so both arms have the same structure.
+Each run (one per arm and seed, ``<out>/<arm>_seed<seed>``) is ``run_finetune(cfg)`` of
+``examples/dreamer_prelar.py`` with the ``finetune`` section of ``examples/config`` preset
+``--preset`` (plus Hydra ``key=value`` overrides such as ``finetune.env_steps=2000``) and the
+world-model preset the pre-trained model was trained with (read from the checkpoint), so both
+arms have the same structure.
 Runs are sequential in this one process. A run whose folder holds a finished summary is
 skipped and a half-finished one resumes, so re-running the same command after a kill
 continues where it stopped. Afterwards the CSV logs of all runs are read and

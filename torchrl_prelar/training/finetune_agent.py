@@ -79,7 +79,7 @@ def _pretraining_kind(state: Mapping[str, Any]) -> str:
 def load_pretrained_world_model(
     world_model: PreLARWorldModel, path: str | Path, expected_config: Mapping | None = None
 ) -> list[str]:
-    """Load encoder, RSSM and decoder of a ``run_pretrain`` checkpoint into ``world_model``.
+    """Load encoder, RSSM and decoder of a pre-trained model file into ``world_model``.
 
     ``world_model`` must still hold its :class:`LatentActionModel` (the whole pre-trained
     model is checked, shape by shape); the reward heads are new and stay as they are. Swap
@@ -88,6 +88,16 @@ def load_pretrained_world_model(
     Raises:
         ValueError: naming every parameter whose shape differs, or that is missing / extra,
             together with the configuration the checkpoint was pre-trained with.
+
+    Examples:
+        >>> import tempfile
+        >>> from torchrl_prelar.modules import make_world_model
+        >>> from torchrl_prelar.training.checkpoint import save_checkpoint
+        >>> path = Path(tempfile.mkdtemp()) / "pretrained_world_model.pt"
+        >>> state = make_world_model("tiny").state_dict()
+        >>> _ = save_checkpoint(path, {"world_model": state, "config": {"preset": "tiny"}})
+        >>> len(load_pretrained_world_model(make_world_model("tiny"), path)) == len(state)
+        True
     """
     checkpoint = load_checkpoint(path)
     state = checkpoint["world_model"]
