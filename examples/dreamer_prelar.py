@@ -22,7 +22,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import time  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -30,8 +30,9 @@ from typing import Any  # noqa: E402
 import hydra  # noqa: E402
 import torch  # noqa: E402
 from dreamer_prelar_utils import (  # noqa: E402
-    CHECKPOINT_NAME,
+    FINETUNE_CHECKPOINT,
     FINETUNE_CURVES,
+    PRETRAIN_CHECKPOINT,
     STORED_KEYS,
     FinetuneProgress,
     evaluate,
@@ -50,6 +51,7 @@ from dreamer_prelar_utils import (  # noqa: E402
     write_pretrain_media,
 )
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from tensordict import TensorDictBase  # noqa: E402
 from torchrl.collectors import Collector  # noqa: E402
 from torchrl.envs.utils import ExplorationType  # noqa: E402
 from torchrl.trainers.algorithms import DreamerV3UpdateRatio  # noqa: E402
@@ -80,13 +82,106 @@ from torchrl_prelar.training.pretrain import (  # noqa: E402
     PRETRAINED_MODEL,
     PreLARPretrainer,
     make_optimizer,
-    pretrain,
 )
 
 STAGES = ("pretrain", "finetune", "all")
 
 
 # ----------------------------------------------------------------------------- pre-training
+
+
+def pretrain(
+    trainer: PreLARPretrainer,
+    sample: Callable[[], TensorDictBase],
+    *,
+    num_updates: int,
+    run_dir: str | Path,
+    log: Callable[[dict[str, float], int], None] | None = None,
+    log_every: int = 10,
+    checkpoint_every: int = 100,
+    on_checkpoint: Callable[[int], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+    distributed: DistributedContext | None = None,
+) -> dict[str, float]:
+    """Pre-train for ``num_updates`` updates, resuming from ``run_dir`` if it has a checkpoint.
+
+    The loop holds no state that is not in the checkpoint: the step counter, model,
+    optimiser and the global RNG (which drives clip sampling and the latent action noise) are
+    saved together, so a resumed run continues exactly where it stopped. Under torchrun each
+    rank keeps its own random stream (all of them are checkpointed), metrics are averaged
+    over the ranks before logging, and only rank 0 writes.
+
+    Args:
+        trainer: the update to repeat.
+        sample: returns the next ``[B, T]`` batch (e.g. ``replay_buffer.sample``).
+        num_updates: total updates of the run (including those of a resumed run).
+        run_dir: folder of the checkpoint ``pretrain_last.pt``.
+        log: called with ``(metrics, step)`` every ``log_every`` updates.
+        checkpoint_every: updates between two atomic checkpoints (one is also written at the end).
+        on_checkpoint: called with the step after each checkpoint (e.g. to write media).
+        on_step: called with the step after each update, after logging and before that
+            step's checkpoint (e.g. to evaluate every so many updates).
+        progress: show a tqdm progress bar.
+        distributed: the data-parallel job (``None``: one process). Every rank calls
+            :func:`pretrain`; metrics are averaged over the ranks at logging steps, and only
+            rank 0 logs, writes checkpoints and calls ``on_checkpoint`` and ``on_step``.
+
+    Returns:
+        The metrics of the last update as floats (empty if nothing was left to do).
+
+    Examples:
+        >>> import tempfile
+        >>> from torchrl_prelar import PreLARLoss, make_world_model
+        >>> from torchrl_prelar.data.synthetic import moving_square_batch
+        >>> loss = PreLARLoss(make_world_model("tiny"))
+        >>> trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32")
+        >>> out = pretrain(trainer, lambda: moving_square_batch(2, 4), num_updates=2,
+        ...                run_dir=tempfile.mkdtemp(), progress=False)
+        >>> sorted(out)[:2]
+        ['action_kl', 'grad_norm']
+    """
+    run_dir = Path(run_dir)
+    context = distributed or DistributedContext()
+    checkpoint_path = run_dir / PRETRAIN_CHECKPOINT
+    step = 0
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path, map_location=trainer.device)
+        trainer.load_state_dict(state["trainer"])
+        step = state["step"]
+        context.restore_rng_states(state.get("rng_per_rank", [state["rng"]]), step)
+    elif context.is_distributed:
+        context.seed_rank(step)
+
+    def checkpoint() -> None:
+        states = context.gather_rng_states()
+        if not context.is_main:
+            return
+        state = {"trainer": trainer.state_dict(), "rng": states[0], "step": step}
+        if context.is_distributed:
+            state["rng_per_rank"] = states
+        save_checkpoint(checkpoint_path, state)
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+
+    last: dict[str, float] = {}
+    show = progress and context.is_main
+    bar = tqdm(total=num_updates, initial=step, desc="pretrain", disable=not show)
+    while step < num_updates:
+        metrics = trainer.update(sample())
+        step += 1
+        bar.update(1)
+        if step % log_every == 0 or step == num_updates:
+            last = {key: value.item() for key, value in context.mean(metrics).items()}
+            bar.set_postfix(loss=f"{last['loss']:.2f}", action_kl=f"{last['action_kl']:.2f}")
+            if log is not None and context.is_main:
+                log(last, step)
+        if on_step is not None and context.is_main:
+            on_step(step)
+        if step % checkpoint_every == 0 or step == num_updates:
+            checkpoint()
+    bar.close()
+    return last
 
 
 def run_pretrain(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,10 +195,12 @@ def run_pretrain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     settings = dict(cfg.get("distributed") or {})
     lr_scaling = settings.pop("lr_scaling", "none")
     with distributed_session(cfg["device"], seed=cfg["seed"], **settings) as job:
-        return _pretrain({**cfg, "device": str(job.device)}, job, lr_scaling)
+        return _run_pretrain({**cfg, "device": str(job.device)}, job, lr_scaling)
 
 
-def _pretrain(cfg: Mapping[str, Any], job: DistributedContext, lr_scaling: str) -> dict[str, Any]:
+def _run_pretrain(
+    cfg: Mapping[str, Any], job: DistributedContext, lr_scaling: str
+) -> dict[str, Any]:
     # Set-up: run folder, seeds, video replay buffer, loss, trainer, loggers, evaluation.
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +316,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     progress = FinetuneProgress()
     refill_until = tune["prefill"]
     workers = progress.env_workers = tune.get("env_workers", 1)
-    checkpoint_path = run_dir / CHECKPOINT_NAME
+    checkpoint_path = run_dir / FINETUNE_CHECKPOINT
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, map_location=device)
         progress.load_state_dict(state["progress"])

@@ -59,12 +59,15 @@ from torchrl_prelar.training.finetune_agent import (
     FinetuneWorldModel,
     build_finetune_world_model,
     make_finetune_agent,
+    make_finetune_optimizer,
 )
 from torchrl_prelar.training.media import plot_curves, read_csv_scalars, save_prediction_gif
 from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
+#: Resumable pre-training checkpoint in ``run_dir`` (every ``pretrain.checkpoint_every``).
+PRETRAIN_CHECKPOINT = "pretrain_last.pt"
 #: Fine-tuning checkpoint in ``run_dir`` (atomic, rewritten every ``finetune.checkpoint_every``).
-CHECKPOINT_NAME = "finetune_last.pt"
+FINETUNE_CHECKPOINT = "finetune_last.pt"
 #: Entries of a collected step that go into the fine-tuning replay buffer.
 STORED_KEYS = (
     "action",
@@ -386,12 +389,15 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
         intrinsic_proj_dim=intrinsic["proj_dim"],
         intrinsic_queue_size=intrinsic["queue_size"],
         intrinsic_k=intrinsic["k"],
-        model_lr=tune["model_lr"],
-        actor_lr=tune["actor_lr"],
-        critic_lr=tune["critic_lr"],
-        eps=tune["eps"],
-        weight_decay=tune["weight_decay"],
-        grad_clip=tune["grad_clip"],
+        optimizer_factory=partial(
+            make_finetune_optimizer,
+            model_lr=tune["model_lr"],
+            actor_lr=tune["actor_lr"],
+            critic_lr=tune["critic_lr"],
+            eps=tune["eps"],
+            weight_decay=tune["weight_decay"],
+            grad_clip=tune["grad_clip"],
+        ),
         compile_train_step=tune.get("compile", False),
         cudagraph=tune.get("cudagraph", False),
         channels_last=tune.get("channels_last", False),
@@ -519,7 +525,7 @@ def save_finetune_checkpoint(
         # Only memory-mapped tensors and JSON stay: our buffer has no prefetch queue to keep.
         (target / "prefetch.pkl").unlink(missing_ok=True)
     save_checkpoint(
-        run_dir / CHECKPOINT_NAME,
+        run_dir / FINETUNE_CHECKPOINT,
         {
             "progress": progress.state_dict(),
             "loss": agent.loss.state_dict(),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 from dreamer_prelar import run_finetune
-from dreamer_prelar_utils import CHECKPOINT_NAME, make_finetune_buffer
+from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
+from dreamer_prelar_utils import make_finetune_buffer
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 

@@ -19,7 +19,7 @@ auxiliary reward head (:class:`FinetuneModelLoss`, the one wrapper, see its docs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -399,12 +399,9 @@ def make_finetune_agent(
     intrinsic_proj_dim: int = 128,
     intrinsic_queue_size: int = 4096,
     intrinsic_k: int = 16,
-    model_lr: float = 3e-4,
-    actor_lr: float = 8e-5,
-    critic_lr: float = 8e-5,
-    eps: float = 1e-5,
-    weight_decay: float = 1e-6,
-    grad_clip: float = 100.0,
+    optimizer_factory: Callable[
+        [dict[str, list[nn.Parameter]]], torch.optim.Optimizer
+    ] = make_finetune_optimizer,
     compile_train_step: bool = False,
     cudagraph: bool = False,
     channels_last: bool = False,
@@ -440,8 +437,9 @@ def make_finetune_agent(
         intrinsic: add the video intrinsic bonus
             (:class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`) with weight
             ``intrinsic_beta`` and its ``window``, ``proj_dim``, ``queue_size`` and ``k``.
-        model_lr, actor_lr, critic_lr, eps, weight_decay, grad_clip: the optimiser
-            (:func:`make_finetune_optimizer`).
+        optimizer_factory: builds the optimiser from the parameter groups ``representation``,
+            ``model``, ``actor`` and ``critic`` (e.g. ``functools.partial(
+            make_finetune_optimizer, model_lr=1e-4)``; default: its default settings).
         compile_train_step, cudagraph: passed to TorchRL's
             :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper`.
         channels_last: store the convolution weights (hence activations) channels-last.
@@ -567,15 +565,7 @@ def make_finetune_agent(
             else "critic"
         )
         groups[name].append(parameter)
-    optimizer = make_finetune_optimizer(
-        groups,
-        model_lr=model_lr,
-        actor_lr=actor_lr,
-        critic_lr=critic_lr,
-        eps=eps,
-        weight_decay=weight_decay,
-        grad_clip=grad_clip,
-    )
+    optimizer = optimizer_factory(groups)
 
     stepper = DreamerV3OptimizationStepper(
         loss,
