@@ -117,4 +117,3 @@ class PreLARPretrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loss.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-
