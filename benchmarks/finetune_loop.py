@@ -1,6 +1,6 @@
 """Env steps per second of the whole fine-tuning loop, and where the time goes.
 
-Runs the real :func:`~torchrl_prelar.training.finetune.run_finetune` (collector, replay
+Runs the real ``run_finetune`` of ``examples/dreamer_prelar.py`` (collector, replay
 buffer, Dreamer update, logging) on Meta-world for ``--steps`` env steps after ``prefill``,
 once per ``--variant``, and times its parts from the inside by wrapping them:
 
@@ -54,9 +54,13 @@ from _machine import machine_info, print_table  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from torchrl_prelar.training import finetune  # noqa: E402
+from torchrl_prelar.training.finetune_agent import FinetuneAgent  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parents[1] / "examples" / "config"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CONFIG = EXAMPLES / "config"
+sys.path.insert(0, str(EXAMPLES))  # the pipeline: examples/dreamer_prelar.py
+import dreamer_prelar as pipeline  # noqa: E402
+
 PARTS = ("env", "policy", "replay", "world_model", "actor_critic", "optimizer")
 
 
@@ -91,7 +95,7 @@ class LoopTimer:
 
         setattr(owner, name, timed)
 
-    def instrument_agent(self, agent: finetune.FinetuneAgent) -> None:
+    def instrument_agent(self, agent: FinetuneAgent) -> None:
         """Wrap the policy, the three losses, the optimiser step and the update itself."""
         loss = agent.loss
         self.wrap(agent.policy, "forward", "policy")
@@ -149,14 +153,14 @@ class LoopTimer:
 def instrumented(timer: LoopTimer) -> Iterator[None]:
     """Wrap the factories ``run_finetune`` calls so that every part reports to ``timer``."""
     saved = {
-        name: getattr(finetune, name)
-        for name in ("make_finetune_agent", "make_collector_env", "make_finetune_buffer")
+        name: getattr(pipeline, name)
+        for name in ("make_agent", "make_collector_env", "make_finetune_buffer")
     }
-    saved["sample_batch"] = finetune.sample_batch
-    saved["shutdown"] = finetune.Collector.shutdown
+    saved["sample_batch"] = pipeline.sample_batch
+    saved["shutdown"] = pipeline.Collector.shutdown
 
     def make_agent(*args, **kwargs):
-        agent = saved["make_finetune_agent"](*args, **kwargs)
+        agent = saved["make_agent"](*args, **kwargs)
         timer.instrument_agent(agent)
         return agent
 
@@ -175,19 +179,19 @@ def instrumented(timer: LoopTimer) -> Iterator[None]:
         timer.stop()
         return saved["shutdown"](collector, *args, **kwargs)
 
-    finetune.make_finetune_agent = make_agent
-    finetune.make_collector_env = make_env
-    finetune.make_finetune_buffer = make_buffer
-    finetune.Collector.shutdown = shutdown
-    timer.wrap(finetune, "sample_batch", "replay")
+    pipeline.make_agent = make_agent
+    pipeline.make_collector_env = make_env
+    pipeline.make_finetune_buffer = make_buffer
+    pipeline.Collector.shutdown = shutdown
+    timer.wrap(pipeline, "sample_batch", "replay")
     try:
         yield
     finally:
         for name, value in saved.items():
             if name == "shutdown":
-                finetune.Collector.shutdown = value
+                pipeline.Collector.shutdown = value
             else:
-                setattr(finetune, name, value)
+                setattr(pipeline, name, value)
 
 
 def loop_config(preset: str, overrides: list[str], run_dir: str, steps: int) -> dict:
@@ -207,7 +211,7 @@ def measure(cfg: dict) -> dict:
     """Run the loop of ``cfg`` once and return its rate and breakdown."""
     timer = LoopTimer()
     with instrumented(timer):
-        summary = finetune.run_finetune(cfg)
+        summary = pipeline.run_finetune(cfg)
     wall = timer.stopped_at - timer.armed_at
     tune = cfg["finetune"]
     batch = tune["update_every"] * tune.get("env_workers", 1)  # env steps per collector batch

@@ -4,7 +4,7 @@ The update is what fine-tuning does to the world model at every training step: t
 :class:`~torchrl_prelar.objectives.FinetuneModelLoss` (reconstruction, balanced KL, reward and
 auxiliary reward heads, video intrinsic bonus) on a ``[batch, length]`` replay batch, backward,
 gradient clipping and an Adam step over the world-model parameters. The world model is built
-by the same :func:`~torchrl_prelar.training.finetune_agent.make_finetune_agent` as
+by the same ``make_agent`` (``examples/dreamer_prelar_utils.py``) as
 ``examples/dreamer_prelar.py stage=finetune`` (``finetune.init=dreamer``, nothing loaded).
 
 Prints seconds per update, frames per second, FLOPs per update (``torch.utils.flop_counter``),
@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from _machine import (
     FlopCount,
     gemm_peak,
@@ -35,19 +35,23 @@ from _machine import (
     reset_peak_memory,
     synchronize,
 )
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from tensordict import TensorDict
 
-from torchrl_prelar.training.finetune_agent import make_finetune_agent
 from torchrl_prelar.training.precision import autocast, resolve_precision
 from torchrl_prelar.training.pretrain import make_optimizer
 
-PRESETS = Path(__file__).resolve().parents[1] / "examples" / "config" / "preset"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))  # the example's builders
+from dreamer_prelar_utils import make_agent  # noqa: E402
 
 
 def finetune_config(preset: str, model_preset: str, device: str, overrides: dict) -> dict:
     """The fine-tuning settings of an example preset, with a fresh (``dreamer``) world model."""
-    example = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text())
-    tune = dict(example["finetune"], init="dreamer")
+    with initialize_config_dir(str(EXAMPLES / "config"), version_base=None):
+        example = compose("config", overrides=[f"preset={preset}"])
+    tune = dict(OmegaConf.to_container(example, resolve=True)["finetune"], init="dreamer")
     return {
         "finetune": tune,
         "world_model": {"preset": model_preset, "overrides": overrides},
@@ -106,7 +110,7 @@ def main() -> None:
     example = "paper" if args.preset == "paper" else "quick"
     cfg = finetune_config(example, args.preset, args.device, overrides)
     action_dim = 4  # Meta-world
-    agent = make_finetune_agent(cfg, action_dim)
+    agent = make_agent(cfg, action_dim)
     model_loss = agent.loss.model_loss
     model_loss.world_model.validate_inputs = False
     if not args.no_channels_last:

@@ -5,8 +5,8 @@ TorchRL's :class:`~torchrl.objectives.DreamerV3ActorLoss` rolls the actor out fo
 ``--horizon`` steps in the world model (``DreamerEnv``: action encoder -> latent action ->
 RSSM prior -> reward head) from every start state, computes lambda returns, and
 :class:`~torchrl.objectives.DreamerV3ValueLoss` scores the critic; then both backward passes.
-Agent and world model are built by
-:func:`~torchrl_prelar.training.finetune_agent.make_finetune_agent` from an example preset.
+Agent and world model are built by ``make_agent`` (``examples/dreamer_prelar_utils.py``) from an
+example preset.
 
 For each number of starts it prints seconds, microseconds per start, FLOPs and the process's
 peak memory. The fixed cost (fitted intercept) versus the per-start cost (slope) shows whether
@@ -34,10 +34,8 @@ from _machine import (
     print_table,
     synchronize,
 )
-from finetune_update import finetune_config
+from finetune_update import finetune_config, make_agent
 from tensordict import TensorDict
-
-from torchrl_prelar.training.finetune_agent import make_finetune_agent
 
 
 def main() -> None:
@@ -58,7 +56,7 @@ def main() -> None:
     example = "paper" if args.preset == "paper" else "quick"
     cfg = finetune_config(example, args.preset, args.device, {})
     cfg["finetune"]["imagination_horizon"] = args.horizon
-    agent = make_finetune_agent(cfg, action_dim=4)
+    agent = make_agent(cfg, action_dim=4)
     actor_loss, value_loss = agent.loss.actor_loss, agent.loss.value_loss
     prior = agent.world_model.rssm_prior
     stoch, deter = prior.num_categoricals * prior.num_classes, prior.rnn_hidden_dim

@@ -8,10 +8,11 @@ With ``--arms prelar dreamer apv --apv-pretrained <action-free pretrained_world_
 baseline is a third arm; likewise ``contextwm`` with ``--contextwm-pretrained`` (written with
 ``finetune.init=contextwm``), the ContextWM baseline.
 
-Each run (one per arm and seed, ``<out>/<arm>_seed<seed>``) is ``run_finetune(cfg)`` with the
-``finetune`` section of ``examples/config`` preset ``--preset`` (plus Hydra ``key=value``
-overrides such as ``finetune.env_steps=2000``) and the world-model preset the pre-trained
-model was trained with (read from the checkpoint), so both arms have the same structure.
+Each run (one per arm and seed, ``<out>/<arm>_seed<seed>``) is ``run_finetune(cfg)`` of
+``examples/dreamer_prelar.py`` with the ``finetune`` section of ``examples/config`` preset
+``--preset`` (plus Hydra ``key=value`` overrides such as ``finetune.env_steps=2000``) and the
+world-model preset the pre-trained model was trained with (read from the checkpoint), so both
+arms have the same structure.
 Runs are sequential in this one process. A run whose folder holds a finished summary is
 skipped and a half-finished one resumes, so re-running the same command after a kill
 continues where it stopped. Afterwards the CSV logs of all runs are read and
@@ -36,6 +37,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples"))  # the pipeline: examples/dreamer_prelar.py
 CONFIG_DIR = REPO / "examples" / "config"
 ARMS = ("prelar", "dreamer", "apv", "contextwm")
 DEFAULT_ARMS = ("prelar", "dreamer")
@@ -185,7 +187,7 @@ def finished(run_dir: Path, env_steps: int) -> dict[str, Any] | None:
 
 def run_one(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Run (or resume, or skip) one fine-tuning run; return its summary and whether it ran."""
-    from torchrl_prelar.training.finetune import run_finetune
+    from dreamer_prelar import run_finetune
 
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -400,7 +402,7 @@ def write_report(
 ) -> Path:
     """Write the comparison into ``docs/results.md``: the whole page (keeping the marked
     sections other scripts write), or only the marked section ``section`` of it."""
-    from torchrl_prelar.training.report import machine_description, marked_sections, write_section
+    from results_report import machine_description, marked_sections, write_section
 
     image = plot(results, docs / "results" / figure_name(section), cfg["finetune"]["task"])
     tune = cfg["finetune"]
@@ -567,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         else:
             log.info("[%d/%d] %s seed %d: finished before, skipped", index, len(jobs), arm, seed)
     results = collect(args.out, args.arms, args.seeds)
-    from torchrl_prelar.training.report import command_line
+    from results_report import command_line
 
     command = command_line(__file__, argv)
     path = write_report(results, cfg, args.docs, command, time.time() - started, args.section)

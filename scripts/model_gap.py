@@ -43,6 +43,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 from torchrl_prelar.io import atomic_write_text
+from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
 if TYPE_CHECKING:
     from tensordict import TensorDictBase
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "dreamer_prelar.py"
 CONFIG_DIR = REPO / "examples" / "config"
-PRETRAINED_MODEL = "pretrained_world_model.pt"
 RESULTS_FILE = "model_gap.json"
 PLOT_FILE = "model_gap.png"
 SECTION = "model_gap"
@@ -441,8 +441,9 @@ def section(
     command: str,
 ) -> str:
     """The markdown of this benchmark's section of results.md."""
+    from results_report import machine_description
+
     from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
-    from torchrl_prelar.training.report import machine_description
 
     s = results["settings"]
     pretrain = results["pretrain"]
@@ -497,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     import torch
+    from results_report import command_line, write_section
 
     from torchrl_prelar.evaluation.model_gap import (
         MODEL_GAP_ARMS,
@@ -504,7 +506,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
         last_frame_scores,
         make_transition_buffer,
     )
-    from torchrl_prelar.training.report import command_line, write_section
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

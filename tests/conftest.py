@@ -1,6 +1,16 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from tensordict import TensorDict
+
+# The pipeline (examples/dreamer_prelar.py and its builders) and the scripts' helpers are
+# importable by the tests as they are by the scripts: as top-level modules of their folders.
+REPO = Path(__file__).resolve().parents[1]
+for folder in ("examples", "scripts"):
+    if str(REPO / folder) not in sys.path:
+        sys.path.insert(0, str(REPO / folder))
 
 
 def make_clip_batch(batch: int = 2, steps: int = 4, size: int = 64, seed: int = 0) -> TensorDict:

@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import pretraining_totals
+from dreamer_prelar import run_finetune, run_pretrain
+from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
+from dreamer_prelar_utils import make_finetune_world_model
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
@@ -15,9 +18,7 @@ from torchrl_prelar.modules.apv import (
     make_apv_world_model,
 )
 from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
-from torchrl_prelar.training.finetune import CHECKPOINT_NAME, run_finetune
-from torchrl_prelar.training.finetune_agent import make_finetune_world_model
-from torchrl_prelar.training.run import PRETRAINED_MODEL, run_pretrain
+from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 STOCH, DETER = 64, 64  # tiny preset: 8 x 8 categoricals, deter 64

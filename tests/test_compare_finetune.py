@@ -125,7 +125,7 @@ def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, 
     def no_run(cfg):
         raise AssertionError(f"finished run {cfg['run_dir']} was run again")
 
-    monkeypatch.setattr("torchrl_prelar.training.finetune.run_finetune", no_run)
+    monkeypatch.setattr("dreamer_prelar.run_finetune", no_run)
     (docs / "results.md").unlink()
     assert module.main(argv) == docs / "results.md"
     assert table_rows((docs / "results.md").read_text(), "## Per run") == per_run

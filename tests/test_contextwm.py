@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import pretraining_totals
+from dreamer_prelar import run_finetune, run_pretrain
+from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
+from dreamer_prelar_utils import make_finetune_world_model
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
@@ -24,12 +27,8 @@ from torchrl_prelar.modules.contextwm import (
 from torchrl_prelar.modules.networks import ResNetDecoder, ResNetEncoder, make_conv_decoder
 from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.evaluate import open_loop_prediction
-from torchrl_prelar.training.finetune import CHECKPOINT_NAME, run_finetune
-from torchrl_prelar.training.finetune_agent import (
-    make_finetune_world_model,
-    representation_parameters,
-)
-from torchrl_prelar.training.run import PRETRAINED_MODEL, run_pretrain
+from torchrl_prelar.training.finetune_agent import representation_parameters
+from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 

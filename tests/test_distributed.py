@@ -15,9 +15,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
+import conftest  # noqa: F401  (run by torchrun as a script: puts examples/ on sys.path)
 import pytest
 import torch
 import torch.distributed as dist
+from dreamer_prelar import pretrain
+from dreamer_prelar_utils import PRETRAIN_CHECKPOINT as CHECKPOINT_NAME
 from tensordict.nn import set_interaction_type
 from torchrl.modules.models import model_based_v3
 
@@ -34,12 +37,7 @@ from torchrl_prelar.training.distributed import (
     scaled_lr,
     seed_everything,
 )
-from torchrl_prelar.training.pretrain import (
-    CHECKPOINT_NAME,
-    PreLARPretrainer,
-    make_optimizer,
-    pretrain,
-)
+from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),

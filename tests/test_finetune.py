@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from dreamer_prelar import run_finetune
+from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
+from dreamer_prelar_utils import make_finetune_buffer, make_finetune_world_model
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
@@ -18,13 +21,11 @@ from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.objectives.finetune import POSTERIOR_KEYS
 from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
-from torchrl_prelar.training.finetune import CHECKPOINT_NAME, make_finetune_buffer, run_finetune
 from torchrl_prelar.training.finetune_agent import (
     AUX_REWARD_KEY,
     REWARD_KEY,
     FinetuneModelLoss,
     load_pretrained_world_model,
-    make_finetune_world_model,
 )
 
 REPO = Path(__file__).resolve().parents[1]

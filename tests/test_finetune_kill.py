@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 import torch
+from dreamer_prelar import run_finetune
+from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
+from dreamer_prelar_utils import make_finetune_buffer
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from torchrl_prelar.training.checkpoint import load_checkpoint
-from torchrl_prelar.training.finetune import CHECKPOINT_NAME, make_finetune_buffer, run_finetune
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL = 200
@@ -28,9 +30,12 @@ OVERRIDES = [
 ]
 RUN = """
 import sys
+from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from torchrl_prelar.training.finetune import run_finetune
+
+sys.path.insert(0, str(Path(sys.argv[1]).parent))  # examples/
+from dreamer_prelar import run_finetune
 
 with initialize_config_dir(sys.argv[1], version_base=None):
     config = compose("config", overrides=sys.argv[2:])

@@ -4,11 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from dreamer_prelar import run_finetune
+from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
+from dreamer_prelar_utils import make_finetune_buffer
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from torchrl_prelar.training.checkpoint import load_checkpoint
-from torchrl_prelar.training.finetune import CHECKPOINT_NAME, make_finetune_buffer, run_finetune
 
 REPO = Path(__file__).resolve().parents[1]
 # Two workers, 30-step episodes; batches of 2 x 5 steps; prefill 50, then two updates per

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from results_report import marked_sections, write_section
 
 from torchrl_prelar.data.synthetic import moving_square_episodes
 from torchrl_prelar.evaluation.model_gap import (
@@ -31,7 +32,6 @@ from torchrl_prelar.modules.contextwm import STACKED_BASELINES
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.training.checkpoint import save_checkpoint
 from torchrl_prelar.training.finetune_agent import INITS, representation_parameters
-from torchrl_prelar.training.report import marked_sections, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "model_gap.py"

@@ -5,18 +5,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from dreamer_prelar import pretrain
+from dreamer_prelar_utils import PRETRAIN_CHECKPOINT as CHECKPOINT_NAME
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
 from torchrl_prelar.training import checkpoint as checkpoint_module
 from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.precision import cpu_has_native_bf16, resolve_precision
-from torchrl_prelar.training.pretrain import (
-    CHECKPOINT_NAME,
-    PreLARPretrainer,
-    make_optimizer,
-    pretrain,
-)
+from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 

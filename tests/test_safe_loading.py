@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dreamer_prelar import pretrain
+from dreamer_prelar_utils import PRETRAIN_CHECKPOINT as CHECKPOINT_NAME
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
@@ -22,12 +24,7 @@ from torchrl_prelar.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from torchrl_prelar.training.pretrain import (
-    CHECKPOINT_NAME,
-    PreLARPretrainer,
-    make_optimizer,
-    pretrain,
-)
+from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
 
 class _CreatesMarker:

@@ -43,7 +43,7 @@ from torchrl_prelar.evaluation.held_out import (
 )
 from torchrl_prelar.modules import PreLARWorldModel, make_world_model, world_model_config
 from torchrl_prelar.training.checkpoint import load_checkpoint
-from torchrl_prelar.training.run import PRETRAINED_MODEL
+from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
 __all__ = ["build_parser", "format_table", "load_pretrained_run", "main"]
 

@@ -293,7 +293,8 @@ def heldout_clips(
 
 
 def checkpoint_world_model_config(path: str | Path) -> dict[str, Any]:
-    """``{"preset", "overrides"}`` of the world model a ``run_pretrain`` checkpoint holds.
+    """``{"preset", "overrides"}`` of the world model a pre-trained model file holds
+    (``pretrained_world_model.pt``, written by ``examples/dreamer_prelar.py``).
 
     Example:
         >>> checkpoint_world_model_config("runs/prelar_quick/pretrained_world_model.pt")
@@ -304,7 +305,7 @@ def checkpoint_world_model_config(path: str | Path) -> dict[str, Any]:
     if not config or "preset" not in config:
         raise ValueError(
             f"{path} has no world-model 'config' with a 'preset' (expected a "
-            "pretrained_world_model.pt written by run_pretrain)."
+            "pretrained_world_model.pt written by examples/dreamer_prelar.py)."
         )
     return {"preset": config["preset"], "overrides": dict(config.get("overrides") or {})}
 
@@ -398,15 +399,15 @@ class WorldModelFinetuner:
             "actor": [],
             "critic": [],
         }
-        settings = {
-            "model_lr": lr,
-            "actor_lr": 0.0,
-            "critic_lr": 0.0,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "grad_clip": grad_clip,
-        }
-        self.optimizer = make_finetune_optimizer(groups, settings)
+        self.optimizer = make_finetune_optimizer(
+            groups,
+            model_lr=lr,
+            actor_lr=0.0,
+            critic_lr=0.0,
+            eps=eps,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+        )
 
     def step(self, batch: TensorDictBase) -> dict[str, float]:
         """One update on ``batch``; returns the total loss and its main terms."""

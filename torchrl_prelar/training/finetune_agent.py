@@ -19,7 +19,7 @@ auxiliary reward head (:class:`FinetuneModelLoss`, the one wrapper, see its docs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,7 @@ from torchrl.objectives import (
 from torchrl.objectives.utils import ValueEstimators
 from torchrl.trainers.algorithms import DreamerV3OptimizationStepper
 
-from torchrl_prelar.modules import (
-    PreLARWorldModel,
-    make_action_encoder,
-    make_world_model,
-    world_model_config,
-)
+from torchrl_prelar.modules import PreLARWorldModel, make_action_encoder, make_world_model
 from torchrl_prelar.modules.apv import APVWorldModel, NoAction
 from torchrl_prelar.modules.contextwm import STACKED_BASELINES, ContextWMWorldModel
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
@@ -84,7 +79,7 @@ def _pretraining_kind(state: Mapping[str, Any]) -> str:
 def load_pretrained_world_model(
     world_model: PreLARWorldModel, path: str | Path, expected_config: Mapping | None = None
 ) -> list[str]:
-    """Load encoder, RSSM and decoder of a ``run_pretrain`` checkpoint into ``world_model``.
+    """Load encoder, RSSM and decoder of a pre-trained model file into ``world_model``.
 
     ``world_model`` must still hold its :class:`LatentActionModel` (the whole pre-trained
     model is checked, shape by shape); the reward heads are new and stay as they are. Swap
@@ -93,6 +88,16 @@ def load_pretrained_world_model(
     Raises:
         ValueError: naming every parameter whose shape differs, or that is missing / extra,
             together with the configuration the checkpoint was pre-trained with.
+
+    Examples:
+        >>> import tempfile
+        >>> from torchrl_prelar.modules import make_world_model
+        >>> from torchrl_prelar.training.checkpoint import save_checkpoint
+        >>> path = Path(tempfile.mkdtemp()) / "pretrained_world_model.pt"
+        >>> state = make_world_model("tiny").state_dict()
+        >>> _ = save_checkpoint(path, {"world_model": state, "config": {"preset": "tiny"}})
+        >>> len(load_pretrained_world_model(make_world_model("tiny"), path)) == len(state)
+        True
     """
     checkpoint = load_checkpoint(path)
     state = checkpoint["world_model"]
@@ -171,25 +176,6 @@ def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
     )
 
 
-def make_finetune_world_model(cfg: Mapping[str, Any], action_dim: int) -> FinetuneWorldModel:
-    """World model with the two reward heads, initialised as ``cfg["finetune"]["init"]`` says.
-
-    The world model of :func:`build_finetune_world_model`, with the pre-trained model read
-    from ``finetune.pretrained`` (default ``<run_dir>/pretrained_world_model.pt``).
-    """
-    model_cfg, tune = cfg["world_model"], cfg["finetune"]
-    config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
-    path = tune.get("pretrained") or Path(cfg["run_dir"]) / "pretrained_world_model.pt"
-    return build_finetune_world_model(
-        config,
-        action_dim,
-        init=tune["init"],
-        pretrained=path,
-        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
-        expected_config=model_cfg,
-    )
-
-
 def build_finetune_world_model(
     config: Mapping[str, Any],
     action_dim: int,
@@ -212,6 +198,7 @@ def build_finetune_world_model(
     ``reward_keys`` (none by default); ``expected_config`` is named in shape-mismatch errors.
 
     Examples:
+        >>> from torchrl_prelar.modules import world_model_config
         >>> model = build_finetune_world_model(
         ...     world_model_config("tiny"), 4, init="dreamer", pretrained=None)
         >>> model.action_model.in_keys, len(model.reward_heads)
@@ -236,28 +223,40 @@ def build_finetune_world_model(
 
 
 def make_finetune_optimizer(
-    groups: Mapping[str, list[nn.Parameter]], tune: Mapping[str, Any]
+    groups: Mapping[str, list[nn.Parameter]],
+    *,
+    model_lr: float = 3e-4,
+    actor_lr: float = 8e-5,
+    critic_lr: float = 8e-5,
+    eps: float = 1e-5,
+    weight_decay: float = 1e-6,
+    grad_clip: float = 100.0,
 ) -> torch.optim.Adam:
     """One Adam with a parameter group per reference optimiser, each clipped on its own.
 
     ``representation`` (encoder + RSSM) and ``model`` (action encoder, decoder, heads) are the
-    reference's two world-model optimisers, ``actor`` and ``critic`` its actor-critic ones.
-    Adam is per-parameter, so groups behave as separate optimisers; a step pre-hook clips the
-    gradient norm of each group to ``grad_clip`` (the reference clips each optimiser). The
-    ``representation`` learning rate is set by :func:`set_representation_frozen`.
+    reference's two world-model optimisers (learning rate ``model_lr``), ``actor`` and
+    ``critic`` its actor-critic ones. Adam is per-parameter, so groups behave as separate
+    optimisers; a step pre-hook clips the gradient norm of each group to ``grad_clip`` (the
+    reference clips each optimiser). The ``representation`` learning rate is set by
+    :func:`set_representation_frozen`.
+
+    Examples:
+        >>> weight = nn.Parameter(torch.zeros(2))
+        >>> groups = {"representation": [weight], "model": [], "actor": [], "critic": []}
+        >>> optimizer = make_finetune_optimizer(groups, model_lr=1e-3)
+        >>> [(group["name"], group["lr"]) for group in optimizer.param_groups][:2]
+        [('representation', 0.001), ('model', 0.001)]
     """
-    lrs = {
-        "representation": tune["model_lr"],
-        "model": tune["model_lr"],
-        "actor": tune["actor_lr"],
-        "critic": tune["critic_lr"],
-    }
+    missing = [name for name in GROUPS if name not in groups]
+    if missing:
+        raise ValueError(f"groups lacks the parameter group(s) {missing}: expected {GROUPS}.")
+    lrs = {"representation": model_lr, "model": model_lr, "actor": actor_lr, "critic": critic_lr}
     optimizer = torch.optim.Adam(
         [{"params": groups[name], "lr": lrs[name], "name": name} for name in GROUPS],
-        eps=tune["eps"],
-        weight_decay=tune["weight_decay"],
+        eps=eps,
+        weight_decay=weight_decay,
     )
-    grad_clip = tune["grad_clip"]
 
     def clip_each_group(optimizer, args, kwargs):
         for group in optimizer.param_groups:
@@ -276,6 +275,7 @@ def representation_parameters(world_model: FinetuneWorldModel) -> list[nn.Parame
     encoder (part of its encoder there): frozen at first.
 
     Examples:
+        >>> from torchrl_prelar.modules import world_model_config
         >>> model = build_finetune_world_model(
         ...     world_model_config("tiny"), 4, init="dreamer", pretrained=None)
         >>> n = len(representation_parameters(model))
@@ -371,8 +371,46 @@ def _acting_state_estimator(
     return modules, carried
 
 
-def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
-    """Build world model, losses, policy, optimiser and TorchRL stepper from the config.
+def make_finetune_agent(
+    world_model: FinetuneWorldModel,
+    action_dim: int,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    seed: int = 0,
+    actor_hidden: int = 400,
+    actor_depth: int = 4,
+    critic_hidden: int = 400,
+    critic_depth: int = 4,
+    imagination_horizon: int = 15,
+    gamma: float = 0.99,
+    lmbda: float = 0.95,
+    entropy: float = 1e-4,
+    return_normalization: bool = False,
+    slow_critic: float = 1.0,
+    target_update_every: int = 100,
+    lambda_aux_reward: float = 1.0,
+    kl_balance: float = 0.8,
+    free_nats: float = 0.0,
+    lambda_reco: float = 0.5,
+    intrinsic: bool = True,
+    intrinsic_beta: float = 1.0,
+    intrinsic_window: int = 5,
+    intrinsic_proj_dim: int = 128,
+    intrinsic_queue_size: int = 4096,
+    intrinsic_k: int = 16,
+    optimizer_factory: Callable[
+        [dict[str, list[nn.Parameter]]], torch.optim.Optimizer
+    ] = make_finetune_optimizer,
+    compile_train_step: bool = False,
+    cudagraph: bool = False,
+    channels_last: bool = False,
+) -> FinetuneAgent:
+    """Losses, policy, optimiser and TorchRL stepper around a fine-tuning ``world_model``.
+
+    ``world_model`` comes from :func:`build_finetune_world_model` with the reward heads
+    ``[REWARD_KEY, AUX_REWARD_KEY]`` (the first is the one imagination uses); it is moved to
+    ``device`` (and stored channels-last with ``channels_last``).
 
     Differences from the DreamerV2 reference that come from using TorchRL's losses as they
     are: the critic regresses symlog values (``DreamerV3ValueLoss``), and the lambda returns
@@ -380,15 +418,49 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
     ``target_update_every`` updates by ``HardUpdate``) enters as DreamerV3's slow-critic
     regulariser. ``replay_value_loss_weight`` is 0 (DreamerV2 has no replay value term).
 
-    ``precision`` (see :func:`~torchrl_prelar.training.precision.resolve_precision`): on a
-    CPU the world-model loss runs under bf16 autocast where the CPU has native bf16, the
-    actor-critic update in fp32; on CUDA TorchRL's stepper autocasts the whole step.
-    ``finetune.channels_last`` stores the convolution weights (hence activations)
-    channels-last, as ``pretrain.channels_last`` does.
+    Args:
+        world_model: the world model to fine-tune (with its two reward heads).
+        action_dim: size of the environment's action.
+        device: where the agent lives.
+        precision: see :func:`~torchrl_prelar.training.precision.resolve_precision`. On a
+            CPU the world-model loss runs under bf16 autocast where the CPU has native bf16,
+            the actor-critic update in fp32; on CUDA TorchRL's stepper autocasts the step.
+        seed: seed of the intrinsic bonus's random projection.
+        actor_hidden, actor_depth, critic_hidden, critic_depth: the two MLPs.
+        imagination_horizon, gamma, lmbda, entropy, return_normalization: the actor loss
+            (:class:`~torchrl.objectives.DreamerV3ActorLoss`, TD(lambda) returns).
+        slow_critic, target_update_every: weight of the target-critic regulariser (0: no
+            target critic) and updates between two hard copies.
+        lambda_aux_reward: weight of the auxiliary reward head's loss.
+        kl_balance, free_nats, lambda_reco: the world model's
+            :class:`~torchrl_prelar.objectives.PreLARLoss` terms.
+        intrinsic: add the video intrinsic bonus
+            (:class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`) with weight
+            ``intrinsic_beta`` and its ``window``, ``proj_dim``, ``queue_size`` and ``k``.
+        optimizer_factory: builds the optimiser from the parameter groups ``representation``,
+            ``model``, ``actor`` and ``critic`` (e.g. ``functools.partial(
+            make_finetune_optimizer, model_lr=1e-4)``; default: its default settings).
+        compile_train_step, cudagraph: passed to TorchRL's
+            :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper`.
+        channels_last: store the convolution weights (hence activations) channels-last.
+
+    Examples:
+        >>> from torchrl_prelar.modules import world_model_config
+        >>> model = build_finetune_world_model(
+        ...     world_model_config("tiny"), 4, init="dreamer", pretrained=None,
+        ...     reward_keys=[REWARD_KEY, AUX_REWARD_KEY])
+        >>> agent = make_finetune_agent(model, 4, actor_hidden=32, critic_hidden=32)
+        >>> sorted(agent.carried), [group["name"] for group in agent.optimizer.param_groups]
+        (['belief', 'previous_action', 'state'], ['representation', 'model', 'actor', 'critic'])
     """
-    tune, device = cfg["finetune"], torch.device(cfg["device"])
-    world_model = make_finetune_world_model(cfg, action_dim).to(device)
-    if tune.get("channels_last", False):
+    device = torch.device(device)
+    if len(world_model.reward_heads) < 1:
+        raise ValueError(
+            "world_model has no reward head: build it with "
+            "reward_keys=[REWARD_KEY, AUX_REWARD_KEY]."
+        )
+    world_model = world_model.to(device)
+    if channels_last:
         world_model.to(memory_format=torch.channels_last)
     prior = world_model.rssm_prior
     stoch, deter = prior.num_categoricals * prior.num_classes, prior.rnn_hidden_dim
@@ -397,9 +469,7 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
 
     actor = ProbabilisticTensorDictSequential(
         TensorDictModule(
-            DreamerActor(
-                action_dim, depth=tune["actor"]["depth"], num_cells=tune["actor"]["hidden"]
-            ),
+            DreamerActor(action_dim, depth=actor_depth, num_cells=actor_hidden),
             in_keys=["state", "belief"],
             out_keys=["loc", "scale"],
         ),
@@ -411,7 +481,7 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
         ),
     ).to(device)
     value = TensorDictModule(
-        _mlp(features, 1, tune["critic"]["hidden"], tune["critic"]["depth"]),
+        _mlp(features, 1, critic_hidden, critic_depth),
         in_keys=["state", "belief"],
         out_keys=["state_value"],
     ).to(device)
@@ -434,35 +504,30 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
     imagination.action_spec = Bounded(-1.0, 1.0, (action_dim,), device=device)
     imagination.reward_spec = Unbounded((1,), device=device)
 
-    loss_cfg = cfg.get("loss", {})
     prelar_loss = PreLARLoss(
-        world_model,
-        kl_balance=loss_cfg.get("kl_balance", 0.8),
-        free_nats=loss_cfg.get("free_nats", 0.0),
-        lambda_reco=loss_cfg.get("lambda_reco", 0.5),
+        world_model, kl_balance=kl_balance, free_nats=free_nats, lambda_reco=lambda_reco
     )
-    intrinsic = tune["intrinsic"]
     bonus, bonus_features = None, None
     embed_dim = world_model.encoder.module.output_features
     if isinstance(world_model, APVWorldModel):  # APV: on the action-free model's features
         embed_dim = world_model.action_free.feature_dim
         bonus_features = world_model.action_free_features
-    if intrinsic["enabled"]:
+    if intrinsic:
         bonus = VideoIntrinsicBonus(
             embed_dim,
-            proj_dim=intrinsic["proj_dim"],
-            window=intrinsic["window"],
-            queue_size=intrinsic["queue_size"],
-            k=intrinsic["k"],
-            seed=cfg["seed"],
+            proj_dim=intrinsic_proj_dim,
+            window=intrinsic_window,
+            queue_size=intrinsic_queue_size,
+            k=intrinsic_k,
+            seed=seed,
         ).to(device)
-    dtype = resolve_precision(cfg.get("precision", "fp32"), device)
+    dtype = resolve_precision(precision, device)
     model_loss = FinetuneModelLoss(
         prelar_loss,
         bonus,
         features=bonus_features,
-        beta=intrinsic["beta"],
-        lambda_aux_reward=tune["lambda_aux_reward"],
+        beta=intrinsic_beta,
+        lambda_aux_reward=lambda_aux_reward,
         # TorchRL's stepper autocasts on CUDA only: on a CPU the world model autocasts itself.
         autocast_dtype=dtype if device.type != "cuda" else None,
     )
@@ -470,23 +535,19 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
         actor,
         value,
         imagination,
-        imagination_horizon=tune["imagination_horizon"],
-        entropy_bonus=tune["entropy"],
+        imagination_horizon=imagination_horizon,
+        entropy_bonus=entropy,
         use_reinforce=False,  # dynamics back-propagation
-        return_normalization=tune["return_normalization"],
+        return_normalization=return_normalization,
     )
-    actor_loss.make_value_estimator(
-        ValueEstimators.TDLambda, gamma=tune["gamma"], lmbda=tune["lmbda"]
-    )
+    actor_loss.make_value_estimator(ValueEstimators.TDLambda, gamma=gamma, lmbda=lmbda)
     value_loss = DreamerV3ValueLoss(
-        value, actor_loss=actor_loss, slow_critic_regularization=tune["slow_critic"]
+        value, actor_loss=actor_loss, slow_critic_regularization=slow_critic
     )
     loss = DreamerV3Loss(model_loss, actor_loss, value_loss, replay_value_loss_weight=0.0)
     target_updater = None
-    if tune["slow_critic"]:
-        target_updater = HardUpdate(
-            value_loss, value_network_update_interval=tune["target_update_every"]
-        )
+    if slow_critic:
+        target_updater = HardUpdate(value_loss, value_network_update_interval=target_update_every)
 
     representation = {id(p) for p in representation_parameters(world_model)}
     model = {id(p) for p in world_model.parameters()} - representation
@@ -504,14 +565,14 @@ def make_finetune_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgen
             else "critic"
         )
         groups[name].append(parameter)
-    optimizer = make_finetune_optimizer(groups, tune)
+    optimizer = optimizer_factory(groups)
 
     stepper = DreamerV3OptimizationStepper(
         loss,
         optimizer,
         target_updater,
-        compile_train_step=tune.get("compile", False),
-        cudagraph=tune.get("cudagraph", False),
+        compile_train_step=compile_train_step,
+        cudagraph=cudagraph,
         mixed_precision=dtype is not None and device.type == "cuda",
     )
 

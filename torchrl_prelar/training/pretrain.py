@@ -1,33 +1,29 @@
-"""Pre-training loop: PreLARLoss on clips sampled from an action-free video replay buffer.
+"""Pre-training update: PreLARLoss on clips sampled from an action-free video replay buffer.
 
 One update is :meth:`PreLARPretrainer.update` (forward under optional autocast, backward,
-gradient clipping, Adam step); :func:`pretrain` repeats it with logging, media and atomic,
-resumable checkpoints. The loop holds no state that is not in the checkpoint: the step
-counter, model, optimiser and the global RNG (which drives clip sampling and the latent
-action noise) are saved together, so a resumed run continues exactly where it stopped.
+gradient clipping, Adam step); the resumable loop around it, with logging, media and atomic
+checkpoints, is ``pretrain()`` in ``examples/dreamer_prelar.py``.
 
-Under torchrun the same loop runs data-parallel (see
-:mod:`torchrl_prelar.training.distributed` and ``docs/distributed.md``): the trainer wraps
-the loss in DistributedDataParallel, each rank keeps its own random stream (all of them are
-checkpointed), metrics are averaged over the ranks before logging, and only rank 0 writes.
+Under torchrun the trainer runs data-parallel (see :mod:`torchrl_prelar.training.distributed`
+and ``docs/distributed.md``): it wraps the loss in DistributedDataParallel, so gradients are
+averaged over the ranks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tqdm.auto import tqdm
 
 from torchrl_prelar.objectives import PreLARLoss
-from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.distributed import DistributedContext
 from torchrl_prelar.training.precision import autocast, resolve_precision
 
-CHECKPOINT_NAME = "pretrain_last.pt"
+#: The pre-trained world model a run leaves in its ``run_dir``: ``{"world_model": state dict,
+#: "config": world-model section, "evaluation": held-out evaluation settings}``, read by
+#: fine-tuning and by ``python -m torchrl_prelar.evaluation``.
+PRETRAINED_MODEL = "pretrained_world_model.pt"
 
 
 def make_optimizer(
@@ -121,91 +117,3 @@ class PreLARPretrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loss.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-
-
-def pretrain(
-    trainer: PreLARPretrainer,
-    sample: Callable[[], TensorDictBase],
-    *,
-    num_updates: int,
-    run_dir: str | Path,
-    log: Callable[[dict[str, float], int], None] | None = None,
-    log_every: int = 10,
-    checkpoint_every: int = 100,
-    on_checkpoint: Callable[[int], None] | None = None,
-    on_step: Callable[[int], None] | None = None,
-    progress: bool = True,
-    distributed: DistributedContext | None = None,
-) -> dict[str, float]:
-    """Pre-train for ``num_updates`` updates, resuming from ``run_dir`` if it has a checkpoint.
-
-    Args:
-        trainer: the update to repeat.
-        sample: returns the next ``[B, T]`` batch (e.g. ``replay_buffer.sample``).
-        num_updates: total updates of the run (including those of a resumed run).
-        run_dir: folder of the checkpoint ``pretrain_last.pt``.
-        log: called with ``(metrics, step)`` every ``log_every`` updates.
-        checkpoint_every: updates between two atomic checkpoints (one is also written at the end).
-        on_checkpoint: called with the step after each checkpoint (e.g. to write media).
-        on_step: called with the step after each update, after logging and before that
-            step's checkpoint (e.g. to evaluate every so many updates).
-        progress: show a tqdm progress bar.
-        distributed: the data-parallel job (``None``: one process). Every rank calls
-            :func:`pretrain`; metrics are averaged over the ranks at logging steps, and only
-            rank 0 logs, writes checkpoints and calls ``on_checkpoint`` and ``on_step``.
-
-    Returns:
-        The metrics of the last update as floats (empty if nothing was left to do).
-
-    Examples:
-        >>> import tempfile
-        >>> from torchrl_prelar import make_world_model
-        >>> from torchrl_prelar.data.synthetic import moving_square_batch
-        >>> loss = PreLARLoss(make_world_model("tiny"))
-        >>> trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32")
-        >>> out = pretrain(trainer, lambda: moving_square_batch(2, 4), num_updates=2,
-        ...                run_dir=tempfile.mkdtemp(), progress=False)
-        >>> sorted(out)[:2]
-        ['action_kl', 'grad_norm']
-    """
-    run_dir = Path(run_dir)
-    context = distributed or DistributedContext()
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    step = 0
-    if checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, map_location=trainer.device)
-        trainer.load_state_dict(state["trainer"])
-        step = state["step"]
-        context.restore_rng_states(state.get("rng_per_rank", [state["rng"]]), step)
-    elif context.is_distributed:
-        context.seed_rank(step)
-
-    def checkpoint() -> None:
-        states = context.gather_rng_states()
-        if not context.is_main:
-            return
-        state = {"trainer": trainer.state_dict(), "rng": states[0], "step": step}
-        if context.is_distributed:
-            state["rng_per_rank"] = states
-        save_checkpoint(checkpoint_path, state)
-        if on_checkpoint is not None:
-            on_checkpoint(step)
-
-    last: dict[str, float] = {}
-    show = progress and context.is_main
-    bar = tqdm(total=num_updates, initial=step, desc="pretrain", disable=not show)
-    while step < num_updates:
-        metrics = trainer.update(sample())
-        step += 1
-        bar.update(1)
-        if step % log_every == 0 or step == num_updates:
-            last = {key: value.item() for key, value in context.mean(metrics).items()}
-            bar.set_postfix(loss=f"{last['loss']:.2f}", action_kl=f"{last['action_kl']:.2f}")
-            if log is not None and context.is_main:
-                log(last, step)
-        if on_step is not None and context.is_main:
-            on_step(step)
-        if step % checkpoint_every == 0 or step == num_updates:
-            checkpoint()
-    bar.close()
-    return last

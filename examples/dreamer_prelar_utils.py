@@ -1,0 +1,562 @@
+"""Builders of ``dreamer_prelar.py``: each makes one piece of the pipeline from the Hydra
+configuration (a plain dict, see ``config/config.yaml``), with the library's components.
+
+    import dreamer_prelar_utils as utils
+    loss = utils.make_pretrain_loss(cfg)
+    agent = utils.make_agent(cfg, action_dim=4)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import (
+    LazyTensorStorage,
+    ReplayBuffer,
+    SliceSampler,
+    TensorDictReplayBuffer,
+    Unbounded,
+)
+from torchrl.envs import EnvBase, InitTracker, ParallelEnv, TensorDictPrimer, TransformedEnv
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.record.loggers import Logger
+from torchrl.record.loggers.csv import CSVLogger
+from torchrl.trainers.algorithms import DreamerV3UpdateRatio
+from tqdm.auto import tqdm
+
+from torchrl_prelar.data.episodes import EpisodeSource
+from torchrl_prelar.data.replay import make_video_replay_buffer
+from torchrl_prelar.envs.metaworld import make_metaworld_env
+from torchrl_prelar.evaluation.held_out import (
+    HeldOutConfig,
+    LatentActionMonitor,
+    generate_held_out_sets,
+    load_clip_sets,
+)
+from torchrl_prelar.modules import (
+    LatentActionModel,
+    PreLARWorldModel,
+    make_world_model,
+    world_model_config,
+)
+from torchrl_prelar.modules.contextwm import STACKED_BASELINES
+from torchrl_prelar.objectives import PreLARLoss
+from torchrl_prelar.training.checkpoint import rng_state, save_checkpoint
+from torchrl_prelar.training.evaluate import open_loop_prediction
+from torchrl_prelar.training.finetune_agent import (
+    AUX_REWARD_KEY,
+    REWARD_KEY,
+    FinetuneAgent,
+    FinetuneWorldModel,
+    build_finetune_world_model,
+    make_finetune_agent,
+    make_finetune_optimizer,
+)
+from torchrl_prelar.training.media import plot_curves, read_csv_scalars, save_prediction_gif
+from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
+
+#: Resumable pre-training checkpoint in ``run_dir`` (every ``pretrain.checkpoint_every``).
+PRETRAIN_CHECKPOINT = "pretrain_last.pt"
+#: Fine-tuning checkpoint in ``run_dir`` (atomic, rewritten every ``finetune.checkpoint_every``).
+FINETUNE_CHECKPOINT = "finetune_last.pt"
+#: Entries of a collected step that go into the fine-tuning replay buffer.
+STORED_KEYS = (
+    "action",
+    "is_init",
+    "traj_id",
+    ("next", "pixels"),
+    ("next", "reward"),
+    ("next", "done"),
+    ("next", "terminated"),
+    ("next", "truncated"),
+    ("next", "success"),
+)
+#: Curves of ``finetune_curves.png``.
+FINETUNE_CURVES = (
+    "finetune/eval_success_rate",
+    "finetune/eval_return",
+    "finetune/world_model_loss",
+)
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class RunLoggers:
+    """Fan-out to several TorchRL loggers, with a key prefix per stage.
+
+    Examples:
+        >>> import tempfile
+        >>> loggers = RunLoggers.create(tempfile.mkdtemp(), "demo", backends=["csv"])
+        >>> loggers.log({"loss": 1.0}, step=1, prefix="pretrain/")
+    """
+
+    def __init__(self, loggers: list[Logger]):
+        self.loggers = loggers
+
+    @classmethod
+    def create(
+        cls,
+        run_dir: str | Path,
+        exp_name: str,
+        *,
+        backends: list[str] = ("csv",),
+        project: str = "torchrl_prelar",
+        wandb_mode: str = "offline",
+    ) -> RunLoggers:
+        """CSV under ``run_dir/csv``; wandb under ``run_dir/wandb`` (offline: no network)."""
+        loggers: list[Logger] = []
+        for backend in backends:
+            if backend == "csv":
+                loggers.append(CSVLogger(exp_name, log_dir=str(Path(run_dir) / "csv")))
+            elif backend == "wandb":
+                from torchrl.record.loggers.wandb import WandbLogger
+
+                os.environ.setdefault("WANDB_SILENT", "true")
+                loggers.append(
+                    WandbLogger(
+                        exp_name,
+                        offline=wandb_mode == "offline",
+                        save_dir=str(Path(run_dir)),
+                        project=project,
+                        log_env_packages=False,
+                    )
+                )
+            else:
+                raise ValueError(
+                    f"Unknown logger.backends entry {backend!r}: expected 'csv' or 'wandb'."
+                )
+        return cls(loggers)
+
+    def log(self, metrics: Mapping[str, float], step: int, prefix: str = "") -> None:
+        for logger in self.loggers:
+            for name, value in metrics.items():
+                logger.log_scalar(f"{prefix}{name}", float(value), step=step)
+
+    def log_hparams(self, config: Mapping[str, Any]) -> None:
+        """Log the run's resolved ``config``, nested sections flattened to dotted keys.
+
+        Each logger's ``log_hparams``: wandb stores it as the run config; the CSV logger
+        writes ``texts/hparams<N>.txt`` (``key: value`` lines) in its run folder, one new
+        file per call, so a later stage or a resume in the same ``run_dir`` keeps the
+        earlier ones (``hparams0.txt`` is the first stage started there).
+
+        Examples:
+            >>> import tempfile
+            >>> run_dir = Path(tempfile.mkdtemp())
+            >>> loggers = RunLoggers.create(run_dir, "demo", backends=["csv"])
+            >>> loggers.log_hparams({"seed": 1, "pretrain": {"lr": 0.001}})
+            >>> print((run_dir / "csv/demo/texts/hparams0.txt").read_text())
+            pretrain.lr: 0.001
+            seed: 1
+        """
+        flat = flatten_config(config)
+        for logger in self.loggers:
+            if isinstance(logger, CSVLogger):
+                texts = Path(logger.experiment.log_dir) / "texts"
+                written = [p for p in texts.glob("hparams*.txt") if _HPARAMS.fullmatch(p.name)]
+                logger.experiment.text_counter["hparams"] = len(written)
+            logger.log_hparams(flat)
+
+
+_HPARAMS = re.compile(r"hparams\d+\.txt")
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``config`` with its nested mappings flattened to dotted keys (empty ones kept as ``{}``).
+
+    Examples:
+        >>> flatten_config({"seed": 1, "loss": {"kl": {"free": 1.0}}, "overrides": {}})
+        {'seed': 1, 'loss.kl.free': 1.0, 'overrides': {}}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def make_loggers(cfg: Mapping[str, Any], run_dir: Path, default_name: str) -> RunLoggers:
+    """The loggers of ``cfg["logger"]``, named ``cfg["name"]``, with ``cfg`` logged as
+    hyperparameters."""
+    loggers = RunLoggers.create(run_dir, cfg.get("name", default_name), **cfg["logger"])
+    loggers.log_hparams(cfg)
+    return loggers
+
+
+# ----------------------------------------------------------------------------- pre-training
+
+
+def make_video_sources(data: Mapping[str, Any], run_dir: Path) -> list[EpisodeSource | list]:
+    """The episode sources named by ``data["source"]``.
+
+    ``synthetic``: moving squares; ``metaworld``: scripted Meta-world videos generated into
+    ``data["video_dir"]`` (resumable); ``rlbench``: a folder of APV ``.npz`` episodes;
+    ``ssv2``: Something-Something-V2 frame folders with a list file; ``video_folder``: video
+    files or image-sequence folders.
+    """
+    kind = data["source"]
+    if kind == "synthetic":
+        from torchrl_prelar.data.synthetic import moving_square_episodes
+
+        return [moving_square_episodes(data["episodes"], data["episode_length"], seed=0)]
+    if kind == "metaworld":
+        from torchrl_prelar.data.sources.metaworld_scripted import (
+            ScriptedVideoConfig,
+            generate_scripted_videos,
+        )
+        from torchrl_prelar.data.sources.rlbench import RLBenchSource
+
+        video_dir = Path(data.get("video_dir") or run_dir / "videos")
+        settings = {"tasks": tuple(data["tasks"])} if data.get("tasks") else {}
+        config = ScriptedVideoConfig(
+            noise_std=data["noise"],
+            episode_length=data["episode_length"],
+            seed=data["seed"],
+            **settings,
+        )
+        with tqdm(total=len(config.tasks) * data["episodes"], desc="rendering videos") as bar:
+            generate_scripted_videos(video_dir, config, data["episodes"], on_episode=bar.update)
+        return [RLBenchSource(video_dir, name="metaworld")]
+    if kind == "rlbench":
+        from torchrl_prelar.data.sources.rlbench import RLBenchSource
+
+        return [RLBenchSource(data["path"])]
+    if kind == "ssv2":
+        from torchrl_prelar.data.sources.ssv2 import SSv2Source
+
+        return [SSv2Source(data["path"], data["list_file"])]
+    if kind == "video_folder":
+        from torchrl_prelar.data.sources.video_folder import VideoFolderSource
+
+        return [VideoFolderSource(data["path"])]
+    raise ValueError(
+        f"Unknown data.source {kind!r}: expected synthetic, metaworld, rlbench, ssv2 or "
+        "video_folder."
+    )
+
+
+def make_pretrain_buffer(cfg: Mapping[str, Any], run_dir: Path) -> ReplayBuffer:
+    """The on-disk video replay buffer of the run (reopened as it is when it exists)."""
+    data = cfg["data"]
+    root = run_dir / "video_buffer"
+    sources = [] if (root / "storage").exists() else make_video_sources(data, run_dir)
+    return make_video_replay_buffer(
+        sources,
+        num_transitions=data["num_transitions"],
+        batch_size=data["batch_size"],
+        root=root,
+        prefetch=data.get("prefetch") or None,
+    )
+
+
+def make_pretrain_loss(cfg: Mapping[str, Any]) -> PreLARLoss:
+    """The world model of ``cfg["world_model"]`` inside a :class:`PreLARLoss`."""
+    model_cfg = cfg["world_model"]
+    config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
+    init = cfg.get("finetune", {}).get("init")
+    loss_settings = dict(cfg["loss"])
+    if init in STACKED_BASELINES:  # APV / ContextWM pre-train an action-free RSSM
+        world_model = STACKED_BASELINES[init][0](config).to(cfg["device"])
+        # No latent action: the terms that decode through one do not apply.
+        loss_settings.update(lambda_forward_reco=0.0, lambda_prior_reco=0.0)
+    else:
+        world_model = make_world_model(config).to(cfg["device"])
+    return PreLARLoss(world_model, **loss_settings)
+
+
+def make_latent_action_monitor(
+    cfg: Mapping[str, Any],
+    run_dir: Path,
+    world_model: PreLARWorldModel,
+    log: Callable[[dict[str, float], int], None],
+) -> LatentActionMonitor | None:
+    """The held-out latent-action evaluation of ``cfg["evaluation"]``.
+
+    Writes (or completes) the held-out episodes under ``evaluation.dir`` (default
+    ``<run_dir>/heldout``): Meta-world scripted episodes, or moving squares when the run
+    pre-trains on synthetic video. ``None`` when ``evaluation.enabled`` is false or the world
+    model has no latent action (APV, ContextWM).
+    """
+    settings = cfg.get("evaluation") or {}
+    if not settings.get("enabled") or not isinstance(
+        getattr(world_model, "action_model", None), LatentActionModel
+    ):
+        return None
+    data = cfg["data"]
+    folders = generate_held_out_sets(
+        settings.get("dir") or run_dir / "heldout",
+        HeldOutConfig.from_mapping({"noise": data["noise"], **settings}),
+        synthetic=data["source"] == "synthetic",
+        pretrain_tasks=data.get("tasks") if data["source"] == "metaworld" else None,
+    )
+    return LatentActionMonitor(
+        world_model,
+        load_clip_sets(folders, num_transitions=settings["num_transitions"]),
+        context=settings["context"],
+        every=settings["probe_every"],
+        last_step=cfg["pretrain"]["updates"],
+        log=log,
+    )
+
+
+def write_pretrain_media(
+    world_model: PreLARWorldModel, buffer: ReplayBuffer, run_dir: Path, context: int
+) -> None:
+    """``pretrain_prediction.gif`` (open-loop prediction of a sampled clip after ``context``
+    frames) and ``pretrain_curves.png`` (the ``pretrain/`` CSV scalars)."""
+    clip = buffer.sample()[0].to(next(world_model.parameters()).device)
+    truth, prediction = open_loop_prediction(world_model, clip, context=context)
+    save_prediction_gif(truth.cpu(), prediction.cpu(), context, run_dir / "pretrain_prediction.gif")
+    series = read_csv_scalars(run_dir / "csv")
+    names = [name for name in series if name.startswith("pretrain/")]
+    plot_curves(series, run_dir / "pretrain_curves.png", names, title="PreLAR pre-training")
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def validate_finetune(tune: Mapping[str, Any]) -> None:
+    """Reject ``finetune`` settings under which no replay slice fits or no worker runs."""
+    episode = tune["max_episode_steps"] // tune["action_repeat"]
+    if tune["batch_length"] > episode:
+        raise ValueError(
+            f"finetune.batch_length ({tune['batch_length']}) exceeds the episode length "
+            f"({episode} agent steps): no slice would fit in an episode."
+        )
+    if tune["prefill"] < tune["batch_length"]:
+        raise ValueError("finetune.prefill must be at least finetune.batch_length.")
+    if tune.get("env_workers", 1) < 1:
+        raise ValueError(f"finetune.env_workers must be >= 1, got {tune['env_workers']}.")
+
+
+def make_finetune_world_model(cfg: Mapping[str, Any], action_dim: int) -> FinetuneWorldModel:
+    """The world model of ``cfg["world_model"]`` with the two reward heads, initialised as
+    ``finetune.init`` says from ``finetune.pretrained`` (default
+    ``<run_dir>/pretrained_world_model.pt``; see :func:`build_finetune_world_model`)."""
+    model_cfg, tune = cfg["world_model"], cfg["finetune"]
+    config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
+    return build_finetune_world_model(
+        config,
+        action_dim,
+        init=tune["init"],
+        pretrained=tune.get("pretrained") or Path(cfg["run_dir"]) / PRETRAINED_MODEL,
+        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
+        expected_config=model_cfg,
+    )
+
+
+def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
+    """The fine-tuning agent of ``cfg["finetune"]`` (with ``loss``'s KL / reconstruction
+    settings) around :func:`make_finetune_world_model` (see :func:`make_finetune_agent`)."""
+    tune, loss, intrinsic = cfg["finetune"], cfg.get("loss", {}), cfg["finetune"]["intrinsic"]
+    return make_finetune_agent(
+        make_finetune_world_model(cfg, action_dim),
+        action_dim,
+        device=cfg["device"],
+        precision=cfg.get("precision", "fp32"),
+        seed=cfg["seed"],
+        actor_hidden=tune["actor"]["hidden"],
+        actor_depth=tune["actor"]["depth"],
+        critic_hidden=tune["critic"]["hidden"],
+        critic_depth=tune["critic"]["depth"],
+        imagination_horizon=tune["imagination_horizon"],
+        gamma=tune["gamma"],
+        lmbda=tune["lmbda"],
+        entropy=tune["entropy"],
+        return_normalization=tune["return_normalization"],
+        slow_critic=tune["slow_critic"],
+        target_update_every=tune["target_update_every"],
+        lambda_aux_reward=tune["lambda_aux_reward"],
+        kl_balance=loss.get("kl_balance", 0.8),
+        free_nats=loss.get("free_nats", 0.0),
+        lambda_reco=loss.get("lambda_reco", 0.5),
+        intrinsic=intrinsic["enabled"],
+        intrinsic_beta=intrinsic["beta"],
+        intrinsic_window=intrinsic["window"],
+        intrinsic_proj_dim=intrinsic["proj_dim"],
+        intrinsic_queue_size=intrinsic["queue_size"],
+        intrinsic_k=intrinsic["k"],
+        optimizer_factory=partial(
+            make_finetune_optimizer,
+            model_lr=tune["model_lr"],
+            actor_lr=tune["actor_lr"],
+            critic_lr=tune["critic_lr"],
+            eps=tune["eps"],
+            weight_decay=tune["weight_decay"],
+            grad_clip=tune["grad_clip"],
+        ),
+        compile_train_step=tune.get("compile", False),
+        cudagraph=tune.get("cudagraph", False),
+        channels_last=tune.get("channels_last", False),
+    )
+
+
+def make_finetune_env(
+    tune: Mapping[str, Any], carried: Mapping[str, int], seed: int
+) -> TransformedEnv:
+    """``make_metaworld_env(task)`` with ``is_init`` and the policy's ``carried`` entries
+    (name -> size, see :class:`FinetuneAgent`) primed with zeros."""
+    env = make_metaworld_env(
+        tune["task"],
+        camera=tune["camera"],
+        max_episode_steps=tune["max_episode_steps"],
+        action_repeat=tune["action_repeat"],
+        seed=seed,
+        pixels_only=True,
+    )
+    env.append_transform(InitTracker())
+    specs = {key: Unbounded(size) for key, size in carried.items()}
+    env.append_transform(TensorDictPrimer(random=False, default_value=0, **specs))
+    return env
+
+
+def make_collector_env(tune: Mapping[str, Any], carried: Mapping[str, int], seed: int) -> EnvBase:
+    """The training environment: one env, or a ``ParallelEnv`` of ``env_workers`` of them.
+
+    Worker ``i`` is seeded with ``seed + 1000 * i``. The workers send their steps through
+    pipes (``use_buffers=False``): with TorchRL's shared-memory buffers the main process
+    spin-waits for the workers and keeps a whole core busy, which on a 2-core machine left
+    2 workers no faster than 1 (measured by ``benchmarks/env_steps.py``).
+    """
+    workers = tune.get("env_workers", 1)
+    if workers == 1:
+        return make_finetune_env(tune, carried, seed)
+    return ParallelEnv(
+        workers,
+        [
+            partial(make_finetune_env, dict(tune), dict(carried), seed + 1000 * i)
+            for i in range(workers)
+        ],
+        use_buffers=False,
+    )
+
+
+def make_finetune_buffer(tune: Mapping[str, Any]) -> TensorDictReplayBuffer:
+    """Replay buffer of transitions sampled as ``batch_size`` slices of ``batch_length``.
+
+    With ``env_workers`` > 1 the storage is two-dimensional (time x worker, the collector's
+    ``[workers, steps]`` batches are written along time) so episodes stay contiguous.
+    """
+    workers = tune.get("env_workers", 1)
+    return TensorDictReplayBuffer(
+        storage=LazyTensorStorage(tune["buffer_size"], ndim=1 if workers == 1 else 2),
+        sampler=SliceSampler(slice_len=tune["batch_length"], traj_key="traj_id"),
+        batch_size=tune["batch_size"] * tune["batch_length"],
+    )
+
+
+def sample_batch(
+    buffer: TensorDictReplayBuffer, tune: Mapping[str, Any], device: torch.device
+) -> TensorDictBase:
+    """A ``[batch_size, batch_length]`` batch whose first step is marked ``is_init``."""
+    sample = buffer.sample().reshape(tune["batch_size"], tune["batch_length"])
+    sample = sample.select(*(key for key in STORED_KEYS if key != "traj_id")).to(device)
+    is_init = sample.get("is_init").clone()
+    is_init[:, 0] = True
+    sample.set("is_init", is_init)
+    return sample
+
+
+@torch.no_grad()
+def evaluate(env: EnvBase, policy: Callable, episodes: int, max_steps: int) -> dict[str, float]:
+    """Success rate (success ever set) and mean return of ``episodes`` mode-action episodes."""
+    successes, returns = [], []
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        for _ in range(episodes):
+            rollout = env.rollout(max_steps, policy, break_when_any_done=True)
+            successes.append(float(rollout.get(("next", "success")).any()))
+            returns.append(float(rollout.get(("next", "reward")).sum()))
+    return {"eval_success_rate": float(np.mean(successes)), "eval_return": float(np.mean(returns))}
+
+
+class FinetuneProgress:
+    """Counters and running statistics of fine-tuning; the first six are checkpointed."""
+
+    def __init__(self) -> None:
+        self.env_steps = 0
+        self.updates = 0
+        self.episodes = 0
+        self.next_traj_id = 0
+        self.env_workers = 1
+        self.eval_history: list[dict[str, float]] = []
+        self.update_seconds = 0.0
+        self.collect_seconds = 0.0
+        self.collected_this_run = 0
+        self.updates_this_run = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        keys = ("env_steps", "updates", "episodes", "next_traj_id", "eval_history", "env_workers")
+        return {key: getattr(self, key) for key in keys}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def save_finetune_checkpoint(
+    run_dir: Path,
+    agent: FinetuneAgent,
+    ratio: DreamerV3UpdateRatio,
+    buffer: TensorDictReplayBuffer,
+    progress: FinetuneProgress,
+    save_replay: bool,
+) -> None:
+    """Write ``finetune_last.pt`` (and, with ``save_replay``, the replay buffer as
+    ``replay_<env_steps>/``; older replay folders are deleted after the checkpoint)."""
+    replay = None
+    if save_replay:
+        replay = f"replay_{progress.env_steps}"
+        target = run_dir / replay
+        shutil.rmtree(target, ignore_errors=True)
+        buffer.dumps(target)
+        # Only memory-mapped tensors and JSON stay: our buffer has no prefetch queue to keep.
+        (target / "prefetch.pkl").unlink(missing_ok=True)
+    save_checkpoint(
+        run_dir / FINETUNE_CHECKPOINT,
+        {
+            "progress": progress.state_dict(),
+            "loss": agent.loss.state_dict(),
+            "stepper": agent.stepper.state_dict(),
+            "update_ratio": ratio.state_dict(),
+            "rng": rng_state(),
+            "replay": replay,
+        },
+    )
+    for old in run_dir.glob("replay_*"):
+        if old.name != replay:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def update_metrics(metrics: TensorDictBase, agent: FinetuneAgent) -> dict[str, float]:
+    """The logged scalars of one update: losses, gradient norms, representation lr."""
+    values = {key: float(value) for key, value in metrics.items() if value.numel() == 1}
+    out = {
+        "world_model_loss": sum(v for k, v in values.items() if k.startswith("loss_model")),
+        "actor_loss": values["loss_actor"],
+        "value_loss": values["loss_value"],
+        "reco_mse": values["reco_mse"],
+        "state_kl": values["state_kl"],
+        "reward_loss": values["loss_model_reward"],
+        "aux_reward_loss": values["loss_model_aux_reward"],
+        "actor_entropy": values["actor_entropy"],
+        "batch_reward": values["env_reward"],
+    }
+    if "intrinsic_bonus" in values:
+        out["intrinsic_bonus"] = values["intrinsic_bonus"]
+    for group in agent.optimizer.param_groups:
+        out[f"grad_norm_{group['name']}"] = float(group.get("grad_norm", 0.0))
+    out["representation_lr"] = agent.optimizer.param_groups[0]["lr"]
+    return out
