@@ -103,6 +103,7 @@ def pretrain(
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
     distributed: DistributedContext | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Pre-train for ``num_updates`` updates, resuming from ``run_dir`` if it has a checkpoint.
 
@@ -126,6 +127,10 @@ def pretrain(
         distributed: the data-parallel job (``None``: one process). Every rank calls
             :func:`pretrain`; metrics are averaged over the ranks at logging steps, and only
             rank 0 logs, writes checkpoints and calls ``on_checkpoint`` and ``on_step``.
+        metadata: entries stored in every checkpoint beside the trainer's state (the run's
+            ``world_model_config`` and ``evaluation`` settings, which let
+            ``python -m torchrl_prelar.evaluation latent-actions --checkpoint`` rebuild and
+            evaluate the model of an unfinished run).
 
     Returns:
         The metrics of the last update as floats (empty if nothing was left to do).
@@ -157,7 +162,8 @@ def pretrain(
         states = context.gather_rng_states()
         if not context.is_main:
             return
-        state = {"trainer": trainer.state_dict(), "rng": states[0], "step": step}
+        state = {**(metadata or {}), "trainer": trainer.state_dict(), "rng": states[0]}
+        state["step"] = step
         if context.is_distributed:
             state["rng_per_rank"] = states
         save_checkpoint(checkpoint_path, state)
@@ -240,6 +246,10 @@ def _run_pretrain(
         on_checkpoint=lambda step: write_pretrain_media(loss.world_model, buffer, run_dir, context),
         on_step=monitor.on_step if monitor is not None else None,
         distributed=job,
+        metadata={
+            "world_model_config": dict(cfg["world_model"]),
+            "evaluation": dict(cfg.get("evaluation") or {}),
+        },
     )
 
     # The pre-trained model, the summary and the final held-out evaluation.

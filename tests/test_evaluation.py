@@ -293,3 +293,44 @@ def test_cli_defaults_are_the_quick_presets_held_out_sets():
     # The quick preset's values are config.yaml's.
     preset = yaml.safe_load((REPO / "examples" / "config" / "config.yaml").read_text())
     assert HeldOutConfig.from_mapping(preset["evaluation"]) == HeldOutConfig()
+
+
+def test_cli_evaluates_a_pretraining_checkpoint_like_the_finished_model(tmp_path):
+    """``--checkpoint RUN_DIR/pretrain_last.pt``: the world model taken out of the trainer's
+    state is the one the run saved as its pre-trained model (the last checkpoint is written
+    at the last update), and the figures go to ``RUN_DIR/eval_pretrain_last/``."""
+    from dreamer_prelar import run_pretrain
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from torchrl_prelar.evaluation.__main__ import load_pretrained_run, main
+
+    run_dir = tmp_path / "run"
+    with initialize_config_dir(str(REPO / "examples" / "config"), version_base=None):
+        config = compose("config", overrides=["preset=test", f"run_dir={run_dir}", "threads=1"])
+    run_pretrain(OmegaConf.to_container(config, resolve=True))
+    checkpoint = run_dir / "pretrain_last.pt"
+    finished, settings = load_pretrained_run(run_dir)
+    from_checkpoint, stored = load_pretrained_run(run_dir, checkpoint=checkpoint)
+    assert stored == settings and stored["probe_every"] == 3
+    assert finished.state_dict().keys() == from_checkpoint.state_dict().keys()
+    for name, value in finished.state_dict().items():
+        assert torch.equal(value, from_checkpoint.state_dict()[name]), name
+
+    results = main(["latent-actions", str(run_dir), "--checkpoint", str(checkpoint)])
+    out = run_dir / "eval_pretrain_last"
+    assert json.loads((out / "latent_actions.json").read_text()) == json.loads(
+        json.dumps(results)
+    )
+    assert (out / "latent_action_transfer.gif").stat().st_size > 0
+    assert json.loads((run_dir / "latent_actions.json").read_text()) != {}  # the run's own
+
+    # A pre-training checkpoint that does not say which world model it holds is refused.
+    content = torch.load(checkpoint, weights_only=True)
+    del content["world_model_config"]
+    torch.save(content, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="without a 'world_model_config' entry"):
+        load_pretrained_run(run_dir, checkpoint=tmp_path / "old.pt")
+    save_checkpoint(tmp_path / "other.pt", {"step": 3})
+    with pytest.raises(ValueError, match=r"holds \['step'\]: expected a pre-trained model"):
+        load_pretrained_run(run_dir, checkpoint=tmp_path / "other.pt")

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m torchrl_prelar.evaluation latent-actions RUN_DIR [--seen DIR] [--unseen DIR]
+    python -m torchrl_prelar.evaluation latent-actions RUN_DIR [--checkpoint FILE]
+        [--seen DIR] [--unseen DIR]
         [--num-transitions 24] [--context 5] [--seed 0] [--device cpu]
         [--seen-tasks 10] [--seen-episodes 1] [--unseen-episodes 2] [--episode-length 48]
 
@@ -14,7 +15,9 @@ Usage::
 run's ``evaluation.dir`` (default ``RUN_DIR/heldout``, written by the pre-training job); a
 default folder without episodes is rendered first with the scripted Meta-world generator (the
 generation flags). Settings not given on the command line come from the run's ``evaluation``
-block, stored in its checkpoint, else from the quick preset's.
+block, stored in its checkpoint, else from the quick preset's. ``--checkpoint FILE`` evaluates
+another file instead, e.g. ``RUN_DIR/pretrain_last.pt`` of a run that has not finished, and
+writes into ``RUN_DIR/eval_<file name>/``.
 
 Example:
     >>> from torchrl_prelar.evaluation.__main__ import main
@@ -82,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluation block (stored in its checkpoint), then to the quick preset's.",
     )
     latent.add_argument("run_dir", type=Path, help=f"run folder holding {PRETRAINED_MODEL}")
+    latent.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=f"evaluate this file instead of RUN_DIR/{PRETRAINED_MODEL}: a pre-trained model "
+        "or a pre-training checkpoint (e.g. RUN_DIR/pretrain_last.pt of a stopped run); the "
+        "results go to RUN_DIR/eval_<file name>/",
+    )
     latent.add_argument("--seen", type=Path, help="seen set (default RUN_DIR/heldout/seen)")
     latent.add_argument("--unseen", type=Path, help="unseen set (default RUN_DIR/heldout/unseen)")
     latent.add_argument("--num-transitions", type=int, help="transitions per clip (24)")
@@ -100,30 +110,107 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_pretrained_run(
-    run_dir: str | Path, device: str | torch.device = "cpu"
+    run_dir: str | Path,
+    device: str | torch.device = "cpu",
+    checkpoint: str | Path | None = None,
 ) -> tuple[PreLARWorldModel, dict[str, Any]]:
     """The pre-trained world model of a run (latent action model included) and its
     ``evaluation`` settings (empty for runs without them).
 
-    Raises:
-        ValueError: if the checkpoint has no latent action model (an APV or ContextWM
-            action-free pre-training).
-    """
-    from torchrl_prelar.training.finetune_agent import load_pretrained_world_model
+    Args:
+        run_dir: the run folder; its ``pretrained_world_model.pt`` is read by default.
+        device: where the model goes.
+        checkpoint: another file to read: a pre-trained model (``"world_model"`` and
+            ``"config"`` entries), or a pre-training checkpoint (``"trainer"``, with the
+            ``"world_model_config"`` the example stores in it), whose world-model weights are
+            taken out of the trainer's state.
 
-    path = Path(run_dir) / PRETRAINED_MODEL
-    checkpoint = load_checkpoint(path)
-    if not any(name.startswith("action_model.") for name in checkpoint["world_model"]):
+    Raises:
+        ValueError: if the file is neither, if a pre-training checkpoint has no
+            ``"world_model_config"``, or if it has no latent action model (an APV or ContextWM
+            action-free pre-training).
+
+    Examples:
+        >>> import tempfile
+        >>> from torchrl_prelar.training.checkpoint import save_checkpoint
+        >>> run_dir = Path(tempfile.mkdtemp())
+        >>> model = make_world_model("tiny")
+        >>> state = {f"loss.world_model.{k}": v for k, v in model.state_dict().items()}
+        >>> _ = save_checkpoint(run_dir / "pretrain_last.pt", {
+        ...     "trainer": {"model": state}, "step": 5,
+        ...     "world_model_config": {"preset": "tiny", "overrides": {}}})
+        >>> loaded, _ = load_pretrained_run(run_dir, checkpoint=run_dir / "pretrain_last.pt")
+        >>> bool((loaded.state_dict()["action_model.head.0.weight"]
+        ...       == model.state_dict()["action_model.head.0.weight"]).all())
+        True
+    """
+    path = Path(checkpoint) if checkpoint is not None else Path(run_dir) / PRETRAINED_MODEL
+    content = load_checkpoint(path)
+    if "world_model" in content and "config" in content:
+        state, config = content["world_model"], content["config"]
+        evaluation = content.get("evaluation")
+    elif "trainer" in content:
+        if "world_model_config" not in content:
+            raise ValueError(
+                f"{path} is a pre-training checkpoint without a 'world_model_config' entry "
+                "(written before the example stored it): its world model cannot be rebuilt."
+            )
+        config = content["world_model_config"]
+        evaluation = content.get("evaluation")
+        state = None
+    else:
+        raise ValueError(
+            f"{path} holds {sorted(content)}: expected a pre-trained model ('world_model', "
+            "'config') or a pre-training checkpoint ('trainer', 'world_model_config')."
+        )
+    world_model = make_world_model(
+        world_model_config(config["preset"], **(config.get("overrides") or {}))
+    )
+    if state is None:
+        state = world_model_entries(content["trainer"]["model"], world_model, path)
+    if not any(name.startswith("action_model.") for name in state):
         raise ValueError(
             f"{path} is an action-free pre-training (APV or ContextWM): it has no latent "
             "action to evaluate."
         )
-    config = checkpoint["config"]
-    world_model = make_world_model(
-        world_model_config(config["preset"], **config.get("overrides", {}))
+    if checkpoint is None:
+        from torchrl_prelar.training.finetune_agent import load_pretrained_world_model
+
+        load_pretrained_world_model(world_model, path, config)
+    else:
+        world_model.load_state_dict(state)
+    return world_model.to(device), dict(evaluation or {})
+
+
+def world_model_entries(
+    trainer_state: Mapping[str, torch.Tensor], world_model: torch.nn.Module, path: Path
+) -> dict[str, torch.Tensor]:
+    """The entries of ``world_model`` in a trainer's state dict, whatever module holds it.
+
+    The prefix is found from the first entry of ``world_model`` (e.g. ``"model_loss.
+    world_model.world_model."`` inside a :class:`~torchrl_prelar.PreLARLoss`); every other
+    entry must be there with that prefix.
+
+    Raises:
+        ValueError: naming the entries of the world model the state does not hold.
+    """
+    names = list(world_model.state_dict())
+    if not names:
+        return {}
+    prefixes = [key[: -len(names[0])] for key in trainer_state if key.endswith(names[0])]
+    for prefix in sorted(prefixes, key=len):
+        if prefix and not prefix.endswith("."):
+            continue
+        if all(prefix + name in trainer_state for name in names):
+            return {name: trainer_state[prefix + name] for name in names}
+    action_free = [name for name in names if not name.startswith("action_model.")]
+    for prefix in sorted(prefixes, key=len):
+        if all(prefix + name in trainer_state for name in action_free):
+            return {name: trainer_state[prefix + name] for name in action_free}
+    raise ValueError(
+        f"{path}: the trainer's state does not hold the configured world model "
+        f"(looked for {names[0]!r} and {len(names) - 1} more entries under one prefix)."
     )
-    load_pretrained_world_model(world_model, path, config)
-    return world_model.to(device), dict(checkpoint.get("evaluation") or {})
 
 
 def _settings(args: argparse.Namespace, stored: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,8 +251,12 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 def latent_actions(args: argparse.Namespace) -> dict[str, dict]:
     """Run the ``latent-actions`` command; return the figures per set."""
-    world_model, stored = load_pretrained_run(args.run_dir, args.device)
+    world_model, stored = load_pretrained_run(args.run_dir, args.device, args.checkpoint)
     settings = _settings(args, stored)
+    out = args.run_dir
+    if args.checkpoint is not None:
+        out = args.run_dir / f"eval_{args.checkpoint.stem}"
+        out.mkdir(parents=True, exist_ok=True)
     clip_sets = load_clip_sets(
         _held_out_folders(settings), num_transitions=settings["num_transitions"]
     )
@@ -179,9 +270,9 @@ def latent_actions(args: argparse.Namespace) -> dict[str, dict]:
     )
     results = monitor.evaluate(0)
     print(format_table(results))
-    save_latent_action_results(args.run_dir, results)
-    monitor.save_transfer_gif(args.run_dir / TRANSFER_GIF)
-    print(f"wrote {args.run_dir / RESULTS_FILE}, {args.run_dir / TRANSFER_GIF}")
+    save_latent_action_results(out, results)
+    monitor.save_transfer_gif(out / TRANSFER_GIF)
+    print(f"wrote {out / RESULTS_FILE}, {out / TRANSFER_GIF}")
     return results
 
 
