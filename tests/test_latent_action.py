@@ -111,3 +111,45 @@ def test_circular_padding_with_mean_pooling_hides_where_the_square_is():
     torch.testing.assert_close(
         model(clips.clone())["latent_action"], model(moved)["latent_action"], atol=1e-5, rtol=0
     )
+
+
+@pytest.mark.parametrize("output_type", ["gaussian", "discrete", "deterministic"])
+def test_get_dist_is_the_distribution_the_latent_action_is_drawn_from(output_type):
+    model = tiny_lam(output_type=output_type)
+    batch = make_clip_batch(3, 5)
+    dist = model.get_dist(batch)
+    assert dist.batch_shape == (3, 5)
+    torch.manual_seed(0)
+    td = model(batch.clone())
+    if output_type == "gaussian":
+        assert dist.event_shape == (8,)
+        assert torch.allclose(dist.mean, td["latent_action_loc"])
+        assert torch.allclose(dist.stddev, td["latent_action_scale"])
+        torch.manual_seed(0)  # the same noise, drawn by hand
+        noise = torch.randn(3, 5, 8)
+        expected = td["latent_action_loc"] + td["latent_action_scale"] * noise
+        assert torch.allclose(td["latent_action"], expected, atol=1e-6)
+        assert dist.log_prob(td["latent_action"]).shape == (3, 5)
+    elif output_type == "discrete":
+        assert dist.event_shape == (4,)  # 4 categoricals; one-hot samples of 2 classes each
+        assert torch.allclose(dist.base_dist.logits, td["latent_action_logits"].log_softmax(-1))
+        sample = td["latent_action"].view(3, 5, 4, 2)
+        assert torch.isfinite(dist.log_prob(sample)).all()
+    else:
+        assert torch.equal(dist.mode, td["latent_action"])
+    model.eval()  # eval: the mode, deterministic
+    mode = model(batch.clone())["latent_action"]
+    assert torch.equal(mode, model(batch.clone())["latent_action"])
+    expected = dist.mode.flatten(-2) if output_type == "discrete" else dist.mode
+    assert torch.allclose(mode, expected.to(mode.dtype))
+
+
+def test_discrete_sample_is_one_hot_with_gradients_through_the_probabilities():
+    model = tiny_lam(output_type="discrete")
+    td = model(make_clip_batch(3, 5))
+    sample = td["latent_action"].view(3, 5, 4, 2)
+    assert set(sample.unique().tolist()) == {0.0, 1.0}
+    weights = torch.randn(2)
+    (sample * weights).sum().backward()
+    grads = [p.grad for p in model.head.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)

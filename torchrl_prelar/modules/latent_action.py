@@ -11,10 +11,13 @@ from typing import Literal
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModule, TensorDictModuleBase
+from tensordict.nn.distributions import Delta
 from tensordict.nn.probabilistic import interaction_type
 from tensordict.utils import NestedKey
+from torch import distributions as D
 from torch import nn
-from torchrl.modules import MLP
+from torchrl.modules import MLP, OneHotCategorical
+from torchrl.modules.distributions import ReparamGradientStrategy
 
 from torchrl_prelar.modules.pixels import centred_pixels
 
@@ -238,25 +241,81 @@ class LatentActionModel(TensorDictModuleBase):
 
         Entries an output type does not have are ``None``.
         """
+        params = self._parameters_of(pixels, next_pixels)
+        dist = self.distribution(*params)
+        if self._use_mode():
+            sample = dist.mode.to(params[0].dtype)
+        elif self.output_type == "discrete":
+            # pass-through gradients, the value exactly one-hot
+            probs = params[0].softmax(-1)
+            sample = dist.sample().to(probs.dtype) + (probs - probs.detach())
+        else:
+            sample = dist.rsample()
+        if self.output_type == "gaussian":
+            return sample, *params
+        if self.output_type == "discrete":
+            return sample.flatten(-2), params[0], None
+        return sample, None, None
+
+    def _parameters_of(
+        self, pixels: torch.Tensor, next_pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """``(loc, scale)``, ``(logits,)`` or ``(code,)`` for o_t and o_{t+1}."""
         if self.input_mode == "embedding":
             inputs = torch.cat([pixels, next_pixels], -1)
         else:
             inputs = self._frames(centred_pixels(pixels), centred_pixels(next_pixels))
         out = self.head(self.trunk(inputs))
-        if self.output_type == "deterministic":
-            return out, None, None
         if self.output_type == "gaussian":
             loc, raw_scale = out.chunk(2, -1)
-            scale = 2 * torch.sigmoid(raw_scale / 2)
-            if self._use_mode():
-                return loc, loc, scale
-            return loc + scale * torch.randn_like(loc), loc, scale
-        logits = out.unflatten(-1, (self.num_categoricals, -1))
-        if self._use_mode():
-            sample = nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
-        else:
-            return straight_through_sample(logits), logits, None
-        return sample.flatten(-2), logits, None
+            return loc, 2 * torch.sigmoid(raw_scale / 2)
+        if self.output_type == "discrete":
+            return (out.unflatten(-1, (self.num_categoricals, -1)),)
+        return (out,)
+
+    def distribution(self, *params: torch.Tensor) -> D.Distribution:
+        """The latent action's distribution given its parameters (as :meth:`infer` returns
+        them): a diagonal Gaussian (``loc, scale``); ``num_categoricals`` independent one-hot
+        categoricals (``logits`` of shape ``[..., categoricals, classes]``, TorchRL's
+        :class:`~torchrl.modules.OneHotCategorical` with pass-through gradients; samples are
+        ``[..., categoricals, classes]``, the latent action is them flattened); a
+        :class:`~tensordict.nn.distributions.Delta` at the code (deterministic).
+
+        Examples:
+            >>> from torchrl_prelar.modules.networks import make_conv_encoder
+            >>> model = LatentActionModel(make_conv_encoder(6, depth=4, mults=(1, 2)), 8)
+            >>> dist = model.distribution(torch.zeros(3, 8), torch.ones(3, 8))
+            >>> dist.rsample().shape, dist.log_prob(torch.zeros(3, 8)).shape
+            (torch.Size([3, 8]), torch.Size([3]))
+        """
+        if self.output_type == "gaussian":
+            loc, scale = params
+            return D.Independent(D.Normal(loc, scale, validate_args=False), 1)
+        if self.output_type == "discrete":
+            (logits,) = params
+            categoricals = OneHotCategorical(
+                logits=logits, grad_method=ReparamGradientStrategy.PassThrough
+            )
+            return D.Independent(categoricals, 1)
+        (code,) = params
+        return Delta(code, batch_shape=code.shape[:-1], event_shape=code.shape[-1:])
+
+    def get_dist(self, tensordict: TensorDictBase) -> D.Distribution:
+        """The latent action's distribution for the transitions of ``tensordict`` (read from
+        :attr:`in_keys`), as TorchRL's probabilistic modules expose theirs.
+
+        Examples:
+            >>> from tensordict import TensorDict
+            >>> from torchrl_prelar.modules.networks import make_conv_encoder
+            >>> model = LatentActionModel(make_conv_encoder(6, depth=4, mults=(1, 2)), 8)
+            >>> td = TensorDict({"pixels": torch.zeros(2, 3, 64, 64),
+            ...                  "next": {"pixels": torch.zeros(2, 3, 64, 64)}}, [2])
+            >>> dist = model.get_dist(td)
+            >>> dist.batch_shape, dist.event_shape
+            (torch.Size([2]), torch.Size([8]))
+        """
+        pixels, next_pixels = (tensordict.get(key) for key in self.in_keys)
+        return self.distribution(*self._parameters_of(pixels, next_pixels))
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         pixels, next_pixels = (tensordict.get(key) for key in self.in_keys)
