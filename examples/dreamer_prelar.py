@@ -30,7 +30,6 @@ from typing import Any  # noqa: E402
 import hydra  # noqa: E402
 import torch  # noqa: E402
 from dreamer_prelar_utils import (  # noqa: E402
-    FINETUNE_CHECKPOINT,
     FINETUNE_CURVES,
     PRETRAIN_CHECKPOINT,
     STORED_KEYS,
@@ -44,6 +43,7 @@ from dreamer_prelar_utils import (  # noqa: E402
     make_loggers,
     make_pretrain_buffer,
     make_pretrain_loss,
+    restore_finetune_checkpoint,
     sample_batch,
     save_finetune_checkpoint,
     update_metrics,
@@ -64,10 +64,8 @@ from torchrl_prelar.evaluation.held_out import (  # noqa: E402
 )
 from torchrl_prelar.training.allocator import keep_freed_memory  # noqa: E402
 from torchrl_prelar.training.checkpoint import (  # noqa: E402
-    check_no_pickles,
     load_checkpoint,
     save_checkpoint,
-    set_rng_state,
     update_summary,
 )
 from torchrl_prelar.training.distributed import (  # noqa: E402
@@ -292,18 +290,20 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     ``freeze_updates``) per ``update_every`` env steps; every ``eval_every`` env steps,
     ``eval_episodes`` mode-action episodes give the success rate and return.
 
-    Checkpoints (``finetune_last.pt``, atomic) hold the step counters, all model and loss
-    state, the optimiser, the update schedule and the RNG states. **Replay re-fill policy on
-    resume**: with ``save_replay`` (the default) the replay buffer is written next to each
-    checkpoint (``replay_<env_steps>/``), so a resumed run continues with exactly the data it
-    had. Without it, the buffer restarts empty and is re-filled with ``prefill`` env steps of
-    the restored policy before updates resume (they count as env steps; no catch-up burst of
+    Checkpoints are TorchRL ``torchrl.checkpoint`` directories
+    (``finetune_checkpoints/checkpoint-<env_steps>/``, published atomically, the older one
+    deleted; see :func:`~dreamer_prelar_utils.save_finetune_checkpoint`) holding the step
+    counters, all model and loss state, the optimiser, the update schedule and the RNG states.
+    **Replay re-fill policy on resume**: with ``save_replay`` (the default) the replay buffer
+    is saved in each checkpoint, so a resumed run continues with exactly the data it had.
+    Without it, the buffer restarts empty and is re-filled with ``prefill`` env steps of the
+    restored policy before updates resume (they count as env steps; no catch-up burst of
     updates follows). The environment restarts a fresh episode either way. A run resumes with
     the number of workers it started with (the replay's layout depends on it).
 
     On a CPU, ``finetune.keep_freed_memory`` applies
     :func:`~torchrl_prelar.training.allocator.keep_freed_memory` to the whole process.
-    Writes ``finetune_last.pt``, ``replay_<step>/``, logs under ``finetune/``,
+    Writes ``finetune_checkpoints/``, logs under ``finetune/``,
     ``finetune_curves.png`` and the ``"finetune"`` section of ``summary.json``; returns it.
     """
     # Set-up: run folder, seeds, agent, update schedule, replay buffer, resume.
@@ -326,25 +326,9 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     progress = FinetuneProgress()
     refill_until = tune["prefill"]
     workers = progress.env_workers = tune.get("env_workers", 1)
-    checkpoint_path = run_dir / FINETUNE_CHECKPOINT
-    if checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, map_location=device)
-        progress.load_state_dict(state["progress"])
-        if progress.env_workers != workers:
-            raise ValueError(
-                f"{checkpoint_path} was written with finetune.env_workers="
-                f"{progress.env_workers}, the configuration asks for {workers}: resume with "
-                f"finetune.env_workers={progress.env_workers} (the replay's layout depends on it)."
-            )
-        agent.loss.load_state_dict(state["loss"])
-        agent.stepper.load_state_dict(state["stepper"])
-        ratio.load_state_dict(state["update_ratio"])
-        set_rng_state(state["rng"])
-        if state["replay"] and (run_dir / state["replay"]).exists():
-            check_no_pickles(run_dir / state["replay"])
-            buffer.loads(run_dir / state["replay"])
-        else:  # documented re-fill: `prefill` steps of the restored policy
-            refill_until = progress.env_steps + tune["prefill"]
+    restored = restore_finetune_checkpoint(run_dir, agent, ratio, buffer, progress, device)
+    if restored is not None and "replay" not in restored.loaded:
+        refill_until = progress.env_steps + tune["prefill"]  # documented re-fill (see above)
 
     loggers = make_loggers(cfg, run_dir, "finetune")
     env = make_collector_env(tune, agent.carried, seed + progress.env_steps)

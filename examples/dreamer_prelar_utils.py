@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -19,6 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDictBase
+from torchrl.checkpoint import (
+    Checkpoint,
+    CheckpointLoadResult,
+    CheckpointRotation,
+    GlobalRNGState,
+    JSONCheckpointAdapter,
+)
 from torchrl.data import (
     LazyTensorStorage,
     ReplayBuffer,
@@ -50,7 +56,13 @@ from torchrl_prelar.modules import (
 )
 from torchrl_prelar.modules.contextwm import STACKED_BASELINES
 from torchrl_prelar.objectives import PreLARLoss
-from torchrl_prelar.training.checkpoint import rng_state, save_checkpoint
+from torchrl_prelar.training.checkpoint import (
+    ReplayDumpAdapter,
+    latest_checkpoint,
+    load_torchrl_checkpoint,
+    read_torchrl_checkpoint,
+    remove_interrupted_saves,
+)
 from torchrl_prelar.training.evaluate import open_loop_prediction
 from torchrl_prelar.training.finetune_agent import (
     AUX_REWARD_KEY,
@@ -66,8 +78,9 @@ from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
 #: Resumable pre-training checkpoint in ``run_dir`` (every ``pretrain.checkpoint_every``).
 PRETRAIN_CHECKPOINT = "pretrain_last.pt"
-#: Fine-tuning checkpoint in ``run_dir`` (atomic, rewritten every ``finetune.checkpoint_every``).
-FINETUNE_CHECKPOINT = "finetune_last.pt"
+#: Folder of the fine-tuning checkpoint in ``run_dir``: a TorchRL ``CheckpointRotation`` holding
+#: the latest ``checkpoint-<env_steps>/`` (atomic, written every ``finetune.checkpoint_every``).
+FINETUNE_CHECKPOINT = "finetune_checkpoints"
 #: Entries of a collected step that go into the fine-tuning replay buffer.
 STORED_KEYS = (
     "action",
@@ -506,6 +519,28 @@ class FinetuneProgress:
             setattr(self, key, value)
 
 
+def finetune_checkpoint(
+    agent: FinetuneAgent,
+    ratio: DreamerV3UpdateRatio,
+    progress: FinetuneProgress,
+    buffer: TensorDictReplayBuffer | None,
+) -> Checkpoint:
+    """The fine-tuning state as a TorchRL :class:`~torchrl.checkpoint.Checkpoint`.
+
+    Components: ``loss`` (all model and loss state) and ``stepper`` (optimiser) as state
+    dicts, ``progress`` and ``update_ratio`` counters as JSON, ``rng`` (``GlobalRNGState``)
+    and, if ``buffer`` is given, ``replay`` (dumped, pickle-free).
+
+        finetune_checkpoint(agent, ratio, progress, buffer).save(run_dir / "snapshot")
+    """
+    checkpoint = Checkpoint(loss=agent.loss, stepper=agent.stepper, rng=GlobalRNGState())
+    checkpoint.register("progress", progress.state_dict(), adapter=JSONCheckpointAdapter())
+    checkpoint.register("update_ratio", ratio.state_dict(), adapter=JSONCheckpointAdapter())
+    if buffer is not None:
+        checkpoint.register("replay", buffer, adapter=ReplayDumpAdapter())
+    return checkpoint
+
+
 def save_finetune_checkpoint(
     run_dir: Path,
     agent: FinetuneAgent,
@@ -513,31 +548,89 @@ def save_finetune_checkpoint(
     buffer: TensorDictReplayBuffer,
     progress: FinetuneProgress,
     save_replay: bool,
-) -> None:
-    """Write ``finetune_last.pt`` (and, with ``save_replay``, the replay buffer as
-    ``replay_<env_steps>/``; older replay folders are deleted after the checkpoint)."""
-    replay = None
-    if save_replay:
-        replay = f"replay_{progress.env_steps}"
-        target = run_dir / replay
-        shutil.rmtree(target, ignore_errors=True)
-        buffer.dumps(target)
-        # Only memory-mapped tensors and JSON stay: our buffer has no prefetch queue to keep.
-        (target / "prefetch.pkl").unlink(missing_ok=True)
-    save_checkpoint(
-        run_dir / FINETUNE_CHECKPOINT,
-        {
-            "progress": progress.state_dict(),
-            "loss": agent.loss.state_dict(),
-            "stepper": agent.stepper.state_dict(),
-            "update_ratio": ratio.state_dict(),
-            "rng": rng_state(),
-            "replay": replay,
-        },
-    )
-    for old in run_dir.glob("replay_*"):
-        if old.name != replay:
-            shutil.rmtree(old, ignore_errors=True)
+) -> Path:
+    """Write ``finetune_checkpoints/checkpoint-<env_steps>/`` and delete the older ones.
+
+    TorchRL's ``CheckpointRotation`` (``keep_last=1``) writes the checkpoint into a hidden
+    folder and renames it into place, then deletes the older checkpoint: a kill at any moment
+    leaves a complete latest checkpoint. With ``save_replay`` it holds the replay buffer.
+
+    For example ``save_finetune_checkpoint(run_dir, agent, ratio, buffer, progress, True)``
+    after 500 env steps writes ``run_dir/finetune_checkpoints/checkpoint-000000000500/``.
+    """
+    rotation = CheckpointRotation(run_dir / FINETUNE_CHECKPOINT, keep_last=1)
+    checkpoint = finetune_checkpoint(agent, ratio, progress, buffer if save_replay else None)
+    return rotation.save(checkpoint, step=progress.env_steps)
+
+
+def restore_finetune_checkpoint(
+    run_dir: Path,
+    agent: FinetuneAgent,
+    ratio: DreamerV3UpdateRatio,
+    buffer: TensorDictReplayBuffer,
+    progress: FinetuneProgress,
+    device: torch.device,
+) -> CheckpointLoadResult | None:
+    """Restore the latest fine-tuning checkpoint of ``run_dir`` (``None``: there is none).
+
+    ``progress`` is read first: a run resumes with the ``env_workers`` it started with (the
+    replay's layout depends on it). The replay is restored if the checkpoint holds one
+    (``"replay" in result.loaded``).
+
+        restored = restore_finetune_checkpoint(run_dir, agent, ratio, buffer, progress, device)
+        refill = restored is not None and "replay" not in restored.loaded
+
+    Raises:
+        ValueError: if ``run_dir`` holds only a checkpoint of the format before
+            ``torchrl.checkpoint`` (``finetune_last.pt``), or ``progress.env_workers``
+            differs from the checkpoint's.
+        torchrl.checkpoint.CheckpointError: if the latest checkpoint is corrupt or lacks a
+            component (see ``load_torchrl_checkpoint``).
+    """
+    directory = run_dir / FINETUNE_CHECKPOINT
+    remove_interrupted_saves(directory)
+    path = latest_checkpoint(directory)
+    if path is None:
+        if (run_dir / "finetune_last.pt").exists():
+            raise ValueError(
+                f"{run_dir / 'finetune_last.pt'} is a fine-tuning checkpoint of the format "
+                f"before torchrl.checkpoint ({FINETUNE_CHECKPOINT}/), which is not read any "
+                "more: delete it and the replay_* folders to fine-tune from the start."
+            )
+        return None
+    workers = progress.env_workers
+    read_progress = Checkpoint().register("progress", {}, adapter=JSONCheckpointAdapter())
+    saved = load_torchrl_checkpoint(read_progress, path).values["progress"]
+    if saved["env_workers"] != workers:
+        raise ValueError(
+            f"{path} was written with finetune.env_workers={saved['env_workers']}, the "
+            f"configuration asks for {workers}: resume with "
+            f"finetune.env_workers={saved['env_workers']} (the replay's layout depends on it)."
+        )
+    has_replay = "replay" in Checkpoint.manifest(path)["components"]
+    checkpoint = finetune_checkpoint(agent, ratio, progress, buffer if has_replay else None)
+    result = load_torchrl_checkpoint(checkpoint, path, map_location=device)
+    progress.load_state_dict(result.values["progress"])
+    ratio.load_state_dict(result.values["update_ratio"])
+    return result
+
+
+def read_finetune_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The latest fine-tuning checkpoint's state, to inspect it (``FileNotFoundError``: none).
+
+    Keys: ``loss``, ``stepper`` (state dicts), ``progress``, ``update_ratio`` (dicts),
+    ``rng``, ``replay`` (the dump folder, for ``make_finetune_buffer(...).loads``; absent
+    without ``save_replay``) and ``path``, the checkpoint's folder.
+
+        state = read_finetune_checkpoint("runs/prelar_quick")
+        state["progress"]["env_steps"], sorted(state["stepper"]["optimizer"])
+    """
+    path = latest_checkpoint(Path(run_dir) / FINETUNE_CHECKPOINT)
+    if path is None:
+        raise FileNotFoundError(
+            f"No fine-tuning checkpoint in {Path(run_dir) / FINETUNE_CHECKPOINT}."
+        )
+    return {**read_torchrl_checkpoint(path), "path": path}
 
 
 def update_metrics(metrics: TensorDictBase, agent: FinetuneAgent) -> dict[str, float]:

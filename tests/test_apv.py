@@ -5,8 +5,7 @@ import pytest
 import torch
 from conftest import pretraining_totals
 from dreamer_prelar import run_finetune, run_pretrain
-from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
-from dreamer_prelar_utils import make_finetune_world_model
+from dreamer_prelar_utils import make_finetune_world_model, read_finetune_checkpoint
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
@@ -129,7 +128,7 @@ def test_apv_pretrain_then_finetune_end_to_end(tmp_path):
     assert summary["env_steps"] == 200 and summary["updates"] == 31  # at steps 50, 55, ..., 200
     metrics = summary["last_metrics"]
     assert math.isfinite(metrics["world_model_loss"]) and metrics["intrinsic_bonus"] >= 0
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)["loss"]
+    state = read_finetune_checkpoint(run_dir)["loss"]
     prefix = "model_loss.prelar_loss.model_loss.world_model.world_model."
     names = [name[len(prefix) :] for name in state if name.startswith(prefix)]
     assert any(name.startswith("action_free.rssm.rssm_prior.") for name in names)

@@ -6,8 +6,7 @@ import pytest
 import torch
 from conftest import pretraining_totals
 from dreamer_prelar import run_finetune, run_pretrain
-from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
-from dreamer_prelar_utils import make_finetune_world_model
+from dreamer_prelar_utils import make_finetune_world_model, read_finetune_checkpoint
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
@@ -189,7 +188,7 @@ def test_contextwm_pretrain_then_finetune_end_to_end(tmp_path):
     assert summary["env_steps"] == 100 and summary["updates"] == 11  # at steps 50, 55, ..., 100
     metrics = summary["last_metrics"]
     assert math.isfinite(metrics["world_model_loss"]) and metrics["intrinsic_bonus"] >= 0
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)["loss"]
+    state = read_finetune_checkpoint(run_dir)["loss"]
     prefix = "model_loss.prelar_loss.model_loss.world_model.world_model."
     # The context encoder was frozen for 5 updates with the encoder, then trained.
     moved = [

@@ -11,7 +11,11 @@ import pytest
 import torch
 from dreamer_prelar import run_finetune
 from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
-from dreamer_prelar_utils import make_finetune_buffer, make_finetune_world_model
+from dreamer_prelar_utils import (
+    make_finetune_buffer,
+    make_finetune_world_model,
+    read_finetune_checkpoint,
+)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
@@ -66,7 +70,7 @@ def representation(state):
 
 
 def finetuned_world_model(run_dir):
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)["loss"]
+    state = read_finetune_checkpoint(run_dir)["loss"]
     prefix = "model_loss.prelar_loss.model_loss.world_model.world_model."
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
@@ -77,7 +81,7 @@ def read_csv(path):
 
 
 def test_pipeline_loads_pretrained_world_model_and_writes_outputs(frozen_run):
-    checkpoint = load_checkpoint(frozen_run / CHECKPOINT_NAME)
+    checkpoint = read_finetune_checkpoint(frozen_run)
     assert checkpoint["progress"]["env_steps"] == FROZEN_STEPS
     assert checkpoint["progress"]["updates"] == 5
     pretrained = load_checkpoint(frozen_run / "pretrained_world_model.pt")["world_model"]
@@ -118,10 +122,10 @@ def test_pipeline_loads_pretrained_world_model_and_writes_outputs(frozen_run):
 def test_resume_continues_and_unfreezes_representation(frozen_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(frozen_run, run_dir)
-    before = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    before = read_finetune_checkpoint(run_dir)
     torch.manual_seed(1234)  # a new process starts from another RNG state
     summary = run_finetune(preset_config(run_dir, "finetune.env_steps=100"))
-    after = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    after = read_finetune_checkpoint(run_dir)
 
     # Counters continue: 5 frozen updates + one per 5 new env steps.
     assert after["progress"]["env_steps"] == summary["env_steps"] == 100
@@ -133,7 +137,7 @@ def test_resume_continues_and_unfreezes_representation(frozen_run, tmp_path):
     buffer = make_finetune_buffer(preset_config(run_dir)["finetune"])
     buffer.loads(run_dir / after["replay"])
     assert len(buffer) == 100
-    assert [p.name for p in run_dir.glob("replay_*")] == [after["replay"]]
+    assert list((run_dir / CHECKPOINT_NAME).iterdir()) == [after["path"]]  # older one deleted
     loss_names = [name for name in after["loss"] if name.endswith("queue_count")]
     assert int(after["loss"][loss_names[0]]) == 11 * 3 * 10  # bonus queue restored, then grown
     # Encoder and RSSM moved once the freeze ended; the evaluation at 100 steps was logged.

@@ -10,11 +10,16 @@ from pathlib import Path
 import torch
 from dreamer_prelar import run_finetune
 from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
-from dreamer_prelar_utils import make_finetune_buffer
+from dreamer_prelar_utils import make_finetune_buffer, read_finetune_checkpoint
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from torchrl_prelar.training.checkpoint import load_checkpoint
+from torchrl_prelar.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_torchrl_checkpoint,
+    remove_interrupted_saves,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL = 200
@@ -51,6 +56,22 @@ while True:
     save_checkpoint(sys.argv[1], {"step": step, "weights": torch.full((8_000_000,), float(step))})
 """
 
+ROTATING_SAVER = """
+import sys, torch
+from torchrl.checkpoint import Checkpoint, CheckpointRotation, JSONCheckpointAdapter
+
+rotation = CheckpointRotation(sys.argv[1], keep_last=1)
+weights = torch.nn.Module()
+weights.register_buffer("value", torch.zeros(8_000_000))
+step = 0
+while True:
+    step += 1
+    weights.value.fill_(float(step))
+    checkpoint = Checkpoint(weights=weights)
+    checkpoint.register("step", {"step": step}, adapter=JSONCheckpointAdapter())
+    rotation.save(checkpoint, step=step)
+"""
+
 
 def config(run_dir):
     with initialize_config_dir(str(REPO / "examples" / "config"), version_base=None):
@@ -85,12 +106,12 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(checkpoint.exists, process)
+    wait_for(lambda: any(checkpoint.glob("checkpoint-*")), process)
     assert process.poll() is None  # still running: killed mid-run
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
 
-    killed = load_checkpoint(checkpoint)  # the latest checkpoint is complete
+    killed = read_finetune_checkpoint(run_dir)  # the latest checkpoint is complete
     steps, updates = killed["progress"]["env_steps"], killed["progress"]["updates"]
     assert 50 <= steps < TOTAL and updates == (steps - 50) // 5 + 1
     assert adam_steps(killed) == {float(updates)}
@@ -100,7 +121,7 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
     before = stored[:steps]
 
     summary = run_finetune(config(run_dir))
-    final = load_checkpoint(checkpoint)
+    final = read_finetune_checkpoint(run_dir)
     # Counters continue from the checkpoint: one update per 5 new env steps, no re-fill.
     assert summary["env_steps"] == final["progress"]["env_steps"] == TOTAL
     assert final["progress"]["updates"] == updates + (TOTAL - steps) // 5
@@ -114,7 +135,7 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
     for key in [("next", "pixels"), "action", "traj_id"]:
         assert torch.equal(after[:steps].get(key), before.get(key)), key
     assert after["traj_id"][steps:].min() > before["traj_id"].max()
-    assert [path.name for path in run_dir.glob("replay_*")] == [final["replay"]]
+    assert list(checkpoint.iterdir()) == [final["path"]]  # the older one was deleted
 
 
 def test_checkpoint_killed_mid_write_stays_readable(tmp_path):
@@ -129,3 +150,23 @@ def test_checkpoint_killed_mid_write_stays_readable(tmp_path):
     process.wait()
     state = load_checkpoint(path)
     assert state["step"] >= 1 and bool((state["weights"] == state["step"]).all())
+
+
+def test_rotating_torchrl_checkpoint_killed_mid_write_stays_readable(tmp_path):
+    """SIGKILL while a ``CheckpointRotation`` saves (as fine-tuning does): the latest
+    ``checkpoint-<step>`` is complete, and the killed save's leftovers are removed."""
+    directory = tmp_path / "checkpoints"
+    process = subprocess.Popen(
+        [sys.executable, "-c", ROTATING_SAVER, str(directory)], stderr=subprocess.PIPE, text=True
+    )
+    wait_for(
+        lambda: any(directory.glob("checkpoint-*")) and any(directory.glob(".checkpoint-*")),
+        process,
+    )
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    remove_interrupted_saves(directory)  # what the save under way when killed left
+    assert not any(directory.glob(".*"))
+    state = read_torchrl_checkpoint(latest_checkpoint(directory))
+    step = state["step"]["step"]
+    assert step >= 1 and bool((state["weights"]["value"] == step).all())

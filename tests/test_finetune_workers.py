@@ -5,12 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 from dreamer_prelar import run_finetune
-from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
-from dreamer_prelar_utils import make_finetune_buffer
+from dreamer_prelar_utils import make_finetune_buffer, read_finetune_checkpoint
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
-from torchrl_prelar.training.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 # Two workers, 30-step episodes; batches of 2 x 5 steps; prefill 50, then two updates per
@@ -32,7 +29,7 @@ def config(run_dir, *overrides):
 
 
 def replay(run_dir):
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    state = read_finetune_checkpoint(run_dir)
     buffer = make_finetune_buffer(config(run_dir)["finetune"])
     buffer.loads(run_dir / state["replay"])
     return state, buffer

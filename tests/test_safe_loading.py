@@ -1,4 +1,5 @@
-"""Checkpoints load with ``weights_only=True``: only tensors and plain values are unpickled."""
+"""Checkpoints load with ``weights_only=True`` (single files) or hold only JSON and memory-mapped
+tensors (TorchRL ``Checkpoint`` directories): nothing is unpickled."""
 
 import pickle
 import random
@@ -9,7 +10,15 @@ import pytest
 import torch
 from dreamer_prelar import pretrain
 from dreamer_prelar_utils import PRETRAIN_CHECKPOINT as CHECKPOINT_NAME
+from dreamer_prelar_utils import FinetuneProgress, restore_finetune_checkpoint
 from tensordict import TensorDict
+from torchrl.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointRotation,
+    GlobalRNGState,
+    JSONCheckpointAdapter,
+)
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from torchrl_prelar import PreLARLoss, make_world_model
@@ -17,9 +26,13 @@ from torchrl_prelar.data.episodes import Episode
 from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.data.synthetic import moving_square_batch
 from torchrl_prelar.training.checkpoint import (
+    ReplayDumpAdapter,
     UnsafeCheckpointError,
     check_no_pickles,
+    latest_checkpoint,
     load_checkpoint,
+    load_torchrl_checkpoint,
+    read_torchrl_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -117,3 +130,65 @@ def test_video_buffer_with_a_pickle_is_not_reopened(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="other.pickle"):
         make_video_replay_buffer(num_transitions=3, batch_size=2, root=root)
     assert not marker.exists()
+
+
+def small_checkpoint(buffer):
+    checkpoint = Checkpoint(model=torch.nn.Linear(3, 2), rng=GlobalRNGState())
+    checkpoint.register("progress", {"env_steps": 4}, adapter=JSONCheckpointAdapter())
+    return checkpoint.register("replay", buffer, adapter=ReplayDumpAdapter())
+
+
+def test_torchrl_checkpoint_holds_no_pickle_and_refuses_one(tmp_path):
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(8))
+    buffer.extend(TensorDict({"reward": torch.arange(4.0)}, [4]))
+    path = small_checkpoint(buffer).save(tmp_path / "checkpoint")
+    check_no_pickles(path)  # prefetch.pkl was dropped: JSON and memory-mapped tensors only
+    state = read_torchrl_checkpoint(path)
+    assert state["progress"] == {"env_steps": 4} and sorted(state["model"]) == ["bias", "weight"]
+    restored = TensorDictReplayBuffer(storage=LazyTensorStorage(8))
+    restored.loads(state["replay"])
+    assert torch.equal(restored[:4]["reward"], torch.arange(4.0))
+
+    marker = tmp_path / "marker"
+    (state["replay"] / "storage" / "other.pickle").write_bytes(pickle.dumps(_CreatesMarker(marker)))
+    fresh = TensorDictReplayBuffer(storage=LazyTensorStorage(8))
+    with pytest.raises(UnsafeCheckpointError, match=r"other\.pickle"):
+        load_torchrl_checkpoint(small_checkpoint(fresh), path)
+    with pytest.raises(UnsafeCheckpointError, match=r"other\.pickle"):
+        read_torchrl_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_corrupt_or_incomplete_torchrl_checkpoint_gets_a_named_error(tmp_path):
+    rotation = CheckpointRotation(tmp_path / "checkpoints", keep_last=2)
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(8))
+    buffer.extend(TensorDict({"reward": torch.arange(4.0)}, [4]))
+    rotation.save(small_checkpoint(buffer), step=1)
+    path = rotation.save(small_checkpoint(buffer), step=2)
+    assert latest_checkpoint(rotation.directory) == path
+
+    weight = next((path / "components").glob("*-model/state/tensor_00000000.memmap"))
+    saved = weight.read_bytes()
+    weight.write_bytes(saved[:4])  # TensorDict alone would read the missing bytes as zeros
+    with pytest.raises(CheckpointError, match=r"tensor_00000000\.memmap holds 4 bytes.*need 24"):
+        read_torchrl_checkpoint(path)
+    weight.write_bytes(saved)
+    schema = next((path / "components").glob("*-model/state.json"))
+    schema.write_text("{")
+    with pytest.raises(CheckpointError, match=r"checkpoint-000000000002 could not be restored"):
+        read_torchrl_checkpoint(path)
+    extra = small_checkpoint(buffer).register("other", torch.nn.Linear(1, 1))
+    with pytest.raises(CheckpointError, match=r"missing=\['other'\]"):
+        load_torchrl_checkpoint(extra, path)
+    (path / "manifest.json").write_text("{")
+    with pytest.raises(CheckpointError, match=r"checkpoint-000000000002 is not a valid"):
+        latest_checkpoint(rotation.directory)  # never silently the older one
+    with pytest.raises(FileNotFoundError, match="No checkpoint directory"):
+        load_torchrl_checkpoint(extra, tmp_path / "missing")
+
+
+def test_fine_tuning_checkpoint_of_the_old_format_is_named(tmp_path):
+    torch.save({"progress": {}}, tmp_path / "finetune_last.pt")
+    progress = FinetuneProgress()
+    with pytest.raises(ValueError, match=r"finetune_last\.pt is a fine-tuning checkpoint of the"):
+        restore_finetune_checkpoint(tmp_path, None, None, None, progress, torch.device("cpu"))
