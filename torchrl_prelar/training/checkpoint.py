@@ -307,7 +307,6 @@ def read_torchrl_checkpoint(path: str | Path) -> dict[str, Any]:
         (3, ['bias', 'weight'])
     """
     path = Path(path)
-    check_no_pickles(path)
     manifest = Checkpoint.manifest(path)
     checkpoint, holders, state = Checkpoint(), {}, {}
     for name, record in manifest["components"].items():
@@ -323,7 +322,7 @@ def read_torchrl_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"Checkpoint {path}: component {name!r} was saved by adapter "
                 f"{record['adapter']!r}; expected a state-dict, JSON or dump/load one."
             )
-    result = load_torchrl_checkpoint(checkpoint, path, components=checkpoint.components)
+    result = load_torchrl_checkpoint(checkpoint, path)
     for name in checkpoint.components:
         state[name] = holders[name].state if name in holders else result.values.get(name)
     return state
