@@ -319,9 +319,7 @@ def test_cli_evaluates_a_pretraining_checkpoint_like_the_finished_model(tmp_path
 
     results = main(["latent-actions", str(run_dir), "--checkpoint", str(checkpoint)])
     out = run_dir / "eval_pretrain_last"
-    assert json.loads((out / "latent_actions.json").read_text()) == json.loads(
-        json.dumps(results)
-    )
+    assert json.loads((out / "latent_actions.json").read_text()) == json.loads(json.dumps(results))
     assert (out / "latent_action_transfer.gif").stat().st_size > 0
     assert json.loads((run_dir / "latent_actions.json").read_text()) != {}  # the run's own
 

@@ -195,9 +195,7 @@ def _argmax_one_hot(logits):
 
 
 def test_prior_reconstruction_matches_independent_computation(monkeypatch):
-    monkeypatch.setattr(
-        "torchrl_prelar.objectives.prelar.straight_through_sample", _argmax_one_hot
-    )
+    monkeypatch.setattr("torchrl_prelar.objectives.prelar.straight_through_sample", _argmax_one_hot)
     loss = tiny_loss(lambda_prior_reco=0.5)
     losses, model_td = loss(make_clip_batch(2, 5))
     state = _argmax_one_hot(model_td["next", "prior_logits"])
