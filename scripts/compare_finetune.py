@@ -362,7 +362,9 @@ def describe(results: Mapping[str, Mapping[int, Any]], cfg: Mapping[str, Any]) -
             f"World-model loss (mean of the last 5 logged values): PreLAR {p.mean():.3f}, "
             f"dreamer {d.mean():.3f}; PreLAR is {lower} by {abs(p.mean() - d.mean()):.3f} "
             + (
-                "but the seed ranges overlap, so this is not a clear difference."
+                "with one seed per arm: no spread to compare it with."
+                if min(len(p), len(d)) < 2
+                else "but the seed ranges overlap, so this is not a clear difference."
                 if overlap
                 else "and the seed ranges do not overlap."
             )
