@@ -166,19 +166,20 @@ def load_pretrained_run(
     world_model = make_world_model(
         world_model_config(config["preset"], **(config.get("overrides") or {}))
     )
-    if state is None:
-        state = world_model_entries(content["trainer"]["model"], world_model, path)
-    if not any(name.startswith("action_model.") for name in state):
+    names = state if state is not None else content["trainer"]["model"]
+    if not any(name.split(".").count("action_model") for name in names):
         raise ValueError(
             f"{path} is an action-free pre-training (APV or ContextWM): it has no latent "
             "action to evaluate."
         )
-    if checkpoint is None:
+    if state is None:
+        world_model.load_state_dict(
+            world_model_entries(content["trainer"]["model"], world_model, path)
+        )
+    else:
         from torchrl_prelar.training.finetune_agent import load_pretrained_world_model
 
         load_pretrained_world_model(world_model, path, config)
-    else:
-        world_model.load_state_dict(state)
     return world_model.to(device), dict(evaluation or {})
 
 
@@ -195,18 +196,10 @@ def world_model_entries(
         ValueError: naming the entries of the world model the state does not hold.
     """
     names = list(world_model.state_dict())
-    if not names:
-        return {}
-    prefixes = [key[: -len(names[0])] for key in trainer_state if key.endswith(names[0])]
-    for prefix in sorted(prefixes, key=len):
-        if prefix and not prefix.endswith("."):
-            continue
-        if all(prefix + name in trainer_state for name in names):
+    for key in trainer_state:
+        prefix = key.removesuffix(names[0])
+        if prefix != key and all(prefix + name in trainer_state for name in names):
             return {name: trainer_state[prefix + name] for name in names}
-    action_free = [name for name in names if not name.startswith("action_model.")]
-    for prefix in sorted(prefixes, key=len):
-        if all(prefix + name in trainer_state for name in action_free):
-            return {name: trainer_state[prefix + name] for name in action_free}
     raise ValueError(
         f"{path}: the trainer's state does not hold the configured world model "
         f"(looked for {names[0]!r} and {len(names) - 1} more entries under one prefix)."

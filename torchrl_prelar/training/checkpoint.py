@@ -388,8 +388,9 @@ def remove_interrupted_saves(directory: str | Path, prefix: str = "checkpoint") 
 
     ``Checkpoint.save`` writes into a hidden ``.<prefix>-<step>.stage-<id>`` folder and
     renames it; the rotation deletes old checkpoints by renaming them to hidden
-    ``.delete-<id>`` folders first. A kill leaves those hidden folders behind; they are never
-    read. Call it only from the process that writes the checkpoints, before it saves.
+    ``.<prefix>-<step>.delete-<id>`` folders first. A kill leaves those hidden folders
+    behind; they are never read. Call it only from the process that writes the checkpoints,
+    before it saves.
 
     Examples:
         >>> import tempfile
