@@ -301,6 +301,10 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     updates follows). The environment restarts a fresh episode either way. A run resumes with
     the number of workers it started with (the replay's layout depends on it).
 
+    ``finetune.max_seconds`` bounds the wall time of one invocation: the loop stops at the
+    first collected batch past it, checkpoints, and writes the curves and the summary
+    (``stopped_by_max_seconds``); the same command run again resumes.
+
     On a CPU, ``finetune.keep_freed_memory`` applies
     :func:`~torchrl_prelar.training.allocator.keep_freed_memory` to the whole process.
     Writes ``finetune_checkpoints/``, logs under ``finetune/``,
@@ -335,6 +339,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     eval_env = make_finetune_env(tune, agent.carried, seed + 100_000)
     episode_steps = tune["max_episode_steps"] // tune["action_repeat"]
     total = tune["env_steps"]
+    max_seconds = tune.get("max_seconds")
     collector = Collector(
         env,
         agent.policy,
@@ -413,7 +418,8 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 progress.env_steps,
                 prefix="finetune/",
             )
-        done = progress.env_steps >= total
+        out_of_time = max_seconds is not None and time.time() - started >= max_seconds
+        done = progress.env_steps >= total or out_of_time
         if (
             done
             or progress.env_steps // tune["checkpoint_every"]
@@ -442,6 +448,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "task": tune["task"],
         "init": tune["init"],
         "env_steps": progress.env_steps,
+        "stopped_by_max_seconds": progress.env_steps < total,
         "updates": progress.updates,
         "episodes": progress.episodes,
         "evaluations": progress.eval_history,

@@ -151,6 +151,22 @@ def test_resume_continues_and_unfreezes_representation(frozen_run, tmp_path):
     assert 0.0 <= summary["evaluations"][0]["eval_success_rate"] <= 1.0
 
 
+def test_max_seconds_stops_checkpoints_and_a_rerun_resumes(frozen_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(frozen_run, run_dir)
+    stopped = run_finetune(
+        preset_config(run_dir, "finetune.env_steps=100", "finetune.max_seconds=0")
+    )
+    # The first collected batch (5 env steps) is past a limit of 0 s: stop, checkpoint, summary.
+    assert stopped["stopped_by_max_seconds"] and stopped["env_steps"] == FROZEN_STEPS + 5
+    assert read_finetune_checkpoint(run_dir)["progress"]["env_steps"] == FROZEN_STEPS + 5
+    summary = json.loads((run_dir / "summary.json").read_text())["finetune"]
+    assert summary["env_steps"] == FROZEN_STEPS + 5
+    finished = run_finetune(preset_config(run_dir, "finetune.env_steps=100"))
+    assert not finished["stopped_by_max_seconds"] and finished["env_steps"] == 100
+    assert finished["updates"] == 11
+
+
 def test_pretrained_size_mismatch_names_parameters(tmp_path):
     path = tmp_path / "pretrained_world_model.pt"
     small = make_world_model("tiny", rssm={"deter": 32})
