@@ -347,6 +347,8 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         total_frames=-1,
         init_random_frames=max(0, tune["prefill"] - progress.env_steps),
         exploration_type=ExplorationType.RANDOM,
+        env_device="cpu",
+        policy_device=device,  # the collector moves observations to the agent and back
         storing_device="cpu",
     )
     agent.loss.eval()  # acting: no BatchNorm statistics updates

@@ -489,7 +489,9 @@ def evaluate(env: EnvBase, policy: Callable, episodes: int, max_steps: int) -> d
     successes, returns = [], []
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         for _ in range(episodes):
-            rollout = env.rollout(max_steps, policy, break_when_any_done=True)
+            rollout = env.rollout(
+                max_steps, policy, break_when_any_done=True, auto_cast_to_device=True
+            )
             successes.append(float(rollout.get(("next", "success")).any()))
             returns.append(float(rollout.get(("next", "reward")).sum()))
     return {"eval_success_rate": float(np.mean(successes)), "eval_return": float(np.mean(returns))}
