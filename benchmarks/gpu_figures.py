@@ -22,7 +22,8 @@ Two parts, each in its own processes, every figure written as soon as it exists:
         --timing-iters 1 --pretrain-updates 3 --finetune-seconds 20 --out /tmp/gpu_smoke
 
 ``--out`` receives ``gpu_figures.json`` (every figure), ``gpu_figures.md`` (the tables) and
-the fine-tuning curves; ``--work`` holds the runs.
+the fine-tuning curves (``finetune_arms.png``: both arms; ``finetune_curves_<arm>.png``);
+``--work`` holds the runs.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from torchrl_prelar.training.media import read_csv_scalars
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -258,6 +261,31 @@ def finetune(args: argparse.Namespace, report: Report, work: Path) -> None:
             report.data["errors"].append(f"fine-tuning {init} exited {code}: see its log")
             print((work / f"finetune_{init}.log").read_text()[-2500:], flush=True)
         report.save()
+    plot_arms(runs, list(processes), args.out / "finetune_arms.png")
+
+
+def plot_arms(runs: Path, arms: list[str], path: Path) -> None:
+    """World-model loss and training-episode return of each arm, one line per arm, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ("finetune/world_model_loss", "finetune/train_return")
+    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.2))
+    for arm in arms:
+        series = read_csv_scalars(runs / arm / "csv")
+        for axis, name in zip(axes, names, strict=True):
+            if name in series:
+                axis.plot(*series[name], marker="o", markersize=3, label=arm)
+    axes[0].set_yscale("log")
+    for axis, name in zip(axes, names, strict=True):
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("env steps")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def read_summary(run_dir: Path, section: str) -> dict:

@@ -64,7 +64,7 @@ def plot_curves(
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     for axis, name in zip(axes.flat, names, strict=False):
         steps, values = series[name]
-        axis.plot(steps, values)
+        axis.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3)
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("step")
     for axis in list(axes.flat)[len(names) :]:
