@@ -41,6 +41,16 @@ def test_update_changes_parameters_and_reports_metrics():
     assert any(not torch.equal(a, b) for a, b in zip(before, parameters(trainer), strict=True))
 
 
+def test_trainer_moves_every_module_of_the_loss_to_its_device():
+    # The forward-reconstruction model belongs to the loss, not the world model: on a GPU it
+    # stayed on the CPU until the trainer moved the whole loss ("meta" stands in for "cuda").
+    loss = PreLARLoss(make_world_model("tiny"), lambda_forward_reco=1.0)
+    assert loss.forward_model is not None
+    PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32", device="meta")
+    tensors = [*loss.parameters(), *loss.buffers()]
+    assert {tensor.device.type for tensor in tensors} == {"meta"}
+
+
 def test_resume_continues_exactly(tmp_path):
     straight = make_trainer()
     torch.manual_seed(5)
