@@ -84,6 +84,7 @@ class PreLARPretrainer:
         distributed: DistributedContext | None = None,
         compile_networks: bool = False,
     ):
+        loss.to(device)  # every module of the loss, not only the world model
         if channels_last:
             loss.to(memory_format=torch.channels_last)
         if compile_networks:
