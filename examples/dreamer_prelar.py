@@ -360,7 +360,14 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     bar = tqdm(total=total, initial=progress.env_steps, desc=f"fine-tuning {tune['task']}")
     tick = time.time()
 
-    # The loop: collect, store, update, evaluate, checkpoint.
+    # The loop: collect, store, update, evaluate, checkpoint. A plain loop over the collector,
+    # as TorchRL's sota-implementations/dreamer_v3 drives its stepper, not
+    # torchrl.trainers.Trainer: there the update count per batch (DreamerV3UpdateRatio, none
+    # during a re-fill) needs optim_steps_per_batch=None with a pre_optim_steps +
+    # process_optim_batch hook pair, the per-update metrics reach hooks only as a per-batch
+    # average (post_optim_complete_log) while this loop logs a step's output every log_every
+    # updates, and the freeze schedule, episode statistics, evaluation, checkpoint and
+    # max_seconds stop become five more hooks sharing these counters.
     for data in collector:
         if progress.env_steps >= total:
             break
