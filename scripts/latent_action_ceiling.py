@@ -29,7 +29,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 import torch
-import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from torchrl_prelar.data.sources.metaworld_scripted import (
@@ -41,7 +42,7 @@ from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS, make_metaworld_e
 from torchrl_prelar.evaluation.held_out import HeldOutConfig, spread_tasks
 from torchrl_prelar.evaluation.latent_actions import linear_probe_r2, split_episodes
 
-PRESETS = Path(__file__).resolve().parents[1] / "examples" / "config" / "preset"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "examples" / "config"
 HAND_AND_GRIPPER = slice(0, 4)  # Meta-world's 39-d state starts with hand xyz, gripper opening
 
 
@@ -85,6 +86,7 @@ def replay_episodes(
                 pixels = hand_pixels(model, data, state[:, :3].astype(np.float64), camera, 64)
                 out.append(
                     {
+                        "task": task,
                         "state": state[:, HAND_AND_GRIPPER],
                         "action": td["action"].numpy(),
                         "pixels": pixels,
@@ -97,9 +99,14 @@ def replay_episodes(
 
 def probe_ceiling(episodes: list[dict[str, np.ndarray]], *, seed: int = 0) -> dict[str, float]:
     """R^2 of the ridge probe from the true state change (and a nonlinear code of the state
-    pair) to the action, split by episode as in the latent-action evaluation."""
+    pair) to the action, split by episode within each task (an episode's ``"task"``, if
+    given) as in the latent-action evaluation."""
     ids = torch.cat([torch.full((len(e["action"]),), i) for i, e in enumerate(episodes)])
-    train, test = split_episodes(ids, seed=seed)
+    tasks = sorted({e.get("task", "") for e in episodes})
+    groups = torch.cat(
+        [torch.full((len(e["action"]),), tasks.index(e.get("task", ""))) for e in episodes]
+    )
+    train, test = split_episodes(ids, seed=seed, groups=groups)
     state_t = torch.tensor(np.concatenate([e["state"][:-1] for e in episodes]), dtype=torch.float64)
     state_next = torch.tensor(
         np.concatenate([e["state"][1:] for e in episodes]), dtype=torch.float64
@@ -142,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--camera", default="corner")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    preset = yaml.safe_load((PRESETS / f"{args.preset}.yaml").read_text())
-    config = HeldOutConfig.from_mapping(preset["evaluation"])
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        resolved = compose("config", overrides=[f"preset={args.preset}"])
+    config = HeldOutConfig.from_mapping(OmegaConf.to_container(resolved.evaluation))
     sets = {
         "seen": (
             spread_tasks(default_pretrain_tasks(), config.seen_tasks),

@@ -23,6 +23,7 @@ from torchrl_prelar.evaluation.held_out import (
 )
 from torchrl_prelar.evaluation.latent_actions import (
     controllability,
+    episode_task,
     episodes_to_clips,
     evaluate_latent_actions,
     linear_probe_r2,
@@ -92,6 +93,42 @@ def test_episode_split_never_shares_an_episode():
     assert len(set(episode[train].tolist())) == episode.unique().numel() // 2
     again, _ = split_episodes(episode, seed=4)
     assert torch.equal(train, again)
+
+
+def test_split_within_tasks_puts_every_task_on_both_sides():
+    # 6 tasks x 4 episodes, as the unseen set: a plain split can leave a task out of the
+    # probe's training half (seed 0 of the default job's set did); a split within tasks cannot.
+    episode = torch.arange(24).repeat_interleave(10)
+    task = episode // 4
+    for seed in range(20):
+        train, test = split_episodes(episode, seed=seed, groups=task)
+        assert set(episode[train].tolist()).isdisjoint(episode[test].tolist())
+        assert set(task[train].tolist()) == set(task[test].tolist()) == set(range(6))
+        assert episode[train].unique().numel() == 12
+    left_out = [
+        seed
+        for seed in range(20)
+        if set(task[split_episodes(episode, seed=seed)[0]].tolist()) != set(range(6))
+    ]
+    assert left_out  # the plain split does leave a task out for some seeds
+    # One episode per task: nothing to stratify, the plain split is used.
+    single = torch.arange(8).repeat_interleave(3)
+    plain = split_episodes(single, seed=1)
+    grouped = split_episodes(single, seed=1, groups=single.clone())
+    assert torch.equal(plain[0], grouped[0])
+    with pytest.raises(ValueError, match="episode 0 spans groups"):
+        split_episodes(torch.tensor([0, 0, 1, 1]), groups=torch.tensor([0, 1, 1, 1]))
+
+
+def test_clips_carry_the_task_of_their_episode_file():
+    frames = np.zeros((9, 4, 4, 3), np.uint8)
+    actions = np.zeros((9, 2), np.float32)
+    names = ["t-reach_v3_00001-8.npz", "t-door_open_v3_00000-8.npz", "t-reach_v3_00000-8.npz"]
+    episodes = [Episode(frames, actions, name=name) for name in names]
+    clips = episodes_to_clips(episodes, num_transitions=4)
+    assert clips["task"][:, 0].tolist() == [1, 1, 0, 0, 1, 1]  # door_open_v3 < reach_v3
+    assert episode_task("x/t-pick_place_v3_00012-500.npz") == "pick_place_v3"
+    assert episode_task("video_17.mp4") == "video_17.mp4"
 
 
 def test_shuffle_gives_every_clip_another_clips_sequence():
@@ -199,12 +236,13 @@ def test_evaluation_is_seeded_and_leaves_rng_and_mode_alone(world_model, clips):
     again = evaluate_latent_actions(world_model, clips, context=1, seed=7)
     # The probe's double-precision least squares may differ in the last bit between BLAS
     # thread schedules; everything else must be bit-identical.
-    probe_keys = ("probe_r2", "probe_r2_per_dim")
+    probe_keys = ("probe_r2", "probe_r2_per_dim", "probe_r2_pooled")
     assert {k: v for k, v in again.items() if k not in probe_keys} == {
         k: v for k, v in first.items() if k not in probe_keys
     }
     assert again["probe_r2_per_dim"] == pytest.approx(first["probe_r2_per_dim"], rel=1e-9)
     assert again["probe_r2"] == pytest.approx(first["probe_r2"], rel=1e-9)
+    assert again["probe_r2_pooled"] == pytest.approx(first["probe_r2_pooled"], rel=1e-9)
     assert len(first["probe_r2_per_dim"]) == 2
     assert first["probe_r2"] == pytest.approx(np.mean(first["probe_r2_per_dim"]))
     batched = evaluate_latent_actions(world_model, clips, context=1, seed=7, batch_size=3)

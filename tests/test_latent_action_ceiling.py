@@ -30,6 +30,10 @@ def _episodes(step_scale, *, count=6, length=40, seed=0):
 def test_state_change_that_is_the_action_scores_one_and_noise_scores_below_zero(ceiling):
     exact = ceiling.probe_ceiling(_episodes(0.01))
     assert exact["state change"]["r2"] == pytest.approx(1.0, abs=1e-3)
+    by_task = _episodes(0.01)
+    for index, episode in enumerate(by_task):
+        episode["task"] = "ab"[index % 2]
+    assert ceiling.probe_ceiling(by_task)["state change"]["r2"] == pytest.approx(1.0, abs=1e-3)
     assert exact["hand step (pixels at 64x64)"]["mean"] > 0
     shuffled = _episodes(0.01)
     for episode in shuffled:

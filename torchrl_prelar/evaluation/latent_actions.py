@@ -7,8 +7,9 @@ with the world model in eval mode, its latent actions being modes (the Gaussian'
 discrete code's arg-max, the deterministic output as it is):
 
 * **probe**: a ridge-regression linear probe from the latent action to the true action, fitted
-  on half of the episodes and scored (R^2) on the other half (:func:`linear_probe_r2`,
-  :func:`split_episodes`);
+  on half of the episodes of each task and scored (R^2) on the other half
+  (:func:`linear_probe_r2`, :func:`split_episodes`; the task comes from the episode's file
+  name, :func:`episode_task`);
 * **state KL**: KL(posterior || prior) of the RSSM in nats per step with the clips' own latent
   actions and with latent actions shuffled across clips (:func:`state_kl`); a prior that relies
   on the latent action gets much worse with another clip's;
@@ -40,6 +41,7 @@ from torchrl_prelar.training.media import save_video_panels
 __all__ = [
     "MIN_IMAGINED",
     "controllability",
+    "episode_task",
     "episodes_to_clips",
     "evaluate_latent_actions",
     "linear_probe_r2",
@@ -94,7 +96,8 @@ def episodes_to_clips(episodes: Sequence[Episode], *, num_transitions: int) -> T
     (True at t = 0 of every clip); ``"true_action"``: the action taken at o_t that leads to
     o_{t+1} (TorchRL's transition convention, APV ``action[t + 1]``, mapped by
     :func:`~torchrl_prelar.data.episodes.transition_actions`); ``"episode"``: the index of the
-    clip's episode in ``episodes``.
+    clip's episode in ``episodes``; ``"task"``: the index of its task (:func:`episode_task`)
+    among the sorted distinct tasks of ``episodes``.
 
     Raises:
         ValueError: naming the episode that has no actions, actions of the wrong shape, or
@@ -111,13 +114,38 @@ def episodes_to_clips(episodes: Sequence[Episode], *, num_transitions: int) -> T
         raise ValueError(f"num_transitions must be >= 1, got {num_transitions}.")
     if not episodes:
         raise ValueError("episodes is empty: expected at least one episode.")
+    tasks = [episode_task(episode.name or f"episode {i}") for i, episode in enumerate(episodes)]
+    task_index = {task: index for index, task in enumerate(sorted(set(tasks)))}
     clips = [
-        _episode_clips(episode, index, num_transitions) for index, episode in enumerate(episodes)
+        _episode_clips(episode, index, task_index[task], num_transitions)
+        for index, (episode, task) in enumerate(zip(episodes, tasks, strict=True))
     ]
     return torch.cat(clips)
 
 
-def _episode_clips(episode: Episode, index: int, steps: int) -> TensorDict:
+def episode_task(name: str) -> str:
+    """The task of an episode named as the scripted writer names it, else ``name`` itself.
+
+    The writer's files are ``<time>-<task with "_" for "-">_<index>-<length>.npz``
+    (:func:`~torchrl_prelar.data.sources.metaworld_scripted.parse_episode_filename`); an
+    episode named otherwise is a task of its own.
+
+    Examples:
+        >>> episode_task("/data/20261127T104432-lever_pull_v3_00003-48.npz")
+        'lever_pull_v3'
+        >>> episode_task("clip-7")
+        'clip-7'
+    """
+    from torchrl_prelar.data.sources.metaworld_scripted import parse_episode_filename
+
+    parsed = parse_episode_filename(Path(name).name)
+    if parsed is None:
+        return name
+    task, _, index = parsed[1].rpartition("_")
+    return task if task and index.isdigit() else name
+
+
+def _episode_clips(episode: Episode, index: int, task: int, steps: int) -> TensorDict:
     name = episode.name or f"episode {index}"
     frames = torch.as_tensor(np.asarray(episode.frames))
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
@@ -146,6 +174,7 @@ def _episode_clips(episode: Episode, index: int, steps: int) -> TensorDict:
         pixels[window],
         true_action=transition_actions(actions)[:used].reshape(num_clips, steps, -1),
         episode=torch.full((num_clips, steps), index, dtype=torch.int64),
+        task=torch.full((num_clips, steps), task, dtype=torch.int64),
     )
 
 
@@ -216,16 +245,26 @@ def _check_probe_inputs(features: torch.Tensor, targets: torch.Tensor, part: str
         raise ValueError(f"The {part} set has {features.shape[0]} samples, expected >= 2.")
 
 
-def split_episodes(episode: torch.Tensor, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def split_episodes(
+    episode: torch.Tensor, *, seed: int = 0, groups: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean masks (train, test) over ``episode`` ids: half of the episodes each.
 
     The distinct ids are permuted with a generator of ``seed``; the first ``n // 2`` are
-    train, the rest test, so no episode is on both sides.
+    train, the rest test, so no episode is on both sides. With ``groups`` (e.g. the task of
+    each row, constant within an episode) the split is made within each group, so every
+    group of two or more episodes has episodes on both sides (a group of ``n`` gives
+    ``ceil(n / 2)`` to train): a probe is then never scored on a task it was not fitted on.
+    If no group holds two episodes, the groups are ignored.
 
     Examples:
         >>> train, test = split_episodes(torch.tensor([0, 0, 1, 1, 2, 3]))
         >>> bool((train ^ test).all()), int(train.sum() > 0), int(test.sum() > 0)
         (True, 1, 1)
+        >>> tasks = torch.tensor([5, 5, 6, 6])
+        >>> train, _ = split_episodes(torch.tensor([0, 1, 2, 3]), groups=tasks)
+        >>> sorted(tasks[train].tolist())
+        [5, 6]
     """
     ids = episode.unique()
     if ids.numel() < 2:
@@ -233,9 +272,43 @@ def split_episodes(episode: torch.Tensor, *, seed: int = 0) -> tuple[torch.Tenso
             f"'episode' holds {ids.numel()} distinct episode, expected >= 2 to fit the probe on "
             "some episodes and score it on others."
         )
-    order = ids[torch.randperm(ids.numel(), generator=torch.Generator().manual_seed(seed))]
-    train = torch.isin(episode, order[: ids.numel() // 2])
+    generator = torch.Generator().manual_seed(seed)
+    group_of = _episode_groups(episode, ids, groups)
+    if group_of is None or group_of.unique(return_counts=True)[1].max() < 2:
+        order = ids[torch.randperm(ids.numel(), generator=generator)]
+        train_ids = order[: ids.numel() // 2]
+    else:
+        parts = []
+        for group in group_of.unique():
+            members = ids[group_of == group]
+            members = members[torch.randperm(members.numel(), generator=generator)]
+            parts.append(members[: (members.numel() + 1) // 2])
+        train_ids = torch.cat(parts)
+    train = torch.isin(episode, train_ids)
     return train, ~train
+
+
+def _episode_groups(
+    episode: torch.Tensor, ids: torch.Tensor, groups: torch.Tensor | None
+) -> torch.Tensor | None:
+    """The group of each distinct episode id, checked to be constant within the episode."""
+    if groups is None:
+        return None
+    if groups.shape != episode.shape:
+        raise ValueError(
+            f"groups must have the shape of 'episode' {tuple(episode.shape)}, got "
+            f"{tuple(groups.shape)}."
+        )
+    group_of = torch.empty_like(ids)
+    for position, episode_id in enumerate(ids):
+        values = groups[episode == episode_id].unique()
+        if values.numel() != 1:
+            raise ValueError(
+                f"episode {int(episode_id)} spans groups {values.tolist()}: a group (task) "
+                "must be constant within an episode."
+            )
+        group_of[position] = values[0]
+    return group_of
 
 
 def shuffle_index(num_clips: int, *, seed: int = 0) -> torch.Tensor:
@@ -408,10 +481,13 @@ def evaluate_latent_actions(
             drawn per batch from the stream of ``seed``, depend on it).
 
     Returns:
-        ``probe_r2`` (R^2 averaged uniformly over action dims) and ``probe_r2_per_dim``: the
-        linear probe from the latent action (mode) to the true action, fitted on half of the
-        episodes and scored on the others, first transition of each clip left out (the RSSM
-        zeroes the action there); ``state_kl`` and ``shuffled_state_kl`` (nats per step, same
+        ``probe_r2`` (R^2 averaged uniformly over action dims), ``probe_r2_per_dim`` and
+        ``probe_r2_pooled`` (1 - SSE / SST summed over dims, so a dim that barely varies in
+        the test episodes cannot dominate it): the linear probe from the latent action (mode)
+        to the true action, fitted on half of the episodes of each task (the clips'
+        ``"task"``, if they have it) and scored on the others, first transition of each clip
+        left out (the RSSM zeroes the action there); ``state_kl`` and ``shuffled_state_kl``
+        (nats per step, same
         steps) with the clips' own latent actions and with each clip given another clip's
         (:func:`shuffle_index`), and ``state_kl_shuffled_ratio`` (shuffled / own);
         ``psnr_own``, ``psnr_shuffled``, ``delta_psnr`` (:func:`controllability` over the
@@ -430,7 +506,8 @@ def evaluate_latent_actions(
     _check_clips(clips, context)
     clips = clips.cpu()
     used = ~clips["is_init"].reshape(clips.shape)
-    train, test = split_episodes(clips["episode"][used], seed=seed)
+    groups = clips["task"][used] if "task" in clips.keys() else None
+    train, test = split_episodes(clips["episode"][used], seed=seed, groups=groups)
     device = next(world_model.parameters()).device
     batches = [slice(start, start + batch_size) for start in range(0, clips.shape[0], batch_size)]
     own = [_rollout(world_model, clips[part].to(device), None, seed) for part in batches]
@@ -449,11 +526,20 @@ def evaluate_latent_actions(
         ridge=ridge,
         multioutput="raw_values",
     )
+    pooled_r2 = linear_probe_r2(
+        features[train],
+        targets[train],
+        features[test],
+        targets[test],
+        ridge=ridge,
+        multioutput="variance_weighted",
+    )
     own_kl = float(torch.cat([kl for _, kl in own])[used].mean())
     shuffled_kl = float(torch.cat([kl for _, kl in shuffled])[used].mean())
     figures = {
         "probe_r2": float(r2.mean()),
         "probe_r2_per_dim": r2.tolist(),
+        "probe_r2_pooled": float(pooled_r2),
         "state_kl": own_kl,
         "shuffled_state_kl": shuffled_kl,
         "state_kl_shuffled_ratio": shuffled_kl / own_kl if own_kl > 0 else float("nan"),
