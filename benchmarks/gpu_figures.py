@@ -119,19 +119,8 @@ def time_updates(args: argparse.Namespace, report: Report, work: Path) -> None:
     ]
     for label, extra in OUR_UPDATES.items():
         path = work / f"{label.replace(' ', '_').replace(',', '')}.json"
-        command = [
-            sys.executable,
-            str(HERE / "pretrain_step.py"),
-            *common,
-            *extra,
-            "--json",
-            str(path),
-        ]
-        if run_logged(command, path.with_suffix(".log"), args.step_timeout) == 0:
-            report.data["updates"][label] = json.loads(path.read_text())
-        else:
-            report.data["errors"].append(f"{label}: see {path.with_suffix('.log')}")
-        report.save()
+        command = [sys.executable, str(HERE / "pretrain_step.py"), *common, *extra]
+        time_one(label, command, path, report, args.step_timeout)
     if args.reference is None:
         report.data["errors"].append("reference not timed: no --reference checkout given")
         report.save()
@@ -152,14 +141,18 @@ def time_updates(args: argparse.Namespace, report: Report, work: Path) -> None:
             str(args.timing_warmup),
             "--iters",
             str(args.timing_iters),
-            "--json",
-            str(path),
         ]
-        if run_logged(command, path.with_suffix(".log"), args.step_timeout) == 0:
-            report.data["updates"][label] = json.loads(path.read_text())
-        else:
-            report.data["errors"].append(f"{label}: see {path.with_suffix('.log')}")
-        report.save()
+        time_one(label, command, path, report, args.step_timeout)
+
+
+def time_one(label: str, command: list[str], path: Path, report: Report, timeout: float) -> None:
+    """Run one timing script with ``--json path``; file its figures (or the error) under
+    ``label``."""
+    if run_logged([*command, "--json", str(path)], path.with_suffix(".log"), timeout) == 0:
+        report.data["updates"][label] = json.loads(path.read_text())
+    else:
+        report.data["errors"].append(f"{label}: see {path.with_suffix('.log')}")
+    report.save()
 
 
 def pretrain_updates(args: argparse.Namespace, report: Report) -> int:

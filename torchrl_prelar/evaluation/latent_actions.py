@@ -23,6 +23,7 @@ clip B's start state.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -518,22 +519,10 @@ def evaluate_latent_actions(
         for part in batches
     ]
     features, targets = latent[used], clips["true_action"][used]
-    r2 = linear_probe_r2(
-        features[train],
-        targets[train],
-        features[test],
-        targets[test],
-        ridge=ridge,
-        multioutput="raw_values",
+    probe = partial(
+        linear_probe_r2, features[train], targets[train], features[test], targets[test], ridge=ridge
     )
-    pooled_r2 = linear_probe_r2(
-        features[train],
-        targets[train],
-        features[test],
-        targets[test],
-        ridge=ridge,
-        multioutput="variance_weighted",
-    )
+    r2, pooled_r2 = probe(multioutput="raw_values"), probe(multioutput="variance_weighted")
     own_kl = float(torch.cat([kl for _, kl in own])[used].mean())
     shuffled_kl = float(torch.cat([kl for _, kl in shuffled])[used].mean())
     figures = {
