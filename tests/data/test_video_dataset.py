@@ -144,6 +144,18 @@ def test_a_torchrl_dataset(tmp_path):
         _ = in_memory.data_path
 
 
+def test_inherited_preprocess_on_a_full_dataset(tmp_path):
+    data = VideoExperienceReplay(episodes_with_actions(2), num_transitions=T)
+    assert len(data) == data.storage.max_size  # capacity from the episodes: full
+
+    def halve(frame):
+        return frame.set("pixels", frame["pixels"][..., ::2, ::2].contiguous())
+
+    storage = data.preprocess(halve, num_workers=1, mp_start_method="fork", dest=tmp_path / "half")
+    assert storage[:]["pixels"].shape == (len(data), 3, SIZE // 2, SIZE // 2)
+    assert torch.equal(storage[:]["pixels"], data.storage[:]["pixels"][..., ::2, ::2])
+
+
 def test_sample_in_clips_info_not_written_into_it():
     data = VideoExperienceReplay(episodes_with_actions(4), num_transitions=T, batch_size=2)
     assert data.sample().batch_size == (2, T)

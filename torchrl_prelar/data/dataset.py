@@ -218,7 +218,7 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
             self, self.root, min_frames=clip_len, flush_interval=flush_interval
         )
         if self._is_downloaded():
-            torchrl_logger.info(f"opened video dataset {self.root}\n{self.stats.summary()}")
+            torchrl_logger.info(f"reopened video dataset {self.root}\n{self.stats.summary()}")
         for source in sources:
             self._episode_writer.write(source)
 
