@@ -282,6 +282,15 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
         ``B * (T + 1)`` of them) is returned with ``return_info=True``. Unlike
         :class:`~torchrl.data.TensorDictReplayBuffer`, it is not written into the sample,
         which has one row per transition (``[B, T]``), not per frame.
+
+        Example:
+            >>> import numpy as np
+            >>> eps = [Episode(np.zeros((10, 8, 8, 3), np.uint8), name="a")]
+            >>> batch, info = VideoExperienceReplay(eps, num_transitions=4).sample(
+            ...     batch_size=2, return_info=True
+            ... )
+            >>> batch.batch_size, info["index"][0].shape
+            (torch.Size([2, 4]), torch.Size([10]))
         """
         num_frames = None if batch_size is None else batch_size * (self.num_transitions + 1)
         return ReplayBuffer.sample(self, num_frames, return_info=return_info)
