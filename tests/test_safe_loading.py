@@ -22,8 +22,8 @@ from torchrl.checkpoint import (
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from torchrl_prelar import PreLARLoss, make_world_model
-from torchrl_prelar.data.episodes import Episode
 from torchrl_prelar.data.dataset import VideoExperienceReplay
+from torchrl_prelar.data.episodes import Episode
 from torchrl_prelar.data.synthetic import moving_square_batch
 from torchrl_prelar.training.checkpoint import (
     ReplayDumpAdapter,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from torchrl_prelar.data.episodes import Episode, SkippedEpisode
 from torchrl_prelar.data.dataset import VideoExperienceReplay
+from torchrl_prelar.data.episodes import Episode, SkippedEpisode
 from torchrl_prelar.data.sources.rlbench import RLBenchSource
 from torchrl_prelar.data.sources.ssv2 import SSv2Source
 from torchrl_prelar.data.sources.video_folder import VideoFolderSource, read_image

@@ -14,8 +14,8 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer, SliceSampler
 from torchrl.envs.transforms import Compose, Transform
 
 from torchrl_prelar.data.clips import VideoClipTransform
-from torchrl_prelar.data.episodes import Episode, EpisodeSource, SkippedEpisode
 from torchrl_prelar.data.dataset import VideoExperienceReplay
+from torchrl_prelar.data.episodes import Episode, EpisodeSource, SkippedEpisode
 from torchrl_prelar.data.writer import VideoDatasetStats, VideoEpisodeWriter
 
 T = 5
