@@ -1,4 +1,4 @@
-"""Clip-sampling throughput of the video replay buffer, transform included.
+"""Clip-sampling throughput of the video dataset (``VideoExperienceReplay``), transform included.
 
 Fills a buffer with a few hundred synthetic 64x64 episodes, then times ``rb.sample()`` (slice
 sampling of ``B`` clips of ``T + 1`` frames + :class:`VideoClipTransform`) for on-disk
@@ -26,9 +26,8 @@ import torch
 import torchrl
 from _machine import cpu_model
 
+from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import Episode
-from torchrl_prelar.data.replay import make_video_replay_buffer
-from torchrl_prelar.data.writer import VideoEpisodeWriter
 
 TARGET_RATIO = 20.0
 
@@ -86,7 +85,7 @@ def main() -> None:
         results = []
         for kind, root in roots.items():
             for prefetch in [None] + ([args.prefetch] if args.prefetch else []):
-                rb = make_video_replay_buffer(
+                rb = VideoExperienceReplay(
                     num_transitions=args.num_transitions,
                     batch_size=args.batch_size,
                     root=root,
@@ -98,7 +97,7 @@ def main() -> None:
                         args.episodes, args.episode_frames, args.image_size
                     )
                     start = time.perf_counter()
-                    VideoEpisodeWriter(rb, root).write(episodes)
+                    rb.write_episodes(episodes)
                     print(f"{kind}: wrote {len(rb)} frames in {time.perf_counter() - start:.1f} s")
                 seconds = time_sampling(rb, args.batches)
                 results.append((kind, prefetch or 0, seconds))

@@ -39,8 +39,8 @@ from torchrl.record.loggers.csv import CSVLogger
 from torchrl.trainers.algorithms import DreamerV3UpdateRatio
 from tqdm.auto import tqdm
 
+from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import EpisodeSource
-from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.envs.metaworld import make_metaworld_env
 from torchrl_prelar.evaluation.held_out import (
     HeldOutConfig,
@@ -261,12 +261,15 @@ def make_video_sources(data: Mapping[str, Any], run_dir: Path) -> list[EpisodeSo
     )
 
 
-def make_pretrain_buffer(cfg: Mapping[str, Any], run_dir: Path) -> ReplayBuffer:
-    """The on-disk video replay buffer of the run (reopened as it is when it exists)."""
+def make_pretrain_buffer(cfg: Mapping[str, Any], run_dir: Path) -> VideoExperienceReplay:
+    """The run's video dataset in ``<run_dir>/video_buffer``: preprocessed from the sources of
+    ``cfg["data"]`` once, then reopened as it is (its sources are not built again)."""
     data = cfg["data"]
     root = run_dir / "video_buffer"
-    sources = [] if (root / "storage").exists() else make_video_sources(data, run_dir)
-    return make_video_replay_buffer(
+    sources = []
+    if not VideoExperienceReplay.is_preprocessed(root):
+        sources = make_video_sources(data, run_dir)
+    return VideoExperienceReplay(
         sources,
         num_transitions=data["num_transitions"],
         batch_size=data["batch_size"],

@@ -37,7 +37,7 @@ import yaml
 from tensordict import TensorDictBase
 
 from torchrl_prelar import PreLARLoss, make_world_model
-from torchrl_prelar.data.replay import make_video_replay_buffer
+from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.sources.metaworld_scripted import (
     ScriptedVideoConfig,
     generate_scripted_videos,
@@ -128,7 +128,7 @@ def main() -> None:
         name: episodes_to_clips(load_episodes(folders[name]), num_transitions=args.num_transitions)
         for name in ("seen", "unseen")
     }
-    buffer = make_video_replay_buffer(
+    buffer = VideoExperienceReplay(
         [RLBenchSource(folders["train"], name="metaworld")],
         num_transitions=args.num_transitions,
         batch_size=args.batch,

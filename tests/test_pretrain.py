@@ -170,7 +170,7 @@ def test_example_pretrains_writes_outputs_and_resumes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 8
     assert "pretrain.updates: 8" in hparams.with_name("hparams1.txt").read_text().splitlines()
-    assert "reopened video buffer" in result.stderr + result.stdout
+    assert "reopened video dataset" in result.stderr + result.stdout
 
 
 def test_compiled_networks_give_the_eager_update():

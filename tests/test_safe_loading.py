@@ -22,8 +22,8 @@ from torchrl.checkpoint import (
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from torchrl_prelar import PreLARLoss, make_world_model
+from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import Episode
-from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.data.synthetic import moving_square_batch
 from torchrl_prelar.training.checkpoint import (
     ReplayDumpAdapter,
@@ -124,11 +124,11 @@ def test_replay_folder_with_a_pickle_is_refused(tmp_path):
 def test_video_buffer_with_a_pickle_is_not_reopened(tmp_path):
     root = tmp_path / "video_buffer"
     frames = np.zeros((6, 12, 12, 3), dtype=np.uint8)
-    make_video_replay_buffer([Episode(frames)], num_transitions=3, batch_size=2, root=root)
+    VideoExperienceReplay([Episode(frames)], num_transitions=3, batch_size=2, root=root)
     marker = tmp_path / "marker"
     (root / "storage" / "other.pickle").write_bytes(pickle.dumps(_CreatesMarker(marker)))
     with pytest.raises(UnsafeCheckpointError, match="other.pickle"):
-        make_video_replay_buffer(num_transitions=3, batch_size=2, root=root)
+        VideoExperienceReplay(num_transitions=3, batch_size=2, root=root)
     assert not marker.exists()
 
 

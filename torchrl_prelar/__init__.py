@@ -1,7 +1,7 @@
 """PreLAR (ECCV 2024) world-model pre-training with learnable action representations,
 as TorchRL components."""
 
-from torchrl_prelar.data import VideoClipTransform, make_video_replay_buffer
+from torchrl_prelar.data import VideoClipTransform, VideoExperienceReplay
 from torchrl_prelar.modules import (
     PRESETS,
     ActionEncoder,
@@ -25,11 +25,11 @@ __all__ = [
     "PreLARLoss",
     "PreLARWorldModel",
     "VideoClipTransform",
+    "VideoExperienceReplay",
     "VideoIntrinsicBonus",
     "make_action_encoder",
     "make_latent_action_model",
     "make_metaworld_env",
-    "make_video_replay_buffer",
     "make_world_model",
     "world_model_config",
 ]

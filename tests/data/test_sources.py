@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import Episode, SkippedEpisode
-from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.data.sources.rlbench import RLBenchSource
 from torchrl_prelar.data.sources.ssv2 import SSv2Source
 from torchrl_prelar.data.sources.video_folder import VideoFolderSource, read_image
-from torchrl_prelar.data.writer import VideoDatasetStats, VideoEpisodeWriter
+from torchrl_prelar.data.writer import VideoDatasetStats
 
 iio = pytest.importorskip("imageio.v3")
 
@@ -81,7 +81,7 @@ def test_rlbench_bad_files_skipped_rest_loads(npz_folder):
     wrong = skipped["20240101T000007-id7-9.npz"]
     assert wrong.kind == "wrong_size" and "32x32, expected 64x64" in wrong.reason
 
-    rb = make_video_replay_buffer([source], num_transitions=T, batch_size=8, capacity=200)
+    rb = VideoExperienceReplay([source], num_transitions=T, batch_size=8, capacity=200)
     assert len(rb) == 8 + 12 + 9
     batch = rb.sample()
     assert batch["pixels"].shape == (8, T, 3, 64, 64)
@@ -100,14 +100,14 @@ def test_rlbench_resize_and_hint(npz_folder):
 
 def test_rlbench_exact_frames_and_resume_keeps_data(npz_folder, tmp_path):
     root = tmp_path / "buffer"
-    rb = make_video_replay_buffer([RLBenchSource(npz_folder)], num_transitions=T, root=root)
+    rb = VideoExperienceReplay([RLBenchSource(npz_folder)], num_transitions=T, root=root)
     stored = rb.storage.get(torch.arange(len(rb)))["pixels"]
     expected = np.concatenate([frames_for(0, 8), frames_for(1, 12), frames_for(3, 9)])
     assert torch.equal(stored, torch.from_numpy(expected).permute(0, 3, 1, 2))
     # a corrupt file that is fixed later is not retried, and nothing written is lost
     stats = VideoDatasetStats.from_json(root / "video_dataset.json")
     assert (stats.episodes, len(stats.skipped)) == (3, 5)
-    again = make_video_replay_buffer([RLBenchSource(npz_folder)], num_transitions=T, root=root)
+    again = VideoExperienceReplay([RLBenchSource(npz_folder)], num_transitions=T, root=root)
     assert torch.equal(again.storage.get(torch.arange(len(again)))["pixels"], stored)
 
 
@@ -153,7 +153,7 @@ def test_ssv2_missing_corrupt_and_short_videos(ssv2_root):
 
 def test_ssv2_into_buffer_round_trip(ssv2_root):
     source = SSv2Source(ssv2_root, ssv2_root.parent / "list.txt")
-    rb = make_video_replay_buffer([source], num_transitions=T, batch_size=4)
+    rb = VideoExperienceReplay([source], num_transitions=T, batch_size=4)
     assert len(rb) == 7
     expected = np.stack([read_image(ssv2_root / "101" / f"{i:06d}.jpg") for i in range(1, 8)])
     expected = torch.from_numpy(expected).permute(0, 3, 1, 2)
@@ -209,15 +209,15 @@ def test_video_folder_decodes_resizes_and_skips_corrupt(video_folder):
     order = sequence[:, 32, 32, 1].astype(int)
     assert (np.diff(order) > 0).all()
 
-    rb = make_video_replay_buffer([source], num_transitions=T, batch_size=4, capacity=100)
+    rb = VideoExperienceReplay([source], num_transitions=T, batch_size=4, capacity=100)
     assert len(rb) == 8 + 10 + 11
     assert rb.sample()["pixels"].shape == (4, T, 3, 64, 64)
 
 
 def test_video_folder_native_size_mismatch_skipped(video_folder):
     source = VideoFolderSource(video_folder, image_size=None)
-    rb = make_video_replay_buffer(num_transitions=T, batch_size=2, capacity=100)
-    stats = VideoEpisodeWriter(rb).write(source)
+    rb = VideoExperienceReplay(num_transitions=T, batch_size=2, capacity=100)
+    stats = rb.write_episodes(source)
     assert stats.episodes == 1
     kinds = sorted(skip["kind"] for skip in stats.skipped)
     assert kinds == ["corrupt", "wrong_size", "wrong_size"]

@@ -14,8 +14,8 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer, SliceSampler
 from torchrl.envs.transforms import Compose, Transform
 
 from torchrl_prelar.data.clips import VideoClipTransform
+from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import Episode, EpisodeSource, SkippedEpisode
-from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.data.writer import VideoDatasetStats, VideoEpisodeWriter
 
 T = 5
@@ -54,7 +54,7 @@ def root(request, tmp_path) -> Path | None:
 def test_round_trip_contract_and_boundaries(root):
     lengths = [T + 1, 9, 14, 30, 7, 11]
     episodes = [make_episode(i, n) for i, n in enumerate(lengths)]
-    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=B, root=root)
+    rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=B, root=root)
     assert len(rb) == sum(lengths)
     for _ in range(20):
         batch = rb.sample()
@@ -87,7 +87,7 @@ def test_round_trip_contract_and_boundaries(root):
 
 def test_true_action_alignment(root):
     episodes = [make_episode(i, 10 + i, actions=True) for i in range(4)]
-    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=B, root=root)
+    rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=B, root=root)
     batch = rb.sample()
     action = batch["true_action"]
     assert action.shape == (B, T, 2) and action.dtype == torch.float32
@@ -102,7 +102,7 @@ def test_true_action_alignment(root):
 
 def test_mixed_sources_actions_nan_where_unknown():
     episodes = [make_episode(0, 12, actions=True), make_episode(1, 12)]
-    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=32)
+    rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=32)
     batch = rb.sample()
     from_unlabelled = to_uint8(batch["pixels"])[:, 0, 0, 0, 0] == 1
     assert batch["true_action"][from_unlabelled].isnan().all()
@@ -118,7 +118,7 @@ def torchrl_log(caplog):
 
 def test_short_episodes_skipped_and_counted(torchrl_log):
     episodes = [make_episode(0, T), make_episode(1, T + 1), make_episode(2, 2)]
-    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=2)
+    rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=2)
     assert len(rb) == T + 1
     assert "1 episodes, 6 frames" in torchrl_log.text
     assert "skipped 2 (2 too_short)" in torchrl_log.text
@@ -134,8 +134,8 @@ def test_stats_and_skips_reported():
             yield Episode(np.zeros((12, 2 * SIZE, SIZE, 3), np.uint8), name="big", source="fake")
             yield make_episode(1, 3)
 
-    rb = make_video_replay_buffer(num_transitions=T, batch_size=2, capacity=100)
-    stats = VideoEpisodeWriter(rb).write(Source())
+    rb = VideoExperienceReplay(num_transitions=T, batch_size=2, capacity=100)
+    stats = rb.write_episodes(Source())
     assert (stats.episodes, stats.frames) == (1, 12)
     kinds = {s["name"]: s["kind"] for s in stats.skipped}
     assert kinds == {"bad.npz": "corrupt", "big": "wrong_size", "ep1": "too_short"}
@@ -157,12 +157,12 @@ def _fingerprint(folder: Path) -> dict[str, tuple[int, str]]:
 def test_reopen_gives_same_data_without_rewriting(tmp_path):
     root = tmp_path / "buffer"
     episodes = [make_episode(i, 8 + i) for i in range(5)]
-    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=B, root=root)
+    rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=B, root=root)
     stored = stored_frames(rb).clone()
     del rb
     before = _fingerprint(root)
 
-    reopened = make_video_replay_buffer(episodes, num_transitions=T, batch_size=B, root=root)
+    reopened = VideoExperienceReplay(episodes, num_transitions=T, batch_size=B, root=root)
     assert len(reopened) == len(stored)
     again = stored_frames(reopened)
     assert torch.equal(again["pixels"], stored["pixels"])
@@ -170,15 +170,15 @@ def test_reopen_gives_same_data_without_rewriting(tmp_path):
     reopened.sample()
     assert _fingerprint(root) == before, "reopening rewrote files"
     # a longer clip length can reuse the same folder
-    longer = make_video_replay_buffer(num_transitions=T + 3, batch_size=2, root=root)
+    longer = VideoExperienceReplay(num_transitions=T + 3, batch_size=2, root=root)
     assert longer.sample()["pixels"].shape[1] == T + 3
 
 
 def test_resume_appends_only_new_episodes(tmp_path):
     root = tmp_path / "buffer"
     episodes = [make_episode(i, 10) for i in range(5)]
-    make_video_replay_buffer(episodes[:3], num_transitions=T, batch_size=2, root=root, capacity=80)
-    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=2, root=root)
+    VideoExperienceReplay(episodes[:3], num_transitions=T, batch_size=2, root=root, capacity=80)
+    rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=2, root=root)
     stats = VideoDatasetStats.from_json(root / "video_dataset.json")
     assert (stats.episodes, stats.frames, len(rb)) == (5, 50, 50)
     assert torch.equal(stored_frames(rb)["episode"].unique(), torch.arange(0, 50, 10))
@@ -192,10 +192,10 @@ def test_interrupted_write_keeps_written_episodes(tmp_path):
         yield make_episode(1, 10)
         raise RuntimeError("decoder crashed")
 
-    rb = make_video_replay_buffer(num_transitions=T, batch_size=2, root=root, capacity=100)
+    rb = VideoExperienceReplay(num_transitions=T, batch_size=2, root=root, capacity=100)
     with pytest.raises(RuntimeError, match="decoder crashed"):
-        VideoEpisodeWriter(rb, root).write(crashing())
-    reopened = make_video_replay_buffer(num_transitions=T, batch_size=2, root=root)
+        rb.write_episodes(crashing())
+    reopened = VideoExperienceReplay(num_transitions=T, batch_size=2, root=root)
     assert len(reopened) == 20
     assert VideoDatasetStats.from_json(root / "video_dataset.json").episodes == 2
     _check_contract(reopened.sample(), 2)
@@ -215,15 +215,15 @@ def test_resume_does_not_decode_written_episodes(tmp_path):
                     yield make_episode(ep, 10)
 
     root = tmp_path / "buffer"
-    make_video_replay_buffer([Counting(2)], num_transitions=T, root=root, capacity=60)
+    VideoExperienceReplay([Counting(2)], num_transitions=T, root=root, capacity=60)
     source = Counting(4)
-    rb = make_video_replay_buffer([source], num_transitions=T, root=root)
+    rb = VideoExperienceReplay([source], num_transitions=T, root=root)
     assert source.decoded == [2, 3] and len(rb) == 40
 
 
 def test_full_buffer_never_overwrites():
     episodes = [make_episode(i, 10) for i in range(4)]
-    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=2, capacity=25)
+    rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=2, capacity=25)
     assert len(rb) == 20
     stored = stored_frames(rb)["pixels"]
     assert torch.equal(stored[:10, 0], torch.zeros(10, SIZE, SIZE, dtype=torch.uint8))
@@ -232,7 +232,7 @@ def test_full_buffer_never_overwrites():
 
 def test_capacity_required_without_hint():
     with pytest.raises(ValueError, match="capacity"):
-        make_video_replay_buffer(num_transitions=T, batch_size=2)
+        VideoExperienceReplay(num_transitions=T, batch_size=2)
 
 
 class _AddKey(Transform):
@@ -268,7 +268,7 @@ def test_transform_inside_compose_with_prefetch(tmp_path):
 
 def test_factory_prefetch_extra_transform_and_resize(tmp_path):
     episodes = [make_episode(i, 20) for i in range(6)]
-    rb = make_video_replay_buffer(
+    rb = VideoExperienceReplay(
         episodes,
         num_transitions=T,
         batch_size=B,
@@ -286,7 +286,7 @@ def test_factory_prefetch_extra_transform_and_resize(tmp_path):
 
 def test_sampling_without_replacement():
     episodes = [make_episode(i, 2 * (T + 1)) for i in range(4)]
-    rb = make_video_replay_buffer(episodes, num_transitions=T, batch_size=2, replacement=False)
+    rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=2, replacement=False)
     _check_contract(rb.sample(), 2)
 
 

@@ -1,9 +1,9 @@
-"""Action-free video data: episodes, the writer, the clip transform and the replay buffer."""
+"""Action-free video data: episodes, the writer, the clip transform and the dataset."""
 
 from torchrl_prelar.data.clips import VideoClipTransform, transitions_from_frames
+from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import Episode, EpisodeError, EpisodeSource, SkippedEpisode
-from torchrl_prelar.data.replay import make_video_replay_buffer
-from torchrl_prelar.data.writer import VideoDatasetStats, VideoEpisodeWriter
+from torchrl_prelar.data.writer import VideoDatasetError, VideoDatasetStats, VideoEpisodeWriter
 
 __all__ = [
     "Episode",
@@ -11,8 +11,9 @@ __all__ = [
     "EpisodeSource",
     "SkippedEpisode",
     "VideoClipTransform",
+    "VideoDatasetError",
     "VideoDatasetStats",
     "VideoEpisodeWriter",
-    "make_video_replay_buffer",
+    "VideoExperienceReplay",
     "transitions_from_frames",
 ]

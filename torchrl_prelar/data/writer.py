@@ -1,13 +1,18 @@
-"""Writes video episodes into a replay buffer once, resumably, with statistics."""
+"""Writes video episodes into a replay buffer once, resumably, with statistics.
+
+The on-disk layout it writes (``root``: :data:`STATS_FILE`, :data:`STORAGE_DIR`,
+:data:`WRITER_DIR`) is described in :mod:`torchrl_prelar.data.dataset`, which reads it back.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +33,41 @@ from torchrl_prelar.data.episodes import (
 )
 from torchrl_prelar.io import atomic_write_text
 
-__all__ = ["VideoDatasetStats", "VideoEpisodeWriter"]
+__all__ = ["VideoDatasetError", "VideoDatasetStats", "VideoEpisodeWriter"]
 
 STATS_FILE = "video_dataset.json"
 STORAGE_DIR = "storage"
 WRITER_DIR = "writer"
+
+
+class VideoDatasetError(ValueError):
+    """A video dataset folder that cannot be opened; the message names the file and the expectation.
+
+    Example:
+        >>> issubclass(VideoDatasetError, ValueError)
+        True
+    """
+
+
+def read_json(path: Path, expected: str) -> Any:
+    """The JSON value in ``path``, or a :class:`VideoDatasetError` naming it and ``expected``.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "a.json"
+        >>> _ = path.write_text("{")
+        >>> read_json(path, "the statistics")
+        Traceback (most recent call last):
+        ...
+        torchrl_prelar.data.writer.VideoDatasetError: ...
+    """
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise VideoDatasetError(
+            f"{path}: cannot be read as JSON ({type(err).__name__}: {err}); expected {expected}. "
+            f"Delete {path.parent} to write the dataset again."
+        ) from err
 
 
 @dataclass
@@ -97,7 +132,75 @@ class VideoDatasetStats:
 
     @classmethod
     def from_json(cls, path: Path) -> VideoDatasetStats:
-        return cls(**json.loads(path.read_text()))
+        """The stats written by :meth:`to_json`, checked field by field.
+
+        Raises:
+            VideoDatasetError: if the file is not JSON or a field is missing, unknown or of the
+                wrong type; the message names the file and the field.
+        """
+        path = Path(path)
+        data = read_json(path, "the statistics VideoEpisodeWriter writes")
+        if not isinstance(data, dict):
+            raise VideoDatasetError(
+                f"{path}: holds a {type(data).__name__}, expected an object with the fields "
+                f"{sorted(_STATS_FIELDS)}"
+            )
+        unknown = sorted(set(data) - set(_STATS_FIELDS))
+        if unknown:
+            raise VideoDatasetError(
+                f"{path}: unknown fields {unknown}, expected only {sorted(_STATS_FIELDS)}"
+            )
+        for name, (check, expected) in _STATS_FIELDS.items():
+            if name in data and not check(data[name]):
+                raise VideoDatasetError(
+                    f"{path}: field {name!r} is {data[name]!r}, expected {expected}"
+                )
+        return cls(**data)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_record(value: Any, keys: set[str], check: Callable[[Any], bool]) -> bool:
+    return isinstance(value, dict) and set(value) == keys and all(map(check, value.values()))
+
+
+_STATS_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "episodes": (_is_count, "a count"),
+    "frames": (_is_count, "a count"),
+    "min_frames": (_is_count, "a count"),
+    "frame_shape": (
+        lambda v: v is None or (isinstance(v, list) and len(v) == 3 and all(map(_is_count, v))),
+        "null or [3, H, W]",
+    ),
+    "action_dim": (lambda v: v is None or _is_count(v), "null or a count"),
+    "sources": (
+        lambda v: (
+            isinstance(v, dict)
+            and all(_is_record(e, {"episodes", "frames"}, _is_count) for e in v.values())
+        ),
+        "{source: {'episodes': count, 'frames': count}}",
+    ),
+    "skipped": (
+        lambda v: (
+            isinstance(v, list)
+            and all(_is_record(e, {"name", "source", "reason", "kind"}, _is_str) for e in v)
+        ),
+        "a list of {'name', 'source', 'reason', 'kind'} strings",
+    ),
+    "written": (
+        lambda v: (
+            isinstance(v, dict)
+            and all(isinstance(e, list) and all(map(_is_str, e)) for e in v.values())
+        ),
+        "{source: [episode names]}",
+    ),
+}
 
 
 def _progress(iterable: Iterable, total: int | None, desc: str) -> Iterable:
@@ -116,9 +219,12 @@ def _source_length(source: Iterable) -> int | None:
 
 
 class VideoEpisodeWriter:
-    """Writes episodes into a video replay buffer built by :func:`make_video_replay_buffer`.
+    """Writes episodes into a replay buffer over a TensorDict storage, once each.
 
-    Episodes are validated, converted to channels-first uint8 and appended once; bad or short
+    :class:`~torchrl_prelar.data.dataset.VideoExperienceReplay` preprocesses its sources with
+    one (:meth:`~torchrl_prelar.data.dataset.VideoExperienceReplay.write_episodes` appends
+    more); any :class:`~torchrl.data.ReplayBuffer` can be filled with one too. Episodes are
+    validated, converted to channels-first uint8 and appended once; bad or short
     episodes are skipped and reported, a full buffer is never overwritten. With an on-disk buffer
     (``root``), the storage length, writer cursor and :class:`VideoDatasetStats` are flushed
     every ``flush_interval`` seconds and when :meth:`write` returns or fails, so nothing already
@@ -134,9 +240,9 @@ class VideoEpisodeWriter:
         flush_interval: seconds between two flushes of the on-disk metadata while writing.
 
     Example:
-        >>> from torchrl_prelar.data import make_video_replay_buffer
-        >>> rb = make_video_replay_buffer(num_transitions=4, batch_size=2, capacity=100)
-        >>> writer = VideoEpisodeWriter(rb)
+        >>> from torchrl.data import LazyTensorStorage, ReplayBuffer
+        >>> rb = ReplayBuffer(storage=LazyTensorStorage(100))
+        >>> writer = VideoEpisodeWriter(rb, min_frames=5)
         >>> stats = writer.write([Episode(np.zeros((10, 8, 8, 3), np.uint8), name="a")])
         >>> stats.episodes, stats.frames, len(rb)
         (1, 10, 10)

@@ -46,11 +46,10 @@ from typing import Any
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.data import ReplayBuffer
 from torchrl.envs.transforms import RenameTransform
 
+from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import ACTION_KEY, Episode, EpisodeSource
-from torchrl_prelar.data.replay import make_video_replay_buffer
 from torchrl_prelar.data.sources.metaworld_scripted import (
     ScriptedVideoConfig,
     generate_scripted_videos,
@@ -219,7 +218,7 @@ def _as_source(episodes: EpisodesLike) -> EpisodeSource | Iterable[Episode]:
     return episodes
 
 
-def _check_actions(buffer: ReplayBuffer, origin: EpisodesLike) -> None:
+def _check_actions(buffer: VideoExperienceReplay, origin: EpisodesLike) -> None:
     if len(buffer) == 0:
         raise ValueError(f"{origin}: no episode long enough for the requested clips.")
     if ACTION_KEY not in buffer.storage[0].keys():
@@ -231,8 +230,8 @@ def _check_actions(buffer: ReplayBuffer, origin: EpisodesLike) -> None:
 
 def make_transition_buffer(
     episodes: EpisodesLike, *, num_transitions: int, batch_size: int
-) -> ReplayBuffer:
-    """In-memory replay buffer sampling ``[batch_size, num_transitions]`` clips with actions.
+) -> VideoExperienceReplay:
+    """In-memory video dataset sampling ``[batch_size, num_transitions]`` clips with actions.
 
     Each sample has ``"pixels"``, ``("next", "pixels")`` (floats in [-0.5, 0.5]),
     ``"is_init"`` and the real ``"action"`` taken at o_t (TorchRL convention; the APV
@@ -250,7 +249,7 @@ def make_transition_buffer(
         >>> buffer.sample()["action"].shape
         torch.Size([3, 4, 2])
     """
-    buffer = make_video_replay_buffer(
+    buffer = VideoExperienceReplay(
         [_as_source(episodes)],
         num_transitions=num_transitions,
         batch_size=batch_size,

@@ -1,0 +1,397 @@
+"""Action-free video episodes as a TorchRL offline dataset, preprocessed once, memory-mapped.
+
+:class:`VideoExperienceReplay` is a :class:`~torchrl.data.datasets.BaseDatasetExperienceReplay`
+in the shape of TorchRL's :class:`~torchrl.data.datasets.VD4RLExperienceReplay`: the episodes of
+its sources (:mod:`torchrl_prelar.data.sources`, or any iterable of
+:class:`~torchrl_prelar.data.episodes.Episode`) are preprocessed once, by
+:class:`~torchrl_prelar.data.writer.VideoEpisodeWriter`, into a
+:class:`~torchrl.data.LazyMemmapStorage` under ``root``; opening the same ``root`` again maps the
+files back as they are, after checking them, without decoding or rewriting anything. A
+:class:`~torchrl.data.SliceSampler` draws clips of ``T + 1`` consecutive frames that never cross
+an episode boundary, and :class:`~torchrl_prelar.data.clips.VideoClipTransform` (then the
+``transform`` given) turns them into ``[B, T]`` transitions.
+
+Folder layout (``root``), JSON and memory-mapped tensors only (nothing is unpickled):
+
+=========================  ==========================================================
+``video_dataset.json``     :class:`~torchrl_prelar.data.writer.VideoDatasetStats`:
+                           episodes and frames per source, skipped items, episode names
+``storage/``               the TorchRL storage (``meta.json``, ``storage_metadata.json``
+                           and one ``.memmap`` file per key, below)
+``writer/metadata.json``   the storage writer's cursor
+=========================  ==========================================================
+
+Stored keys (one row per frame, flat first dimension):
+
+=================  ==========================  ================================================
+key                dtype / shape               meaning
+=================  ==========================  ================================================
+``"pixels"``       uint8 ``[N, 3, H, W]``      frame o_t, channels first (converted once, at
+                                               write time, so sampling never permutes)
+``"episode"``      int64 ``[N]``               episode id, the sampler's ``traj_key``
+``"true_action"``  float32 ``[N, A]``          only if a source has actions: the action taken
+                                               between o_t and o_{t+1} (last frame: zeros;
+                                               episodes without actions: NaN)
+=================  ==========================  ================================================
+
+Action convention: sources hand over actions in the APV/DreamerV2 convention, ``actions[t]`` =
+action taken just *before* frame t (``actions[0]`` is the reset padding). The writer is the one
+place that maps it to TorchRL's transition convention: stored ``true_action[t] = actions[t + 1]``.
+
+Sample (output of :class:`VideoClipTransform`, shape ``[B, T]``):
+
+* ``"pixels"``: float32 ``[B, T, 3, H, W]`` in ``[-0.5, 0.5]``, frame o_t;
+* ``("next", "pixels")``: same, frame o_{t+1}; both are views of one ``[B, T + 1]`` tensor;
+* ``"is_init"``: bool ``[B, T, 1]``, True at t = 0 of every clip;
+* ``"true_action"``: float32 ``[B, T, A]`` (only when stored), for evaluation only;
+* ``"episode"``: int64 ``[B, T]``, the stored episode id.
+
+Example:
+    >>> import numpy as np
+    >>> episodes = [Episode(np.zeros((30, 64, 64, 3), np.uint8), name=f"ep{i}") for i in range(3)]
+    >>> data = VideoExperienceReplay(episodes, num_transitions=24, batch_size=4)
+    >>> batch = data.sample()
+    >>> batch["pixels"].shape, batch["next", "pixels"].shape, batch["is_init"].shape
+    (torch.Size([4, 24, 3, 64, 64]), torch.Size([4, 24, 3, 64, 64]), torch.Size([4, 24, 1]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl import torchrl_logger
+from torchrl.data import (
+    LazyMemmapStorage,
+    LazyTensorStorage,
+    ReplayBuffer,
+    RoundRobinWriter,
+    SliceSampler,
+    SliceSamplerWithoutReplacement,
+)
+from torchrl.data.datasets import BaseDatasetExperienceReplay
+from torchrl.envs.transforms import Compose, Transform
+
+from torchrl_prelar.data.clips import VideoClipTransform
+from torchrl_prelar.data.episodes import (
+    ACTION_KEY,
+    EPISODE_KEY,
+    PIXELS_KEY,
+    Episode,
+    EpisodeSource,
+    SkippedEpisode,
+)
+from torchrl_prelar.data.writer import (
+    STATS_FILE,
+    STORAGE_DIR,
+    WRITER_DIR,
+    VideoDatasetError,
+    VideoDatasetStats,
+    VideoEpisodeWriter,
+    read_json,
+)
+from torchrl_prelar.training.checkpoint import check_no_pickles
+
+__all__ = ["VideoExperienceReplay"]
+
+Sources = Iterable[EpisodeSource | Iterable[Episode | SkippedEpisode]] | Iterable[Episode]
+
+
+class VideoExperienceReplay(BaseDatasetExperienceReplay):
+    """Video episodes preprocessed once into a memory-mapped storage, sampled as ``[B, T]`` clips.
+
+    Each sample holds ``batch_size`` clips of ``num_transitions + 1`` consecutive frames from one
+    episode each (``SliceSampler(traj_key="episode", slice_len=T + 1, strict_length=True)``),
+    transformed by :class:`~torchrl_prelar.data.clips.VideoClipTransform` and then by
+    ``transform`` when given. The storage layout and the sample's keys are described in
+    :mod:`torchrl_prelar.data.dataset`.
+
+    As TorchRL's :class:`~torchrl.data.datasets.VD4RLExperienceReplay`, the data are
+    preprocessed once into ``root`` and a dataset opened again on the same ``root`` maps the
+    files back as they are (checked first: JSON and ``.memmap`` files only, every file of the
+    size and every key of the dtype and shape the statistics call for). Unlike a downloaded
+    dataset, a root can grow: episodes of ``sources`` not yet written (by ``(source, name)``)
+    are decoded and appended, which is also how an interrupted preprocessing resumes; episodes
+    already written or skipped are not decoded again.
+
+    Args:
+        sources: episode sources (see :mod:`torchrl_prelar.data.sources`), a single iterable of
+            :class:`~torchrl_prelar.data.episodes.Episode`, or several; written with
+            :class:`~torchrl_prelar.data.writer.VideoEpisodeWriter` (frames are checked,
+            episodes shorter than ``T + 1`` frames are skipped and counted).
+
+    Keyword Args:
+        num_transitions: T, transitions per clip (the reference uses 24, i.e. 25 frames).
+        batch_size: clips per sample (reference: 16).
+        root: folder of the dataset (:class:`~torchrl.data.LazyMemmapStorage`). ``None`` keeps
+            the frames in memory (:class:`~torchrl.data.LazyTensorStorage`; nothing to reopen).
+        capacity: maximum number of frames; defaults to the frame count the sources announce,
+            and to the stored capacity when ``root`` holds a dataset.
+        resize: optional ``(H, W)`` to resize frames to at sampling time.
+        transform: transform applied after :class:`VideoClipTransform`, to ``[B, T]`` samples.
+        replacement: sample clips with replacement (``SliceSampler``) or without
+            (``SliceSamplerWithoutReplacement``).
+        prefetch: number of batches prepared ahead by background threads.
+        flush_interval: seconds between two flushes of the on-disk metadata while writing.
+
+    Raises:
+        VideoDatasetError: if ``root`` holds a dataset whose files are corrupt, truncated or of
+            another shape than its statistics say (naming the file, the key and what was
+            expected).
+        UnsafeCheckpointError: if ``root`` holds files other than JSON and ``.memmap`` ones.
+
+    Example:
+        >>> import numpy as np, tempfile
+        >>> eps = [Episode(np.zeros((26, 64, 64, 3), np.uint8), name=str(i)) for i in range(2)]
+        >>> root = tempfile.mkdtemp()
+        >>> data = VideoExperienceReplay(eps, root=root, num_transitions=24, batch_size=16)
+        >>> data.sample()["pixels"].shape
+        torch.Size([16, 24, 3, 64, 64])
+        >>> len(VideoExperienceReplay(root=root, num_transitions=24))  # reopened, not rewritten
+        52
+    """
+
+    def __init__(
+        self,
+        sources: Sources = (),
+        *,
+        num_transitions: int = 24,
+        batch_size: int = 16,
+        root: str | Path | None = None,
+        capacity: int | None = None,
+        resize: tuple[int, int] | None = None,
+        transform: Transform | None = None,
+        replacement: bool = True,
+        prefetch: int | None = None,
+        flush_interval: float = 10.0,
+    ) -> None:
+        self.root = root
+        self.num_transitions = num_transitions
+        sources = _as_source_list(sources)
+        clip_len = num_transitions + 1
+        stored_capacity = self._check_stored_files() if self._is_downloaded() else None
+        if stored_capacity is not None:
+            if capacity is not None and capacity != stored_capacity:
+                torchrl_logger.warning(
+                    f"{self.root}: existing dataset has capacity {stored_capacity} frames, "
+                    f"ignoring capacity={capacity}"
+                )
+            capacity = stored_capacity
+        if capacity is None:
+            capacity = _capacity_from_hints(sources)
+        if self.root is not None:
+            storage = LazyMemmapStorage(
+                capacity, scratch_dir=self.root / STORAGE_DIR, existsok=True
+            )
+        else:
+            storage = LazyTensorStorage(capacity)
+        sampler_kwargs = {
+            "slice_len": clip_len,
+            "traj_key": EPISODE_KEY,
+            "strict_length": True,
+            "truncated_key": None,
+            "init_key": None,
+        }
+        if replacement:
+            sampler = SliceSampler(cache_values=True, **sampler_kwargs)
+        else:
+            sampler = SliceSamplerWithoutReplacement(**sampler_kwargs)
+        clip_transform = VideoClipTransform(num_transitions, resize=resize)
+        if transform is not None:
+            clip_transform = Compose(clip_transform, transform)
+        super().__init__(
+            storage=storage,
+            sampler=sampler,
+            writer=RoundRobinWriter(),
+            batch_size=batch_size * clip_len,
+            transform=clip_transform,
+            prefetch=prefetch,
+        )
+        if stored_capacity is not None:
+            self.storage.loads(self.root / STORAGE_DIR)
+            self.writer.loads(self.root / WRITER_DIR)
+        self._episode_writer = VideoEpisodeWriter(
+            self, self.root, min_frames=clip_len, flush_interval=flush_interval
+        )
+        if self._is_downloaded():
+            torchrl_logger.info(f"reopened video dataset {self.root}\n{self.stats.summary()}")
+        for source in sources:
+            self._episode_writer.write(source)
+
+    @property
+    def data_path_root(self) -> Path:
+        """The dataset's folder, ``root``.
+
+        Raises:
+            ValueError: for an in-memory dataset (``root=None``).
+        """
+        if self.root is None:
+            raise ValueError("an in-memory VideoExperienceReplay (root=None) has no folder")
+        return self.root
+
+    @property
+    def data_path(self) -> Path:
+        """The dataset's folder, ``root`` (one folder per dataset: there are no splits)."""
+        return self.data_path_root
+
+    @staticmethod
+    def is_preprocessed(root: str | Path) -> bool:
+        """Whether ``root`` holds a video dataset (written at least in part).
+
+        A caller whose sources are expensive to build (rendered videos) can skip them then.
+
+        Example:
+            >>> import tempfile
+            >>> VideoExperienceReplay.is_preprocessed(tempfile.mkdtemp())
+            False
+        """
+        return (Path(root) / STATS_FILE).is_file()
+
+    def _is_downloaded(self) -> bool:
+        """Whether ``root`` holds a dataset (nothing is downloaded; the name is TorchRL's)."""
+        return self.root is not None and self.is_preprocessed(self.root)
+
+    @property
+    def stats(self) -> VideoDatasetStats:
+        """Episodes, frames, per-source counts and skipped items written so far."""
+        return self._episode_writer.stats
+
+    def write_episodes(
+        self, episodes: EpisodeSource | Iterable[Episode | SkippedEpisode]
+    ) -> VideoDatasetStats:
+        """Appends the episodes not written yet (saved to ``root``) and returns :attr:`stats`.
+
+        Example:
+            >>> import numpy as np
+            >>> data = VideoExperienceReplay(num_transitions=4, batch_size=2, capacity=20)
+            >>> data.write_episodes([Episode(np.zeros((10, 8, 8, 3), np.uint8), name="a")]).frames
+            10
+        """
+        return self._episode_writer.write(episodes)
+
+    def sample(
+        self, batch_size: int | None = None, return_info: bool = False
+    ) -> TensorDictBase | tuple[TensorDictBase, dict[str, Any]]:
+        """``batch_size`` clips (default: the constructor's) as ``[B, T]`` transitions.
+
+        The sampler's information (``"index"``: the storage indices of the sampled frames, flat,
+        ``B * (T + 1)`` of them) is returned with ``return_info=True``. Unlike
+        :class:`~torchrl.data.TensorDictReplayBuffer`, it is not written into the sample,
+        which has one row per transition (``[B, T]``), not per frame.
+
+        Example:
+            >>> import numpy as np
+            >>> eps = [Episode(np.zeros((10, 8, 8, 3), np.uint8), name="a")]
+            >>> batch, info = VideoExperienceReplay(eps, num_transitions=4).sample(
+            ...     batch_size=2, return_info=True
+            ... )
+            >>> batch.batch_size, info["index"][0].shape
+            (torch.Size([2, 4]), torch.Size([10]))
+        """
+        num_frames = None if batch_size is None else batch_size * (self.num_transitions + 1)
+        return ReplayBuffer.sample(self, num_frames, return_info=return_info)
+
+    def _check_stored_files(self) -> int | None:
+        """Checks the folder before anything maps it; returns the stored capacity, if any."""
+        root = self.root
+        check_no_pickles(root)
+        stats = VideoDatasetStats.from_json(root / STATS_FILE)
+        storage_dir = root / STORAGE_DIR
+        if not (storage_dir / "meta.json").is_file():
+            if stats.frames:
+                raise VideoDatasetError(
+                    f"{root / STATS_FILE} counts {stats.frames} frames but {storage_dir} holds "
+                    "no storage (meta.json); delete the folder to write the dataset again"
+                )
+            return None
+        capacity = _check_storage_meta(storage_dir, stats)
+        _check_count(storage_dir / "storage_metadata.json", "len", stats.frames)
+        # the writer's cursor wraps to 0 when the episodes fill the storage exactly
+        _check_count(root / WRITER_DIR / "metadata.json", "cursor", stats.frames % capacity)
+        return capacity
+
+
+def _check_storage_meta(storage_dir: Path, stats: VideoDatasetStats) -> int:
+    """Checks every stored key's dtype, shape and file size; returns the capacity."""
+    meta_path = storage_dir / "meta.json"
+    meta = read_json(meta_path, "TensorDict's memmap metadata")
+    hint = f"; delete {storage_dir.parent} to write the dataset again"
+    if not isinstance(meta, dict) or meta.get("_type") != str(TensorDict):
+        raise VideoDatasetError(f"{meta_path}: expected the metadata of a TensorDict{hint}")
+    shape = meta.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int)):
+        raise VideoDatasetError(f"{meta_path}: shape {shape!r}, expected [capacity]{hint}")
+    capacity = shape[0]
+    if stats.frame_shape is None:
+        raise VideoDatasetError(
+            f"{storage_dir.parent / STATS_FILE} records no frame shape but {storage_dir} holds "
+            f"a storage{hint}"
+        )
+    expected = {
+        PIXELS_KEY: (torch.uint8, [capacity, *stats.frame_shape]),
+        EPISODE_KEY: (torch.int64, [capacity]),
+    }
+    if stats.action_dim:
+        expected[ACTION_KEY] = (torch.float32, [capacity, stats.action_dim])
+    entries = {key: value for key, value in meta.items() if key not in ("shape", "device", "_type")}
+    if set(entries) != set(expected):
+        raise VideoDatasetError(
+            f"{meta_path}: keys {sorted(entries)}, expected {sorted(expected)}{hint}"
+        )
+    for key, (dtype, key_shape) in expected.items():
+        entry = entries[key]
+        found = entry
+        if isinstance(entry, dict) and not entry.get("is_nested"):
+            found = (entry.get("dtype"), entry.get("shape"))
+        if found != (str(dtype), key_shape):
+            raise VideoDatasetError(
+                f"{meta_path}: {key!r} is {found}, expected {dtype} {key_shape} "
+                f"(from {STATS_FILE}){hint}"
+            )
+        file = storage_dir / f"{key}.memmap"
+        size = file.stat().st_size if file.is_file() else 0
+        need = math.prod(key_shape) * dtype.itemsize
+        if size != need:
+            raise VideoDatasetError(
+                f"{file}: {size} bytes, expected {need} ({key!r}: {dtype} {key_shape}); the file "
+                f"is truncated or corrupt{hint}"
+            )
+    return capacity
+
+
+def _check_count(path: Path, field: str, expected: int) -> None:
+    """Checks that the JSON file ``path`` records ``expected`` under ``field``."""
+    data = read_json(path, f"an object with {field!r}")
+    value = data.get(field) if isinstance(data, dict) else None
+    if value != expected:
+        raise VideoDatasetError(
+            f"{path}: {field} is {value!r}, expected {expected} (from the frames counted in "
+            f"{STATS_FILE}); delete {path.parents[1]} to write the dataset again"
+        )
+
+
+def _as_source_list(sources: Sources) -> list:
+    sources = list(sources)
+    if sources and all(isinstance(item, (Episode, SkippedEpisode)) for item in sources):
+        return [sources]
+    return sources
+
+
+def _capacity_from_hints(sources: list) -> int:
+    total = 0
+    for source in sources:
+        hint = source.num_frames_hint() if isinstance(source, EpisodeSource) else None
+        if hint is None and isinstance(source, list):
+            hint = sum(item.num_frames for item in source if isinstance(item, Episode))
+        if hint is None:
+            raise ValueError(
+                f"capacity (in frames) is required: source {source!r} does not announce its size"
+            )
+        total += hint
+    if total == 0:
+        raise ValueError("capacity (in frames) is required when no sources are given")
+    return total
