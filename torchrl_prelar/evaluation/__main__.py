@@ -173,13 +173,8 @@ def load_pretrained_run(
             "action to evaluate."
         )
     if state is None:
-        world_model.load_state_dict(
-            world_model_entries(content["trainer"]["model"], world_model, path)
-        )
-    else:
-        from torchrl_prelar.training.finetune_agent import load_pretrained_world_model
-
-        load_pretrained_world_model(world_model, path, config)
+        state = world_model_entries(content["trainer"]["model"], world_model, path)
+    world_model.load_state_dict(state)
     return world_model.to(device), dict(evaluation or {})
 
 
