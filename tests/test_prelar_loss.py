@@ -1,7 +1,7 @@
 import pytest
 import torch
 from conftest import make_clip_batch
-from torch.distributions import Categorical, Normal, kl_divergence
+from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.modules.pixels import centred_pixels
@@ -111,6 +111,22 @@ def test_discrete_action_kl_matches_kl_to_uniform():
     p = Categorical(logits=torch.zeros_like(logits))
     expected = kl_divergence(q, p).sum(-1)[:, 1:].mean()
     torch.testing.assert_close(losses["action_kl"], expected.detach())
+
+
+@pytest.mark.parametrize("output_type", ["gaussian", "discrete"])
+def test_action_kl_is_the_kl_of_the_latent_action_models_distribution(output_type):
+    loss = tiny_loss(output_type, action_prior_std=1.245)
+    batch = make_clip_batch(3, 5)
+    losses, _ = loss(batch)
+    dist = loss.world_model.action_model.get_dist(batch)
+    if output_type == "gaussian":
+        prior = Independent(Normal(torch.zeros(8), torch.full((8,), 1.245)), 1)
+        per_step = kl_divergence(dist, prior)
+    else:
+        categoricals = Categorical(logits=dist.logits)
+        uniform = Categorical(logits=torch.zeros_like(dist.logits))
+        per_step = kl_divergence(categoricals, uniform).sum(-1)
+    torch.testing.assert_close(losses["action_kl"], per_step[:, 1:].mean().detach())
 
 
 def test_deterministic_output_has_no_action_kl_and_no_kl_gradient():

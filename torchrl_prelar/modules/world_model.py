@@ -289,7 +289,11 @@ class PreLARWorldModel(TensorDictModuleBase):
             self.decoder.module,
             self.rssm_prior,
             self.rssm.rssm_posterior.module,
-            *self.action_model.children(),
+            *(  # the action model's networks, not its parameter-free TensorDict modules
+                child
+                for child in self.action_model.children()
+                if not isinstance(child, TensorDictModuleBase)
+            ),
             *(head.module for head in self.reward_heads),
         ]
         for network in networks:
