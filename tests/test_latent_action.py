@@ -6,7 +6,7 @@ from tensordict.nn import set_interaction_type
 
 from torchrl_prelar import ActionEncoder, make_latent_action_model, world_model_config
 from torchrl_prelar.data.synthetic import grid_square_batch
-from torchrl_prelar.modules.latent_action import use_circular_padding
+from torchrl_prelar.modules.latent_action import OneHotCategoricals, use_circular_padding
 
 
 def tiny_lam(**latent_action):
@@ -131,17 +131,15 @@ def test_get_dist_is_the_distribution_the_latent_action_is_drawn_from(output_typ
         assert torch.allclose(td["latent_action"], expected, atol=1e-6)
         assert dist.log_prob(td["latent_action"]).shape == (3, 5)
     elif output_type == "discrete":
-        assert dist.event_shape == (4,)  # 4 categoricals; one-hot samples of 2 classes each
-        assert torch.allclose(dist.base_dist.logits, td["latent_action_logits"].log_softmax(-1))
-        sample = td["latent_action"].view(3, 5, 4, 2)
-        assert torch.isfinite(dist.log_prob(sample)).all()
+        assert dist.event_shape == (8,)  # 4 categoricals of 2 classes, flat like the action
+        assert torch.allclose(dist.logits, td["latent_action_logits"].log_softmax(-1))
+        assert torch.isfinite(dist.log_prob(td["latent_action"])).all()
     else:
         assert torch.equal(dist.mode, td["latent_action"])
     model.eval()  # eval: the mode, deterministic
     mode = model(batch.clone())["latent_action"]
     assert torch.equal(mode, model(batch.clone())["latent_action"])
-    expected = dist.mode.flatten(-2) if output_type == "discrete" else dist.mode
-    assert torch.allclose(mode, expected.to(mode.dtype))
+    assert torch.allclose(mode, dist.mode)
 
 
 def test_discrete_sample_is_one_hot_with_gradients_through_the_probabilities():
@@ -153,3 +151,89 @@ def test_discrete_sample_is_one_hot_with_gradients_through_the_probabilities():
     (sample * weights).sum().backward()
     grads = [p.grad for p in model.head.parameters()]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("output_type", ["gaussian", "discrete", "deterministic"])
+def test_sample_or_mode_follows_the_interaction_type(output_type):
+    model = tiny_lam(output_type=output_type)
+    batch = make_clip_batch(3, 5)
+    dist = model.get_dist(batch)
+    for training in (True, False):
+        model.train(training)
+        for kind in ("deterministic", "mode"):
+            with set_interaction_type(kind):
+                assert torch.equal(model(batch.clone())["latent_action"], dist.mode)
+        with set_interaction_type("mean"):
+            torch.testing.assert_close(model(batch.clone())["latent_action"], dist.mean)
+        with set_interaction_type("random"):
+            draws = [model(batch.clone())["latent_action"] for _ in range(2)]
+        assert torch.equal(draws[0], draws[1]) == (output_type == "deterministic")
+    # without an interaction type: a draw in train(), the mode in eval()
+    assert model.eval().sampler.default_interaction_type == "deterministic"
+    assert torch.equal(model(batch.clone())["latent_action"], dist.mode)
+    assert model.train().sampler.default_interaction_type == "random"
+
+
+@pytest.mark.parametrize("output_type", ["gaussian", "discrete", "deterministic"])
+def test_latent_actions_are_reproducible_under_a_seed(output_type):
+    batch = make_clip_batch(3, 5)
+    draws = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(0)
+        model = tiny_lam(output_type=output_type)
+        torch.manual_seed(seed)
+        draws.append(model(batch.clone())["latent_action"])
+    assert torch.equal(draws[0], draws[1])
+    assert torch.equal(draws[0], draws[2]) == (output_type == "deterministic")
+
+
+def test_discrete_pass_through_gradient_is_the_gradient_of_the_probabilities():
+    logits = torch.randn(3, 4, 5, requires_grad=True)
+    weights = torch.randn(3, 20)
+    sample = OneHotCategoricals(logits).rsample()
+    assert set(sample.unique().tolist()) == {0.0, 1.0}  # exactly one-hot
+    assert torch.equal(sample.detach().unflatten(-1, (4, 5)).sum(-1), torch.ones(3, 4))
+    (gradient,) = torch.autograd.grad((sample * weights).sum(), logits)
+    (expected,) = torch.autograd.grad((logits.softmax(-1).flatten(-2) * weights).sum(), logits)
+    torch.testing.assert_close(gradient, expected)
+
+
+@pytest.mark.parametrize("output_type", ["gaussian", "discrete"])
+def test_gradients_reach_the_trunk_through_the_sample(output_type):
+    model = tiny_lam(output_type=output_type)
+    with set_interaction_type("random"):
+        td = model(make_clip_batch(3, 5))
+    (td["latent_action"] * torch.randn(3, 5, 8)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trunk.parameters())
+
+
+@pytest.mark.parametrize("output_type", ["gaussian", "discrete", "deterministic"])
+def test_state_dict_of_the_old_layout_loads_and_gives_the_reference_outputs(output_type):
+    """Checkpoints written before the probabilistic modules: ``trunk.*`` and a ``head`` of
+    ``Linear -> ELU -> Linear`` with the std ``2 * sigmoid(raw / 2)`` computed by hand."""
+    torch.manual_seed(0)
+    model = tiny_lam(output_type=output_type).eval()
+    torch.manual_seed(1)
+    reference = tiny_lam(output_type=output_type)
+    old_head = torch.nn.Sequential(*list(reference.head)[:3])
+    old_layout = {f"trunk.{name}": value for name, value in reference.trunk.state_dict().items()}
+    old_layout.update({f"head.{name}": value for name, value in old_head.state_dict().items()})
+    model.load_state_dict(old_layout, strict=True)
+    assert set(model.state_dict()) == set(old_layout)
+
+    batch = make_clip_batch(2, 3)
+    frames = torch.cat([batch["pixels"], batch["next", "pixels"]], -3).float() / 255 - 0.5
+    raw = old_head(reference.trunk(frames))
+    td = model(batch)
+    if output_type == "gaussian":
+        loc, raw_scale = raw.chunk(2, -1)
+        torch.testing.assert_close(td["latent_action_loc"], loc)
+        torch.testing.assert_close(td["latent_action_scale"], 2 * torch.sigmoid(raw_scale / 2))
+        torch.testing.assert_close(td["latent_action"], loc)
+    elif output_type == "discrete":
+        logits = raw.unflatten(-1, (4, 2))
+        torch.testing.assert_close(td["latent_action_logits"], logits)
+        one_hot = torch.nn.functional.one_hot(logits.argmax(-1), 2).flatten(-2).float()
+        torch.testing.assert_close(td["latent_action"], one_hot)
+    else:
+        torch.testing.assert_close(td["latent_action"], raw)

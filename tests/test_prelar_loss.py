@@ -1,9 +1,10 @@
 import pytest
 import torch
 from conftest import make_clip_batch
-from torch.distributions import Categorical, Normal, kl_divergence
+from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from torchrl_prelar import PreLARLoss, make_world_model
+from torchrl_prelar.modules.pixels import centred_pixels
 
 
 def total(losses):
@@ -110,6 +111,22 @@ def test_discrete_action_kl_matches_kl_to_uniform():
     p = Categorical(logits=torch.zeros_like(logits))
     expected = kl_divergence(q, p).sum(-1)[:, 1:].mean()
     torch.testing.assert_close(losses["action_kl"], expected.detach())
+
+
+@pytest.mark.parametrize("output_type", ["gaussian", "discrete"])
+def test_action_kl_is_the_kl_of_the_latent_action_models_distribution(output_type):
+    loss = tiny_loss(output_type, action_prior_std=1.245)
+    batch = make_clip_batch(3, 5)
+    losses, _ = loss(batch)
+    dist = loss.world_model.action_model.get_dist(batch)
+    if output_type == "gaussian":
+        prior = Independent(Normal(torch.zeros(8), torch.full((8,), 1.245)), 1)
+        per_step = kl_divergence(dist, prior)
+    else:
+        categoricals = Categorical(logits=dist.logits)
+        uniform = Categorical(logits=torch.zeros_like(dist.logits))
+        per_step = kl_divergence(categoricals, uniform).sum(-1)
+    torch.testing.assert_close(losses["action_kl"], per_step[:, 1:].mean().detach())
 
 
 def test_deterministic_output_has_no_action_kl_and_no_kl_gradient():
@@ -255,7 +272,8 @@ def test_residual_forward_reconstruction_adds_the_current_frame():
     next_embedding = model_td["next", "encoded_latents"]
     state, belief = loss.forward_model(next_embedding[:, :-1], model_td["latent_action"][:, 1:])
     change = loss.world_model.decoder.module(state, belief)
-    target_change = model_td["next", "pixels"][:, 1:] - model_td["pixels"][:, 1:]
+    # the scored target is centred in the loss's output; o_t is left as given (uint8)
+    target_change = model_td["next", "pixels"][:, 1:] - centred_pixels(model_td["pixels"][:, 1:])
     error = (change - target_change).pow(2).sum((-3, -2, -1))
     torch.testing.assert_close(
         losses["loss_forward_reco"], error.mean().detach().reshape(1), rtol=1e-4, atol=1e-3

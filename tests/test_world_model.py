@@ -32,14 +32,17 @@ def test_shapes_and_keys(preset, latent_action):
     torch.manual_seed(0)
     model = make_world_model(config)
     rssm = config["rssm"]
-    td = model(make_clip_batch(2, 3))
+    batch = make_clip_batch(2, 3)
+    frames = batch.select("pixels", ("next", "pixels")).clone()
+    td = model(batch)
     assert td.batch_size == (2, 3)
     assert td["next", "reco_pixels"].shape == (2, 3, 3, 64, 64)
     assert td["next", "prior_logits"].shape == (2, 3, rssm["categoricals"], rssm["classes"])
     assert td["next", "posterior_logits"].shape == (2, 3, rssm["categoricals"], rssm["classes"])
     assert td["next", "belief"].shape == (2, 3, rssm["deter"])
     assert td["latent_action"].shape == (2, 3, config["latent_action"]["dim"])
-    assert td["pixels"].dtype == torch.float32 and td["pixels"].abs().max() <= 0.5
+    for key in ("pixels", ("next", "pixels")):  # the frames are left as they were given
+        assert td[key].dtype == torch.uint8 and torch.equal(td[key], frames[key])
 
 
 def test_paper_preset_matches_reference_parameter_counts():

@@ -7,6 +7,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import set_interaction_type
 
 from torchrl_prelar.modules import PreLARWorldModel
+from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.modules.world_model import decode_states
 
 
@@ -64,8 +65,8 @@ def open_loop_rollout(
         seed: seed of the RSSM's state samples; ``None`` draws from the global stream.
 
     Returns:
-        ``(truth, prediction)``, each ``[B, T, C, H, W]`` in [-0.5, 0.5], for frames
-        o_1..o_T; ``prediction[:, context:]`` is imagined.
+        ``(truth, prediction)``, each ``[B, T, C, H, W]`` floats in [-0.5, 0.5] (uint8
+        frames centred), for frames o_1..o_T; ``prediction[:, context:]`` is imagined.
 
     Examples:
         >>> from torchrl_prelar import make_world_model
@@ -114,4 +115,4 @@ def _rollout(
         _, state, belief = prior(state, belief, actions[:, step].to(state.dtype))
         imagined.append(decode_states(decoder, out[:, step], state, belief))
     prediction = torch.cat([out["next", "reco_pixels"][:, :context], torch.stack(imagined, 1)], 1)
-    return out["next", "pixels"], prediction.clamp(-0.5, 0.5)
+    return centred_pixels(out["next", "pixels"]), prediction.clamp(-0.5, 0.5)

@@ -27,7 +27,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.modules import RSSMPosteriorV3, RSSMPriorV3, RSSMRolloutV3
 
-from torchrl_prelar.modules.pixels import centred_pixels, check_pixels
+from torchrl_prelar.modules.pixels import check_pixels
 from torchrl_prelar.modules.world_model import (
     PreLARWorldModel,
     chain_in_keys,
@@ -273,10 +273,7 @@ class APVWorldModel(TensorDictModuleBase):
         key = self.pixel_keys[0]
         if self.validate_inputs:
             check_pixels(tensordict, key, self.image_shape)
-        pixels = tensordict.get(key)
-        if pixels.dtype == torch.uint8:
-            tensordict.set(key, centred_pixels(pixels))
-        set_zero_initial_state(tensordict, self.rssm_prior, pixels.device)
+        set_zero_initial_state(tensordict, self.rssm_prior, tensordict.get(key).device)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         self._prepare(tensordict)
@@ -289,10 +286,11 @@ class APVWorldModel(TensorDictModuleBase):
         """``[af_state, af_belief]`` of ``("next", "pixels")``, for the intrinsic bonus.
 
         Runs the encoder and the action-free RSSM without gradient and in eval mode (no
-        BatchNorm statistics update), on a copy of the frames and the reset flags.
+        BatchNorm statistics update), on a TensorDict of its own holding the frames (as they
+        are given) and the reset flags.
         """
         reset_key = self.action_free.in_keys[1]
-        pixels = centred_pixels(tensordict.get(self.pixel_keys[0]))
+        pixels = tensordict.get(self.pixel_keys[0])
         modules = (self.encoder, self.action_free)
         modes = [module.training for module in modules]
         for module in modules:

@@ -21,8 +21,9 @@ Keys (under the ``[*batch, T]`` batch of the world model):
 
 ================================  =========================================================
 ``("context", "pixels")``         the context frame of each step, ``[*batch, T, C, H, W]``
-                                  centred floats; one frame per clip (an expanded view),
-                                  written by :class:`ContextFrame` unless already present
+                                  as the frames are given (uint8 or centred floats); one
+                                  frame per clip (an expanded view), written by
+                                  :class:`ContextFrame` unless already present
 ``("context", "features_<s>")``   the ``s x s`` context feature map, ``[*batch, T, C_s, s, s]``
 ================================  =========================================================
 
@@ -65,6 +66,7 @@ from torchrl_prelar.modules.apv import (
     make_action_free_world_model,
     make_apv_world_model,
 )
+from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.modules.world_model import (
     PreLARWorldModel,
     _make_encoder,
@@ -226,7 +228,9 @@ class MultiScaleEncoder(nn.Module):
     """A pixel encoder's layers, keeping its feature maps at the requested sides.
 
     ``encoder`` is a network of :mod:`torchrl_prelar.modules.networks` (its ``layers`` run on
-    centred pixels); it is cut after the last layer needed, and the map kept for a side is
+    centred pixels: uint8 frames are converted by
+    :func:`~torchrl_prelar.modules.pixels.centred_pixels` first); it is cut after the last
+    layer needed, and the map kept for a side is
     the last one of that side (before the next downsampling, as ContextWM's shortcuts).
     Expanded batch dimensions (one frame per clip, shared by its steps) are encoded once.
 
@@ -267,7 +271,7 @@ class MultiScaleEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         distinct = collapse_expanded(pixels, 3)
-        value = distinct.reshape(-1, *pixels.shape[-3:])
+        value = centred_pixels(distinct.reshape(-1, *pixels.shape[-3:]))
         maps = {}
         for index, layer in enumerate(self.layers):
             value = layer(value)

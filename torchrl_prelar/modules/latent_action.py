@@ -9,14 +9,20 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from tensordict import TensorDictBase
-from tensordict.nn import InteractionType, TensorDictModule, TensorDictModuleBase
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import (
+    InteractionType,
+    NormalParamExtractor,
+    ProbabilisticTensorDictModule,
+    TensorDictModule,
+    TensorDictModuleBase,
+    add_custom_mapping,
+)
 from tensordict.nn.distributions import Delta
-from tensordict.nn.probabilistic import interaction_type
 from tensordict.utils import NestedKey
 from torch import distributions as D
 from torch import nn
-from torchrl.modules import MLP, OneHotCategorical
+from torchrl.modules import MLP, IndependentNormal, OneHotCategorical
 from torchrl.modules.distributions import ReparamGradientStrategy
 
 from torchrl_prelar.modules.pixels import centred_pixels
@@ -29,7 +35,16 @@ _DEFAULT_OUT_KEYS: dict[str, list[NestedKey]] = {
     "deterministic": ["latent_action"],
     "discrete": ["latent_action", "latent_action_logits"],
 }
-_MODE_INTERACTIONS = (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN)
+_ONE_DRAW = torch.Size()
+#: Name of the reference's std mapping, ``2 * sigmoid(raw / 2)``, among tensordict's mappings.
+SCALE_MAPPING = "prelar_sigmoid_scale"
+
+
+def _sigmoid_scale(raw: torch.Tensor) -> torch.Tensor:
+    return 2 * torch.sigmoid(raw / 2)
+
+
+add_custom_mapping(SCALE_MAPPING, _sigmoid_scale)
 
 
 def latent_action_trunk_channels(input_mode: InputMode, window: int, channels: int = 3) -> int:
@@ -90,6 +105,101 @@ def straight_through_sample(logits: torch.Tensor) -> torch.Tensor:
     return (probs + (hard.view_as(probs) - probs).detach()).flatten(-2)
 
 
+class OneHotCategoricals(D.Distribution):
+    """Independent one-hot categoricals with flat samples: the discrete latent action.
+
+    ``logits`` ``[..., categoricals, classes]`` give TorchRL's
+    :class:`~torchrl.modules.OneHotCategorical` per categorical; samples, modes and
+    ``log_prob``'s values are their one-hot vectors flattened to ``[..., categoricals *
+    classes]`` (the layout the RSSM reads). ``rsample`` is exactly one-hot with pass-through
+    gradients to the probabilities (``has_rsample``, so that a
+    :class:`~tensordict.nn.ProbabilisticTensorDictModule` draws with it); the mode (and
+    ``deterministic_sample``) is the one-hot arg-max, the mean the probabilities.
+
+    Examples:
+        >>> dist = OneHotCategoricals(torch.zeros(3, 4, 2))
+        >>> sample = dist.rsample()
+        >>> dist.batch_shape, dist.event_shape, sample.shape, sample.sum(-1)
+        (torch.Size([3]), torch.Size([8]), torch.Size([3, 8]), tensor([4., 4., 4.]))
+        >>> dist.log_prob(sample)
+        tensor([-2.7726, -2.7726, -2.7726])
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, logits: torch.Tensor, validate_args: bool | None = None):
+        self.categoricals = OneHotCategorical(
+            logits=logits, grad_method=ReparamGradientStrategy.PassThrough
+        )
+        self._dtype = logits.dtype
+        super().__init__(
+            batch_shape=logits.shape[:-2],
+            event_shape=torch.Size([logits.shape[-2] * logits.shape[-1]]),
+            validate_args=validate_args,
+        )
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """Normalised logits ``[..., categoricals, classes]``."""
+        return self.categoricals.logits
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """Probabilities ``[..., categoricals, classes]``."""
+        return self.categoricals.probs
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.probs.flatten(-2)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self.categoricals.mode.to(self._dtype).flatten(-2)
+
+    @property
+    def deterministic_sample(self) -> torch.Tensor:
+        return self.mode
+
+    def sample(self, sample_shape: torch.Size = _ONE_DRAW) -> torch.Tensor:
+        return self.categoricals.sample(sample_shape).to(self._dtype).flatten(-2)
+
+    def rsample(self, sample_shape: torch.Size = _ONE_DRAW) -> torch.Tensor:
+        probs = self.probs
+        hard = self.categoricals.sample(sample_shape).to(probs.dtype)
+        return (hard + (probs - probs.detach())).flatten(-2)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        one_hot = value.unflatten(-1, self.logits.shape[-2:])
+        return self.categoricals.log_prob(one_hot).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return self.categoricals.entropy().sum(-1)
+
+
+class ReparamDelta(Delta):
+    """tensordict's :class:`~tensordict.nn.distributions.Delta`, drawn with ``rsample``.
+
+    ``has_rsample`` is set, so a :class:`~tensordict.nn.ProbabilisticTensorDictModule`
+    sampling at random returns the code with its gradient (``Delta.sample`` detaches it).
+
+    Examples:
+        >>> code = torch.ones(2, 3, requires_grad=True)
+        >>> ReparamDelta(code).rsample().requires_grad
+        True
+    """
+
+    has_rsample = True
+
+
+#: Per output type: the distribution, and the names of its parameters in order.
+_DISTRIBUTIONS: dict[str, tuple[type[D.Distribution], tuple[str, ...], dict]] = {
+    "gaussian": (IndependentNormal, ("loc", "scale"), {"validate_args": False}),
+    "discrete": (OneHotCategoricals, ("logits",), {}),
+    "deterministic": (ReparamDelta, ("param",), {}),
+}
+
+
 class EmbeddingPair(nn.Module):
     """Trunk of the ``"embedding"`` input mode: the two embeddings side by side.
 
@@ -109,21 +219,39 @@ class EmbeddingPair(nn.Module):
 class LatentActionModel(TensorDictModuleBase):
     """Inverse dynamics q(a~_t | o_t, o_{t+1}) that writes a latent action for every transition.
 
-    Reads ``"pixels"`` (o_t) and ``("next", "pixels")`` (o_{t+1}) and writes
-    ``"latent_action"`` plus the parameters of its distribution: ``"latent_action_loc"`` and
-    ``"latent_action_scale"`` (Gaussian), ``"latent_action_logits"`` (discrete), nothing more
-    (deterministic). The latent action at step ``t`` feeds the RSSM prior that predicts
-    o_{t+1}, exactly where TorchRL's Dreamer feeds the real action ``a_t``.
+    Reads ``"pixels"`` (o_t) and ``("next", "pixels")`` (o_{t+1}), uint8 or centred floats,
+    and writes ``"latent_action"`` plus the parameters of its distribution:
+    ``"latent_action_loc"`` and ``"latent_action_scale"`` (Gaussian),
+    ``"latent_action_logits"`` (discrete), nothing more (deterministic). The latent action at
+    step ``t`` feeds the RSSM prior that predicts o_{t+1}, exactly where TorchRL's Dreamer
+    feeds the real action ``a_t``.
 
     The trunk (an image encoder over the stacked frames) gives a feature vector, then
-    ``Linear(hidden) -> ELU -> Linear`` gives the output:
+    ``Linear(hidden) -> ELU -> Linear`` (the ``head``) gives the distribution's parameters,
+    which ``sampler``, a :class:`~tensordict.nn.ProbabilisticTensorDictModule`, turns into
+    the latent action:
 
-    * ``"gaussian"``: mean and ``std = 2 * sigmoid(raw / 2)`` of a diagonal Gaussian; a
-      reparameterised sample in training, the mean under a deterministic interaction type
-      (``set_interaction_type("mode")``) or in ``eval()`` mode.
-    * ``"deterministic"``: the code itself (the paper's "without action learning" ablation).
-    * ``"discrete"``: ``num_categoricals`` one-hot categoricals of ``action_dim //
-      num_categoricals`` classes, straight-through gradients; the argmax at eval.
+    * ``"gaussian"``: TorchRL's :class:`~torchrl.modules.IndependentNormal`; the head ends in
+      tensordict's :class:`~tensordict.nn.NormalParamExtractor` with the reference's
+      ``std = 2 * sigmoid(raw / 2)`` (:data:`SCALE_MAPPING`).
+    * ``"deterministic"``: the code itself (:class:`ReparamDelta`; the paper's "without
+      action learning" ablation).
+    * ``"discrete"``: :class:`OneHotCategoricals`, ``num_categoricals`` one-hot categoricals
+      of ``action_dim // num_categoricals`` classes (TorchRL's
+      :class:`~torchrl.modules.OneHotCategorical`), pass-through gradients.
+
+    Sample or mode follows the interaction type (:func:`~tensordict.nn.set_interaction_type`):
+    ``"random"`` draws a reparameterised sample; ``"deterministic"`` and ``"mode"`` give the
+    mode (the Gaussian's mean, the discrete arg-max, the code), ``"mean"`` the mean (for the
+    discrete output, the probabilities). Without an interaction type set, the default follows
+    the module's mode: random in ``train()``, deterministic in ``eval()``
+    (``sampler.default_interaction_type``). :meth:`get_dist` exposes the distribution.
+
+    The module is not a :class:`~tensordict.nn.ProbabilisticTensorDictSequential` itself: that
+    would move the networks under ``module.0.module.`` and change every state-dict key of the
+    pre-trained checkpoints. Composed this way (``trunk``, ``head``, and a parameter-free
+    ``sampler``) the keys are those older checkpoints were written with, and they load as
+    they are.
 
     Args:
         trunk: image encoder with ``output_features`` reading
@@ -147,12 +275,18 @@ class LatentActionModel(TensorDictModuleBase):
 
     Examples:
         >>> from tensordict import TensorDict
+        >>> from tensordict.nn import set_interaction_type
         >>> from torchrl_prelar.modules.networks import make_conv_encoder
         >>> model = LatentActionModel(make_conv_encoder(6, depth=4, mults=(1, 2)), action_dim=8)
-        >>> td = TensorDict({"pixels": torch.zeros(2, 5, 3, 64, 64),
-        ...                  "next": {"pixels": torch.zeros(2, 5, 3, 64, 64)}}, [2, 5])
+        >>> td = TensorDict({"pixels": torch.zeros(2, 5, 3, 64, 64, dtype=torch.uint8),
+        ...                  "next": {"pixels": torch.zeros(2, 5, 3, 64, 64, dtype=torch.uint8)}},
+        ...                 [2, 5])
         >>> model(td)["latent_action"].shape
         torch.Size([2, 5, 8])
+        >>> with set_interaction_type("mode"):
+        ...     td = model(td)
+        >>> torch.equal(td["latent_action"], td["latent_action_loc"])
+        True
     """
 
     def __init__(
@@ -190,9 +324,14 @@ class LatentActionModel(TensorDictModuleBase):
         self.action_dim = action_dim
         self.num_categoricals = num_categoricals
         head_out = 2 * action_dim if output_type == "gaussian" else action_dim
-        self.head = nn.Sequential(
-            nn.Linear(trunk.output_features, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, head_out)
-        )
+        head: list[nn.Module] = [
+            nn.Linear(trunk.output_features, hidden_dim),
+            nn.ELU(),
+            nn.Linear(hidden_dim, head_out),
+        ]
+        if output_type == "gaussian":
+            head.append(NormalParamExtractor(scale_mapping=SCALE_MAPPING, scale_lb=0.0))
+        self.head = nn.Sequential(*head)
         default_in_keys = (
             ["encoded_latents", ("next", "encoded_latents")]
             if input_mode == "embedding"
@@ -205,6 +344,23 @@ class LatentActionModel(TensorDictModuleBase):
                 f"Expected two in_keys and {len(_DEFAULT_OUT_KEYS[output_type])} out_keys for "
                 f"output_type={output_type!r} (defaults: {_DEFAULT_OUT_KEYS[output_type]})."
             )
+        distribution_class, parameter_names, distribution_kwargs = _DISTRIBUTIONS[output_type]
+        sample_key, *parameter_keys = self.out_keys
+        self.sampler = ProbabilisticTensorDictModule(
+            in_keys=dict(zip(parameter_names, parameter_keys or [sample_key], strict=True)),
+            out_keys=[sample_key],
+            distribution_class=distribution_class,
+            distribution_kwargs=distribution_kwargs,
+            default_interaction_type=InteractionType.RANDOM,
+        )
+
+    def train(self, mode: bool = True) -> LatentActionModel:
+        """Set the training mode; the sampler's default interaction type follows it."""
+        super().train(mode)
+        self.sampler.default_interaction_type = (
+            InteractionType.RANDOM if mode else InteractionType.DETERMINISTIC
+        )
+        return self
 
     def _frames(self, pixels: torch.Tensor, next_pixels: torch.Tensor) -> torch.Tensor:
         """Stack each transition's window of frames on the channel dim: [*B, T, k*C, H, W]."""
@@ -226,60 +382,51 @@ class LatentActionModel(TensorDictModuleBase):
             frames = frames[..., 1:, :, :, :] - frames[..., :-1, :, :, :]
         return frames.flatten(-4, -3)
 
-    def _use_mode(self) -> bool:
-        interaction = interaction_type()
-        if interaction is None:
-            return not self.training
-        return interaction in _MODE_INTERACTIONS
-
-    def infer(
-        self, pixels: torch.Tensor, next_pixels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Return ``(latent_action, loc or logits, scale)`` for o_t and o_{t+1}.
-
-        The inputs are frames, or embeddings in the ``"embedding"`` input mode.
-
-        Entries an output type does not have are ``None``.
-        """
-        params = self._parameters_of(pixels, next_pixels)
-        dist = self.distribution(*params)
-        if self._use_mode():
-            sample = dist.mode.to(params[0].dtype)
-        elif self.output_type == "discrete":
-            # pass-through gradients, the value exactly one-hot
-            probs = params[0].softmax(-1)
-            sample = dist.sample().to(probs.dtype) + (probs - probs.detach())
-        else:
-            sample = dist.rsample()
-        if self.output_type == "gaussian":
-            return sample, *params
-        if self.output_type == "discrete":
-            return sample.flatten(-2), params[0], None
-        return sample, None, None
-
     def _parameters_of(
         self, pixels: torch.Tensor, next_pixels: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         """``(loc, scale)``, ``(logits,)`` or ``(code,)`` for o_t and o_{t+1}."""
         if self.input_mode == "embedding":
             inputs = torch.cat([pixels, next_pixels], -1)
-        else:
+        else:  # centred before stacking: a difference of uint8 frames would wrap around
             inputs = self._frames(centred_pixels(pixels), centred_pixels(next_pixels))
         out = self.head(self.trunk(inputs))
         if self.output_type == "gaussian":
-            loc, raw_scale = out.chunk(2, -1)
-            return loc, 2 * torch.sigmoid(raw_scale / 2)
+            return out
         if self.output_type == "discrete":
             return (out.unflatten(-1, (self.num_categoricals, -1)),)
         return (out,)
 
+    def infer(
+        self, pixels: torch.Tensor, next_pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Return ``(latent_action, loc or logits, scale)`` for o_t and o_{t+1}, as
+        :meth:`forward` writes them (under the same interaction type).
+
+        The inputs are frames, or embeddings in the ``"embedding"`` input mode. Entries an
+        output type does not have are ``None``.
+
+        Examples:
+            >>> from torchrl_prelar.modules.networks import make_conv_encoder
+            >>> model = LatentActionModel(make_conv_encoder(6, depth=4, mults=(1, 2)), 8).eval()
+            >>> frames = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+            >>> latent_action, loc, scale = model.infer(frames, frames)
+            >>> torch.equal(latent_action, loc), scale.shape
+            (True, torch.Size([2, 8]))
+        """
+        inputs = TensorDict(dict(zip(self.in_keys, (pixels, next_pixels), strict=True)))
+        out = self(inputs)
+        values = [out.get(key) for key in self.out_keys]
+        return tuple(values + [None] * (3 - len(values)))
+
     def distribution(self, *params: torch.Tensor) -> D.Distribution:
         """The latent action's distribution given its parameters (as :meth:`infer` returns
-        them): a diagonal Gaussian (``loc, scale``); ``num_categoricals`` independent one-hot
-        categoricals (``logits`` of shape ``[..., categoricals, classes]``, TorchRL's
-        :class:`~torchrl.modules.OneHotCategorical` with pass-through gradients; samples are
-        ``[..., categoricals, classes]``, the latent action is them flattened); a
-        :class:`~tensordict.nn.distributions.Delta` at the code (deterministic).
+        them, or as read from :attr:`out_keys`): an
+        :class:`~torchrl.modules.IndependentNormal` (``loc, scale``), the
+        :class:`OneHotCategoricals` of ``logits`` ``[..., categoricals, classes]`` (samples
+        ``[..., categoricals * classes]``, the latent action itself), or a
+        :class:`ReparamDelta` at the code (deterministic). ``sampler`` draws the latent action
+        from this distribution.
 
         Examples:
             >>> from torchrl_prelar.modules.networks import make_conv_encoder
@@ -288,21 +435,12 @@ class LatentActionModel(TensorDictModuleBase):
             >>> dist.rsample().shape, dist.log_prob(torch.zeros(3, 8)).shape
             (torch.Size([3, 8]), torch.Size([3]))
         """
-        if self.output_type == "gaussian":
-            loc, scale = params
-            return D.Independent(D.Normal(loc, scale, validate_args=False), 1)
-        if self.output_type == "discrete":
-            (logits,) = params
-            categoricals = OneHotCategorical(
-                logits=logits, grad_method=ReparamGradientStrategy.PassThrough
-            )
-            return D.Independent(categoricals, 1)
-        (code,) = params
-        return Delta(code, batch_shape=code.shape[:-1], event_shape=code.shape[-1:])
+        sampler = self.sampler
+        return sampler.get_dist(TensorDict(dict(zip(sampler.in_keys, params, strict=True))))
 
     def get_dist(self, tensordict: TensorDictBase) -> D.Distribution:
         """The latent action's distribution for the transitions of ``tensordict`` (read from
-        :attr:`in_keys`), as TorchRL's probabilistic modules expose theirs.
+        :attr:`in_keys`, nothing written), as TorchRL's probabilistic modules expose theirs.
 
         Examples:
             >>> from tensordict import TensorDict
@@ -319,10 +457,10 @@ class LatentActionModel(TensorDictModuleBase):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         pixels, next_pixels = (tensordict.get(key) for key in self.in_keys)
-        values = [value for value in self.infer(pixels, next_pixels) if value is not None]
-        for key, value in zip(self.out_keys, values, strict=True):
+        params = self._parameters_of(pixels, next_pixels)
+        for key, value in zip(self.sampler.in_keys, params, strict=True):
             tensordict.set(key, value)
-        return tensordict
+        return self.sampler(tensordict)
 
 
 class ActionEncoder(TensorDictModule):

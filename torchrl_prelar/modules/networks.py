@@ -9,8 +9,12 @@ Two families:
   :class:`~torchrl.modules.DreamerV3ImageEncoder` / :class:`~torchrl.modules.DreamerV3ImageDecoder`
   adapted to centred pixels, for the small CPU presets.
 
-All encoders map ``[*batch, C, H, W]`` float frames in [-0.5, 0.5] to ``[*batch, features]``;
-all decoders map ``[*batch, features]`` to ``[*batch, C, H, W]`` predictions in the same space.
+All encoders map ``[*batch, C, H, W]`` frames to ``[*batch, features]``: uint8 frames are
+centred by :func:`~torchrl_prelar.modules.pixels.centred_pixels` on the way in (the one
+conversion), float frames are read as they are, in [-0.5, 0.5]. All decoders map
+``[*batch, features]`` to ``[*batch, C, H, W]`` predictions in [-0.5, 0.5]. The TorchRL networks
+run their ``layers`` on the centred frames directly: TorchRL's own ``forward`` would centre
+[0, 1] frames a second time (and its decoder add 0.5 that we would take off again).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchrl.modules import DreamerV3ImageDecoder, DreamerV3ImageEncoder
+
+from torchrl_prelar.modules.pixels import centred_pixels
 
 
 def _flatten_batch(fn, value: torch.Tensor, event_dims: int) -> torch.Tensor:
@@ -72,6 +78,8 @@ class ResidualBlock(nn.Module):
 class ResNetEncoder(nn.Module):
     """Reference PreLAR image encoder: 64x64 frames to a ``widths[-1] x 4 x 4`` embedding.
 
+    Reads uint8 frames or centred floats (see the module docstring).
+
     A stride-2 3x3 stem (``in_channels -> widths[0]``, ELU), then one stage per width of
     ``blocks_per_stage`` residual blocks followed by 2x2 average pooling. With the default
     widths (48, 96, 192) a 64x64 frame gives a 3072-d embedding (1.56M parameters).
@@ -121,7 +129,7 @@ class ResNetEncoder(nn.Module):
         return features.mean((-2, -1)) if self.pool == "mean" else features.flatten(1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _flatten_batch(self._features, pixels, 3)
+        return _flatten_batch(self._features, centred_pixels(pixels), 3)
 
 
 class ResNetDecoder(nn.Module):
@@ -174,10 +182,13 @@ class ResNetDecoder(nn.Module):
 
 
 class _CentredEncoder(nn.Module):
-    """TorchRL's DreamerV3 encoder reads [0, 1] images; ours are centred on 0.
+    """TorchRL's DreamerV3 encoder layers, run on centred frames.
 
-    ``pool="mean"`` averages the last feature map over space instead of flattening it, which
-    makes the features invariant to where things are in the frame.
+    TorchRL's ``forward`` reads [0, 1] images and centres them; ours are centred once by
+    :func:`~torchrl_prelar.modules.pixels.centred_pixels`, so the layers run on them directly
+    (same computation, one conversion). ``pool="mean"`` averages the last feature map over
+    space instead of flattening it, which makes the features invariant to where things are in
+    the frame.
     """
 
     def __init__(
@@ -197,10 +208,12 @@ class _CentredEncoder(nn.Module):
         """The convolution stages, on centred pixels ``[N, C, H, W]``."""
         return self.encoder.layers
 
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        features = self.encoder.layers(pixels)
+        return features.mean((-2, -1)) if self.pool == "mean" else features.flatten(1)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.pool == "flatten":
-            return self.encoder(pixels + 0.5)
-        return _flatten_batch(lambda x: self.encoder.layers(x).mean((-2, -1)), pixels, 3)
+        return _flatten_batch(self._features, centred_pixels(pixels), 3)
 
 
 def _check_pool(pool: str) -> str:
@@ -210,10 +223,11 @@ def _check_pool(pool: str) -> str:
 
 
 class _CentredDecoder(nn.Module):
-    """TorchRL's DreamerV3 decoder predicts [0, 1] images; ours are centred on 0.
+    """TorchRL's DreamerV3 decoder predicting centred images.
 
     ``layers(stem(features))`` is the centred prediction of ``[N, in_features]`` features,
-    stage by stage (what TorchRL's forward computes, less its final ``+ 0.5``).
+    stage by stage: what TorchRL's forward computes before its final ``+ 0.5``, which is not
+    applied (and so not taken off again).
     """
 
     def __init__(self, decoder: DreamerV3ImageDecoder):
@@ -231,7 +245,8 @@ class _CentredDecoder(nn.Module):
         return F.silu(decoder.projection_norm(hidden))
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
-        return self.decoder(*features) - 0.5
+        value = features[0] if len(features) == 1 else torch.cat(features, -1)
+        return _flatten_batch(lambda x: self.layers(self.stem(x)), value, 1)
 
 
 def make_conv_encoder(
@@ -241,7 +256,7 @@ def make_conv_encoder(
     image_size: int = 64,
     pool: str = "flatten",
 ) -> nn.Module:
-    """TorchRL's :class:`~torchrl.modules.DreamerV3ImageEncoder` on centred pixels.
+    """TorchRL's :class:`~torchrl.modules.DreamerV3ImageEncoder` on uint8 or centred frames.
 
     Examples:
         >>> encoder = make_conv_encoder(depth=4, mults=(1, 2))

@@ -1,4 +1,13 @@
-"""Checks and conversions for pixel inputs shared by every module that reads frames."""
+"""The one conversion of frames, and the checks, shared by every module that reads frames.
+
+Frames stay as the caller gives them in a TensorDict: uint8 in [0, 255] (as stored, as
+environments and TorchRL's replay buffers hold them) or floats already in [-0.5, 0.5]. No
+module rewrites its input entry. Each network that reads frames (the pixel encoders of
+:mod:`~torchrl_prelar.modules.networks`, the latent action model, ContextWM's context
+encoder) converts them with :func:`centred_pixels` on the way in, and
+:class:`~torchrl_prelar.objectives.PreLARLoss` converts its reconstruction target with it,
+on its own copy of the batch. Decoders predict centred floats.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,9 @@ PIXEL_LOW, PIXEL_HIGH = -0.5, 0.5
 
 def centred_pixels(pixels: torch.Tensor) -> torch.Tensor:
     """Return frames as floats in [-0.5, 0.5]; uint8 frames are scaled, floats pass through.
+
+    The only place where frames are normalised: ``uint8 / 255 - 0.5`` in float32, a new
+    tensor (the input is never modified).
 
     Examples:
         >>> centred_pixels(torch.tensor([0, 255], dtype=torch.uint8))

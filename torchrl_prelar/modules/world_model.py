@@ -35,7 +35,7 @@ from torchrl_prelar.modules.networks import (
     make_conv_decoder,
     make_conv_encoder,
 )
-from torchrl_prelar.modules.pixels import centred_pixels, check_pixels
+from torchrl_prelar.modules.pixels import check_pixels
 
 PRESETS = ("paper", "small", "tiny")
 
@@ -174,9 +174,11 @@ class PreLARWorldModel(TensorDictModuleBase):
     4. ``decoder``: ``("next", "state"), ("next", "belief")`` -> ``("next", "reco_pixels")``;
     5. ``reward_heads`` (fine-tuning only): each writes a reward prediction from the state.
 
-    uint8 frames are converted to floats in [-0.5, 0.5] in the TensorDict; frames are checked
-    (key, shape, range, NaN) unless ``validate_inputs`` is off. A zero initial ``"state"`` /
-    ``"belief"`` is supplied when absent. Swap the action model by assignment:
+    Frames are read as they are given (uint8, or floats in [-0.5, 0.5]) and left so in the
+    TensorDict: each network converts uint8 frames on the way in
+    (:func:`~torchrl_prelar.modules.pixels.centred_pixels`). They are checked (key, shape,
+    range, NaN) unless ``validate_inputs`` is off. A zero initial ``"state"`` / ``"belief"``
+    is supplied when absent. Swap the action model by assignment:
     ``world_model.action_model = ActionEncoder(...)``. ``activation_checkpointing`` trades
     compute for memory: pixel-network activations are recomputed in backward instead of being
     stored (the preset key of the same name sets it).
@@ -252,12 +254,9 @@ class PreLARWorldModel(TensorDictModuleBase):
         return self.rssm.rssm_prior.module
 
     def _prepare(self, tensordict: TensorDictBase) -> None:
-        for key in self.pixel_keys:
-            if self.validate_inputs:
+        if self.validate_inputs:
+            for key in self.pixel_keys:
                 check_pixels(tensordict, key, self.image_shape)
-            pixels = tensordict.get(key, None)
-            if pixels is not None and pixels.dtype == torch.uint8:
-                tensordict.set(key, centred_pixels(pixels))
         set_zero_initial_state(tensordict, self.rssm_prior, tensordict.device or self._device())
 
     def _device(self) -> torch.device:
@@ -290,7 +289,11 @@ class PreLARWorldModel(TensorDictModuleBase):
             self.decoder.module,
             self.rssm_prior,
             self.rssm.rssm_posterior.module,
-            *self.action_model.children(),
+            *(  # the action model's networks, not its parameter-free TensorDict modules
+                child
+                for child in self.action_model.children()
+                if not isinstance(child, TensorDictModuleBase)
+            ),
             *(head.module for head in self.reward_heads),
         ]
         for network in networks:

@@ -14,7 +14,6 @@ from torchrl.objectives.dreamer_v3 import symlog
 from torchrl_prelar.modules import PreLARWorldModel
 from torchrl_prelar.modules.apv import APVWorldModel
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
-from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives.prelar import PreLARLoss
 
 #: Posterior entries :class:`~torchrl.objectives.DreamerV3Loss` starts imagination from.
@@ -107,7 +106,7 @@ class FinetuneModelLoss(LossModule):
         encoder.eval()
         try:
             with self._autocast(pixels.device):
-                embedding = encoder(centred_pixels(pixels))
+                embedding = encoder(pixels)
         finally:
             encoder.train(was_training)
         return self.bonus.compute(embedding.float())

@@ -20,6 +20,7 @@ from torchrl_prelar.modules.latent_action import (
     OutputType,
     straight_through_sample,
 )
+from torchrl_prelar.modules.pixels import centred_pixels
 
 ConsistencyMode = Literal["off", "sign", "soft"]
 
@@ -119,14 +120,20 @@ class LatentActionForwardModel(nn.Module):
         return features[..., : self.state_dim], features[..., self.state_dim :]
 
 
-class _RewardOptional(TensorDictModuleBase):
-    """Runs the world model and writes a zero reward prediction if it made none.
+class _ModelLossAdapter(TensorDictModuleBase):
+    """Runs the world model for TorchRL's model loss: centred target, reward placeholder.
 
-    TorchRL's :class:`~torchrl.objectives.DreamerV3ModelLoss` always scores a reward, but
-    action-free video has no reward and a pre-training world model may have no reward head.
-    :class:`PreLARLoss` feeds it a zero reward and drops the (constant, gradient-free)
-    reward term: this wrapper is the one place that works around it. The placeholder is
-    shaped like the true reward, which the model loss moves to ``true_reward_key``.
+    The one place where :class:`PreLARLoss` adapts its world model to TorchRL's
+    :class:`~torchrl.objectives.DreamerV3ModelLoss`, which calls it on its own shallow copy of
+    the batch (the caller's TensorDict is never modified) and then reads the result:
+
+    * the reconstruction target ``target_key``: TorchRL scales integer images to [0, 1], but
+      the decoders predict centred frames, so uint8 targets are centred here with
+      :func:`~torchrl_prelar.modules.pixels.centred_pixels` (floats are already centred);
+    * a reward prediction: TorchRL always scores one, but action-free video has no reward and
+      a pre-training world model may have no reward head. :class:`PreLARLoss` feeds it a zero
+      reward and drops the (constant, gradient-free) reward term; the placeholder written here
+      is shaped like the true reward, which the model loss moves to ``true_reward_key``.
     """
 
     def __init__(
@@ -134,11 +141,13 @@ class _RewardOptional(TensorDictModuleBase):
         world_model: TensorDictModuleBase,
         reward_key: NestedKey = ("next", "reward"),
         true_reward_key: NestedKey = ("next", "true_reward"),
+        target_key: NestedKey = ("next", "pixels"),
     ):
         super().__init__()
         self.world_model = world_model
         self.reward_key = reward_key
         self.true_reward_key = true_reward_key
+        self.target_key = target_key
 
     @property
     def in_keys(self) -> list[NestedKey]:
@@ -150,6 +159,7 @@ class _RewardOptional(TensorDictModuleBase):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict = self.world_model(tensordict)
+        tensordict.set(self.target_key, centred_pixels(tensordict.get(self.target_key)))
         if tensordict.get(self.reward_key, None) is None:
             true_reward = tensordict.get(self.true_reward_key)
             tensordict.set(self.reward_key, torch.zeros_like(true_reward))
@@ -262,6 +272,12 @@ class PreLARLoss(LossModule):
     time. The action KL averages over the transitions that are not sequence starts
     (``"is_init"``): the RSSM zeroes the action there, so that latent action is unused.
 
+    Frames: uint8 (as stored) or floats in [-0.5, 0.5]; the loss is the same for both, to
+    float rounding. The batch is not modified: the networks centre uint8 frames on the way
+    in, and the loss centres the frames it scores predictions against
+    (:func:`~torchrl_prelar.modules.pixels.centred_pixels`) in its own copy; in the returned
+    world-model output the target ``("next", pixels)`` is that centred copy.
+
     Action free nats (``action_free_nats``, 0 by default as in the paper): the batch-mean
     action KL is not penalised below this many nats (its loss is then constant, without
     gradient), like DreamerV3's free bits on the state KL. The latent action may then carry
@@ -321,10 +337,11 @@ class PreLARLoss(LossModule):
             use, with its settings and keys (PreLARLoss's ``pixels``, ``reco_pixels``,
             ``prior_logits``, ``posterior_logits`` and ``reward`` keys start as its keys and
             :meth:`set_keys` sets both). PreLARLoss takes it over: it wraps its world model so
-            that a batch without rewards works, runs it under ``sample_latent_action``'s
-            sampling mode and moves its ``detach_output`` to PreLARLoss's own output (the
-            latent-action terms need the world model's output with gradients). Default: one
-            built from ``model_loss_kwargs`` and the five settings below.
+            that a batch without rewards works and uint8 targets are scored centred, runs it
+            under ``sample_latent_action``'s sampling mode and moves its ``detach_output`` to
+            PreLARLoss's own output (the latent-action terms need the world model's output
+            with gradients). Default: one built from ``model_loss_kwargs`` and the five
+            settings below.
         model_loss_kwargs: keyword arguments of the DreamerV3ModelLoss built when
             ``model_loss`` is not given, over the reference objective's (``kl_mode="separate"``,
             ``unimix=0``, ``reco_symlog=False``, ``reco_loss="l2"``, ``reward_two_hot=False``,
@@ -491,8 +508,8 @@ class PreLARLoss(LossModule):
         super().__init__()
         self.detach_output = model_loss.detach_output
         model_loss.detach_output = False
-        if not isinstance(model_loss.world_model, _RewardOptional):
-            model_loss.world_model = _RewardOptional(model_loss.world_model)
+        if not isinstance(model_loss.world_model, _ModelLossAdapter):
+            model_loss.world_model = _ModelLossAdapter(model_loss.world_model)
         model_loss.deterministic_sampling_mode = (
             InteractionType.RANDOM if sample_latent_action else InteractionType.DETERMINISTIC
         )
@@ -535,6 +552,7 @@ class PreLARLoss(LossModule):
         wrapper = self.model_loss.world_model
         wrapper.reward_key = unravel_key(("next", self.tensor_keys.reward))
         wrapper.true_reward_key = unravel_key(("next", self.model_loss.tensor_keys.true_reward))
+        wrapper.target_key = unravel_key(("next", self.tensor_keys.pixels))
 
     def _latent_action_type(self) -> OutputType:
         """``latent_action_type``, or the output type of the world model's LatentActionModel."""
@@ -595,10 +613,9 @@ class PreLARLoss(LossModule):
             return gaussian_kl_to_prior(loc, scale, self.action_prior_std)
         return None
 
-    def _next_frames(self, model_td: TensorDictBase, key: NestedKey) -> torch.Tensor:
-        """Frames at ``key`` as floats: integer images are scaled to [0, 1], as the model loss."""
-        frames = model_td.get(key)
-        return frames if frames.is_floating_point() else frames.float() / 255.0
+    def _frames(self, model_td: TensorDictBase, key: NestedKey) -> torch.Tensor:
+        """Frames at ``key`` as centred floats, the decoder's space (uint8 frames converted)."""
+        return centred_pixels(model_td.get(key))
 
     def _forward_reconstruction(
         self, model_td: TensorDictBase, weights: torch.Tensor, steps: torch.Tensor
@@ -610,7 +627,7 @@ class PreLARLoss(LossModule):
             [torch.zeros_like(next_embedding[..., :1, :]), next_embedding[..., :-1, :]], -2
         )
         state, belief = self.forward_model(embedding, model_td.get(keys.latent_action))
-        base = self._next_frames(model_td, keys.pixels) if self.forward_residual else None
+        base = self._frames(model_td, keys.pixels) if self.forward_residual else None
         return self._decoded_error(model_td, state, belief, weights, steps, base=base)
 
     def _decoded_error(
@@ -633,7 +650,7 @@ class PreLARLoss(LossModule):
         prediction = decoded.get(("next", keys.reco_pixels))
         if base is not None:
             prediction = prediction + base
-        target = self._next_frames(model_td, ("next", keys.pixels))
+        target = self._frames(model_td, ("next", keys.pixels))
         error = (prediction - target).pow(2).sum((-1, -2, -3))
         return (error * weights).sum() / steps
 
@@ -758,7 +775,7 @@ class PreLARLoss(LossModule):
         keys = self.tensor_keys
         posterior = model_td.get(("next", keys.posterior_logits))
         prior = model_td.get(("next", keys.prior_logits))
-        target = self._next_frames(model_td, ("next", keys.pixels))
+        target = self._frames(model_td, ("next", keys.pixels))
         prediction = model_td.get(("next", keys.reco_pixels))
         metrics = TensorDict(
             action_kl=action_kl.detach(),

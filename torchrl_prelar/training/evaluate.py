@@ -7,6 +7,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import set_interaction_type
 
 from torchrl_prelar.modules import PreLARWorldModel
+from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.modules.world_model import decode_states
 
 
@@ -27,7 +28,8 @@ def open_loop_prediction(
         context: observed transitions, ``1 <= context < T``.
 
     Returns:
-        ``(truth, prediction)``, each ``[T, C, H, W]`` in [-0.5, 0.5], for frames o_1..o_T.
+        ``(truth, prediction)``, each ``[T, C, H, W]`` floats in [-0.5, 0.5] (uint8 frames
+        centred), for frames o_1..o_T.
 
     Examples:
         >>> from torchrl_prelar import make_world_model
@@ -53,4 +55,4 @@ def open_loop_prediction(
         imagined.append(decode_states(decoder, out[step], state, belief))
     world_model.train(was_training)
     prediction = torch.cat([out["next", "reco_pixels"][:context], torch.stack(imagined)])
-    return out["next", "pixels"], prediction.clamp(-0.5, 0.5)
+    return centred_pixels(out["next", "pixels"]), prediction.clamp(-0.5, 0.5)

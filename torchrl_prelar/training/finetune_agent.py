@@ -52,7 +52,6 @@ from torchrl_prelar.modules import PreLARWorldModel, make_action_encoder, make_w
 from torchrl_prelar.modules.apv import APVWorldModel, NoAction
 from torchrl_prelar.modules.contextwm import STACKED_BASELINES, ContextWMWorldModel
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
-from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.objectives.finetune import FinetuneModelLoss
 from torchrl_prelar.training.checkpoint import load_checkpoint
@@ -130,17 +129,6 @@ def load_pretrained_world_model(
         )
     world_model.load_state_dict(state, strict=False)
     return list(state)
-
-
-class _EncoderOnFrames(nn.Module):
-    """The world model's encoder on uint8 frames (scaled to [-0.5, 0.5] first)."""
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.encoder(centred_pixels(pixels))
 
 
 class _Carry(nn.Module):
@@ -328,7 +316,7 @@ def _acting_state_estimator(
     recurrent entries they read, with their sizes."""
     prior = world_model.rssm_prior
     posterior = world_model.rssm.rssm_posterior.module
-    encoder = _EncoderOnFrames(world_model.encoder.module)
+    encoder = world_model.encoder.module  # reads the env's uint8 frames as they are
     carried = {"state": prior.num_categoricals * prior.num_classes, "belief": prior.rnn_hidden_dim}
     state_keys = ["state", "belief"]
     if isinstance(world_model, APVWorldModel):
