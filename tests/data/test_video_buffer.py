@@ -42,10 +42,6 @@ def stored_frames(rb) -> TensorDict:
     return rb.storage.get(torch.arange(len(rb)))
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 0.5) * 255).round().to(torch.uint8)
-
-
 @pytest.fixture(params=["memmap", "memory"])
 def root(request, tmp_path) -> Path | None:
     return tmp_path / "buffer" if request.param == "memmap" else None
@@ -67,15 +63,15 @@ def test_round_trip_contract_and_boundaries(root):
         }
         assert (batch["episode"] == batch["episode"][:, :1]).all()
         pixels, next_pixels = batch["pixels"], batch["next", "pixels"]
-        assert pixels.shape == (B, T, 3, SIZE, SIZE) and pixels.dtype == torch.float32
-        assert next_pixels.shape == pixels.shape and next_pixels.dtype == torch.float32
-        assert pixels.min() >= -0.5 and pixels.max() <= 0.5
+        # uint8 as stored: the networks and the loss centre frames themselves
+        assert pixels.shape == (B, T, 3, SIZE, SIZE) and pixels.dtype == torch.uint8
+        assert next_pixels.shape == pixels.shape and next_pixels.dtype == torch.uint8
         # two views of one [B, T + 1] tensor
         assert pixels.untyped_storage().data_ptr() == next_pixels.untyped_storage().data_ptr()
         torch.testing.assert_close(pixels[:, 1:], next_pixels[:, :-1], rtol=0, atol=0)
         assert batch["is_init"].shape == (B, T, 1) and batch["is_init"].dtype == torch.bool
         assert batch["is_init"][:, 0].all() and not batch["is_init"][:, 1:].any()
-        frames = torch.cat([to_uint8(pixels), to_uint8(next_pixels[:, -1:])], 1)
+        frames = torch.cat([pixels, next_pixels[:, -1:]], 1)
         for clip in frames:
             ep = int(clip[0, 0, 0, 0])
             start = int(clip[0, 1, 0, 0])
@@ -91,9 +87,9 @@ def test_true_action_alignment(root):
     batch = rb.sample()
     action = batch["true_action"]
     assert action.shape == (B, T, 2) and action.dtype == torch.float32
-    frame_t = to_uint8(batch["pixels"])[:, :, 1, 0, 0].float()
-    next_t = to_uint8(batch["next", "pixels"])[:, :, 1, 0, 0].float()
-    episode = to_uint8(batch["pixels"])[:, :, 0, 0, 0].float()
+    frame_t = batch["pixels"][:, :, 1, 0, 0].float()
+    next_t = batch["next", "pixels"][:, :, 1, 0, 0].float()
+    episode = batch["pixels"][:, :, 0, 0, 0].float()
     # transition t (o_t -> o_t+1) carries the APV action stored at t + 1, i.e. [ep, t + 1]
     assert torch.equal(action[..., 1], frame_t + 1)
     assert torch.equal(action[..., 1], next_t)
@@ -104,7 +100,7 @@ def test_mixed_sources_actions_nan_where_unknown():
     episodes = [make_episode(0, 12, actions=True), make_episode(1, 12)]
     rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=32)
     batch = rb.sample()
-    from_unlabelled = to_uint8(batch["pixels"])[:, 0, 0, 0, 0] == 1
+    from_unlabelled = batch["pixels"][:, 0, 0, 0, 0] == 1
     assert batch["true_action"][from_unlabelled].isnan().all()
     assert not batch["true_action"][~from_unlabelled].isnan().any()
 
@@ -262,7 +258,7 @@ def test_transform_inside_compose_with_prefetch(tmp_path):
         batch = rb.sample()
         _check_contract(batch, B)
         assert batch["seen"].all()
-        clip_frames = to_uint8(batch["pixels"])[:, :, 0, 0, 0]
+        clip_frames = batch["pixels"][:, :, 0, 0, 0]
         assert (clip_frames == clip_frames[:, :1]).all()
 
 
@@ -281,7 +277,7 @@ def test_factory_prefetch_extra_transform_and_resize(tmp_path):
         batch = rb.sample()
         _check_contract(batch, B, size=4)
         assert batch["seen"].all()
-        assert batch["pixels"].min() >= -0.5 and batch["pixels"].max() <= 0.5
+        assert batch["pixels"].dtype == torch.uint8
 
 
 def test_sampling_without_replacement():
@@ -321,8 +317,7 @@ def test_transform_honours_its_keys_and_keeps_the_other_entries():
         "step",
         "first",
     }
-    expected = (torch.arange(T) / 255.0 - 0.5).tolist()
-    assert out["cam"][0, :, 0, 0, 0].tolist() == pytest.approx(expected)
+    assert out["cam"][0, :, 0, 0, 0].tolist() == list(range(T))
     assert out["succ", "cam"][0, :-1].equal(out["cam"][0, 1:])
     assert out["step"][1].tolist() == [float(T + 1 + t) for t in range(T)]  # o_t's entries
     assert out["first"][:, 0].all() and not out["first"][:, 1:].any()
@@ -334,3 +329,11 @@ def test_transform_honours_its_keys_and_keeps_the_other_entries():
         VideoClipTransform(T)(flat)
     with pytest.raises(ValueError, match="one key per in_keys entry"):
         VideoClipTransform(T, in_keys=["a", "b"], out_keys=[("next", "a")])
+
+
+def test_clip_transform_resizes_and_keeps_uint8():
+    value = torch.tensor([0, 100, 255], dtype=torch.uint8)[:, None, None]
+    flat = TensorDict(pixels=value.expand(3, 8, 8).repeat(6, 1, 1, 1), batch_size=[6])
+    out = VideoClipTransform(num_transitions=2, resize=(4, 4))(flat)
+    assert out["pixels"].dtype == torch.uint8 and out["pixels"].shape == (2, 2, 3, 4, 4)
+    assert out["pixels"][0, 0, :, 0, 0].tolist() == [0, 100, 255]  # flat frames stay exact

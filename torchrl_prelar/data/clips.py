@@ -51,8 +51,9 @@ class VideoClipTransform(Transform):
     The sample is reshaped to ``[B, T + 1]`` clips and every entry is kept for steps
     ``0 .. T - 1``; the transform adds to it rather than rebuilding it:
 
-    * each ``in_keys`` entry (uint8 frames ``[3, H, W]``) becomes float32 in ``[-0.5, 0.5]``
-      (optionally resized) at o_t, and the matching ``out_keys`` entry holds o_{t+1}; the two are
+    * each ``in_keys`` entry (uint8 frames ``[3, H, W]``, optionally resized, still uint8: the
+      networks and the loss centre frames themselves, :func:`~torchrl_prelar.modules.pixels.
+      centred_pixels`) is o_t, and the matching ``out_keys`` entry holds o_{t+1}; the two are
       views of one ``[B, T + 1]`` tensor;
     * ``init_key`` (``[B, T, 1]``) is True at t = 0 of every clip.
 
@@ -63,7 +64,8 @@ class VideoClipTransform(Transform):
         num_transitions: T, the number of transitions per clip (clips hold ``T + 1`` frames).
 
     Keyword Args:
-        resize: optional ``(H, W)`` to resize frames to (antialiased bilinear).
+        resize: optional ``(H, W)`` to resize frames to (antialiased bilinear, rounded back to
+            uint8).
         in_keys: frame keys. Defaults to ``["pixels"]``.
         out_keys: where o_{t+1} of each ``in_keys`` entry goes. Defaults to
             ``[("next", key) for key in in_keys]``.
@@ -140,13 +142,12 @@ class VideoClipTransform(Transform):
                 f"{key!r} must be uint8 [N, 3, H, W] in storage, got {pixels.dtype} "
                 f"{tuple(pixels.flatten(0, 1).shape)}"
             )
-        frames = pixels.to(torch.float32).div_(255.0).sub_(0.5)
-        if self.resize is not None and tuple(frames.shape[-2:]) != self.resize:
-            frames = F.interpolate(
-                frames.flatten(0, 1), size=self.resize, mode="bilinear", antialias=True
-            ).unflatten(0, pixels.shape[:2])
-            frames.clamp_(-0.5, 0.5)  # the antialiasing filter can overshoot by rounding error
-        return frames
+        if self.resize is None or tuple(pixels.shape[-2:]) == self.resize:
+            return pixels
+        resized = F.interpolate(
+            pixels.flatten(0, 1).float(), size=self.resize, mode="bilinear", antialias=True
+        )
+        return resized.round_().clamp_(0, 255).to(torch.uint8).unflatten(0, pixels.shape[:2])
 
     def _call(self, tensordict: TensorDictBase) -> TensorDictBase:
         raise RuntimeError("VideoClipTransform is a replay-buffer transform, not an env transform")

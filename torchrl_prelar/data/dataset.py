@@ -40,7 +40,7 @@ place that maps it to TorchRL's transition convention: stored ``true_action[t] =
 
 Sample (output of :class:`VideoClipTransform`, shape ``[B, T]``):
 
-* ``"pixels"``: float32 ``[B, T, 3, H, W]`` in ``[-0.5, 0.5]``, frame o_t;
+* ``"pixels"``: uint8 ``[B, T, 3, H, W]``, frame o_t (the networks and the loss centre it);
 * ``("next", "pixels")``: same, frame o_{t+1}; both are views of one ``[B, T + 1]`` tensor;
 * ``"is_init"``: bool ``[B, T, 1]``, True at t = 0 of every clip;
 * ``"true_action"``: float32 ``[B, T, A]`` (only when stored), for evaluation only;
