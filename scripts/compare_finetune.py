@@ -1,7 +1,8 @@
 """Fine-tuning comparison: PreLAR vs ``dreamer`` from scratch (vs APV, ContextWM), several seeds.
 
     MUJOCO_GL=egl python scripts/compare_finetune.py \\
-        --pretrained runs/prelar_quick/pretrained_world_model.pt --out runs/compare_quick
+        --pretrained runs/prelar_quick/pretrained_world_model.pt --out runs/compare_quick \\
+        --docs docs
 
 With ``--arms prelar dreamer apv --apv-pretrained <action-free pretrained_world_model.pt>``
 (written by ``examples/dreamer_prelar.py stage=pretrain finetune.init=apv``) the APV
@@ -15,8 +16,9 @@ world-model preset the pre-trained model was trained with (read from the checkpo
 arms have the same structure.
 Runs are sequential in this one process. A run whose folder holds a finished summary is
 skipped and a half-finished one resumes, so re-running the same command after a kill
-continues where it stopped. Afterwards the CSV logs of all runs are read and
-``<docs>/results/finetune_comparison.png`` and ``<docs>/results.md`` are written.
+continues where it stopped. With ``--docs DIR`` the CSV logs of all runs are then read and
+``DIR/results/finetune_comparison.png`` and ``DIR/results.md`` are written; without it no
+page is touched.
 """
 
 from __future__ import annotations
@@ -94,7 +96,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="ContextWM pretrained_world_model.pt (contextwm arm)",
     )
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS))
-    parser.add_argument("--docs", type=Path, default=Path("docs"), help="where results.md goes")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        help="folder of results.md and results/ to write the report into "
+        "(default: no report, the runs only)",
+    )
     parser.add_argument(
         "--section",
         help="write the report as this marked section of results.md (its figure "
@@ -163,10 +170,23 @@ def run_config(
     return cfg
 
 
+def _without_new_unset_keys(cfg: Mapping[str, Any], saved: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` less the keys ``saved`` lacks whose value is None: settings added to the
+    configuration after a run started, left unset, do not change that run."""
+    return {
+        key: _without_new_unset_keys(value, saved[key])
+        if isinstance(value, Mapping) and isinstance(saved.get(key), Mapping)
+        else value
+        for key, value in cfg.items()
+        if key in saved or value is not None
+    }
+
+
 def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """``cfg`` without what may change between invocations of the same comparison."""
     out = json.loads(json.dumps(cfg))
     out["finetune"].pop("env_steps", None)
+    out["finetune"].pop("max_seconds", None)  # a limit of one invocation
     out.pop("threads", None)
     out.pop("distributed", None)  # pre-training only
     out["finetune"].setdefault("env_workers", 1)  # configs older than the key: one worker
@@ -192,7 +212,10 @@ def run_one(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / CONFIG_FILE
-    if saved.exists() and _comparable(json.loads(saved.read_text())) != _comparable(cfg):
+    previous = json.loads(saved.read_text()) if saved.exists() else None
+    if previous is not None and _comparable(previous) != _comparable(
+        _without_new_unset_keys(cfg, previous)
+    ):
         raise ValueError(
             f"{run_dir} was started with another configuration ({saved}); use another --out "
             "or delete that folder."
@@ -543,7 +566,7 @@ def write_report(
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def main(argv: Sequence[str] | None = None) -> Path | None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     started = time.time()
@@ -570,6 +593,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
             )
         else:
             log.info("[%d/%d] %s seed %d: finished before, skipped", index, len(jobs), arm, seed)
+    if args.docs is None:
+        log.info("no --docs: runs done, no report written")
+        return None
     results = collect(args.out, args.arms, args.seeds)
     from results_report import command_line
 

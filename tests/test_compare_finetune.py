@@ -146,6 +146,21 @@ def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, 
     with pytest.raises(ValueError, match="another configuration"):
         module.main([*argv, "finetune.batch_size=3"])
 
+    # A run started before a setting existed is still the same run while that setting is
+    # left unset (None); a per-invocation wall-clock limit does not change it either.
+    saved = out / "prelar_seed0" / "compare_config.json"
+    cfg = json.loads(saved.read_text())
+    del cfg["finetune"]["max_seconds"]
+    saved.write_text(json.dumps(cfg))
+    module.main([*argv, "finetune.max_seconds=600"])
+    with pytest.raises(ValueError, match="another configuration"):
+        module.main([*argv, "finetune.max_seconds=600", "finetune.batch_size=3"])
+
+    # Without --docs the runs are checked (and resumed) but no page is written.
+    (docs / "results.md").unlink()
+    assert module.main([a for a in argv if a not in ("--docs", str(docs))]) is None
+    assert not (docs / "results.md").exists()
+
 
 def test_apv_arm_needs_its_action_free_checkpoint(tmp_path, capsys):
     module = load_script()
