@@ -144,8 +144,7 @@ def test_checkpoint_killed_mid_write_stays_readable(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-c", SAVER, str(path)], stderr=subprocess.PIPE, text=True
     )
-    temporary = path.with_name(f".{path.name}.tmp")
-    wait_for(lambda: path.exists() and temporary.exists(), process)
+    wait_for(lambda: path.exists() and any(tmp_path.glob(f".{path.name}.*.tmp")), process)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     state = load_checkpoint(path)

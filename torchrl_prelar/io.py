@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -11,14 +12,17 @@ __all__ = ["atomic_write", "atomic_write_text", "temporary_path"]
 
 
 def temporary_path(path: str | Path) -> Path:
-    """Where :func:`atomic_write` stages ``path``: a hidden ``.tmp`` file beside it.
+    """Where :func:`atomic_write` stages ``path``: a hidden ``.tmp`` file beside it, named
+    after the writing process and thread, so that concurrent writers of one file (several
+    runs sharing a data folder) never stage into the same file.
 
     Examples:
-        >>> temporary_path("runs/a/last.pt").as_posix()
-        'runs/a/.last.pt.tmp'
+        >>> name = temporary_path("runs/a/last.pt").name
+        >>> name.startswith(".last.pt.") and name.endswith(".tmp")
+        True
     """
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
