@@ -119,6 +119,21 @@ def test_existing_episodes_are_skipped(generated):
     assert sorted(p.name for p in generated.glob("*.npz")) == before
 
 
+def test_complete_folder_is_not_written(generated):
+    """Runs sharing a complete folder only check it: no file of it is written or removed,
+    not even another writer's temporary file (removing it made that writer fail)."""
+    in_flight = generated / ".metadata.json.4242.1.tmp"
+    in_flight.write_text("another process is writing this")
+    metadata = generated / "metadata.json"
+    stamp = metadata.stat().st_mtime_ns
+    try:
+        summary = generate_scripted_videos(generated, CONFIG, episodes_per_task=2)
+        assert (summary.written, summary.skipped) == (0, 2)
+        assert in_flight.exists() and metadata.stat().st_mtime_ns == stamp
+    finally:
+        in_flight.unlink()
+
+
 def test_other_settings_in_same_folder_are_refused(generated):
     other = ScriptedVideoConfig(tasks=(TASK,), episode_length=LENGTH, noise_std=0.3, seed=3)
     with pytest.raises(IncompatibleOutputError, match="noise_std"):

@@ -290,7 +290,8 @@ def _write_metadata(out_dir: Path, config: ScriptedVideoConfig, episodes_per_tas
         episodes_per_task = max(episodes_per_task, previous.get("episodes_per_task", 0))
     metadata["episodes_per_task"] = episodes_per_task
     text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
-    atomic_write_text(path, text)
+    if not path.exists() or path.read_text() != text:  # a complete folder is only read
+        atomic_write_text(path, text)
 
 
 def _remove_leftover_temp_files(out_dir: Path) -> None:
@@ -326,7 +327,9 @@ def generate_scripted_videos(
     """Render ``episodes_per_task`` expert episodes per task into ``out_dir``; resumable.
 
     Episodes whose final file already exists are skipped; leftover temporary files of an
-    interrupted run are removed. Only one generator may write to a folder at a time.
+    interrupted run are removed before the missing episodes are written. Only one generator
+    may write to a folder at a time; a complete folder is not written at all, so any number
+    of runs may call this on it at once (to check it).
 
     Args:
         out_dir: output folder (created if needed).
@@ -345,8 +348,10 @@ def generate_scripted_videos(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_metadata(out, config, episodes_per_task)
-    _remove_leftover_temp_files(out)
     existing = _existing_episode_ids(out, config.episode_length)
+    pending = list(_pending_episodes(config.tasks, episodes_per_task, existing))
+    if pending:  # a complete folder is left as it is: other runs may be reading it
+        _remove_leftover_temp_files(out)
     summary = GenerationSummary()
     summary.skipped = sum(
         episode_id(task, i) in existing for task in config.tasks for i in range(episodes_per_task)
@@ -354,7 +359,7 @@ def generate_scripted_videos(
     for _ in range(summary.skipped):
         if on_episode is not None:
             on_episode()
-    for task, indices in _pending_episodes(config.tasks, episodes_per_task, existing):
+    for task, indices in pending:
         env = make_metaworld_env(
             task,
             image_size=config.image_size,
