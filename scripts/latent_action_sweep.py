@@ -184,7 +184,8 @@ def gather(args: argparse.Namespace, status: dict[str, dict[str, Any]]) -> dict[
 
 
 def table(report: dict[str, Any]) -> str:
-    """Markdown: one row per variant and evaluation step."""
+    """Markdown: one row per variant and evaluation step (of a report, or of its JSON,
+    whose steps are strings)."""
     lines = [
         "| variant | overrides | updates | " + " | ".join(HEADERS) + " |",
         "|---" * (3 + len(HEADERS)) + "|",
@@ -194,7 +195,8 @@ def table(report: dict[str, Any]) -> str:
         for step in steps:
             cells = []
             for figure in FIGURES:
-                value = variant["figures"].get(figure, {}).get(step)
+                values = {int(s): v for s, v in variant["figures"].get(figure, {}).items()}
+                value = values.get(step)
                 cells.append("-" if value is None else f"{value:.2f}")
             overrides = f"`{variant['overrides']}`" if variant["overrides"] else "(defaults)"
             lines.append(f"| {name} | {overrides} | {step} | " + " | ".join(cells) + " |")
@@ -209,7 +211,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(3, 2, figsize=(10, 9), squeeze=False)
-    for axis, name, header in zip(axes.T.flat, FIGURES, HEADERS, strict=True):
+    for axis, name, header in zip(axes.flat, FIGURES, HEADERS, strict=True):
         for variant_name, variant in report["variants"].items():
             values = variant["figures"].get(name, {})
             steps = sorted(values, key=int)

@@ -42,7 +42,9 @@ def test_sweep_runs_variants_and_gathers_their_held_out_figures(tmp_path):
     assert figures["probe_r2_seen"][6] == pytest.approx(final["seen"]["probe_r2"])
     assert figures["delta_psnr_unseen"][6] == pytest.approx(final["unseen"]["delta_psnr"])
 
-    assert json.loads((out / "sweep.json").read_text())["variants"].keys() == {"default", "paper"}
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["variants"].keys() == {"default", "paper"}
+    assert module.table(saved) == module.table(report)  # the JSON's steps are strings
     rows = [line for line in (out / "sweep.md").read_text().splitlines()[2:] if line]
     assert [row.split("|")[1].strip() for row in rows] == ["default"] * 2 + ["paper"] * 2
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
