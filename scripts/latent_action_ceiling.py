@@ -15,8 +15,16 @@ It also projects the hand into the 64x64 ``corner`` camera and prints how far it
 in pixels. ``--episodes`` > 1 adds episodes per task, so that the probe is fitted and scored on
 episodes of the same tasks instead of on other tasks.
 
+With ``--model NAME=RUN_DIR`` (repeatable) it also reads what pre-trained latent actions hold,
+on the same replayed episodes (the run's ``heldout/`` folders, which must be the episodes this
+script replays: their actions are checked): R^2 of the latent action (mode) against the true
+action with the linear probe and with the 256-feature nonlinear one (is the action there, but
+not linearly?), and linear R^2 against the state change and against the state at t+1 (does the
+code carry the motion, or where the hand ends up?).
+
     MUJOCO_GL=egl python scripts/latent_action_ceiling.py
     MUJOCO_GL=egl python scripts/latent_action_ceiling.py --episodes 4
+    MUJOCO_GL=egl python scripts/latent_action_ceiling.py --model default=runs/prelar_quick
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -39,8 +48,15 @@ from torchrl_prelar.data.sources.metaworld_scripted import (
     episode_seed,
 )
 from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS, make_metaworld_env
+from torchrl_prelar.evaluation.__main__ import load_pretrained_run
 from torchrl_prelar.evaluation.held_out import HeldOutConfig, spread_tasks
-from torchrl_prelar.evaluation.latent_actions import linear_probe_r2, split_episodes
+from torchrl_prelar.evaluation.latent_actions import (
+    episodes_to_clips,
+    linear_probe_r2,
+    load_episodes,
+    posterior_rollout,
+    split_episodes,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "examples" / "config"
 HAND_AND_GRIPPER = slice(0, 4)  # Meta-world's 39-d state starts with hand xyz, gripper opening
@@ -97,44 +113,91 @@ def replay_episodes(
     return out
 
 
-def probe_ceiling(episodes: list[dict[str, np.ndarray]], *, seed: int = 0) -> dict[str, float]:
-    """R^2 of the ridge probe from the true state change (and a nonlinear code of the state
-    pair) to the action, split by episode within each task (an episode's ``"task"``, if
-    given) as in the latent-action evaluation."""
+def _split(episodes: list[dict[str, np.ndarray]], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transition indices of the probe's fitting and scoring halves, by episode within task."""
     ids = torch.cat([torch.full((len(e["action"]),), i) for i, e in enumerate(episodes)])
     tasks = sorted({e.get("task", "") for e in episodes})
     groups = torch.cat(
         [torch.full((len(e["action"]),), tasks.index(e.get("task", ""))) for e in episodes]
     )
-    train, test = split_episodes(ids, seed=seed, groups=groups)
-    state_t = torch.tensor(np.concatenate([e["state"][:-1] for e in episodes]), dtype=torch.float64)
-    state_next = torch.tensor(
-        np.concatenate([e["state"][1:] for e in episodes]), dtype=torch.float64
-    )
-    action = torch.tensor(np.concatenate([e["action"] for e in episodes]), dtype=torch.float64)
-    pair = torch.cat([state_t, state_next - state_t], 1)
-    pair = (pair - pair[train].mean(0)) / pair[train].std(0).clamp_min(1e-8)
+    return split_episodes(ids, seed=seed, groups=groups)
+
+
+def random_features(
+    features: torch.Tensor, train: torch.Tensor, *, seed: int = 0, width: int = 256
+) -> torch.Tensor:
+    """A fixed random ELU expansion of standardised ``features``: a nonlinear code for the
+    linear probe (standardised with the fitting half's statistics)."""
+    features = features.double()
+    features = (features - features[train].mean(0)) / features[train].std(0).clamp_min(1e-8)
     generator = torch.Generator().manual_seed(seed)
-    projection = torch.randn(pair.shape[1], 256, generator=generator, dtype=torch.float64)
-    nonlinear = torch.nn.functional.elu(pair @ projection / pair.shape[1] ** 0.5)
-    figures = {}
-    for name, features in (
-        ("state change", state_next - state_t),
-        ("state pair, 256 features", nonlinear),
-    ):
-        r2 = linear_probe_r2(
-            features[train], action[train], features[test], action[test], multioutput="raw_values"
-        )
-        figures[name] = {
-            "r2": round(float(r2.mean()), 3),
-            "r2_per_dim": [round(float(v), 3) for v in r2],
-        }
+    projection = torch.randn(features.shape[1], width, generator=generator, dtype=torch.float64)
+    return torch.nn.functional.elu(features @ projection / features.shape[1] ** 0.5)
+
+
+def _transitions(episodes: list[dict[str, np.ndarray]]) -> tuple[torch.Tensor, ...]:
+    """Hand-and-gripper state at t and t+1, and the action, of every transition."""
+    state_t = np.concatenate([e["state"][:-1] for e in episodes])
+    state_next = np.concatenate([e["state"][1:] for e in episodes])
+    action = np.concatenate([e["action"] for e in episodes])
+    return tuple(torch.tensor(a, dtype=torch.float64) for a in (state_t, state_next, action))
+
+
+def _r2(features, targets, train, test) -> dict[str, Any]:
+    r2 = linear_probe_r2(
+        features[train], targets[train], features[test], targets[test], multioutput="raw_values"
+    )
+    return {"r2": round(float(r2.mean()), 3), "r2_per_dim": [round(float(v), 3) for v in r2]}
+
+
+def probe_ceiling(episodes: list[dict[str, np.ndarray]], *, seed: int = 0) -> dict[str, float]:
+    """R^2 of the ridge probe from the true state change (and a nonlinear code of the state
+    pair) to the action, split by episode within each task (an episode's ``"task"``, if
+    given) as in the latent-action evaluation."""
+    train, test = _split(episodes, seed)
+    state_t, state_next, action = _transitions(episodes)
+    pair = torch.cat([state_t, state_next - state_t], 1)
+    figures = {
+        "state change": _r2(state_next - state_t, action, train, test),
+        "state pair, 256 features": _r2(
+            random_features(pair, train, seed=seed), action, train, test
+        ),
+    }
     steps = np.concatenate([np.linalg.norm(np.diff(e["pixels"], axis=0), axis=1) for e in episodes])
     figures["hand step (pixels at 64x64)"] = {
         "mean": round(float(steps.mean()), 3),
         "p90": round(float(np.quantile(steps, 0.9)), 3),
     }
     return figures
+
+
+def latent_actions_of(world_model, folder: Path, episodes: list[dict[str, np.ndarray]]):
+    """The latent action (mode) of every transition of the held-out episodes in ``folder``,
+    ``[transitions, D]`` in the order of ``episodes`` (the same episodes, replayed: their
+    actions must agree)."""
+    stored = load_episodes(folder)
+    if len(stored) != len(episodes):
+        raise ValueError(f"{folder} holds {len(stored)} episodes, {len(episodes)} were replayed")
+    for record, replayed in zip(stored, episodes, strict=True):
+        if not np.allclose(np.asarray(record.actions)[1:], replayed["action"], atol=1e-5):
+            raise ValueError(f"{record.name} is not the replayed episode of {replayed['task']}")
+    clips = episodes_to_clips(stored, num_transitions=len(episodes[0]["action"]))
+    return posterior_rollout(world_model, clips)["latent_action"].flatten(0, 1).double()
+
+
+def diagnose_model(latent: torch.Tensor, episodes, *, seed: int = 0) -> dict[str, Any]:
+    """What the latent actions hold: R^2 against the action (linear and 256 random features),
+    the state change and the state at t+1 (linear), with the ceiling's split."""
+    train, test = _split(episodes, seed)
+    state_t, state_next, action = _transitions(episodes)
+    return {
+        "latent -> action": _r2(latent, action, train, test),
+        "latent, 256 features -> action": _r2(
+            random_features(latent, train, seed=seed), action, train, test
+        ),
+        "latent -> state change": _r2(latent, state_next - state_t, train, test),
+        "latent -> state at t+1": _r2(latent, state_next, train, test),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -147,7 +210,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="episodes per task for both sets (default: the preset's)",
     )
     parser.add_argument("--camera", default="corner")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=RUN_DIR",
+        help="a pre-training run whose latent actions to diagnose on its heldout/ episodes",
+    )
     args = parser.parse_args(argv)
+    models = {}
+    for item in args.model:
+        name, sep, run_dir = item.partition("=")
+        if not sep:
+            parser.error(f"--model {item!r} is not NAME=RUN_DIR")
+        models[name] = (load_pretrained_run(run_dir)[0], Path(run_dir) / "heldout")
     torch.set_num_threads(1)
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         resolved = compose("config", overrides=[f"preset={args.preset}"])
@@ -166,11 +242,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     results = {}
     for name, (tasks, episodes, seed) in sets.items():
+        replayed = replay_episodes(tasks, episodes, config, seed, args.camera)
         results[name] = {
             "tasks": len(tasks),
             "episodes_per_task": episodes,
-            **probe_ceiling(replay_episodes(tasks, episodes, config, seed, args.camera)),
+            **probe_ceiling(replayed),
         }
+        for model_name, (world_model, heldout) in models.items():
+            latent = latent_actions_of(world_model, heldout / name, replayed)
+            results[name][model_name] = diagnose_model(latent, replayed)
         print(name, json.dumps(results[name]))
     return results
 

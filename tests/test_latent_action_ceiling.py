@@ -53,3 +53,23 @@ def test_hand_pixels_matches_a_pinhole_projection(ceiling, monkeypatch):
     # 90 degree field of view, 64 pixels: focal length 32; a point 1 m ahead, 0.5 m right.
     pixels = ceiling.hand_pixels(Model(), Data(), np.array([[0.5, 0.25, -1.0]]), "corner", 64)
     assert pixels[0].tolist() == pytest.approx([16.0, 8.0])
+
+
+def test_diagnosis_tells_a_code_of_the_motion_from_a_code_of_the_position(ceiling):
+    """A latent action that is the true action reads as the action and the state change; one
+    that is the hand's next position reads as that position, and as the action only through
+    random features of it no better than through the motion code."""
+    episodes = _episodes(0.01)
+    action = np.concatenate([e["action"] for e in episodes])
+    next_state = np.concatenate([e["state"][1:] for e in episodes])
+    import torch
+
+    motion = ceiling.diagnose_model(torch.tensor(action @ np.diag([2.0, -1.0, 0.5, 3.0])), episodes)
+    assert motion["latent -> action"]["r2"] == pytest.approx(1.0, abs=1e-3)
+    assert motion["latent -> state change"]["r2"] == pytest.approx(1.0, abs=1e-3)
+    assert motion["latent -> state at t+1"]["r2"] < 0.2
+    assert motion["latent, 256 features -> action"]["r2"] > 0.8  # nonlinear, but recoverable
+
+    position = ceiling.diagnose_model(torch.tensor(next_state), episodes)
+    assert position["latent -> state at t+1"]["r2"] == pytest.approx(1.0, abs=1e-3)
+    assert position["latent -> action"]["r2"] < 0.2

@@ -74,6 +74,36 @@ def test_embedding_input_reuses_the_encoder_for_o_t_and_o_t1():
     assert model.action_model.head[0].weight.grad.abs().sum() > 0
 
 
+def test_embedding_difference_input_sees_only_the_change_of_the_embeddings():
+    """``embedding_difference`` (LAPA's input): the latent action of (o_t, o_t+1) is the head
+    applied to e(o_t+1) - e(o_t), so a shift common to both embeddings cannot reach it,
+    while the ``embedding`` mode sees it; gradients still reach the head through the world
+    model."""
+    torch.manual_seed(0)
+    settings = {"output_type": "deterministic"}
+    model = make_world_model(
+        "tiny", latent_action={**settings, "input_mode": "embedding_difference"}
+    ).eval()
+    assert model.action_model.trunk.output_features == model.encoder.module.output_features
+    batch = make_clip_batch(2, 5)
+    out = model(batch.clone())
+    frames = torch.cat([out["pixels"][:, :1], out["next", "pixels"]], 1)
+    embeddings = model.encoder.module(frames)
+    change = embeddings[:, 1:] - embeddings[:, :-1]
+    torch.testing.assert_close(out["latent_action"][:, 1:], model.action_model.head(change)[:, 1:])
+    shift = torch.randn(embeddings.shape[-1])
+    for mode, moves in (("embedding_difference", False), ("embedding", True)):
+        torch.manual_seed(0)
+        other = make_world_model("tiny", latent_action={**settings, "input_mode": mode}).eval()
+        codes = [
+            other.action_model.infer(embeddings[:, :-1] + s, embeddings[:, 1:] + s)[0]
+            for s in (0.0, shift)
+        ]
+        assert torch.allclose(codes[0], codes[1], atol=1e-5) != moves, mode
+    out["next", "reco_pixels"].sum().backward()
+    assert model.action_model.head[0].weight.grad.abs().sum() > 0
+
+
 def test_time_alignment_latent_action_t_from_o_t_and_o_t1_feeds_prior_of_t1():
     torch.manual_seed(0)
     model = make_world_model("tiny", latent_action={"output_type": "deterministic"}).eval()

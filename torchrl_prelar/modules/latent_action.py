@@ -28,7 +28,9 @@ from torchrl.modules.distributions import ReparamGradientStrategy
 from torchrl_prelar.modules.pixels import centred_pixels
 
 OutputType = Literal["gaussian", "deterministic", "discrete"]
-InputMode = Literal["concat", "difference", "embedding"]
+InputMode = Literal["concat", "difference", "embedding", "embedding_difference"]
+#: Input modes that read the world model's encoder embeddings instead of frames.
+EMBEDDING_MODES = ("embedding", "embedding_difference")
 
 _DEFAULT_OUT_KEYS: dict[str, list[NestedKey]] = {
     "gaussian": ["latent_action", "latent_action_loc", "latent_action_scale"],
@@ -60,10 +62,11 @@ def latent_action_trunk_channels(input_mode: InputMode, window: int, channels: i
         return channels * window
     if input_mode == "difference":
         return channels * (window - 1)
-    if input_mode == "embedding":
-        raise ValueError("input_mode='embedding' reads encoder embeddings, not frames.")
+    if input_mode in EMBEDDING_MODES:
+        raise ValueError(f"input_mode={input_mode!r} reads encoder embeddings, not frames.")
     raise ValueError(
-        f"input_mode must be 'concat', 'difference' or 'embedding', got {input_mode!r}."
+        "input_mode must be 'concat', 'difference', 'embedding' or 'embedding_difference', "
+        f"got {input_mode!r}."
     )
 
 
@@ -201,19 +204,31 @@ _DISTRIBUTIONS: dict[str, tuple[type[D.Distribution], tuple[str, ...], dict]] = 
 
 
 class EmbeddingPair(nn.Module):
-    """Trunk of the ``"embedding"`` input mode: the two embeddings side by side.
+    """Trunk of the embedding input modes: reads the two embeddings side by side
+    (``[..., 2 * embed_dim]``, o_t's first) and hands on both (``"concat"``, the
+    ``"embedding"`` mode) or the change e(o_{t+1}) - e(o_t) (``"difference"``, the
+    ``"embedding_difference"`` mode, as in LAPA: what stays the same between the frames, such
+    as where the hand is, cancels out).
 
     Examples:
         >>> EmbeddingPair(4)(torch.zeros(2, 8)).shape
         torch.Size([2, 8])
+        >>> EmbeddingPair(2, combine="difference")(torch.tensor([[1.0, 2.0, 4.0, 3.0]]))
+        tensor([[3., 1.]])
     """
 
-    def __init__(self, embed_dim: int):
+    def __init__(self, embed_dim: int, combine: Literal["concat", "difference"] = "concat"):
         super().__init__()
-        self.output_features = 2 * embed_dim
+        if combine not in ("concat", "difference"):
+            raise ValueError(f"combine must be 'concat' or 'difference', got {combine!r}.")
+        self.combine = combine
+        self.output_features = 2 * embed_dim if combine == "concat" else embed_dim
 
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
-        return pair
+        if self.combine == "concat":
+            return pair
+        current, following = pair.chunk(2, dim=-1)
+        return following - current
 
 
 class LatentActionModel(TensorDictModuleBase):
@@ -265,6 +280,8 @@ class LatentActionModel(TensorDictModuleBase):
             ``("next", "encoded_latents")``) instead of frames, with an
             :class:`EmbeddingPair` trunk: no second image network (about a third fewer
             convolution FLOPs at the ``paper`` size); the world model supplies the embeddings.
+            ``"embedding_difference"`` reads the same embeddings and keeps only their change
+            e(o_{t+1}) - e(o_t) (:class:`EmbeddingPair`).
         window: frames per inference, ending at o_{t+1} (default 2 = (o_t, o_{t+1})). With
             ``window > 2`` earlier frames are taken from the clip, repeating its first frame
             where the window reaches before it; inputs then need a time dimension.
@@ -312,9 +329,9 @@ class LatentActionModel(TensorDictModuleBase):
                 f"action_dim={action_dim} must be a multiple of "
                 f"num_categoricals={num_categoricals}."
             )
-        if input_mode == "embedding":
+        if input_mode in EMBEDDING_MODES:
             if window != 2:
-                raise ValueError("input_mode='embedding' supports window=2 only.")
+                raise ValueError(f"input_mode={input_mode!r} supports window=2 only.")
         else:
             latent_action_trunk_channels(input_mode, window)
         self.trunk = trunk
@@ -334,7 +351,7 @@ class LatentActionModel(TensorDictModuleBase):
         self.head = nn.Sequential(*head)
         default_in_keys = (
             ["encoded_latents", ("next", "encoded_latents")]
-            if input_mode == "embedding"
+            if input_mode in EMBEDDING_MODES
             else ["pixels", ("next", "pixels")]
         )
         self.in_keys = default_in_keys if in_keys is None else list(in_keys)
@@ -386,7 +403,7 @@ class LatentActionModel(TensorDictModuleBase):
         self, pixels: torch.Tensor, next_pixels: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         """``(loc, scale)``, ``(logits,)`` or ``(code,)`` for o_t and o_{t+1}."""
-        if self.input_mode == "embedding":
+        if self.input_mode in EMBEDDING_MODES:
             inputs = torch.cat([pixels, next_pixels], -1)
         else:  # centred before stacking: a difference of uint8 frames would wrap around
             inputs = self._frames(centred_pixels(pixels), centred_pixels(next_pixels))

@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from torchrl.modules import MLP, RSSMPosteriorV3, RSSMPriorV3, RSSMRolloutV3
 
 from torchrl_prelar.modules.latent_action import (
+    EMBEDDING_MODES,
     ActionEncoder,
     EmbeddingPair,
     LatentActionModel,
@@ -336,9 +337,10 @@ def make_latent_action_model(config: Mapping) -> LatentActionModel:
         8
     """
     spec = config["latent_action"]
-    if spec["input_mode"] == "embedding":
+    if spec["input_mode"] in EMBEDDING_MODES:
         encoder = _make_encoder(config["encoder"], config["channels"], config["image_size"])
-        trunk = EmbeddingPair(encoder.output_features)
+        combine = "difference" if spec["input_mode"] == "embedding_difference" else "concat"
+        trunk = EmbeddingPair(encoder.output_features, combine=combine)
     else:
         channels = latent_action_trunk_channels(
             spec["input_mode"], spec["window"], config["channels"]
