@@ -34,7 +34,15 @@ def test_default_adds_the_reconstructions_through_the_latent_action():
     assert loss_settings("loss.beta_action=0.3")["beta_action"] == 0.3
 
 
-@pytest.mark.parametrize("setting", ["prelar", "paper"])
+def test_long_preset_weights_the_prior_reconstruction_and_the_command_line_still_wins():
+    long = loss_settings("preset=long")
+    assert long == {**loss_settings(), "lambda_prior_reco": 2.0}
+    assert long == loss_settings("loss=prelar_prior2")
+    assert loss_settings("preset=long", "loss=paper") == loss_settings("loss=paper")
+    assert loss_settings("preset=long", "loss=prelar") == loss_settings()
+
+
+@pytest.mark.parametrize("setting", ["prelar", "prelar_prior2", "paper"])
 def test_every_setting_builds_a_prelar_loss(setting):
     loss = PreLARLoss(make_world_model("tiny"), **loss_settings(f"loss={setting}"))
-    assert (loss.forward_model is not None) == (setting == "prelar")
+    assert (loss.forward_model is not None) == (setting != "paper")
