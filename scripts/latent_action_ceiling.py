@@ -16,8 +16,9 @@ in pixels. ``--episodes`` > 1 adds episodes per task, so that the probe is fitte
 episodes of the same tasks instead of on other tasks.
 
 With ``--model NAME=RUN_DIR`` (repeatable) it also reads what pre-trained latent actions hold,
-on the same replayed episodes (the run's ``heldout/`` folders, which must be the episodes this
-script replays: their actions are checked): R^2 of the latent action (mode) against the true
+on the same replayed episodes (the run's held-out folders, ``evaluation.dir`` or
+``RUN_DIR/heldout``, which must hold the episodes this script replays: their actions are
+checked): R^2 of the latent action (mode) against the true
 action with the linear probe and with the 256-feature nonlinear one (is the action there, but
 not linearly?), and linear R^2 against the state change and against the state at t+1 (does the
 code carry the motion, or where the hand ends up?).
@@ -187,7 +188,8 @@ def latent_actions_of(world_model, folder: Path, episodes: list[dict[str, np.nda
 
 def diagnose_model(latent: torch.Tensor, episodes, *, seed: int = 0) -> dict[str, Any]:
     """What the latent actions hold: R^2 against the action (linear and 256 random features),
-    the state change and the state at t+1 (linear), with the ceiling's split."""
+    the state change and the state at t+1 (linear), and against the action beside the state at
+    t (what the code adds to it), with the ceiling's split."""
     train, test = _split(episodes, seed)
     state_t, state_next, action = _transitions(episodes)
     return {
@@ -197,6 +199,9 @@ def diagnose_model(latent: torch.Tensor, episodes, *, seed: int = 0) -> dict[str
         ),
         "latent -> state change": _r2(latent, state_next - state_t, train, test),
         "latent -> state at t+1": _r2(latent, state_next, train, test),
+        # The expert's action depends on the state: how much the code adds to the state at t.
+        "state at t -> action": _r2(state_t, action, train, test),
+        "latent + state at t -> action": _r2(torch.cat([latent, state_t], 1), action, train, test),
     }
 
 
@@ -215,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         action="append",
         default=[],
         metavar="NAME=RUN_DIR",
-        help="a pre-training run whose latent actions to diagnose on its heldout/ episodes",
+        help="a pre-training run whose latent actions to diagnose on its held-out episodes "
+        "(its evaluation.dir, default RUN_DIR/heldout)",
     )
     args = parser.parse_args(argv)
     models = {}
@@ -223,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         name, sep, run_dir = item.partition("=")
         if not sep:
             parser.error(f"--model {item!r} is not NAME=RUN_DIR")
-        models[name] = (load_pretrained_run(run_dir)[0], Path(run_dir) / "heldout")
+        world_model, evaluation = load_pretrained_run(run_dir)
+        models[name] = (world_model, Path(evaluation.get("dir") or Path(run_dir) / "heldout"))
     torch.set_num_threads(1)
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         resolved = compose("config", overrides=[f"preset={args.preset}"])

@@ -4,7 +4,12 @@ from conftest import make_clip_batch
 from tensordict import TensorDict
 from tensordict.nn import set_interaction_type
 
-from torchrl_prelar import ActionEncoder, make_latent_action_model, world_model_config
+from torchrl_prelar import (
+    ActionEncoder,
+    make_latent_action_model,
+    make_world_model,
+    world_model_config,
+)
 from torchrl_prelar.data.synthetic import grid_square_batch
 from torchrl_prelar.modules.latent_action import OneHotCategoricals, use_circular_padding
 
@@ -237,3 +242,45 @@ def test_state_dict_of_the_old_layout_loads_and_gives_the_reference_outputs(outp
         torch.testing.assert_close(td["latent_action"], one_hot)
     else:
         torch.testing.assert_close(td["latent_action"], raw)
+
+
+def test_shift_together_crops_each_stack_at_one_offset_of_the_padded_frames():
+    from torchrl_prelar.modules.latent_action import shift_together
+
+    torch.manual_seed(0)
+    frames = torch.rand(64, 6, 8, 8)
+    shifted = shift_together(frames, 2)
+    padded = torch.nn.functional.pad(frames, (2, 2, 2, 2), mode="replicate")
+    offsets = set()
+    for i in range(frames.shape[0]):
+        matches = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(shifted[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+        ]
+        assert len(matches) == 1, i  # all six channels moved by the same offset
+        offsets |= set(matches)
+    assert len(offsets) > 10  # each stack draws its own offset
+    assert torch.equal(shift_together(frames, 0), frames)
+
+
+def test_shift_applies_in_training_only_and_not_to_embeddings():
+    torch.manual_seed(0)
+    plain = make_world_model("tiny", latent_action={"output_type": "deterministic"})
+    shifted = make_world_model("tiny", latent_action={"output_type": "deterministic", "shift": 4})
+    shifted.load_state_dict(plain.state_dict())
+    frames = torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8)
+    later = torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8)
+    for model in (plain, shifted):
+        model.action_model.eval()
+    torch.testing.assert_close(
+        plain.action_model.infer(frames, later)[0], shifted.action_model.infer(frames, later)[0]
+    )
+    plain.action_model.train()
+    shifted.action_model.train()
+    assert not torch.allclose(
+        plain.action_model.infer(frames, later)[0], shifted.action_model.infer(frames, later)[0]
+    )
+    with pytest.raises(ValueError, match="frame inputs only"):
+        make_world_model("tiny", latent_action={"input_mode": "embedding", "shift": 2})

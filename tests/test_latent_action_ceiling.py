@@ -73,3 +73,7 @@ def test_diagnosis_tells_a_code_of_the_motion_from_a_code_of_the_position(ceilin
     position = ceiling.diagnose_model(torch.tensor(next_state), episodes)
     assert position["latent -> state at t+1"]["r2"] == pytest.approx(1.0, abs=1e-3)
     assert position["latent -> action"]["r2"] < 0.2
+    # ... but beside the state at t the next position gives the action back exactly, which
+    # the state alone does not (these random actions do not depend on it).
+    assert position["latent + state at t -> action"]["r2"] == pytest.approx(1.0, abs=1e-3)
+    assert position["state at t -> action"]["r2"] < 0.2

@@ -203,6 +203,30 @@ _DISTRIBUTIONS: dict[str, tuple[type[D.Distribution], tuple[str, ...], dict]] = 
 }
 
 
+def shift_together(frames: torch.Tensor, shift: int) -> torch.Tensor:
+    """Shift each ``[C, H, W]`` stack of ``frames`` (``[*B, C, H, W]``) by its own random
+    offset in ``[-shift, shift]`` pixels per axis: replicate-pad by ``shift``, then crop. The
+    channels of one stack (the frames of one transition) move together.
+
+    Examples:
+        >>> frames = torch.arange(32.0).reshape(1, 2, 4, 4)
+        >>> shifted = shift_together(frames, 1)
+        >>> shifted.shape, bool(torch.equal(shifted[0, 1] - shifted[0, 0], torch.full((4, 4), 16.0)))
+        (torch.Size([1, 2, 4, 4]), True)
+    """
+    if shift == 0:
+        return frames
+    *batch, channels, height, width = frames.shape
+    flat = frames.reshape(-1, channels, height, width)
+    padded = nn.functional.pad(flat, (shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * shift + 1, (flat.shape[0], 2), device=frames.device)
+    rows = offsets[:, :1] + torch.arange(height, device=frames.device)  # [N, H]
+    cols = offsets[:, 1:] + torch.arange(width, device=frames.device)  # [N, W]
+    index = torch.arange(flat.shape[0], device=frames.device)[:, None, None]
+    cropped = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]
+    return cropped.permute(0, 3, 1, 2).reshape(*batch, channels, height, width)
+
+
 class EmbeddingPair(nn.Module):
     """Trunk of the embedding input modes: reads the two embeddings side by side
     (``[..., 2 * embed_dim]``, o_t's first) and hands on both (``"concat"``, the
@@ -285,6 +309,10 @@ class LatentActionModel(TensorDictModuleBase):
         window: frames per inference, ending at o_{t+1} (default 2 = (o_t, o_{t+1})). With
             ``window > 2`` earlier frames are taken from the clip, repeating its first frame
             where the window reaches before it; inputs then need a time dimension.
+        shift: in training mode, shift the frames of each transition together by a random
+            offset of up to ``shift`` pixels in each direction (replicate padding, then a crop,
+            as DrQ), so that where things are in the image is less reliable to the code than
+            how they move between the frames; 0 (default) is off. Frame inputs only.
         num_categoricals: categoricals of the discrete output.
         in_keys: ``[pixels, next pixels]``.
         out_keys: ``[latent_action, loc, scale]`` (Gaussian), ``[latent_action]``
@@ -314,6 +342,7 @@ class LatentActionModel(TensorDictModuleBase):
         output_type: OutputType = "gaussian",
         input_mode: InputMode = "concat",
         window: int = 2,
+        shift: int = 0,
         num_categoricals: int = 8,
         in_keys: list[NestedKey] | None = None,
         out_keys: list[NestedKey] | None = None,
@@ -338,6 +367,12 @@ class LatentActionModel(TensorDictModuleBase):
         self.output_type = output_type
         self.input_mode = input_mode
         self.window = window
+        if shift < 0 or (shift and input_mode in EMBEDDING_MODES):
+            raise ValueError(
+                f"shift must be >= 0 and applies to frame inputs only, got shift={shift} with "
+                f"input_mode={input_mode!r}."
+            )
+        self.shift = shift
         self.action_dim = action_dim
         self.num_categoricals = num_categoricals
         head_out = 2 * action_dim if output_type == "gaussian" else action_dim
@@ -407,6 +442,8 @@ class LatentActionModel(TensorDictModuleBase):
             inputs = torch.cat([pixels, next_pixels], -1)
         else:  # centred before stacking: a difference of uint8 frames would wrap around
             inputs = self._frames(centred_pixels(pixels), centred_pixels(next_pixels))
+            if self.shift and self.training:
+                inputs = shift_together(inputs, self.shift)
         out = self.head(self.trunk(inputs))
         if self.output_type == "gaussian":
             return out

@@ -360,6 +360,7 @@ def make_latent_action_model(config: Mapping) -> LatentActionModel:
         output_type=spec["output_type"],
         input_mode=spec["input_mode"],
         window=spec["window"],
+        shift=spec.get("shift", 0),
         num_categoricals=spec["num_categoricals"],
     )
 
