@@ -23,7 +23,6 @@ clip B's start state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -204,6 +203,20 @@ def linear_probe_r2(
         >>> round(float(linear_probe_r2(x[:100], y[:100], x[100:], y[100:], ridge=0)), 3)
         1.0
     """
+    return _r2_from_errors(
+        *_probe_errors(train_features, train_targets, test_features, test_targets, ridge),
+        multioutput,
+    )
+
+
+def _probe_errors(
+    train_features: torch.Tensor,
+    train_targets: torch.Tensor,
+    test_features: torch.Tensor,
+    test_targets: torch.Tensor,
+    ridge: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per target dim, the test SSE of the ridge fit and the test SST around the test mean."""
     _check_probe_inputs(train_features, train_targets, "train")
     _check_probe_inputs(test_features, test_targets, "test")
     if train_features.shape[1] != test_features.shape[1]:
@@ -221,8 +234,10 @@ def linear_probe_r2(
     weight = torch.linalg.lstsq(x, y).solution
     test = test_targets.double()
     prediction = (test_features.double() - x_mean) @ weight + y_mean
-    sse = (test - prediction).pow(2).sum(0)
-    sst = (test - test.mean(0)).pow(2).sum(0)
+    return (test - prediction).pow(2).sum(0), (test - test.mean(0)).pow(2).sum(0)
+
+
+def _r2_from_errors(sse: torch.Tensor, sst: torch.Tensor, multioutput: str) -> torch.Tensor:
     if multioutput == "variance_weighted":
         return 1 - sse.sum() / sst.sum()
     r2 = torch.where(sst > 0, 1 - sse / sst.clamp_min(1e-300), (sse == 0).double())
@@ -519,10 +534,9 @@ def evaluate_latent_actions(
         for part in batches
     ]
     features, targets = latent[used], clips["true_action"][used]
-    probe = partial(
-        linear_probe_r2, features[train], targets[train], features[test], targets[test], ridge=ridge
-    )
-    r2, pooled_r2 = probe(multioutput="raw_values"), probe(multioutput="variance_weighted")
+    errors = _probe_errors(features[train], targets[train], features[test], targets[test], ridge)
+    r2 = _r2_from_errors(*errors, "raw_values")
+    pooled_r2 = _r2_from_errors(*errors, "variance_weighted")
     own_kl = float(torch.cat([kl for _, kl in own])[used].mean())
     shuffled_kl = float(torch.cat([kl for _, kl in shuffled])[used].mean())
     figures = {
