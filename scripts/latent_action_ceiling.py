@@ -44,6 +44,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from torchrl_prelar.data.sources.metaworld_scripted import (
+    HAND_AND_GRIPPER,
     MetaWorldExpertPolicy,
     default_pretrain_tasks,
     episode_seed,
@@ -60,7 +61,6 @@ from torchrl_prelar.evaluation.latent_actions import (
 )
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "examples" / "config"
-HAND_AND_GRIPPER = slice(0, 4)  # Meta-world's 39-d state starts with hand xyz, gripper opening
 
 
 def _mujoco_handles(env) -> tuple[mujoco.MjModel, mujoco.MjData]:
@@ -104,7 +104,7 @@ def replay_episodes(
                 out.append(
                     {
                         "task": task,
-                        "state": state[:, HAND_AND_GRIPPER],
+                        "state": state[:, :HAND_AND_GRIPPER],
                         "action": td["action"].numpy(),
                         "pixels": pixels,
                     }

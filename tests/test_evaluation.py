@@ -131,6 +131,39 @@ def test_clips_carry_the_task_of_their_episode_file():
     assert episode_task("video_17.mp4") == "video_17.mp4"
 
 
+def test_probe_beside_the_true_state_matches_an_independent_fit(world_model):
+    """Episodes with states: the evaluation also probes the action from the state at o_t
+    alone and from the latent action beside it, with its split; an independent numpy fit of
+    the same halves gives the same figures. Without states neither figure is reported."""
+    episodes = moving_square_episodes(4, 12, seed=3)
+    rng = np.random.default_rng(0)
+    with_states = [
+        Episode(e.frames, e.actions, name=e.name, states=rng.normal(size=(e.num_frames, 3)))
+        for e in episodes
+    ]
+    clips = episodes_to_clips(with_states, num_transitions=6)
+    assert clips["true_state"].shape == (*clips.shape, 3)
+    torch.testing.assert_close(
+        clips["true_state"][0, 2], torch.as_tensor(with_states[0].states[2], dtype=torch.float32)
+    )
+    figures = evaluate_latent_actions(world_model, clips, context=1, seed=0)
+
+    used = ~clips["is_init"].reshape(clips.shape)
+    train, test = split_episodes(clips["episode"][used], seed=0)
+    latent = posterior_rollout(world_model, clips, seed=0)["latent_action"][used].double()
+    state, action = clips["true_state"][used].double(), clips["true_action"][used].double()
+    for name, inputs in (("state_only", state), ("with_state", torch.cat([latent, state], 1))):
+        x, y = inputs.numpy(), action.numpy()
+        expected = numpy_r2(x[train], y[train], x[test], y[test], 1e-3).mean()
+        assert figures[f"probe_r2_{name}"] == pytest.approx(expected, abs=1e-6), name
+    assert figures["probe_r2_state_only"] < 0.2  # random states say nothing of the moves
+
+    plain = evaluate_latent_actions(
+        world_model, episodes_to_clips(episodes, num_transitions=6), context=1
+    )
+    assert "probe_r2_state_only" not in plain and "probe_r2_with_state" not in plain
+
+
 def test_shuffle_gives_every_clip_another_clips_sequence():
     for seed in range(5):
         index = shuffle_index(7, seed=seed)

@@ -70,6 +70,10 @@ def test_files_shapes_dtypes_and_naming(generated):
         assert data["reward"].shape == (LENGTH + 1,)
         assert data["success"].shape == (LENGTH + 1,)
         assert data["success"].dtype == bool
+        # The hand position and gripper opening at every frame.
+        assert data["state"].shape == (LENGTH + 1, 4) and data["state"].dtype == np.float32
+        assert np.abs(np.diff(data["state"][:, :3], axis=0)).sum() > 0  # the hand moves
+        assert ((data["state"][:, 3] >= 0) & (data["state"][:, 3] <= 1)).all()
     assert not list(generated.glob(".*"))
 
 

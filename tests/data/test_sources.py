@@ -91,6 +91,21 @@ def test_rlbench_bad_files_skipped_rest_loads(npz_folder):
     assert torch.equal(batch["true_action"][..., 0], frames[:, :, 0, 0, 0].float())
 
 
+def test_rlbench_keeps_a_state_per_frame_and_refuses_a_misshapen_one(tmp_path):
+    frames = frames_for(0, 9)
+    states = np.arange(18, dtype=np.float32).reshape(9, 2)
+    np.savez_compressed(tmp_path / "20240101T000000-good-8.npz", image=frames, state=states)
+    np.savez_compressed(tmp_path / "20240101T000001-bad-8.npz", image=frames, state=states[:5])
+    np.savez_compressed(tmp_path / "20240101T000002-none-8.npz", image=frames)
+    items = {item.name: item for item in RLBenchSource(tmp_path).episodes(min_frames=T + 1)}
+    np.testing.assert_array_equal(items["20240101T000000-good-8.npz"].states, states)
+    assert items["20240101T000002-none-8.npz"].states is None
+    bad = items["20240101T000001-bad-8.npz"]
+    assert isinstance(bad, SkippedEpisode) and "'state' has shape (5, 2), expected (9, S)" in (
+        bad.reason
+    )
+
+
 def test_rlbench_resize_and_hint(npz_folder):
     source = RLBenchSource(npz_folder, resize=True)
     assert source.num_frames_hint() == 8 + 12 + 3 + 9 + 10 * 4  # from the file names

@@ -75,6 +75,9 @@ class Episode:
             action taken just before frame t, ``actions[0]`` is padding.
         name: unique name within its source (file name, video id), used to resume writing.
         source: name of the dataset the episode comes from.
+        states: optional float array ``[L + 1, S]``: a low-dimensional state at every frame
+            (the scripted Meta-world videos keep the hand position and gripper opening), used
+            only by the latent-action evaluation.
 
     Example:
         >>> ep = Episode(np.zeros((25, 64, 64, 3), np.uint8), name="demo-0", source="synthetic")
@@ -86,6 +89,7 @@ class Episode:
     actions: np.ndarray | torch.Tensor | None = None
     name: str = ""
     source: str = "unknown"
+    states: np.ndarray | torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:

@@ -97,7 +97,8 @@ def episodes_to_clips(episodes: Sequence[Episode], *, num_transitions: int) -> T
     o_{t+1} (TorchRL's transition convention, APV ``action[t + 1]``, mapped by
     :func:`~torchrl_prelar.data.episodes.transition_actions`); ``"episode"``: the index of the
     clip's episode in ``episodes``; ``"task"``: the index of its task (:func:`episode_task`)
-    among the sorted distinct tasks of ``episodes``.
+    among the sorted distinct tasks of ``episodes``; ``"true_state"``: the episode's state at
+    o_t, when every episode has states (:attr:`Episode.states`).
 
     Raises:
         ValueError: naming the episode that has no actions, actions of the wrong shape, or
@@ -116,8 +117,9 @@ def episodes_to_clips(episodes: Sequence[Episode], *, num_transitions: int) -> T
         raise ValueError("episodes is empty: expected at least one episode.")
     tasks = [episode_task(episode.name or f"episode {i}") for i, episode in enumerate(episodes)]
     task_index = {task: index for index, task in enumerate(sorted(set(tasks)))}
+    with_states = all(episode.states is not None for episode in episodes)
     clips = [
-        _episode_clips(episode, index, task_index[task], num_transitions)
+        _episode_clips(episode, index, task_index[task], num_transitions, with_states)
         for index, (episode, task) in enumerate(zip(episodes, tasks, strict=True))
     ]
     return torch.cat(clips)
@@ -145,7 +147,9 @@ def episode_task(name: str) -> str:
     return task if task and index.isdigit() else name
 
 
-def _episode_clips(episode: Episode, index: int, task: int, steps: int) -> TensorDict:
+def _episode_clips(
+    episode: Episode, index: int, task: int, steps: int, with_states: bool
+) -> TensorDict:
     name = episode.name or f"episode {index}"
     frames = torch.as_tensor(np.asarray(episode.frames))
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
@@ -170,11 +174,21 @@ def _episode_clips(episode: Episode, index: int, task: int, steps: int) -> Tenso
     used = num_clips * steps
     pixels = frames[: used + 1].permute(0, 3, 1, 2)
     window = torch.arange(num_clips)[:, None] * steps + torch.arange(steps + 1)
+    extra = {}
+    if with_states:
+        states = torch.as_tensor(np.asarray(episode.states), dtype=torch.float32)
+        if states.ndim != 2 or states.shape[0] != frames.shape[0]:
+            raise ValueError(
+                f"{name}: states have shape {tuple(states.shape)}, expected "
+                f"[{frames.shape[0]}, S] (one per frame)."
+            )
+        extra["true_state"] = states[:used].reshape(num_clips, steps, -1)  # the state at o_t
     return transitions_from_frames(
         pixels[window],
         true_action=transition_actions(actions)[:used].reshape(num_clips, steps, -1),
         episode=torch.full((num_clips, steps), index, dtype=torch.int64),
         task=torch.full((num_clips, steps), task, dtype=torch.int64),
+        **extra,
     )
 
 
@@ -502,7 +516,11 @@ def evaluate_latent_actions(
         the test episodes cannot dominate it): the linear probe from the latent action (mode)
         to the true action, fitted on half of the episodes of each task (the clips'
         ``"task"``, if they have it) and scored on the others, first transition of each clip
-        left out (the RSSM zeroes the action there); ``state_kl`` and ``shuffled_state_kl``
+        left out (the RSSM zeroes the action there); with clips that carry ``"true_state"``,
+        also ``probe_r2_state_only`` (the same probe from the true state at o_t alone) and
+        ``probe_r2_with_state`` (from the latent action and that state side by side): a
+        scripted expert's action depends on the state, so the gap between the two is what the
+        latent action knows of the action beyond the state; ``state_kl`` and ``shuffled_state_kl``
         (nats per step, same
         steps) with the clips' own latent actions and with each clip given another clip's
         (:func:`shuffle_index`), and ``state_kl_shuffled_ratio`` (shuffled / own);
@@ -537,6 +555,18 @@ def evaluate_latent_actions(
     errors = _probe_errors(features[train], targets[train], features[test], targets[test], ridge)
     r2 = _r2_from_errors(*errors, "raw_values")
     pooled_r2 = _r2_from_errors(*errors, "variance_weighted")
+    state_figures = {}
+    if "true_state" in clips.keys():  # what the code knows of the action beyond the state
+        state = clips["true_state"][used]
+        for name, inputs in (
+            ("state_only", state),
+            ("with_state", torch.cat([features, state], 1)),
+        ):
+            state_figures[f"probe_r2_{name}"] = float(
+                linear_probe_r2(
+                    inputs[train], targets[train], inputs[test], targets[test], ridge=ridge
+                )
+            )
     own_kl = float(torch.cat([kl for _, kl in own])[used].mean())
     shuffled_kl = float(torch.cat([kl for _, kl in shuffled])[used].mean())
     figures = {
@@ -546,6 +576,7 @@ def evaluate_latent_actions(
         "state_kl": own_kl,
         "shuffled_state_kl": shuffled_kl,
         "state_kl_shuffled_ratio": shuffled_kl / own_kl if own_kl > 0 else float("nan"),
+        **state_figures,
     }
     own_psnr, shuffled_psnr = zip(
         *(

@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 METADATA_FILE = "metadata.json"
+#: Meta-world's observation starts with the hand position (3) and the gripper opening (1).
+HAND_AND_GRIPPER = 4
 _TMP_SUFFIX = ".tmp"
 
 
@@ -230,6 +232,11 @@ def rollout_expert_episode(
 ) -> dict[str, np.ndarray]:
     """Run one noisy expert episode of ``length`` actions and return it in the APV layout.
 
+    Beside ``"image"``, ``"action"``, ``"reward"`` and ``"success"`` it keeps ``"state"``
+    (``[length + 1, 4]``): the hand position and the gripper opening at every frame, the first
+    four entries of Meta-world's observation, which the latent-action evaluation uses as the
+    state baseline of its probe.
+
     Args:
         env: an env from :func:`~torchrl_prelar.envs.metaworld.make_metaworld_env` for ``task``
             with the low-dimensional observation kept.
@@ -241,8 +248,8 @@ def rollout_expert_episode(
     Example:
         >>> env = make_metaworld_env("reach-v3", max_episode_steps=10)
         >>> episode = rollout_expert_episode(env, "reach-v3", noise_std=0.1, seed=0, length=10)
-        >>> episode["image"].shape, episode["action"].shape
-        ((11, 64, 64, 3), (11, 4))
+        >>> episode["image"].shape, episode["action"].shape, episode["state"].shape
+        ((11, 64, 64, 3), (11, 4), (11, 4))
     """
     env.set_seed(seed)
     policy = MetaWorldExpertPolicy(task, noise_std=noise_std, seed=seed)
@@ -250,6 +257,7 @@ def rollout_expert_episode(
     if td.shape[0] != length:
         raise RuntimeError(f"expected an episode of {length} steps, got {td.shape[0]}.")
     frames = torch.cat([td["pixels"][:1], td["next", "pixels"]]).permute(0, 2, 3, 1)
+    observation = torch.cat([td["observation"][:1], td["next", "observation"]])
     action = td["action"].to(torch.float32)
     reward = td["next", "reward"].reshape(-1).to(torch.float32)
     success = td["next", "success"].reshape(-1)
@@ -258,6 +266,7 @@ def rollout_expert_episode(
         "action": torch.cat([torch.zeros_like(action[:1]), action]).numpy(),
         "reward": torch.cat([reward.new_zeros(1), reward]).numpy(),
         "success": torch.cat([success.new_zeros(1), success]).numpy(),
+        "state": observation[:, :HAND_AND_GRIPPER].to(torch.float32).numpy(),
     }
 
 

@@ -3,7 +3,8 @@
 A folder of compressed ``.npz`` episodes named ``<time>-<id>-<length>.npz``, each with key
 ``"image"``: uint8 ``(length + 1, 64, 64, 3)``. ``"action"`` (``(length + 1, A)``, APV convention:
 ``action[t]`` leads into frame t, ``action[0] = 0``) is kept as the evaluation-only true action
-when present; every other key is ignored.
+when present, and ``"state"`` (``(length + 1, S)``, a low-dimensional state per frame) as the
+evaluation-only true state; every other key is ignored.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class RLBenchSource(EpisodeSource):
                     )
                 frames = npz["image"]
                 actions = npz["action"] if "action" in npz.files else None
+                states = npz["state"] if "state" in npz.files else None
         except _NPZ_ERRORS as err:
             raise EpisodeError(
                 f"{path}: corrupt or truncated npz ({type(err).__name__}: {err}), expected a "
@@ -125,7 +127,12 @@ class RLBenchSource(EpisodeSource):
             validate_frames(frames, str(path))
             frames = resize_frames(frames, self.image_size)
         validate_frames(frames, str(path), self.image_size)
-        return Episode(frames, actions, name=path.name, source=self.name)
+        if states is not None and (states.ndim != 2 or states.shape[0] != frames.shape[0]):
+            raise EpisodeError(
+                f"{path}: 'state' has shape {states.shape}, expected ({frames.shape[0]}, S): "
+                "one state per frame"
+            )
+        return Episode(frames, actions, name=path.name, source=self.name, states=states)
 
 
 def _length_from_name(path: Path) -> int | None:
