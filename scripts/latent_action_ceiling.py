@@ -9,7 +9,9 @@ and the same split by episode as the latent-action evaluation:
 * ``state change``: the true change of the hand position and gripper opening from o_t to o_{t+1}
   (4-d), the most a code inferred from the two frames could be expected to carry;
 * ``state pair, 256 features``: a fixed random ELU expansion (256-d) of the hand and gripper
-  state at t and t+1, which stands for any nonlinear code of the two states.
+  state at t and t+1, which stands for any nonlinear code of the two states;
+* ``state change -> the previous action``: the same change against the action of step t-1,
+  which shows how much of a step's motion the previous action still drives.
 
 It also projects the hand into the 64x64 ``corner`` camera and prints how far it moves per step,
 in pixels. ``--episodes`` > 1 adds episodes per task, so that the probe is fitted and scored on
@@ -164,6 +166,14 @@ def probe_ceiling(episodes: list[dict[str, np.ndarray]], *, seed: int = 0) -> di
             random_features(pair, train, seed=seed), action, train, test
         ),
     }
+    # The motion from t to t+1 against the action of t-1: how much of a step's motion the
+    # previous action drives (a lag of the simulator's mocap would show here).
+    lagged = [{**e, "state": e["state"][1:], "action": e["action"][:-1]} for e in episodes]
+    lag_train, lag_test = _split(lagged, seed)
+    lag_t, lag_next, lag_action = _transitions(lagged)
+    figures["state change -> the previous action"] = _r2(
+        lag_next - lag_t, lag_action, lag_train, lag_test
+    )
     steps = np.concatenate([np.linalg.norm(np.diff(e["pixels"], axis=0), axis=1) for e in episodes])
     figures["hand step (pixels at 64x64)"] = {
         "mean": round(float(steps.mean()), 3),

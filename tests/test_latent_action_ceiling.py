@@ -39,6 +39,14 @@ def test_state_change_that_is_the_action_scores_one_and_noise_scores_below_zero(
     for episode in shuffled:
         episode["action"] = np.random.default_rng(1).uniform(-1, 1, episode["action"].shape)
     assert ceiling.probe_ceiling(shuffled)["state change"]["r2"] < 0.05
+    # A state that moves by the action of the step before: the lagged probe finds it.
+    assert exact["state change -> the previous action"]["r2"] < 0.05
+    lagging = _episodes(0.01)
+    for episode in lagging:
+        episode["state"][1:] = episode["state"][:-1].copy()
+    lagged = ceiling.probe_ceiling(lagging)
+    assert lagged["state change -> the previous action"]["r2"] == pytest.approx(1.0, abs=1e-3)
+    assert lagged["state change"]["r2"] < 0.05
 
 
 def test_hand_pixels_matches_a_pinhole_projection(ceiling, monkeypatch):
