@@ -153,6 +153,11 @@ def _r2(features, targets, train, test) -> dict[str, Any]:
     return {"r2": round(float(r2.mean()), 3), "r2_per_dim": [round(float(v), 3) for v in r2]}
 
 
+def _lagged(episodes: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The episodes from their second transition on, each paired with the action before it."""
+    return [{**e, "state": e["state"][1:], "action": e["action"][:-1]} for e in episodes]
+
+
 def probe_ceiling(episodes: list[dict[str, np.ndarray]], *, seed: int = 0) -> dict[str, float]:
     """R^2 of the ridge probe from the true state change (and a nonlinear code of the state
     pair) to the action, split by episode within each task (an episode's ``"task"``, if
@@ -168,7 +173,7 @@ def probe_ceiling(episodes: list[dict[str, np.ndarray]], *, seed: int = 0) -> di
     }
     # The motion from t to t+1 against the action of t-1: how much of a step's motion the
     # previous action drives (a lag of the simulator's mocap would show here).
-    lagged = [{**e, "state": e["state"][1:], "action": e["action"][:-1]} for e in episodes]
+    lagged = _lagged(episodes)
     lag_train, lag_test = _split(lagged, seed)
     lag_t, lag_next, lag_action = _transitions(lagged)
     figures["state change -> the previous action"] = _r2(
@@ -212,6 +217,11 @@ def diagnose_model(latent: torch.Tensor, episodes, *, seed: int = 0) -> dict[str
         # The expert's action depends on the state: how much the code adds to the state at t.
         "state at t -> action": _r2(state_t, action, train, test),
         "latent + state at t -> action": _r2(torch.cat([latent, state_t], 1), action, train, test),
+        "latent -> the previous action": _r2(
+            torch.cat([part[1:] for part in latent.split([len(e["action"]) for e in episodes])]),
+            _transitions(_lagged(episodes))[2],
+            *_split(_lagged(episodes), seed),
+        ),
     }
 
 
