@@ -207,6 +207,9 @@ def diagnose_model(latent: torch.Tensor, episodes, *, seed: int = 0) -> dict[str
     t (what the code adds to it), with the ceiling's split."""
     train, test = _split(episodes, seed)
     state_t, state_next, action = _transitions(episodes)
+    lagged = _lagged(episodes)
+    per_episode = latent.split([len(e["action"]) for e in episodes])
+    lag_latent = torch.cat([part[1:] for part in per_episode])  # transitions 1.. of each
     return {
         "latent -> action": _r2(latent, action, train, test),
         "latent, 256 features -> action": _r2(
@@ -218,9 +221,7 @@ def diagnose_model(latent: torch.Tensor, episodes, *, seed: int = 0) -> dict[str
         "state at t -> action": _r2(state_t, action, train, test),
         "latent + state at t -> action": _r2(torch.cat([latent, state_t], 1), action, train, test),
         "latent -> the previous action": _r2(
-            torch.cat([part[1:] for part in latent.split([len(e["action"]) for e in episodes])]),
-            _transitions(_lagged(episodes))[2],
-            *_split(_lagged(episodes), seed),
+            lag_latent, _transitions(lagged)[2], *_split(lagged, seed)
         ),
     }
 
