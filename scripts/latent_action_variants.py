@@ -20,6 +20,14 @@ untrained RSSM.
 
     python scripts/latent_action_variants.py supervised --supervised --updates 300
 
+``--videos``, ``--seen`` and ``--unseen`` read existing folders of episodes with true actions
+instead of rendering that set, e.g. the default job's training videos and held-out sets, to
+put a supervised reference beside the job's own figures:
+
+    python scripts/latent_action_variants.py supervised_embedding --supervised \
+        --model '{latent_action: {input_mode: embedding}}' --updates 1000 \
+        --videos RUN_DIR/videos --seen RUN_DIR/heldout/seen --unseen RUN_DIR/heldout/unseen
+
 ``--loss`` and ``--model`` are YAML mappings of :class:`~torchrl_prelar.PreLARLoss` keyword
 arguments and world-model preset overrides. Figures go to ``<out>/<name>/log.json`` (one
 record per evaluation) and are printed as they come.
@@ -58,12 +66,21 @@ VIDEO_SETS = {
     "unseen": ("videos_unseen", tuple(METAWORLD_EVAL_TASKS), 4, 2),
 }
 SUMMARY_KEYS = ("probe_r2", "state_kl", "shuffled_state_kl", "psnr_own", "delta_psnr")
+#: Printed too when the held-out episodes carry the true state.
+STATE_KEYS = ("probe_r2_state_only", "probe_r2_with_state")
 
 
-def render_video_sets(data_dir: Path, episode_length: int) -> dict[str, Path]:
-    """Render (or complete) the training and the two held-out video sets under ``data_dir``."""
+def render_video_sets(
+    data_dir: Path, episode_length: int, given: dict[str, Path | None]
+) -> dict[str, Path]:
+    """Render (or complete) the video sets under ``data_dir``, but those ``given`` a folder."""
     folders = {}
     for name, (folder, tasks, episodes, seed) in VIDEO_SETS.items():
+        if given.get(name) is not None:
+            if not given[name].is_dir():
+                raise SystemExit(f"--{name}: {given[name]} is not a folder of episodes.")
+            folders[name] = given[name]
+            continue
         settings = {"tasks": tasks} if tasks else {}
         config = ScriptedVideoConfig(
             noise_std=0.1, episode_length=episode_length, seed=seed, **settings
@@ -83,7 +100,7 @@ class SupervisedActionLoss(torch.nn.Module):
 
     def forward(self, batch: TensorDictBase) -> torch.Tensor:
         used = ~batch["is_init"].squeeze(-1)
-        code = self.world_model.action_model(batch.clone())["latent_action"]
+        code = self.world_model.infer_latent_action(batch.clone())["latent_action"]
         return (self.readout(code) - batch["true_action"]).pow(2)[used].mean()
 
 
@@ -119,11 +136,15 @@ def main() -> None:
     parser.add_argument("--supervised", action="store_true", help="inverse dynamics reference")
     parser.add_argument("--data", type=Path, default=Path("runs/latent_action_variants/data"))
     parser.add_argument("--out", type=Path, default=Path("runs/latent_action_variants"))
+    for name in VIDEO_SETS:
+        flag = "--videos" if name == "train" else f"--{name}"
+        parser.add_argument(flag, dest=name, type=Path, help=f"existing {name} episodes")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    folders = render_video_sets(args.data, args.episode_length)
+    given = {name: getattr(args, name) for name in VIDEO_SETS}
+    folders = render_video_sets(args.data, args.episode_length, given)
     held_out = {
         name: episodes_to_clips(load_episodes(folders[name]), num_transitions=args.num_transitions)
         for name in ("seen", "unseen")
@@ -132,7 +153,8 @@ def main() -> None:
         [RLBenchSource(folders["train"], name="metaworld")],
         num_transitions=args.num_transitions,
         batch_size=args.batch,
-        root=args.data / f"buffer_T{args.num_transitions}",
+        root=(args.data if args.train is None else args.out / "buffers" / args.name)
+        / f"buffer_T{args.num_transitions}",
     )
     torch.manual_seed(args.seed)
     model_overrides = yaml.safe_load(args.model)
@@ -156,7 +178,8 @@ def main() -> None:
                 loss.world_model, clips, context=args.context, seed=args.seed
             )
             record[name] = figures
-            print(step, name, {key: round(figures[key], 3) for key in SUMMARY_KEYS}, flush=True)
+            shown = [key for key in (*SUMMARY_KEYS, *STATE_KEYS) if key in figures]
+            print(step, name, {key: round(figures[key], 3) for key in shown}, flush=True)
         records.append(record)
         (out / "log.json").write_text(json.dumps({"args": vars(args), "log": records}, default=str))
 

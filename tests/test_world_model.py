@@ -74,6 +74,22 @@ def test_embedding_input_reuses_the_encoder_for_o_t_and_o_t1():
     assert model.action_model.head[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("input_mode", ["concat", "embedding"])
+def test_infer_latent_action_gives_the_forward_latent_action_without_the_rssm(input_mode):
+    torch.manual_seed(0)
+    model = make_world_model(
+        "tiny", latent_action={"input_mode": input_mode, "output_type": "deterministic"}
+    ).eval()
+    batch = make_clip_batch(2, 5)
+    alone = model.infer_latent_action(batch.clone())
+    assert ("next", "state") not in alone.keys(True) and ("next", "reco_pixels") not in alone
+    full = model(batch.clone())["latent_action"]  # the RSSM zeroes it where "is_init" is set
+    torch.testing.assert_close(alone["latent_action"][:, 1:], full[:, 1:])
+    alone["latent_action"].sum().backward()  # the code trains the trunk (and the encoder)
+    trained = model.encoder if input_mode == "embedding" else model.action_model
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained.parameters())
+
+
 def test_embedding_difference_input_sees_only_the_change_of_the_embeddings():
     """``embedding_difference`` (LAPA's input): the latent action of (o_t, o_t+1) is the head
     applied to e(o_t+1) - e(o_t), so a shift common to both embeddings cannot reach it,

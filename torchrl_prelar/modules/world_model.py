@@ -317,11 +317,29 @@ class PreLARWorldModel(TensorDictModuleBase):
         """Write ``("next", "reco_pixels")`` (a hook for decoders that read more keys)."""
         return self._run_pixel_network(self.decoder, tensordict)
 
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+    def infer_latent_action(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Steps 1 and 2 alone: encode the frames and write ``"latent_action"``.
+
+        The RSSM and the decoder are not run, e.g. to train or probe the action model by
+        itself.
+
+        Examples:
+            >>> from tensordict import TensorDict
+            >>> model = make_world_model("tiny")
+            >>> td = TensorDict({"pixels": torch.zeros(2, 4, 3, 64, 64, dtype=torch.uint8),
+            ...                  "next": {"pixels": torch.zeros(2, 4, 3, 64, 64,
+            ...                                             dtype=torch.uint8)},
+            ...                  "is_init": torch.zeros(2, 4, 1, dtype=torch.bool)}, [2, 4])
+            >>> model.infer_latent_action(td)["latent_action"].shape
+            torch.Size([2, 4, 8])
+        """
         self._prepare(tensordict)
         tensordict = self._run_pixel_network(self.encoder, tensordict)
         self._embed_current_frames(tensordict)
-        tensordict = self.action_model(tensordict)
+        return self.action_model(tensordict)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict = self.infer_latent_action(tensordict)
         tensordict = self.rssm(tensordict)
         tensordict = self._decode(tensordict)
         for head in self.reward_heads:
