@@ -18,7 +18,8 @@ Runs are sequential in this one process. A run whose folder holds a finished sum
 skipped and a half-finished one resumes, so re-running the same command after a kill
 continues where it stopped. With ``--docs DIR`` the CSV logs of all runs are then read and
 ``DIR/results/finetune_comparison.png`` and ``DIR/results.md`` are written; without it no
-page is touched.
+page is touched. ``--report-only --docs DIR`` runs nothing and writes the report of those runs
+of ``--arms`` x ``--seeds`` that have finished (e.g. while other seeds are still running).
 """
 
 from __future__ import annotations
@@ -108,9 +109,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "results/finetune_SECTION.png) and keep the rest of the page; default: the whole page",
     )
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write the report (--docs) from the runs of --arms x --seeds under "
+        "--out that have finished, each with its saved configuration",
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="Hydra key=value overrides, e.g. finetune.env_steps=2000"
     )
     args = parser.parse_args(argv)
+    if args.report_only:
+        if args.docs is None:
+            parser.error("--report-only writes a report: give --docs")
+        return args
     for override in args.overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if "=" not in override:
@@ -244,28 +255,28 @@ def run_seconds(run_dir: Path) -> float | None:
     return json.loads(path.read_text())["seconds"] if path.exists() else None
 
 
-def collect(out: Path, arms: Sequence[str], seeds: Sequence[int]) -> dict[str, dict[int, Any]]:
-    """``{arm: {seed: {"series": {...}, "summary": {...}, "seconds": s}}}`` from the logs."""
+def collect(out: Path, runs: Sequence[tuple[str, int]]) -> dict[str, dict[int, Any]]:
+    """``{arm: {seed: {"series": {...}, "summary": {...}, "seconds": s}}}`` from the logs
+    of the ``(arm, seed)`` runs under ``out``."""
     from torchrl_prelar.training.media import read_csv_scalars
 
     results: dict[str, dict[int, Any]] = {}
-    for arm in arms:
-        results[arm] = {}
-        for seed in seeds:
-            run_dir = out / f"{arm}_seed{seed}"
-            summary = json.loads((run_dir / "summary.json").read_text())["finetune"]
-            series = read_csv_scalars(run_dir / "csv")
-            if SUCCESS not in series and summary["evaluations"]:
-                steps = np.array([e["env_steps"] for e in summary["evaluations"]])
-                series[SUCCESS] = (
-                    steps,
-                    np.array([e["eval_success_rate"] for e in summary["evaluations"]]),
-                )
-            results[arm][seed] = {
-                "series": series,
-                "summary": summary,
-                "seconds": run_seconds(run_dir),
-            }
+    for arm, seed in runs:
+        results.setdefault(arm, {})
+        run_dir = out / f"{arm}_seed{seed}"
+        summary = json.loads((run_dir / "summary.json").read_text())["finetune"]
+        series = read_csv_scalars(run_dir / "csv")
+        if SUCCESS not in series and summary["evaluations"]:
+            steps = np.array([e["env_steps"] for e in summary["evaluations"]])
+            series[SUCCESS] = (
+                steps,
+                np.array([e["eval_success_rate"] for e in summary["evaluations"]]),
+            )
+        results[arm][seed] = {
+            "series": series,
+            "summary": summary,
+            "seconds": run_seconds(run_dir),
+        }
     return results
 
 
@@ -570,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> Path | None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     started = time.time()
+    if args.report_only:
+        return report_finished_runs(args, argv)
     checkpoints = [pretrained_path(args, arm) for arm in PRETRAINED_OPTIONS]
     world_model = pretrained_world_model_config(next(filter(None, checkpoints), None))
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
@@ -596,13 +609,48 @@ def main(argv: Sequence[str] | None = None) -> Path | None:
     if args.docs is None:
         log.info("no --docs: runs done, no report written")
         return None
-    results = collect(args.out, args.arms, args.seeds)
+    results = collect(args.out, jobs)
+    return report(args, argv, results, cfg, time.time() - started)
+
+
+def report(
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    results: Mapping[str, Mapping[int, Any]],
+    cfg: Mapping[str, Any],
+    seconds: float,
+) -> Path:
+    """Write the report of ``results`` (runs configured like ``cfg``) into ``args.docs``."""
     from results_report import command_line
 
     command = command_line(__file__, argv)
-    path = write_report(results, cfg, args.docs, command, time.time() - started, args.section)
+    path = write_report(results, cfg, args.docs, command, seconds, args.section)
     log.info("wrote %s and %s", path, args.docs / "results" / figure_name(args.section))
     return path
+
+
+def report_finished_runs(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
+    """``--report-only``: the report of the finished runs of ``--arms`` x ``--seeds``.
+
+    Each run is read with the configuration it saved; runs that have not reached their env
+    steps (or were never started) are left out and named in the log. Raises
+    :class:`SystemExit` when none has finished.
+    """
+    started = time.time()
+    done, cfg = [], None
+    for seed in args.seeds:
+        for arm in args.arms:
+            saved = args.out / f"{arm}_seed{seed}" / CONFIG_FILE
+            run_cfg = json.loads(saved.read_text()) if saved.exists() else None
+            steps = run_cfg["finetune"]["env_steps"] if run_cfg else None
+            if run_cfg is None or finished(saved.parent, steps) is None:
+                log.info("%s seed %d: not finished under %s, left out", arm, seed, args.out)
+                continue
+            done.append((arm, seed))
+            cfg = cfg or run_cfg
+    if not done:
+        raise SystemExit(f"no finished run of {args.arms} x seeds {args.seeds} in {args.out}")
+    return report(args, argv, collect(args.out, done), cfg, time.time() - started)
 
 
 if __name__ == "__main__":

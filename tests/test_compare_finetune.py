@@ -161,6 +161,27 @@ def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, 
     assert module.main([a for a in argv if a not in ("--docs", str(docs))]) is None
     assert not (docs / "results.md").exists()
 
+    # --report-only runs nothing (run_finetune is still the failing stand-in) and reports the
+    # finished runs of arms x seeds: not the unfinished dreamer seed 1, nor those never run.
+    summary_path = out / "dreamer_seed1" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["finetune"]["env_steps"] = 20
+    summary_path.write_text(json.dumps(summary))
+    report_argv = ["--out", str(out), "--docs", str(docs), "--report-only"]
+    report_argv += ["--arms", "prelar", "dreamer", "apv", "--seeds", "0", "1", "2"]
+    assert module.main(report_argv) == docs / "results.md"
+    rows = table_rows((docs / "results.md").read_text(), "## Per run")
+    assert [(row[0], row[1]) for row in rows] == [
+        ("prelar", "0"),
+        ("prelar", "1"),
+        ("dreamer", "0"),
+    ]
+    assert rows == [row for row in per_run if (row[0], row[1]) != ("dreamer", "1")]
+    with pytest.raises(SystemExit, match="no finished run"):
+        module.main([*report_argv[:5], "--arms", "apv"])
+    with pytest.raises(SystemExit):
+        module.parse_args(["--out", str(out), "--report-only"])
+
 
 def test_apv_arm_needs_its_action_free_checkpoint(tmp_path, capsys):
     module = load_script()
