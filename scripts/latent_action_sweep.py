@@ -6,9 +6,10 @@ training videos and held-out sets (``--data``: a folder with ``videos/`` and ``h
 as a finished run of the example; rendered there by the first variant when missing), so the
 figures compare objectives on the same data with the same probe. The example's own held-out
 evaluation runs every ``evaluation.probe_every`` updates; this script gathers those figures
-(probe R^2, state-KL ratio shuffled / own, delta-PSNR, on the seen and unseen sets) from each
-run's CSV log into ``<out>/sweep.json``, a table ``<out>/sweep.md`` and the curves
-``<out>/sweep.png``.
+(probe R^2, state-KL ratio shuffled / own, delta-PSNR, on the seen and unseen sets) and the
+training loss (the mean of the last ten logged by each evaluation) from each run's CSV log into
+``<out>/sweep.json``, a table ``<out>/sweep.md`` (with each variant's wall seconds per update,
+start-up and evaluations included) and the curves ``<out>/sweep.png``.
 
 ``--max-seconds`` stops every variant after that wall time (a run keeps its last checkpoint;
 the same command resumes it), so a fixed lease (a GPU, say) still returns every figure
@@ -55,6 +56,8 @@ HEADERS = (
     "dPSNR seen",
     "dPSNR unseen",
 )
+#: Logged losses averaged into a table row's "loss" (the last ones up to its step).
+LOSS_WINDOW = 10
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -169,6 +172,14 @@ def gather(args: argparse.Namespace, status: dict[str, dict[str, Any]]) -> dict[
             for figure in FIGURES
             if f"pretrain/{figure}" in series
         }
+        if "pretrain/loss" in series:  # at each evaluation step, the last losses logged by then
+            steps, values = series["pretrain/loss"]
+            evaluated = sorted({step for figure in figures.values() for step in figure})
+            figures["loss"] = {
+                int(step): float(values[steps <= step][-LOSS_WINDOW:].mean())
+                for step in evaluated
+                if (steps <= step).any()
+            }
         seconds = status.get(name, {}).get("seconds")
         last_update = int(max(updates)) if len(updates) else 0
         variants[name] = {
@@ -186,18 +197,21 @@ def gather(args: argparse.Namespace, status: dict[str, dict[str, Any]]) -> dict[
 def table(report: dict[str, Any]) -> str:
     """Markdown: one row per variant and evaluation step (of a report, or of its JSON,
     whose steps are strings)."""
+    headers = [*HEADERS, f"loss (last {LOSS_WINDOW} logged)", "s / update"]
     lines = [
-        "| variant | overrides | updates | " + " | ".join(HEADERS) + " |",
-        "|---" * (3 + len(HEADERS)) + "|",
+        "| variant | overrides | updates | " + " | ".join(headers) + " |",
+        "|---" * (3 + len(headers)) + "|",
     ]
     for name, variant in report["variants"].items():
         steps = sorted({int(s) for f in variant["figures"].values() for s in f})
+        per_update = variant.get("seconds_per_update")
         for step in steps:
             cells = []
-            for figure in FIGURES:
+            for figure in (*FIGURES, "loss"):
                 values = {int(s): v for s, v in variant["figures"].get(figure, {}).items()}
                 value = values.get(step)
                 cells.append("-" if value is None else f"{value:.2f}")
+            cells.append("-" if per_update is None else f"{per_update:.2f}")
             overrides = f"`{variant['overrides']}`" if variant["overrides"] else "(defaults)"
             lines.append(f"| {name} | {overrides} | {step} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

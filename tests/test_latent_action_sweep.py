@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "latent_action_sweep.py"
@@ -31,7 +32,7 @@ def test_sweep_runs_variants_and_gathers_their_held_out_figures(tmp_path):
         variant = report["variants"][name]
         assert variant["returncode"] == 0 and not variant["stopped_by_max_seconds"]
         assert variant["last_logged_update"] == 6
-        assert set(variant["figures"]) == set(module.FIGURES)
+        assert set(variant["figures"]) == {*module.FIGURES, "loss"}
         assert all(set(values) == {3, 6} for values in variant["figures"].values())
         assert (out / name / "pretrained_world_model.pt").exists()
     config = (out / "paper" / "hydra" / "config.yaml").read_text()
@@ -42,11 +43,19 @@ def test_sweep_runs_variants_and_gathers_their_held_out_figures(tmp_path):
     assert figures["probe_r2_seen"][6] == pytest.approx(final["seen"]["probe_r2"])
     assert figures["delta_psnr_unseen"][6] == pytest.approx(final["unseen"]["delta_psnr"])
 
+    # "loss": the mean of the logged losses up to the step (all six here, fewer than the window).
+    logged = np.loadtxt(next((out / "default" / "csv").rglob("pretrain/loss.csv")), delimiter=",")
+    assert figures["loss"][6] == pytest.approx(logged[logged[:, 0] <= 6, 1][-10:].mean())
+    assert figures["loss"][3] == pytest.approx(logged[logged[:, 0] <= 3, 1].mean())
+
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["variants"].keys() == {"default", "paper"}
     assert module.table(saved) == module.table(report)  # the JSON's steps are strings
     rows = [line for line in (out / "sweep.md").read_text().splitlines()[2:] if line]
     assert [row.split("|")[1].strip() for row in rows] == ["default"] * 2 + ["paper"] * 2
+    cells = [cell.strip() for cell in rows[1].strip("|").split("|")]
+    assert float(cells[-2]) == pytest.approx(figures["loss"][6], abs=0.005)
+    assert float(cells[-1]) == pytest.approx(report["variants"]["default"]["seconds_per_update"])
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
