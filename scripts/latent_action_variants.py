@@ -65,6 +65,8 @@ VIDEO_SETS = {
     "seen": ("videos_heldout_seen", None, 1, 1),
     "unseen": ("videos_unseen", tuple(METAWORLD_EVAL_TASKS), 4, 2),
 }
+#: The option that gives an existing folder for each set instead of rendering it.
+FOLDER_OPTIONS = {"train": "--videos", "seen": "--seen", "unseen": "--unseen"}
 SUMMARY_KEYS = ("probe_r2", "state_kl", "shuffled_state_kl", "psnr_own", "delta_psnr")
 #: Printed too when the held-out episodes carry the true state.
 STATE_KEYS = ("probe_r2_state_only", "probe_r2_with_state")
@@ -78,7 +80,8 @@ def render_video_sets(
     for name, (folder, tasks, episodes, seed) in VIDEO_SETS.items():
         if given.get(name) is not None:
             if not given[name].is_dir():
-                raise SystemExit(f"--{name}: {given[name]} is not a folder of episodes.")
+                option = FOLDER_OPTIONS[name]
+                raise SystemExit(f"{option}: {given[name]} is not a folder of episodes.")
             folders[name] = given[name]
             continue
         settings = {"tasks": tasks} if tasks else {}
@@ -136,14 +139,13 @@ def main() -> None:
     parser.add_argument("--supervised", action="store_true", help="inverse dynamics reference")
     parser.add_argument("--data", type=Path, default=Path("runs/latent_action_variants/data"))
     parser.add_argument("--out", type=Path, default=Path("runs/latent_action_variants"))
-    for name in VIDEO_SETS:
-        flag = "--videos" if name == "train" else f"--{name}"
-        parser.add_argument(flag, dest=name, type=Path, help=f"existing {name} episodes")
+    for name, option in FOLDER_OPTIONS.items():
+        parser.add_argument(option, dest=name, type=Path, help=f"existing {name} episodes")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    given = {name: getattr(args, name) for name in VIDEO_SETS}
+    given = {name: getattr(args, name) for name in FOLDER_OPTIONS}
     folders = render_video_sets(args.data, args.episode_length, given)
     held_out = {
         name: episodes_to_clips(load_episodes(folders[name]), num_transitions=args.num_transitions)
