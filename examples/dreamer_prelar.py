@@ -406,7 +406,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 set_representation_frozen(
                     agent.optimizer, progress.updates < tune["freeze_updates"], tune["model_lr"]
                 )
-                metrics = agent.stepper.step(None, sample_batch(buffer, tune, device))
+                metrics = agent.update(sample_batch(buffer, tune, device))
                 agent.loss.eval()
                 progress.updates += 1
                 progress.updates_this_run += 1

@@ -417,6 +417,7 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
         compile_train_step=tune.get("compile", False),
         cudagraph=tune.get("cudagraph", False),
         channels_last=tune.get("channels_last", False),
+        actor_critic_precision=tune.get("actor_critic_precision", "fp32"),
     )
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchrl.modules import DreamerV3ImageDecoder, DreamerV3ImageEncoder
 
+from torchrl_prelar.modules.channel_norm import use_channel_rms_norm
 from torchrl_prelar.modules.pixels import centred_pixels
 
 
@@ -264,6 +265,7 @@ def make_conv_encoder(
         (torch.Size([2, 2048]), 2048)
     """
     encoder = DreamerV3ImageEncoder(in_channels=in_channels, depth=depth, mults=mults)
+    use_channel_rms_norm(encoder)
     return _CentredEncoder(encoder, in_channels, image_size, pool)
 
 
@@ -288,4 +290,5 @@ def make_conv_decoder(
         mults=mults,
         num_blocks=1,
     )
+    use_channel_rms_norm(decoder)
     return _CentredDecoder(decoder)

@@ -96,6 +96,7 @@ class FinetuneModelLoss(LossModule):
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
 
+    @torch.compiler.disable  # a data-dependent queue: runs eagerly inside a compiled step
     @torch.no_grad()
     def _bonus(self, tensordict: TensorDictBase) -> torch.Tensor:
         if self.features is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tensordict import TensorDictBase
 from tensordict.nn import (
     InteractionType,
     ProbabilisticTensorDictModule,
@@ -153,6 +154,23 @@ class FinetuneAgent:
     #: Recurrent entries the policy carries from step to step, with their sizes (the
     #: environment primes them with zeros).
     carried: dict[str, int]
+    #: Autocast dtype of the actor-critic half of :meth:`update` on a CPU (``None``: fp32).
+    actor_critic_dtype: torch.dtype | None = None
+
+    def update(self, batch: TensorDictBase) -> TensorDictBase:
+        """One optimisation step (world model, actor, critic) on a replay ``batch``.
+
+        Runs :attr:`stepper` under CPU autocast with :attr:`actor_critic_dtype` when it is
+        set: imagination, actor and critic then compute their matrix products in that dtype
+        (the world-model loss keeps its own precision, see
+        :class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`). On CUDA the
+        stepper's own ``mixed_precision`` covers the whole step. Returns the stepper's
+        detached losses and metrics.
+        """
+        dtype = self.actor_critic_dtype
+        device_type = next(self.world_model.parameters()).device.type
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            return self.stepper.step(None, batch)
 
 
 def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
@@ -393,6 +411,7 @@ def make_finetune_agent(
     compile_train_step: bool = False,
     cudagraph: bool = False,
     channels_last: bool = False,
+    actor_critic_precision: str = "fp32",
 ) -> FinetuneAgent:
     """Losses, policy, optimiser and TorchRL stepper around a fine-tuning ``world_model``.
 
@@ -431,6 +450,12 @@ def make_finetune_agent(
         compile_train_step, cudagraph: passed to TorchRL's
             :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper`.
         channels_last: store the convolution weights (hence activations) channels-last.
+        actor_critic_precision: precision of imagination, actor and critic on a CPU (see
+            :func:`~torchrl_prelar.training.precision.resolve_precision`; applied by
+            :meth:`FinetuneAgent.update`). ``"auto"`` is bf16 where the CPU has native bf16:
+            1.7x faster there, with actor and critic gradients within 0.1% of fp32 in
+            direction (``tests/test_finetune_speed.py``). Ignored on CUDA, where
+            ``precision`` covers the whole step.
 
     Examples:
         >>> from torchrl_prelar.modules import world_model_config
@@ -575,6 +600,18 @@ def make_finetune_agent(
         ),
     )
     carried["previous_action"] = action_dim
+    actor_critic_dtype = (
+        resolve_precision(actor_critic_precision, device) if device.type != "cuda" else None
+    )
     return FinetuneAgent(
-        world_model, loss, policy, actor, value, optimizer, stepper, groups, carried
+        world_model,
+        loss,
+        policy,
+        actor,
+        value,
+        optimizer,
+        stepper,
+        groups,
+        carried,
+        actor_critic_dtype,
     )
