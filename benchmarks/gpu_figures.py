@@ -11,8 +11,8 @@ Two parts, each in its own processes, every figure written as soon as it exists:
 2. **Paper-preset fine-tuning on a Meta-world task, PreLAR vs Dreamer from scratch.** A
    paper-size PreLAR model is pre-trained for ``--pretrain-seconds`` (update count from
    part 1's timing) on scripted Meta-world videos generated on the spot; then
-   ``examples/dreamer_prelar.py stage=finetune preset=paper`` runs ``finetune.init=prelar``
-   and ``finetune.init=dreamer`` side by side on the one card, each stopped by
+   ``examples/dreamer_prelar.py stage=finetune preset=paper`` runs ``arm=prelar``
+   and ``arm=dreamer`` side by side on the one card, each stopped by
    ``finetune.max_seconds``. Their env steps, updates, seconds per update and per env step,
    evaluations and curves are gathered.
 
@@ -224,7 +224,7 @@ def finetune(args: argparse.Namespace, report: Report, work: Path) -> None:
             sys.executable,
             str(EXAMPLE),
             *tune,
-            f"finetune.init={init}",
+            f"arm={init}",
             f"run_dir={runs / init}",
         ]
         print(f"$ {' '.join(command)}", flush=True)

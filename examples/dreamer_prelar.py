@@ -4,9 +4,9 @@
     python examples/dreamer_prelar.py preset=paper device=cuda data.path=/data/rlbench
     python examples/dreamer_prelar.py stage=pretrain pretrain.updates=1000 loss.beta_action=0.5
     python examples/dreamer_prelar.py stage=finetune finetune.task=drawer-open-v3
-    python examples/dreamer_prelar.py stage=finetune finetune.init=dreamer   # no pre-training
-    python examples/dreamer_prelar.py finetune.init=apv        # APV baseline (both stages)
-    python examples/dreamer_prelar.py finetune.init=contextwm  # ContextWM baseline (both stages)
+    python examples/dreamer_prelar.py stage=finetune arm=dreamer   # DreamerV2, no pre-training
+    python examples/dreamer_prelar.py arm=apv        # APV baseline (both stages)
+    python examples/dreamer_prelar.py arm=contextwm  # ContextWM baseline (both stages)
     torchrun --nproc-per-node 4 examples/dreamer_prelar.py stage=pretrain device=cuda
 
 Everything is written to ``run_dir`` (default ``runs/prelar_<preset>``): checkpoints, CSV (and
@@ -47,6 +47,7 @@ from dreamer_prelar_utils import (  # noqa: E402
     sample_batch,
     save_finetune_checkpoint,
     update_metrics,
+    validate_arm,
     validate_finetune,
     write_pretrain_media,
 )
@@ -287,7 +288,8 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     several workers, so episodes stay contiguous; trajectory ids stay unique across workers
     and resumes); :class:`~torchrl.trainers.algorithms.DreamerV3UpdateRatio` grants one
     update (world model, actor, critic; encoder + RSSM frozen for the first
-    ``freeze_updates``) per ``update_every`` env steps; every ``eval_every`` env steps,
+    ``freeze_updates``) per ``update_every`` env steps, and ``prefill_updates`` more once,
+    right after the prefill (DreamerV2's ``pretrain``); every ``eval_every`` env steps,
     ``eval_episodes`` mode-action episodes give the success rate and return.
 
     Checkpoints are TorchRL ``torchrl.checkpoint`` directories
@@ -303,7 +305,9 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
     ``finetune.max_seconds`` bounds the wall time of one invocation: the loop stops at the
     first collected batch past it, checkpoints, and writes the curves and the summary
-    (``stopped_by_max_seconds``); the same command run again resumes.
+    (``stopped_by_max_seconds``); the same command run again resumes. Each checkpoint holds
+    the run's wall time over all its invocations (``seconds_total`` in the summary), so a
+    killed invocation loses only the time since its last checkpoint.
 
     On a CPU, ``finetune.keep_freed_memory`` applies
     :func:`~torchrl_prelar.training.allocator.keep_freed_memory` to the whole process.
@@ -356,7 +360,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     running = [{"return": 0.0, "success": 0.0} for _ in range(workers)]
     traj_offset = progress.next_traj_id  # the collector numbers trajectories from 0 again
     last_metrics: dict[str, float] = {}
-    started = time.time()
+    started, elapsed_before = time.time(), progress.elapsed_seconds
     bar = tqdm(total=total, initial=progress.env_steps, desc=f"fine-tuning {tune['task']}")
     tick = time.time()
 
@@ -400,7 +404,8 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if progress.env_steps < refill_until or len(buffer) < tune["batch_length"]:
             ratio.reset(progress.env_steps)  # no catch-up burst after (re-)filling
         else:
-            for _ in range(ratio(progress.env_steps)):
+            burst = tune.get("prefill_updates", 0) if progress.updates == 0 else 0
+            for _ in range(burst + ratio(progress.env_steps)):
                 tick = time.time()
                 agent.loss.train()
                 set_representation_frozen(
@@ -434,6 +439,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
             or progress.env_steps // tune["checkpoint_every"]
             > step_before // tune["checkpoint_every"]
         ):
+            progress.elapsed_seconds = elapsed_before + time.time() - started
             save_finetune_checkpoint(run_dir, agent, ratio, buffer, progress, tune["save_replay"])
         if done:
             break
@@ -463,6 +469,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "evaluations": progress.eval_history,
         "last_metrics": last_metrics,
         "seconds_this_run": round(time.time() - started, 1),
+        "seconds_total": round(progress.elapsed_seconds, 1),
         "seconds_per_update": progress.update_seconds / max(1, progress.updates_this_run),
         "seconds_per_env_step": progress.collect_seconds / max(1, progress.collected_this_run),
     }
@@ -478,6 +485,7 @@ def main(config: DictConfig) -> None:
     cfg = OmegaConf.to_container(config, resolve=True)
     if cfg["stage"] not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {cfg['stage']!r}.")
+    validate_arm(cfg["finetune"])  # the pre-training kind follows the arm too
     if cfg["stage"] != "pretrain" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(
             f"stage={cfg['stage']} under torchrun: only stage=pretrain runs on several ranks; "

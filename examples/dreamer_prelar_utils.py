@@ -344,8 +344,27 @@ def write_pretrain_media(
 # ----------------------------------------------------------------------------- fine-tuning
 
 
+def validate_arm(tune: Mapping[str, Any]) -> None:
+    """Reject a ``finetune.init`` set apart from the arm whose settings are in effect.
+
+    The ``arm`` group (``config/arm/``) sets ``finetune.init`` together with the arm's
+    bonus and freeze; ``finetune.init=dreamer`` alone would run DreamerV2 with PreLAR's
+    settings.
+    """
+    arm = tune.get("arm", tune["init"])
+    if tune["init"] != arm:
+        raise ValueError(
+            f"finetune.init={tune['init']} was set apart from its arm: the arm settings in "
+            f"effect are {arm}'s (video bonus, frozen stage). Choose the arm with "
+            f"arm={tune['init']}: it sets finetune.init and that arm's settings "
+            "(docs/guide.md, 'Fine-tuning arms')."
+        )
+
+
 def validate_finetune(tune: Mapping[str, Any]) -> None:
-    """Reject ``finetune`` settings under which no replay slice fits or no worker runs."""
+    """Reject ``finetune`` settings under which no replay slice fits or no worker runs, and
+    a ``finetune.init`` set apart from its arm (:func:`validate_arm`)."""
+    validate_arm(tune)
     episode = tune["max_episode_steps"] // tune["action_repeat"]
     if tune["batch_length"] > episode:
         raise ValueError(
@@ -386,6 +405,8 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
         seed=cfg["seed"],
         actor_hidden=tune["actor"]["hidden"],
         actor_depth=tune["actor"]["depth"],
+        actor_distribution=tune["actor"].get("distribution", "tanh_normal"),
+        actor_min_std=tune["actor"].get("min_std", 1e-4),
         critic_hidden=tune["critic"]["hidden"],
         critic_depth=tune["critic"]["depth"],
         imagination_horizon=tune["imagination_horizon"],
@@ -396,6 +417,7 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
         slow_critic=tune["slow_critic"],
         target_update_every=tune["target_update_every"],
         lambda_aux_reward=tune["lambda_aux_reward"],
+        reward_loss=tune.get("reward_loss", "symlog_mse"),
         kl_balance=loss.get("kl_balance", 0.8),
         free_nats=loss.get("free_nats", 0.0),
         lambda_reco=loss.get("lambda_reco", 0.5),
@@ -502,10 +524,13 @@ def evaluate(env: EnvBase, policy: Callable, episodes: int, max_steps: int) -> d
 
 
 class FinetuneProgress:
-    """Counters and running statistics of fine-tuning; the first six are checkpointed."""
+    """Counters and running statistics of fine-tuning; the first seven are checkpointed
+    (``elapsed_seconds``: wall time of the run over all its invocations, up to the last
+    checkpoint)."""
 
     def __init__(self) -> None:
         self.env_steps = 0
+        self.elapsed_seconds = 0.0
         self.updates = 0
         self.episodes = 0
         self.next_traj_id = 0
@@ -517,7 +542,15 @@ class FinetuneProgress:
         self.updates_this_run = 0
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("env_steps", "updates", "episodes", "next_traj_id", "eval_history", "env_workers")
+        keys = (
+            "env_steps",
+            "updates",
+            "episodes",
+            "next_traj_id",
+            "eval_history",
+            "env_workers",
+            "elapsed_seconds",
+        )
         return {key: getattr(self, key) for key in keys}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

@@ -5,9 +5,9 @@
         --docs docs
 
 With ``--arms prelar dreamer apv --apv-pretrained <action-free pretrained_world_model.pt>``
-(written by ``examples/dreamer_prelar.py stage=pretrain finetune.init=apv``) the APV
+(written by ``examples/dreamer_prelar.py stage=pretrain arm=apv``) the APV
 baseline is a third arm; likewise ``contextwm`` with ``--contextwm-pretrained`` (written with
-``finetune.init=contextwm``), the ContextWM baseline.
+``arm=contextwm``), the ContextWM baseline.
 
 Each run (one per arm and seed, ``<out>/<arm>_seed<seed>``) is ``run_finetune(cfg)`` of
 ``examples/dreamer_prelar.py`` with the ``finetune`` section of ``examples/config`` preset
@@ -69,7 +69,7 @@ LOSS = "finetune/world_model_loss"
 SUCCESS = "finetune/eval_success_rate"
 RETURN = "finetune/eval_return"
 #: Set by this script for every run; overriding them on the command line is an error.
-OWN_KEYS = ("stage", "run_dir", "seed", "name", "finetune.init", "finetune.pretrained")
+OWN_KEYS = ("stage", "run_dir", "seed", "name", "arm", "finetune.init", "finetune.pretrained")
 TIMING_FILE = "compare_timing.json"
 CONFIG_FILE = "compare_config.json"
 
@@ -165,14 +165,19 @@ def run_config(
     run_dir = (args.out / f"{arm}_seed{seed}").resolve()
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         config = compose(
-            "config", overrides=[f"preset={args.preset}", f"run_dir={run_dir}", *args.overrides]
+            "config",
+            overrides=[
+                f"preset={args.preset}",
+                f"arm={arm}",
+                f"run_dir={run_dir}",
+                *args.overrides,
+            ],
         )
     cfg = OmegaConf.to_container(config, resolve=True)
     cfg["stage"] = "finetune"
     cfg["run_dir"] = str(run_dir)
     cfg["seed"] = seed
     cfg["name"] = f"{arm}_seed{seed}"
-    cfg["finetune"]["init"] = arm
     cfg["finetune"]["task"] = args.task
     pretrained = pretrained_path(args, arm)
     cfg["finetune"]["pretrained"] = str(pretrained.resolve()) if pretrained else None

@@ -57,7 +57,16 @@ SECTION = "model_gap"
 HORIZONS = (1, 5, 15)
 FINAL_LOSS_UPDATES = 10
 #: Set by this script for the pre-training; overriding them on the command line is an error.
-OWN_KEYS = ("stage", "run_dir", "seed", "threads", "preset", "pretrain.updates", "finetune.init")
+OWN_KEYS = (
+    "stage",
+    "run_dir",
+    "seed",
+    "threads",
+    "preset",
+    "pretrain.updates",
+    "arm",
+    "finetune.init",
+)
 COLOURS = {
     "prelar": "tab:blue",
     "prelar_no_action_learning": "tab:purple",

@@ -83,7 +83,7 @@ def test_apv_loads_action_free_pretraining(tmp_path):
     path = tmp_path / PRETRAINED_MODEL
     action_free = make_action_free_world_model("tiny")
     save_checkpoint(path, {"world_model": action_free.state_dict(), "config": {"preset": "tiny"}})
-    model = make_finetune_world_model(preset_config(tmp_path, "finetune.init=apv"), 4)
+    model = make_finetune_world_model(preset_config(tmp_path, "arm=apv"), 4)
     assert isinstance(model, APVWorldModel)
     loaded = {
         "encoder.module.": model.encoder.module.state_dict(),
@@ -98,13 +98,13 @@ def test_apv_loads_action_free_pretraining(tmp_path):
 
 def test_apv_checkpoint_mismatch_errors(tmp_path):
     path = tmp_path / PRETRAINED_MODEL
-    cfg = preset_config(tmp_path, "finetune.init=apv")
+    cfg = preset_config(tmp_path, "arm=apv")
     # A PreLAR pre-training (latent action model, action input) is not an APV one ...
     save_checkpoint(path, {"world_model": make_world_model("tiny").state_dict(), "config": {}})
     with pytest.raises(ValueError, match=r"PreLAR \(with a latent action model\) pre-training"):
         make_finetune_world_model(cfg, action_dim=4)
     # ... nor the reverse ...
-    cfg_prelar = preset_config(tmp_path, "finetune.init=prelar")
+    cfg_prelar = preset_config(tmp_path, "arm=prelar")
     action_free = make_action_free_world_model("tiny")
     save_checkpoint(path, {"world_model": action_free.state_dict(), "config": {}})
     with pytest.raises(ValueError, match=r"action_state_projector.*pre-trained shape"):
@@ -118,7 +118,7 @@ def test_apv_checkpoint_mismatch_errors(tmp_path):
 
 def test_apv_pretrain_then_finetune_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
-    cfg = preset_config(run_dir, "finetune.init=apv", "finetune.env_steps=200")
+    cfg = preset_config(run_dir, "arm=apv", "finetune.env_steps=200")
     run_pretrain(cfg)
     pretrained = load_checkpoint(run_dir / PRETRAINED_MODEL)["world_model"]
     assert not any(name.startswith("action_model.") for name in pretrained)

@@ -124,7 +124,7 @@ def test_finetune_model_stacks_and_loads_contextwm_pretraining(tmp_path):
     path = tmp_path / PRETRAINED_MODEL
     pretrained = make_contextwm_pretrain_model("tiny")
     save_pretrained(path, pretrained)
-    model = make_finetune_world_model(preset_config(tmp_path, "finetune.init=contextwm"), 4)
+    model = make_finetune_world_model(preset_config(tmp_path, "arm=contextwm"), 4)
     assert isinstance(model, ContextWMWorldModel)
     saved = pretrained.state_dict()
     loaded = {
@@ -155,7 +155,7 @@ def test_finetune_model_stacks_and_loads_contextwm_pretraining(tmp_path):
 
 def test_checkpoint_of_the_wrong_kind_is_named(tmp_path):
     path = tmp_path / PRETRAINED_MODEL
-    contextwm = preset_config(tmp_path, "finetune.init=contextwm")
+    contextwm = preset_config(tmp_path, "arm=contextwm")
     save_pretrained(path, make_action_free_world_model("tiny"))
     with pytest.raises(
         ValueError, match=r"APV \(action-free\) pre-training, the configured model a ContextWM"
@@ -169,7 +169,7 @@ def test_checkpoint_of_the_wrong_kind_is_named(tmp_path):
         with pytest.raises(
             ValueError, match=rf"ContextWM .*pre-training, the configured model a {kind}"
         ):
-            make_finetune_world_model(preset_config(tmp_path, f"finetune.init={init}"), 4)
+            make_finetune_world_model(preset_config(tmp_path, f"arm={init}"), 4)
     save_pretrained(path, make_contextwm_pretrain_model("tiny", context={"resolutions": [8]}))
     with pytest.raises(ValueError, match=r"attention\.16.*missing from the checkpoint"):
         make_finetune_world_model(contextwm, 4)
@@ -177,7 +177,7 @@ def test_checkpoint_of_the_wrong_kind_is_named(tmp_path):
 
 def test_contextwm_pretrain_then_finetune_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
-    cfg = preset_config(run_dir, "finetune.init=contextwm", "finetune.env_steps=100")
+    cfg = preset_config(run_dir, "arm=contextwm", "finetune.env_steps=100")
     run_pretrain(cfg)
     assert (run_dir / "pretrain_prediction.gif").exists()
     pretrained = load_checkpoint(run_dir / PRETRAINED_MODEL)["world_model"]

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from dreamer_prelar import run_finetune
 from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
 from dreamer_prelar_utils import (
     make_finetune_buffer,
     make_finetune_world_model,
     read_finetune_checkpoint,
+    validate_finetune,
 )
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -179,11 +181,83 @@ def test_pretrained_size_mismatch_names_parameters(tmp_path):
 
 
 def test_dreamer_baseline_has_the_same_structure_without_pretraining(tmp_path):
-    cfg = preset_config(tmp_path, "finetune.init=dreamer")  # no checkpoint in tmp_path
+    cfg = preset_config(tmp_path, "arm=dreamer")  # no checkpoint in tmp_path
     model = make_finetune_world_model(cfg, action_dim=4)
     assert type(model.action_model).__name__ == "ActionEncoder"
+    unknown = preset_config(tmp_path, "arm=dreamer")
+    unknown["finetune"]["init"] = unknown["finetune"]["arm"] = "apv2"
     with pytest.raises(ValueError, match="finetune.init"):
-        make_finetune_world_model(preset_config(tmp_path, "finetune.init=apv2"), action_dim=4)
+        make_finetune_world_model(unknown, action_dim=4)
+
+
+#: What each arm runs (docs/guide.md, "Fine-tuning arms"): init, video bonus, frozen stage.
+ARMS = {
+    "dreamer": ("dreamer", False, False),
+    "prelar": ("prelar", True, True),
+    "apv": ("apv", True, True),
+    "contextwm": ("contextwm", True, True),
+}
+
+
+@pytest.mark.parametrize("preset", ["test", "quick", "reach35k", "paper", "metaworld"])
+@pytest.mark.parametrize("arm", sorted(ARMS))
+def test_each_arm_composes_as_its_table_says(tmp_path, arm, preset):
+    with initialize_config_dir(str(REPO / "examples" / "config"), version_base=None):
+        config = compose("config", overrides=[f"preset={preset}", f"arm={arm}"])
+    tune = OmegaConf.to_container(config, resolve=True)["finetune"]
+    init, bonus, frozen = ARMS[arm]
+    assert (tune["arm"], tune["init"]) == (arm, init)
+    assert tune["intrinsic"]["enabled"] is bonus
+    assert (tune["freeze_updates"] > 0) is frozen
+    if bonus:
+        assert tune["intrinsic"]["beta"] == 1.0
+
+
+def test_default_arm_is_prelar(tmp_path):
+    tune = preset_config(tmp_path)["finetune"]
+    assert (tune["arm"], tune["init"], tune["intrinsic"]["enabled"]) == ("prelar", "prelar", True)
+
+
+def test_init_set_apart_from_its_arm_is_refused(tmp_path):
+    cfg = preset_config(tmp_path, "finetune.init=dreamer")
+    with pytest.raises(ValueError, match="arm=dreamer") as error:
+        validate_finetune(cfg["finetune"])
+    assert "prelar's" in str(error.value)
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "dreamer_prelar.py"),
+            "preset=test",
+            f"run_dir={tmp_path / 'run'}",
+            "finetune.init=dreamer",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "arm=dreamer" in done.stderr
+    assert not (tmp_path / "run" / "csv").exists()
+
+
+def test_dreamer_arm_shows_no_bonus_and_no_freeze_in_cfg_job(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "dreamer_prelar.py"),
+            "arm=dreamer",
+            "--cfg",
+            "job",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tune = yaml.safe_load(done.stdout)["finetune"]
+    assert tune["init"] == "dreamer"
+    assert tune["intrinsic"]["enabled"] is False and tune["freeze_updates"] == 0
 
 
 def transitions(batch=2, steps=4):
@@ -239,3 +313,76 @@ def test_bf16_world_model_hands_fp32_losses_and_states_to_the_actor_critic():
         assert posterior[key].dtype == torch.float32
     assert posterior["next", "reco_pixels"].dtype == torch.bfloat16  # the decoder ran in bf16
     assert loss.bonus.queue.dtype == torch.float32
+
+
+def test_gaussian_reward_loss_is_half_the_squared_error_of_both_heads():
+    batch = transitions()
+    batch.set(("next", "reward"), 10 * batch.get(("next", "reward")))  # near-goal rewards
+    symlog_loss = finetune_model_loss(None)
+    gaussian = finetune_model_loss(None)
+    gaussian.reward_loss = "gaussian"
+    torch.manual_seed(1)
+    symlog_losses, _ = symlog_loss(batch.clone())
+    torch.manual_seed(1)
+    losses, model_td = gaussian(batch.clone())
+    target = batch.get(("next", "reward"))
+    predicted = model_td.get(("next", "reward"))
+    aux = model_td.get(("next", "aux_reward"))
+    expected = 0.5 * ((predicted - target) ** 2).mean()
+    torch.testing.assert_close(losses["loss_model_reward"].squeeze(), expected)
+    torch.testing.assert_close(
+        losses["loss_model_aux_reward"].squeeze(), 0.5 * ((aux - target) ** 2).mean()
+    )
+    assert float(losses["loss_model_reward"]) > 2 * float(symlog_losses["loss_model_reward"])
+    torch.testing.assert_close(losses["loss_model_reco"], symlog_losses["loss_model_reco"])
+    with pytest.raises(ValueError, match="reward_loss"):
+        FinetuneModelLoss(symlog_loss.prelar_loss, None, reward_loss="mse")
+
+
+def test_prefill_updates_run_once_and_elapsed_time_survives_a_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = ("arm=dreamer", "finetune.prefill_updates=4", "finetune.env_steps=100")
+    first = run_finetune(preset_config(run_dir, *overrides))
+    # prefill 50; updates from env step 50 every 5 steps: 11 batches, and 4 once
+    assert first["updates"] == 4 + 11
+    saved = read_finetune_checkpoint(run_dir)["progress"]["elapsed_seconds"]
+    assert saved == pytest.approx(first["seconds_total"], abs=0.1) and saved > 0
+    second = run_finetune(preset_config(run_dir, *overrides[:2], "finetune.env_steps=150"))
+    assert second["updates"] == first["updates"] + 10  # no second burst after the resume
+    assert second["seconds_total"] >= saved + second["seconds_this_run"] - 1.0
+
+
+def test_dreamerv2_actor_samples_in_bounds_with_its_floor_and_learns_by_dynamics():
+    from torchrl_prelar.modules import world_model_config
+    from torchrl_prelar.training.finetune_agent import (
+        build_finetune_world_model,
+        make_finetune_agent,
+    )
+
+    torch.manual_seed(0)
+    model = build_finetune_world_model(
+        world_model_config("tiny"),
+        4,
+        init="dreamer",
+        pretrained=None,
+        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
+    )
+    agent = make_finetune_agent(
+        model,
+        4,
+        actor_hidden=16,
+        critic_hidden=16,
+        imagination_horizon=3,
+        intrinsic=False,
+        actor_distribution="trunc_normal",
+        actor_min_std=0.1,
+    )
+    start = TensorDict(state=torch.randn(64, 64), belief=torch.randn(64, 64), batch_size=[64])
+    out = agent.actor(start.clone())
+    assert out["action"].abs().max() <= 1 and out["scale"].min() >= 0.1
+    losses, _ = agent.loss.actor_loss(start)
+    losses["loss_actor"].backward()
+    grads = [p.grad for p in agent.actor.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    with pytest.raises(ValueError, match="distribution"):
+        make_finetune_agent(model, 4, actor_distribution="beta")

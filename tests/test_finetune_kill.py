@@ -27,7 +27,7 @@ TOTAL = 200
 # a checkpoint every 50 env steps; the run is killed once the first one is on disk.
 OVERRIDES = [
     "preset=test",
-    "finetune.init=dreamer",
+    "arm=dreamer",
     f"finetune.env_steps={TOTAL}",
     "finetune.checkpoint_every=50",
     "finetune.eval_every=1000",

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 # batch (one per 5 env steps).
 OVERRIDES = [
     "preset=test",
-    "finetune.init=dreamer",
+    "arm=dreamer",
     "finetune.env_workers=2",
     "finetune.max_episode_steps=30",
     "finetune.eval_every=1000",

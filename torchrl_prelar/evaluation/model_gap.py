@@ -105,7 +105,7 @@ class ModelGapArm:
 
     Example:
         >>> MODEL_GAP_ARMS["apv"].pretrain_overrides
-        ('finetune.init=apv',)
+        ('arm=apv',)
     """
 
     name: str
@@ -129,9 +129,9 @@ MODEL_GAP_ARMS: dict[str, ModelGapArm] = {
             "prelar",
             ("++world_model.overrides.latent_action.output_type=deterministic",),
         ),
-        ModelGapArm("apv", "apv", ("finetune.init=apv",)),
+        ModelGapArm("apv", "apv", ("arm=apv",)),
         ModelGapArm("dreamer", "dreamer", None),
-        ModelGapArm("contextwm", "contextwm", ("finetune.init=contextwm",)),
+        ModelGapArm("contextwm", "contextwm", ("arm=contextwm",)),
     )
 }
 

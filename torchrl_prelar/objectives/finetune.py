@@ -18,6 +18,23 @@ from torchrl_prelar.objectives.prelar import PreLARLoss
 
 #: Posterior entries :class:`~torchrl.objectives.DreamerV3Loss` starts imagination from.
 POSTERIOR_KEYS: tuple[NestedKey, ...] = (("next", "state"), ("next", "belief"))
+#: Reward losses: TorchRL's DreamerV3 symlog-MSE, DreamerV2's unit-variance Gaussian.
+REWARD_LOSSES = ("symlog_mse", "gaussian")
+
+
+def reward_error(prediction: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """Mean reward loss: ``(symlog(p) - symlog(t))^2`` or ``0.5 * (p - t)^2``.
+
+    ``"gaussian"`` is DreamerV2's negative log-likelihood of a unit-variance normal (less its
+    constant): its gradient grows with the error, where symlog shrinks it for large rewards.
+
+    Examples:
+        >>> reward_error(torch.tensor([3.0]), torch.tensor([1.0]), "gaussian")
+        tensor(2.)
+    """
+    if loss == "gaussian":
+        return 0.5 * (prediction - target).square().mean()
+    return (symlog(prediction) - symlog(target)).square().mean()
 
 
 class FinetuneModelLoss(LossModule):
@@ -35,8 +52,10 @@ class FinetuneModelLoss(LossModule):
        computes the :class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`;
     2. runs :class:`PreLARLoss` with ``("next", "reward")`` replaced by reward + bonus
        (``loss_model_reward``, the world model's reward head);
-    3. adds ``loss_model_aux_reward``, the same symlog-MSE for the auxiliary head
-       ``("next", "aux_reward")`` against the plain reward.
+    3. adds ``loss_model_aux_reward``, the same loss for the auxiliary head
+       ``("next", "aux_reward")`` against the plain reward; with ``reward_loss="gaussian"``
+       both reward terms are DreamerV2's ``0.5 * (prediction - target)^2`` instead of
+       TorchRL's symlog-MSE (:func:`reward_error`).
 
     It exposes what :class:`~torchrl.objectives.DreamerV3Loss` reads from its model loss:
     ``world_model`` (with ``in_keys``), ``tensor_keys.pixels`` / ``tensor_keys.reward`` and
@@ -52,6 +71,7 @@ class FinetuneModelLoss(LossModule):
             action_free_features`); ``None``: the encoder embedding of ``("next", pixels)``.
         beta: bonus weight (1 in APV / PreLAR).
         lambda_aux_reward: weight of the auxiliary reward term.
+        reward_loss: ``"symlog_mse"`` or ``"gaussian"`` (see :func:`reward_error`).
         autocast_dtype: if given, the world model runs under :func:`torch.autocast` with this
             dtype (``torch.bfloat16`` on a CPU with native bf16, see
             :func:`~torchrl_prelar.training.precision.resolve_precision`). The bonus, the loss
@@ -79,9 +99,13 @@ class FinetuneModelLoss(LossModule):
         features: Callable[[TensorDictBase], torch.Tensor] | None = None,
         beta: float = 1.0,
         lambda_aux_reward: float = 1.0,
+        reward_loss: str = "symlog_mse",
         autocast_dtype: torch.dtype | None = None,
     ):
         super().__init__()
+        if reward_loss not in REWARD_LOSSES:
+            raise ValueError(f"reward_loss must be one of {REWARD_LOSSES}, got {reward_loss!r}.")
+        self.reward_loss = reward_loss
         self.prelar_loss = prelar_loss
         self.bonus = bonus
         self.features = features
@@ -128,7 +152,13 @@ class FinetuneModelLoss(LossModule):
         with self._autocast(reward.device):
             losses, model_td = self.prelar_loss(tensordict)
             aux = model_td.get(("next", keys.aux_reward))
-            aux_loss = (symlog(aux) - symlog(reward)).pow(2).mean()
+            aux_loss = reward_error(aux, reward, self.reward_loss)
+            if self.reward_loss != "symlog_mse":  # TorchRL's model loss scores symlog-MSE
+                inner = self.prelar_loss.model_loss
+                predicted = model_td.get(("next", inner.tensor_keys.reward))
+                target = model_td.get(("next", inner.tensor_keys.true_reward))
+                main_loss = reward_error(predicted, target, self.reward_loss)
+                losses.set("loss_model_reward", inner.lambda_reward * main_loss.unsqueeze(-1))
         losses.set("loss_model_aux_reward", self.lambda_aux_reward * aux_loss.unsqueeze(-1))
         losses.set("env_reward", reward.mean().detach())
         if bonus is not None:

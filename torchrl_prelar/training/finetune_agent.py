@@ -38,7 +38,13 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs.model_based.dreamer import DreamerEnv
-from torchrl.modules import MLP, RSSMStateEstimatorV3, TanhNormal, WorldModelWrapper
+from torchrl.modules import (
+    MLP,
+    RSSMStateEstimatorV3,
+    TanhNormal,
+    TruncatedNormal,
+    WorldModelWrapper,
+)
 from torchrl.modules.models.model_based import DreamerActor
 from torchrl.objectives import (
     DreamerV3ActorLoss,
@@ -50,6 +56,7 @@ from torchrl.objectives.utils import ValueEstimators
 from torchrl.trainers.algorithms import DreamerV3OptimizationStepper
 
 from torchrl_prelar.modules import PreLARWorldModel, make_action_encoder, make_world_model
+from torchrl_prelar.modules.actor import TruncatedNormalActor
 from torchrl_prelar.modules.apv import APVWorldModel, NoAction
 from torchrl_prelar.modules.contextwm import STACKED_BASELINES, ContextWMWorldModel
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
@@ -62,6 +69,8 @@ REWARD_KEY: NestedKey = ("next", "reward")
 AUX_REWARD_KEY: NestedKey = ("next", "aux_reward")
 #: Parameter-group names of the one Adam (see :func:`make_finetune_optimizer`).
 GROUPS = ("representation", "model", "actor", "critic")
+#: Actor distributions: TorchRL's DreamerActor + TanhNormal, DreamerV2's truncated normal.
+ACTOR_DISTRIBUTIONS = ("tanh_normal", "trunc_normal")
 #: ``finetune.init`` values: PreLAR-initialised, from scratch, the APV and ContextWM baselines.
 INITS = ("prelar", "dreamer", "apv", "contextwm")
 FinetuneWorldModel = PreLARWorldModel | APVWorldModel
@@ -308,6 +317,55 @@ def set_representation_frozen(optimizer: torch.optim.Optimizer, frozen: bool, lr
             group["lr"] = 0.0 if frozen else lr
 
 
+def make_actor(
+    action_dim: int,
+    *,
+    depth: int = 4,
+    hidden: int = 400,
+    distribution: str = "tanh_normal",
+    min_std: float = 1e-4,
+) -> ProbabilisticTensorDictSequential:
+    """The policy head on ``("state", "belief")``, writing a sampled ``"action"``.
+
+    ``"tanh_normal"``: TorchRL's :class:`~torchrl.modules.models.model_based.DreamerActor`
+    with a :class:`~torchrl.modules.TanhNormal` (its scale floor is ``min_std``, TorchRL's
+    default 1e-4). ``"trunc_normal"``: DreamerV2's head
+    (:class:`~torchrl_prelar.modules.actor.TruncatedNormalActor`, scale floor ``min_std``,
+    0.1 in DreamerV2) with a :class:`~torchrl.modules.TruncatedNormal` on [-1, 1].
+
+    Examples:
+        >>> actor = make_actor(4, depth=2, hidden=16, distribution="trunc_normal", min_std=0.1)
+        >>> from tensordict import TensorDict
+        >>> start = TensorDict(state=torch.zeros(3, 8), belief=torch.zeros(3, 5), batch_size=[3])
+        >>> out = actor(start)
+        >>> out["action"].shape, bool(out["action"].abs().max() <= 1)
+        (torch.Size([3, 4]), True)
+    """
+    if distribution not in ACTOR_DISTRIBUTIONS:
+        raise ValueError(
+            f"finetune.actor.distribution must be one of {ACTOR_DISTRIBUTIONS}, "
+            f"got {distribution!r}."
+        )
+    if distribution == "tanh_normal":
+        net: nn.Module = DreamerActor(
+            action_dim, depth=depth, num_cells=hidden, std_min_val=min_std
+        )
+        distribution_class, distribution_kwargs = TanhNormal, {}
+    else:
+        net = TruncatedNormalActor(action_dim, depth=depth, hidden=hidden, min_std=min_std)
+        distribution_class, distribution_kwargs = TruncatedNormal, {"low": -1.0, "high": 1.0}
+    return ProbabilisticTensorDictSequential(
+        TensorDictModule(net, in_keys=["state", "belief"], out_keys=["loc", "scale"]),
+        ProbabilisticTensorDictModule(
+            in_keys=["loc", "scale"],
+            out_keys=["action"],
+            distribution_class=distribution_class,
+            distribution_kwargs=distribution_kwargs,
+            default_interaction_type=InteractionType.RANDOM,
+        ),
+    )
+
+
 def _imagination_transition(world_model: FinetuneWorldModel) -> TensorDictSequential:
     """One imagined step: real action (-> action encoder for PreLAR) -> prior."""
     modules: list[TensorDictModuleBase] = []
@@ -386,6 +444,8 @@ def make_finetune_agent(
     seed: int = 0,
     actor_hidden: int = 400,
     actor_depth: int = 4,
+    actor_distribution: str = "tanh_normal",
+    actor_min_std: float = 1e-4,
     critic_hidden: int = 400,
     critic_depth: int = 4,
     imagination_horizon: int = 15,
@@ -396,6 +456,7 @@ def make_finetune_agent(
     slow_critic: float = 1.0,
     target_update_every: int = 100,
     lambda_aux_reward: float = 1.0,
+    reward_loss: str = "symlog_mse",
     kl_balance: float = 0.8,
     free_nats: float = 0.0,
     lambda_reco: float = 0.5,
@@ -434,11 +495,16 @@ def make_finetune_agent(
             the actor-critic update in fp32; on CUDA TorchRL's stepper autocasts the step.
         seed: seed of the intrinsic bonus's random projection.
         actor_hidden, actor_depth, critic_hidden, critic_depth: the two MLPs.
+        actor_distribution, actor_min_std: the policy's distribution and its scale floor
+            (see :func:`make_actor`).
         imagination_horizon, gamma, lmbda, entropy, return_normalization: the actor loss
             (:class:`~torchrl.objectives.DreamerV3ActorLoss`, TD(lambda) returns).
         slow_critic, target_update_every: weight of the target-critic regulariser (0: no
             target critic) and updates between two hard copies.
         lambda_aux_reward: weight of the auxiliary reward head's loss.
+        reward_loss: loss of both reward heads, ``"symlog_mse"`` (TorchRL's DreamerV3) or
+            ``"gaussian"`` (DreamerV2's unit-variance log-likelihood, see
+            :class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`).
         kl_balance, free_nats, lambda_reco: the world model's
             :class:`~torchrl_prelar.objectives.PreLARLoss` terms.
         intrinsic: add the video intrinsic bonus
@@ -480,18 +546,12 @@ def make_finetune_agent(
     features = stoch + deter
     reward_net = world_model.reward_heads[0].module
 
-    actor = ProbabilisticTensorDictSequential(
-        TensorDictModule(
-            DreamerActor(action_dim, depth=actor_depth, num_cells=actor_hidden),
-            in_keys=["state", "belief"],
-            out_keys=["loc", "scale"],
-        ),
-        ProbabilisticTensorDictModule(
-            in_keys=["loc", "scale"],
-            out_keys=["action"],
-            distribution_class=TanhNormal,
-            default_interaction_type=InteractionType.RANDOM,
-        ),
+    actor = make_actor(
+        action_dim,
+        depth=actor_depth,
+        hidden=actor_hidden,
+        distribution=actor_distribution,
+        min_std=actor_min_std,
     ).to(device)
     value = TensorDictModule(
         _mlp(features, 1, critic_hidden, critic_depth),
@@ -541,6 +601,7 @@ def make_finetune_agent(
         features=bonus_features,
         beta=intrinsic_beta,
         lambda_aux_reward=lambda_aux_reward,
+        reward_loss=reward_loss,
         # TorchRL's stepper autocasts on CUDA only: on a CPU the world model autocasts itself.
         autocast_dtype=dtype if device.type != "cuda" else None,
     )
