@@ -416,6 +416,7 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
         return_normalization=tune["return_normalization"],
         slow_critic=tune["slow_critic"],
         target_update_every=tune["target_update_every"],
+        critic_target=tune.get("critic_target", "online"),
         lambda_aux_reward=tune["lambda_aux_reward"],
         reward_loss=tune.get("reward_loss", "symlog_mse"),
         kl_balance=loss.get("kl_balance", 0.8),

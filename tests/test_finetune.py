@@ -386,3 +386,54 @@ def test_dreamerv2_actor_samples_in_bounds_with_its_floor_and_learns_by_dynamics
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
     with pytest.raises(ValueError, match="distribution"):
         make_finetune_agent(model, 4, actor_distribution="beta")
+
+
+def test_slow_critic_target_bootstraps_from_a_copy_refreshed_every_n_updates():
+    from torchrl_prelar.modules import world_model_config
+    from torchrl_prelar.training.finetune_agent import (
+        TargetCritic,
+        build_finetune_world_model,
+        make_finetune_agent,
+    )
+
+    torch.manual_seed(0)
+    model = build_finetune_world_model(
+        world_model_config("tiny"),
+        4,
+        init="dreamer",
+        pretrained=None,
+        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
+    )
+    agent = make_finetune_agent(
+        model,
+        4,
+        actor_hidden=16,
+        critic_hidden=16,
+        imagination_horizon=3,
+        intrinsic=False,
+        critic_target="slow",
+        slow_critic=0.0,
+        target_update_every=2,
+    )
+    target = agent.loss.actor_loss.value_model
+    assert isinstance(target, TargetCritic) and target is agent.loss.target_critic
+    optimised = {id(p) for group in agent.optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in optimised for p in target.parameters())
+    assert "target_critic.updates" in agent.loss.state_dict()
+
+    def online_equals_target():
+        return all(
+            torch.equal(a, b)
+            for a, b in zip(agent.value.parameters(), target.parameters(), strict=True)
+        )
+
+    batch = transitions(2, 6)
+    flags = torch.zeros(2, 6, 1, dtype=torch.bool)
+    for key in ("done", "terminated", "truncated"):
+        batch.set(("next", key), flags.clone())
+    agent.update(batch.clone())
+    assert not online_equals_target()  # the critic moved, its copy waits
+    agent.update(batch.clone())
+    assert online_equals_target() and int(target.updates) == 2
+    with pytest.raises(ValueError, match="critic_target"):
+        make_finetune_agent(model, 4, critic_target="target")

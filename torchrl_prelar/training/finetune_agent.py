@@ -19,6 +19,7 @@ auxiliary reward head (:class:`FinetuneModelLoss`, the one wrapper, see its docs
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,8 @@ AUX_REWARD_KEY: NestedKey = ("next", "aux_reward")
 GROUPS = ("representation", "model", "actor", "critic")
 #: Actor distributions: TorchRL's DreamerActor + TanhNormal, DreamerV2's truncated normal.
 ACTOR_DISTRIBUTIONS = ("tanh_normal", "trunc_normal")
+#: What the lambda returns bootstrap from: the trained critic (TorchRL), its slow copy (DreamerV2).
+CRITIC_TARGETS = ("online", "slow")
 #: ``finetune.init`` values: PreLAR-initialised, from scratch, the APV and ContextWM baselines.
 INITS = ("prelar", "dreamer", "apv", "contextwm")
 FinetuneWorldModel = PreLARWorldModel | APVWorldModel
@@ -167,7 +170,8 @@ class FinetuneAgent:
     actor_critic_dtype: torch.dtype | None = None
 
     def update(self, batch: TensorDictBase) -> TensorDictBase:
-        """One optimisation step (world model, actor, critic) on a replay ``batch``.
+        """One optimisation step (world model, actor, critic) on a replay ``batch``, then one
+        step of DreamerV2's :class:`TargetCritic` where the agent has one.
 
         Runs :attr:`stepper` under CPU autocast with :attr:`actor_critic_dtype` when it is
         set: imagination, actor and critic then compute their matrix products in that dtype
@@ -179,7 +183,11 @@ class FinetuneAgent:
         dtype = self.actor_critic_dtype
         device_type = next(self.world_model.parameters()).device.type
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-            return self.stepper.step(None, batch)
+            metrics = self.stepper.step(None, batch)
+        target_critic = getattr(self.loss, "target_critic", None)
+        if target_critic is not None:
+            target_critic.step()
+        return metrics
 
 
 def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
@@ -366,6 +374,52 @@ def make_actor(
     )
 
 
+class TargetCritic(TensorDictModuleBase):
+    """DreamerV2's slow critic: a frozen copy of ``critic`` that the lambda returns bootstrap
+    from, copied from ``critic`` every ``every`` calls of :meth:`step` (and at construction).
+
+    The online critic keeps regressing those returns; only the bootstrap values come from
+    the copy, which changes every ``every`` updates instead of every update. ``updates`` is a
+    buffer, so a checkpoint of a module holding this one resumes the schedule.
+
+    Args:
+        critic (TensorDictModule): the online critic (read, never trained, by this module).
+        every (int): updates between two copies (DreamerV2: 100).
+
+    Examples:
+        >>> critic = TensorDictModule(nn.Linear(3, 1), in_keys=["x"], out_keys=["state_value"])
+        >>> target = TargetCritic(critic, every=2)
+        >>> _ = critic.module.weight.data.add_(1.0)
+        >>> target.step(); bool(torch.equal(target.module.module.weight, critic.module.weight))
+        False
+        >>> target.step(); bool(torch.equal(target.module.module.weight, critic.module.weight))
+        True
+    """
+
+    def __init__(self, critic: TensorDictModule, every: int):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}.")
+        self.module = copy.deepcopy(critic).requires_grad_(False)
+        self.in_keys, self.out_keys = list(critic.in_keys), list(critic.out_keys)
+        self.__dict__["critic"] = critic  # read only: not a submodule
+        self.every = every
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return self.module(tensordict)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Count one update; copy the online critic every ``every`` of them."""
+        self.updates += 1
+        if int(self.updates) % self.every == 0:
+            for target, online in zip(
+                self.module.parameters(), self.critic.parameters(), strict=True
+            ):
+                target.copy_(online)
+
+
 def _imagination_transition(world_model: FinetuneWorldModel) -> TensorDictSequential:
     """One imagined step: real action (-> action encoder for PreLAR) -> prior."""
     modules: list[TensorDictModuleBase] = []
@@ -455,6 +509,7 @@ def make_finetune_agent(
     return_normalization: bool = False,
     slow_critic: float = 1.0,
     target_update_every: int = 100,
+    critic_target: str = "online",
     lambda_aux_reward: float = 1.0,
     reward_loss: str = "symlog_mse",
     kl_balance: float = 0.8,
@@ -481,10 +536,12 @@ def make_finetune_agent(
     ``device`` (and stored channels-last with ``channels_last``).
 
     Differences from the DreamerV2 reference that come from using TorchRL's losses as they
-    are: the critic regresses symlog values (``DreamerV3ValueLoss``), and the lambda returns
-    bootstrap from the online critic; the target critic (``slow_critic > 0``, copied every
-    ``target_update_every`` updates by ``HardUpdate``) enters as DreamerV3's slow-critic
-    regulariser. ``replay_value_loss_weight`` is 0 (DreamerV2 has no replay value term).
+    are: the critic regresses symlog values (``DreamerV3ValueLoss``); by default the lambda
+    returns bootstrap from the online critic (``critic_target="online"``; DreamerV2's
+    ``"slow"`` bootstraps from a :class:`TargetCritic` copied every ``target_update_every``
+    updates), and a target critic (``slow_critic > 0``, copied every ``target_update_every``
+    updates by ``HardUpdate``) enters as DreamerV3's slow-critic regulariser.
+    ``replay_value_loss_weight`` is 0 (DreamerV2 has no replay value term).
 
     Args:
         world_model: the world model to fine-tune (with its two reward heads).
@@ -499,6 +556,9 @@ def make_finetune_agent(
             (see :func:`make_actor`).
         imagination_horizon, gamma, lmbda, entropy, return_normalization: the actor loss
             (:class:`~torchrl.objectives.DreamerV3ActorLoss`, TD(lambda) returns).
+        critic_target: what imagination's lambda returns bootstrap from: ``"online"`` (the
+            critic being trained, TorchRL's DreamerV3) or ``"slow"`` (DreamerV2's target
+            critic, :class:`TargetCritic`, stepped by :meth:`FinetuneAgent.update`).
         slow_critic, target_update_every: weight of the target-critic regulariser (0: no
             target critic) and updates between two hard copies.
         lambda_aux_reward: weight of the auxiliary reward head's loss.
@@ -605,9 +665,12 @@ def make_finetune_agent(
         # TorchRL's stepper autocasts on CUDA only: on a CPU the world model autocasts itself.
         autocast_dtype=dtype if device.type != "cuda" else None,
     )
+    if critic_target not in CRITIC_TARGETS:
+        raise ValueError(f"critic_target must be one of {CRITIC_TARGETS}, got {critic_target!r}.")
+    target_critic = TargetCritic(value, target_update_every) if critic_target == "slow" else None
     actor_loss = DreamerV3ActorLoss(
         actor,
-        value,
+        value if target_critic is None else target_critic,
         imagination,
         imagination_horizon=imagination_horizon,
         entropy_bonus=entropy,
@@ -619,6 +682,8 @@ def make_finetune_agent(
         value, actor_loss=actor_loss, slow_critic_regularization=slow_critic
     )
     loss = DreamerV3Loss(model_loss, actor_loss, value_loss, replay_value_loss_weight=0.0)
+    if target_critic is not None:
+        loss.target_critic = target_critic  # in the loss's state dict: checkpointed
     target_updater = None
     if slow_critic:
         target_updater = HardUpdate(value_loss, value_network_update_interval=target_update_every)
@@ -628,6 +693,8 @@ def make_finetune_agent(
     actor_ids = {id(p) for p in actor.parameters()}
     groups: dict[str, list[nn.Parameter]] = {name: [] for name in GROUPS}
     for parameter in loss.parameters():  # de-duplicated; the critic's live in value_loss
+        if not parameter.requires_grad:  # the target critic's copy
+            continue
         key = id(parameter)
         name = (
             "representation"
