@@ -27,7 +27,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchrl.modules import DreamerV3ImageDecoder, DreamerV3ImageEncoder
 
-from torchrl_prelar.modules.channel_norm import use_channel_rms_norm
 from torchrl_prelar.modules.pixels import centred_pixels
 
 
@@ -265,7 +264,6 @@ def make_conv_encoder(
         (torch.Size([2, 2048]), 2048)
     """
     encoder = DreamerV3ImageEncoder(in_channels=in_channels, depth=depth, mults=mults)
-    use_channel_rms_norm(encoder)
     return _CentredEncoder(encoder, in_channels, image_size, pool)
 
 
@@ -290,5 +288,4 @@ def make_conv_decoder(
         mults=mults,
         num_blocks=1,
     )
-    use_channel_rms_norm(decoder)
     return _CentredDecoder(decoder)
