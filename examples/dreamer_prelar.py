@@ -30,6 +30,7 @@ from typing import Any  # noqa: E402
 import hydra  # noqa: E402
 import torch  # noqa: E402
 from dreamer_prelar_utils import (  # noqa: E402
+    FINETUNE_CHECKPOINT,
     FINETUNE_CURVES,
     PRETRAIN_CHECKPOINT,
     STORED_KEYS,
@@ -49,6 +50,7 @@ from dreamer_prelar_utils import (  # noqa: E402
     update_metrics,
     validate_arm,
     validate_finetune,
+    validate_pretrain,
     write_pretrain_media,
 )
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -77,6 +79,7 @@ from torchrl_prelar.training.distributed import (  # noqa: E402
 )
 from torchrl_prelar.training.finetune_agent import set_representation_frozen  # noqa: E402
 from torchrl_prelar.training.media import plot_curves, read_csv_scalars  # noqa: E402
+from torchrl_prelar.training.run_settings import check_run_settings  # noqa: E402
 from torchrl_prelar.training.pretrain import (  # noqa: E402
     PRETRAINED_MODEL,
     PreLARPretrainer,
@@ -208,6 +211,8 @@ def _run_pretrain(
 ) -> dict[str, Any]:
     # Set-up: run folder, seeds, video replay buffer, loss, trainer, loggers, evaluation.
     run_dir = Path(cfg["run_dir"])
+    validate_pretrain(cfg)
+    check_run_settings(run_dir, "pretrain", cfg, checkpoint=run_dir / PRETRAIN_CHECKPOINT)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg["seed"])
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
@@ -319,6 +324,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     tune, device, seed = cfg["finetune"], torch.device(cfg["device"]), cfg["seed"]
     validate_finetune(tune)
+    check_run_settings(run_dir, "finetune", cfg, checkpoint=run_dir / FINETUNE_CHECKPOINT)
     seed_everything(seed)
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
@@ -428,7 +434,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
             result["env_steps"] = progress.env_steps
             progress.eval_history.append(result)
             loggers.log(
-                {k: v for k, v in result.items() if k != "env_steps"},
+                {k: v for k, v in result.items() if k.startswith("eval_")},
                 progress.env_steps,
                 prefix="finetune/",
             )

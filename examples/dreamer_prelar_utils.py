@@ -8,6 +8,7 @@ configuration (a plain dict, see ``config/config.yaml``), with the library's com
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -48,6 +49,7 @@ from torchrl_prelar.evaluation.held_out import (
     generate_held_out_sets,
     load_clip_sets,
 )
+from torchrl_prelar.evaluation.latent_actions import check_context
 from torchrl_prelar.modules import (
     LatentActionModel,
     PreLARWorldModel,
@@ -212,6 +214,32 @@ def make_loggers(cfg: Mapping[str, Any], run_dir: Path, default_name: str) -> Ru
 # ----------------------------------------------------------------------------- pre-training
 
 
+def check_counts(section: Mapping[str, Any], prefix: str, least: Mapping[str, int]) -> None:
+    """Reject an entry of ``section`` named in ``least`` that is not an integer of at least
+    that value; the message names it as ``<prefix>.<name>`` (absent entries are not checked).
+
+    Examples:
+        >>> check_counts({"log_every": 0}, "pretrain", {"log_every": 1})
+        Traceback (most recent call last):
+        ...
+        ValueError: pretrain.log_every must be an integer >= 1, got 0.
+    """
+    for name, minimum in least.items():
+        value = section.get(name, minimum)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{prefix}.{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def validate_pretrain(cfg: Mapping[str, Any]) -> None:
+    """Reject pre-training settings no run can use, before anything is written: the loop's
+    counts, and an ``evaluation.context`` that leaves too few imagined frames."""
+    least = {"updates": 0, "log_every": 1, "checkpoint_every": 1, "video_context": 1}
+    check_counts(cfg["pretrain"], "pretrain", least)
+    settings = cfg.get("evaluation") or {}
+    if settings.get("enabled"):
+        check_context(settings["context"], settings["num_transitions"], "evaluation.context")
+
+
 def make_video_sources(data: Mapping[str, Any], run_dir: Path) -> list[EpisodeSource | list]:
     """The episode sources named by ``data["source"]``.
 
@@ -221,6 +249,13 @@ def make_video_sources(data: Mapping[str, Any], run_dir: Path) -> list[EpisodeSo
     files or image-sequence folders.
     """
     kind = data["source"]
+    needed = {"rlbench": ("path",), "ssv2": ("path", "list_file"), "video_folder": ("path",)}
+    missing = [f"data.{key}" for key in needed.get(kind, ()) if not data.get(key)]
+    if missing:
+        raise ValueError(
+            f"data.source={kind} reads {' and '.join(missing)}, not set: give the folder of its "
+            f"videos (and the list file of ssv2), e.g. data.path=/data/{kind}."
+        )
     if kind == "synthetic":
         from torchrl_prelar.data.synthetic import moving_square_episodes
 
@@ -361,10 +396,30 @@ def validate_arm(tune: Mapping[str, Any]) -> None:
         )
 
 
+#: Fine-tuning counts and their least values (:func:`validate_finetune`).
+_FINETUNE_COUNTS = {
+    "update_every": 1,
+    "batch_size": 1,
+    "batch_length": 1,
+    "max_episode_steps": 1,
+    "action_repeat": 1,
+    "eval_every": 1,
+    "eval_episodes": 1,
+    "log_every": 1,
+    "checkpoint_every": 1,
+}
+
+
 def validate_finetune(tune: Mapping[str, Any]) -> None:
-    """Reject ``finetune`` settings under which no replay slice fits or no worker runs, and
-    a ``finetune.init`` set apart from its arm (:func:`validate_arm`)."""
+    """Reject ``finetune`` settings under which no replay slice fits or no worker runs, a
+    count below its least value, a NaN, infinite or negative learning rate, ``grad_clip`` or
+    ``max_seconds``, and a ``finetune.init`` set apart from its arm (:func:`validate_arm`)."""
     validate_arm(tune)
+    check_counts(tune, "finetune", _FINETUNE_COUNTS)
+    for name in ("model_lr", "actor_lr", "critic_lr", "grad_clip", "max_seconds"):
+        value = tune.get(name)  # max_seconds: None is no limit
+        if value is not None and not 0 <= value < math.inf:  # NaN too
+            raise ValueError(f"finetune.{name} must be a finite number >= 0, got {value}.")
     episode = tune["max_episode_steps"] // tune["action_repeat"]
     if tune["batch_length"] > episode:
         raise ValueError(
@@ -511,8 +566,10 @@ def sample_batch(
 
 
 @torch.no_grad()
-def evaluate(env: EnvBase, policy: Callable, episodes: int, max_steps: int) -> dict[str, float]:
-    """Success rate (success ever set) and mean return of ``episodes`` mode-action episodes."""
+def evaluate(env: EnvBase, policy: Callable, episodes: int, max_steps: int) -> dict[str, Any]:
+    """Success rate (success ever set) and mean return of ``episodes`` mode-action episodes,
+    and each episode's success and return (``episode_successes``, ``episode_returns``), from
+    which intervals over seeds and episodes are drawn."""
     successes, returns = [], []
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         for _ in range(episodes):
@@ -521,7 +578,12 @@ def evaluate(env: EnvBase, policy: Callable, episodes: int, max_steps: int) -> d
             )
             successes.append(float(rollout.get(("next", "success")).any()))
             returns.append(float(rollout.get(("next", "reward")).sum()))
-    return {"eval_success_rate": float(np.mean(successes)), "eval_return": float(np.mean(returns))}
+    return {
+        "eval_success_rate": float(np.mean(successes)),
+        "eval_return": float(np.mean(returns)),
+        "episode_successes": successes,
+        "episode_returns": returns,
+    }
 
 
 class FinetuneProgress:

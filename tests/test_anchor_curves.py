@@ -1,0 +1,66 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from anchor_curves import bootstrap_interval, main
+from dreamer_prelar import run_finetune
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def finetune(run_dir: Path, seed: int) -> dict:
+    with initialize_config_dir(str(REPO / "examples" / "config"), version_base=None):
+        config = compose(
+            "config",
+            overrides=[
+                "preset=test",
+                "arm=dreamer",
+                f"run_dir={run_dir}",
+                f"seed={seed}",
+                "finetune.eval_every=50",
+                "finetune.eval_episodes=3",
+                "finetune.env_steps=100",
+            ],
+        )
+    return run_finetune(OmegaConf.to_container(config, resolve=True))
+
+
+def test_bootstrap_interval_holds_the_mean_and_widens_with_spread():
+    mean, low, high = bootstrap_interval([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    assert mean == pytest.approx(2 / 6)
+    assert low < mean < high and low >= 0 and high <= 1
+    assert bootstrap_interval([[0.5, 0.5], [0.5]]) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="no episode"):
+        bootstrap_interval([[], []])
+
+
+def test_report_of_two_seeds_against_the_published_curve(tmp_path):
+    runs = [tmp_path / f"dreamer_seed{seed}" for seed in (0, 1)]
+    summaries = [finetune(run, seed) for seed, run in enumerate(runs)]
+    out = tmp_path / "report" / "reach"
+    main(["--run", f"dreamer={runs[0]}", "--run", f"dreamer={runs[1]}", "--out", str(out)])
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    points = report["arms"]["dreamer"]["points"]
+    assert [p["env_steps"] for p in points] == [50, 100]
+    for point in points:
+        assert (point["seeds"], point["episodes"]) == (2, 6)
+        returns = [
+            e["episode_returns"]
+            for s in summaries
+            for e in s["evaluations"]
+            if e["env_steps"] == point["env_steps"]
+        ]
+        assert point["return"]["mean"] == pytest.approx(np.mean(returns))
+        assert point["return"]["low"] <= point["return"]["mean"] <= point["return"]["high"]
+    assert report["published"]["points"]["35000"]["mean"] == pytest.approx(0.3375)
+
+
+def test_report_refuses_a_malformed_run_argument(tmp_path):
+    with pytest.raises(SystemExit, match="LABEL=RUN_DIR"):
+        main(["--run", "dreamer", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="no folder"):
+        main(["--run", f"dreamer={tmp_path / 'missing'}", "--out", str(tmp_path / "x")])
