@@ -58,6 +58,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,11 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
     Raises:
         VideoDatasetError: if ``root`` holds a dataset whose files are corrupt, truncated or of
             another shape than its statistics say (naming the file, the key and what was
-            expected).
+            expected), or if ``sources`` (or the reopened ``root``) hold no usable episode:
+            all skipped (naming the sources, and the files skipped with why). Nothing is
+            written to ``root`` before the first episode.
+        ValueError: if ``batch_size`` is below 1, or ``capacity`` is not given and cannot be
+            known: no sources, or a source that does not announce its size.
         UnsafeCheckpointError: if ``root`` holds files other than JSON and ``.memmap`` ones.
 
     Example:
@@ -169,11 +174,14 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
         prefetch: int | None = None,
         flush_interval: float = 10.0,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (clips per sample), got {batch_size}")
         self.root = root
         self.num_transitions = num_transitions
         sources = _as_source_list(sources)
         clip_len = num_transitions + 1
-        stored_capacity = self._check_stored_files() if self._is_downloaded() else None
+        reopened = self._is_downloaded()
+        stored_capacity = self._check_stored_files() if reopened else None
         if stored_capacity is not None:
             if capacity is not None and capacity != stored_capacity:
                 torchrl_logger.warning(
@@ -221,6 +229,10 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
             torchrl_logger.info(f"reopened video dataset {self.root}\n{self.stats.summary()}")
         for source in sources:
             self._episode_writer.write(source)
+        if not self.stats.episodes and (sources or reopened):
+            raise VideoDatasetError(
+                _no_usable_episode(sources, self.root, self.stats, clip_len, reopened)
+            )
 
     @property
     def data_path_root(self) -> Path:
@@ -382,6 +394,8 @@ def _as_source_list(sources: Sources) -> list:
 
 
 def _capacity_from_hints(sources: list) -> int:
+    if not sources:
+        raise ValueError("capacity (in frames) is required when no sources are given")
     total = 0
     for source in sources:
         hint = source.num_frames_hint() if isinstance(source, EpisodeSource) else None
@@ -389,9 +403,39 @@ def _capacity_from_hints(sources: list) -> int:
             hint = sum(item.num_frames for item in source if isinstance(item, Episode))
         if hint is None:
             raise ValueError(
-                f"capacity (in frames) is required: source {source!r} does not announce its size"
+                f"capacity (in frames) is required: source {_describe(source)} does not "
+                "announce its size; pass capacity=<frames of all its episodes>"
             )
         total += hint
-    if total == 0:
-        raise ValueError("capacity (in frames) is required when no sources are given")
-    return total
+    # at least one frame: sources of unreadable files only still go through the writer,
+    # which reports each file
+    return max(total, 1)
+
+
+def _describe(source: Any) -> str:
+    """How error messages name a source: its repr (class and folder), or what it is."""
+    if isinstance(source, EpisodeSource):
+        return repr(source)
+    return f"the {type(source).__name__} of episodes given"
+
+
+def _no_usable_episode(
+    sources: list, root: Path | None, stats: VideoDatasetStats, clip_len: int, reopened: bool
+) -> str:
+    """The message of a dataset left without an episode: where, what was skipped, why."""
+    where = ", ".join(map(_describe, sources)) or str(root)
+    kinds = Counter(skip["kind"] for skip in stats.skipped)
+    if kinds:
+        counts = ", ".join(f"{n} skipped as {kind}" for kind, n in sorted(kinds.items()))
+        first = {}
+        for skip in stats.skipped:
+            first.setdefault(skip["kind"], skip["reason"])
+        detail = f"{counts} ({'; '.join(first[kind] for kind in sorted(first))})"
+    else:
+        detail = "no episode found"
+    fix = f"delete {root} and " if reopened else ""
+    return (
+        f"no usable episode in {where}: {detail}. Each episode needs at least "
+        f"{clip_len} frames (num_transitions + 1) of uint8 [N, H, W, 3], one size for "
+        f"all: {fix}fix or replace those files, or read another folder."
+    )

@@ -153,6 +153,21 @@ class EpisodeSource(abc.ABC):
         """Upper bound on the frames this source holds, if known without decoding."""
         return None
 
+    def __repr__(self) -> str:
+        """The class and the folder read (``root``), which error messages name.
+
+        Example:
+            >>> class Folder(EpisodeSource):
+            ...     root = "videos/"
+            ...     def episodes(self, exclude=frozenset(), min_frames=0):
+            ...         yield from ()
+            >>> Folder()
+            Folder('videos/')
+        """
+        root = getattr(self, "root", None)
+        where = repr(str(root)) if root is not None else f"name={self.name!r}"
+        return f"{type(self).__name__}({where})"
+
 
 def validate_frames(
     frames: np.ndarray,

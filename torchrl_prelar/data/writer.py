@@ -394,10 +394,12 @@ class VideoEpisodeWriter:
         """Saves storage length, writer cursor and stats to ``root``.
 
         A no-op in memory or when nothing changed since the last flush, so reopening a buffer
-        and writing no new episode leaves every file untouched.
+        and writing no new episode leaves every file untouched, and before the first episode is
+        written: a folder of skipped items only is never written, so a later call with the
+        files fixed decodes them again.
         """
         self._last_flush = time.monotonic()
-        if self.root is None or not self._dirty:
+        if self.root is None or not self._dirty or not self.stats.episodes:
             return
         self._dirty = False
         self.root.mkdir(parents=True, exist_ok=True)

@@ -82,13 +82,13 @@ class RLBenchSource(EpisodeSource):
     def __len__(self) -> int:
         return len(self.files)
 
-    def num_frames_hint(self) -> int | None:
+    def num_frames_hint(self) -> int:
+        """Frames of all files: from their names, or from the ``"image"`` array's header in
+        files named otherwise (0 for a file whose header cannot be read: it is corrupt)."""
         total = 0
         for path in self.files:
             length = _length_from_name(path)
-            if length is None:
-                return None
-            total += length + 1
+            total += length + 1 if length is not None else _frames_in_header(path)
         return total
 
     def episodes(
@@ -138,3 +138,18 @@ class RLBenchSource(EpisodeSource):
 def _length_from_name(path: Path) -> int | None:
     match = _NAME_PATTERN.match(path.name)
     return int(match.group(1)) if match else None
+
+
+def _frames_in_header(path: Path) -> int:
+    """Frames of the ``"image"`` array of an ``.npz`` file, read from the array's header only."""
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("image.npy") as member:
+            reader = readers.get(np.lib.format.read_magic(member))
+            shape = reader(member)[0] if reader is not None else ()
+    except (*_NPZ_ERRORS, KeyError):
+        return 0
+    return int(shape[0]) if shape else 0

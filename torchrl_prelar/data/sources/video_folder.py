@@ -11,6 +11,7 @@ frames than were written; prefer a video codec or image folders when frame count
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -166,6 +167,23 @@ class VideoFolderSource(EpisodeSource):
     def __len__(self) -> int:
         return len(self.items)
 
+    def num_frames_hint(self) -> int | None:
+        """Frames of all items, counted without decoding them to arrays: the images of each
+        folder, the frame count of each video file (0 for a file that cannot be read: it is
+        skipped as corrupt when decoded). ``None`` if a video's count cannot be known
+        (a container without one, and no ``imageio-ffmpeg`` to count its frames).
+        """
+        total = 0
+        for path in self.items:
+            if path.is_dir():
+                total += sum(1 for child in path.iterdir() if _is_image(child))
+                continue
+            count = _video_frames(path)
+            if count is None:
+                return None
+            total += count
+        return total
+
     def _item_name(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() or "."
 
@@ -195,6 +213,28 @@ class VideoFolderSource(EpisodeSource):
         if len(shapes) > 1:
             raise EpisodeError(f"{path}: images of different sizes {sorted(shapes)}")
         return np.stack(frames)
+
+
+def _video_frames(path: Path) -> int | None:
+    """The frame count of a video file from its properties, or counted by ffmpeg when the
+    container does not record it (mp4, webm, ...); 0 if the file cannot be read."""
+    import imageio.v3 as iio
+
+    try:
+        properties = iio.improps(path, index=None)
+    except Exception:  # decoders raise many unrelated types for a bad file
+        return 0
+    count = properties.n_images if properties.is_batch else 1
+    if count is not None and math.isfinite(count):
+        return int(count)
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        return None
+    import imageio_ffmpeg
+
+    try:
+        return imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+    except Exception:  # ffmpeg fails on a truncated or corrupt file
+        return 0
 
 
 def _is_image(path: Path) -> bool:
