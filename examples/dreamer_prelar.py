@@ -79,12 +79,12 @@ from torchrl_prelar.training.distributed import (  # noqa: E402
 )
 from torchrl_prelar.training.finetune_agent import set_representation_frozen  # noqa: E402
 from torchrl_prelar.training.media import plot_curves, read_csv_scalars  # noqa: E402
-from torchrl_prelar.training.run_settings import check_run_settings  # noqa: E402
 from torchrl_prelar.training.pretrain import (  # noqa: E402
     PRETRAINED_MODEL,
     PreLARPretrainer,
     make_optimizer,
 )
+from torchrl_prelar.training.run_settings import check_run_settings  # noqa: E402
 
 STAGES = ("pretrain", "finetune", "all")
 
