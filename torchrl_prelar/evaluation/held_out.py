@@ -26,6 +26,7 @@ from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from torchrl_prelar.evaluation.latent_actions import (
+    check_context,
     episodes_to_clips,
     evaluate_latent_actions,
     load_episodes,
@@ -256,6 +257,10 @@ class LatentActionMonitor:
         last_step: the run's final update.
         log: receives the logged figures and the step.
         seed: seed of the evaluation.
+
+    Raises:
+        ValueError: if ``context`` leaves fewer than ``MIN_IMAGINED`` imagined frames in the
+            clips of a set (checked here, not at the first evaluation).
     """
 
     def __init__(
@@ -277,6 +282,8 @@ class LatentActionMonitor:
         self.log = log
         self.seed = seed
         self._last: tuple[int, dict[str, dict]] | None = None
+        for clips in self.clip_sets.values():
+            check_context(context, clips.shape[1])
 
     def on_step(self, step: int) -> None:
         if step == self.last_step or (self.every and step % self.every == 0):

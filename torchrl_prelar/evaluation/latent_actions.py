@@ -40,6 +40,7 @@ from torchrl_prelar.training.media import save_video_panels
 
 __all__ = [
     "MIN_IMAGINED",
+    "check_context",
     "controllability",
     "episode_task",
     "episodes_to_clips",
@@ -477,10 +478,23 @@ def _check_clips(clips: TensorDictBase, context: int) -> None:
             f"'true_action' must be [B, T, A] = [{clips.shape[0]}, {clips.shape[1]}, A], got "
             f"{tuple(action.shape)}."
         )
-    steps = clips.shape[1]
+    check_context(context, clips.shape[1])
+
+
+def check_context(context: int, steps: int, name: str = "context") -> None:
+    """Reject a ``context`` that leaves fewer than :data:`MIN_IMAGINED` imagined frames in
+    clips of ``steps`` transitions; the message calls it ``name``.
+
+    Examples:
+        >>> check_context(5, 24)
+        >>> check_context(8, 8, name="evaluation.context")
+        Traceback (most recent call last):
+        ...
+        ValueError: evaluation.context must be in [1, 3] (T = 8 transitions, ...), got 8.
+    """
     if not 1 <= context <= steps - MIN_IMAGINED:
         raise ValueError(
-            f"context must be in [1, {steps - MIN_IMAGINED}] (T = {steps} transitions, at least "
+            f"{name} must be in [1, {steps - MIN_IMAGINED}] (T = {steps} transitions, at least "
             f"{MIN_IMAGINED} imagined frames), got {context}."
         )
 
