@@ -194,6 +194,17 @@ def _make_forward_model(world_model: TensorDictModuleBase, hidden: int) -> Laten
     )
 
 
+def _check_weights(weights: Mapping[str, float], scales: Mapping[str, float]) -> None:
+    """Reject a NaN, infinite or negative weight, and a scale that is not a finite number > 0
+    (a NaN setting would train on NaN losses instead of failing)."""
+    for name, value in weights.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+    for name, value in scales.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value}.")
+
+
 def _find_rssm_prior(world_model: TensorDictModuleBase) -> TensorDictModuleBase:
     """The prior module of ``world_model``'s RSSM rollout (its ``rssm`` or its only one)."""
     rollout = getattr(world_model, "rssm", None)
@@ -383,6 +394,11 @@ class PreLARLoss(LossModule):
             over this many training forward passes (counted in a buffer, so it resumes with
             the loss's state dict); 0 (default, the paper): ``beta_action`` from the start.
 
+    Raises:
+        ValueError: if a weight (``beta_action``, the ``lambda_*`` ones, ``free_nats``) is NaN,
+            infinite or negative, or ``action_prior_std`` or ``consistency_tau`` is not a
+            finite number > 0, naming the setting.
+
     Returns (from ``forward``): a ``(loss_td, model_td)`` pair like
     :class:`~torchrl.objectives.DreamerV3ModelLoss`: ``loss_*`` entries to sum and
     detached metrics (``action_kl``, ``latent_action_std``, ``state_kl``, ``reco_mse``); and
@@ -481,6 +497,16 @@ class PreLARLoss(LossModule):
             "lambda_reward": lambda_reward,
         }
         settings = {name: value for name, value in settings.items() if value is not None}
+        weights = {
+            "beta_action": beta_action,
+            "lambda_consistency": lambda_consistency,
+            "lambda_prior_reco": lambda_prior_reco,
+            "lambda_forward_reco": lambda_forward_reco,
+            **settings,
+        }
+        _check_weights(
+            weights, {"action_prior_std": action_prior_std, "consistency_tau": consistency_tau}
+        )
         if model_loss is None:
             if world_model is None:
                 raise TypeError("PreLARLoss needs a world_model or a model_loss.")

@@ -62,6 +62,9 @@ class PreLARPretrainer:
             measured: no GPU here); no gain was measured on a 2-core CPU
             (``docs/performance.md``).
 
+    Raises:
+        ValueError: if ``grad_clip`` is not a number > 0 (NaN included).
+
     Examples:
         >>> from torchrl_prelar import make_world_model
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
@@ -84,6 +87,11 @@ class PreLARPretrainer:
         distributed: DistributedContext | None = None,
         compile_networks: bool = False,
     ):
+        if not grad_clip > 0:  # NaN too: clipping to NaN turns every parameter into NaN
+            raise ValueError(
+                f"grad_clip must be a number > 0 (the largest gradient norm; inf: no clipping), "
+                f"got {grad_clip}."
+            )
         loss.to(device)  # every module of the loss, not only the world model
         if channels_last:
             loss.to(memory_format=torch.channels_last)

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
@@ -116,8 +117,8 @@ class ScriptedVideoConfig:
             check_metaworld_task(task)
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must not repeat a task, got {list(self.tasks)}.")
-        if self.noise_std < 0:
-            raise ValueError(f"noise_std must be non-negative, got {self.noise_std}.")
+        if not 0 <= self.noise_std < math.inf:  # NaN too
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}.")
         if self.episode_length < 1:
             raise ValueError(f"episode_length must be positive, got {self.episode_length}.")
 
