@@ -50,3 +50,26 @@ def pretraining_totals(world_model, updates: int = 25) -> tuple[list[float], lis
         totals.append(total.item())
         action_kls.append(float(losses["loss_action_kl"]))
     return totals, action_kls
+
+
+def tiny_finetune_agent(seed: int = 0, **settings):
+    """A fine-tuning agent around a fresh ``tiny`` world model (``init="dreamer"``, small
+    actor and critic, no video bonus); ``settings`` go to ``make_finetune_agent``."""
+    from torchrl_prelar.modules import world_model_config
+    from torchrl_prelar.training.finetune_agent import (
+        AUX_REWARD_KEY,
+        REWARD_KEY,
+        build_finetune_world_model,
+        make_finetune_agent,
+    )
+
+    torch.manual_seed(seed)
+    model = build_finetune_world_model(
+        world_model_config("tiny"),
+        4,
+        init="dreamer",
+        pretrained=None,
+        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
+    )
+    defaults = {"actor_hidden": 16, "critic_hidden": 16, "imagination_horizon": 3}
+    return make_finetune_agent(model, 4, **{**defaults, "intrinsic": False, **settings})

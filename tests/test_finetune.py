@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_finetune_agent
 from dreamer_prelar import run_finetune
 from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
 from dreamer_prelar_utils import (
@@ -353,30 +354,7 @@ def test_prefill_updates_run_once_and_elapsed_time_survives_a_resume(tmp_path):
 
 
 def test_dreamerv2_actor_samples_in_bounds_with_its_floor_and_learns_by_dynamics():
-    from torchrl_prelar.modules import world_model_config
-    from torchrl_prelar.training.finetune_agent import (
-        build_finetune_world_model,
-        make_finetune_agent,
-    )
-
-    torch.manual_seed(0)
-    model = build_finetune_world_model(
-        world_model_config("tiny"),
-        4,
-        init="dreamer",
-        pretrained=None,
-        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
-    )
-    agent = make_finetune_agent(
-        model,
-        4,
-        actor_hidden=16,
-        critic_hidden=16,
-        imagination_horizon=3,
-        intrinsic=False,
-        actor_distribution="trunc_normal",
-        actor_min_std=0.1,
-    )
+    agent = tiny_finetune_agent(actor_distribution="trunc_normal", actor_min_std=0.1)
     start = TensorDict(state=torch.randn(64, 64), belief=torch.randn(64, 64), batch_size=[64])
     out = agent.actor(start.clone())
     assert out["action"].abs().max() <= 1 and out["scale"].min() >= 0.1
@@ -385,36 +363,13 @@ def test_dreamerv2_actor_samples_in_bounds_with_its_floor_and_learns_by_dynamics
     grads = [p.grad for p in agent.actor.parameters()]
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
     with pytest.raises(ValueError, match="distribution"):
-        make_finetune_agent(model, 4, actor_distribution="beta")
+        tiny_finetune_agent(actor_distribution="beta")
 
 
 def test_slow_critic_target_bootstraps_from_a_copy_refreshed_every_n_updates():
-    from torchrl_prelar.modules import world_model_config
-    from torchrl_prelar.training.finetune_agent import (
-        TargetCritic,
-        build_finetune_world_model,
-        make_finetune_agent,
-    )
+    from torchrl_prelar.training.finetune_agent import TargetCritic
 
-    torch.manual_seed(0)
-    model = build_finetune_world_model(
-        world_model_config("tiny"),
-        4,
-        init="dreamer",
-        pretrained=None,
-        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
-    )
-    agent = make_finetune_agent(
-        model,
-        4,
-        actor_hidden=16,
-        critic_hidden=16,
-        imagination_horizon=3,
-        intrinsic=False,
-        critic_target="slow",
-        slow_critic=0.0,
-        target_update_every=2,
-    )
+    agent = tiny_finetune_agent(critic_target="slow", slow_critic=0.0, target_update_every=2)
     target = agent.loss.actor_loss.value_model
     assert isinstance(target, TargetCritic) and target is agent.loss.target_critic
     optimised = {id(p) for group in agent.optimizer.param_groups for p in group["params"]}
@@ -436,4 +391,4 @@ def test_slow_critic_target_bootstraps_from_a_copy_refreshed_every_n_updates():
     agent.update(batch.clone())
     assert online_equals_target() and int(target.updates) == 2
     with pytest.raises(ValueError, match="critic_target"):
-        make_finetune_agent(model, 4, critic_target="target")
+        tiny_finetune_agent(critic_target="target")

@@ -5,34 +5,16 @@
 """
 
 import torch
+from conftest import tiny_finetune_agent
 from tensordict import TensorDict
 from torch import nn
 
-from torchrl_prelar.modules import world_model_config
-from torchrl_prelar.training.finetune_agent import (
-    AUX_REWARD_KEY,
-    REWARD_KEY,
-    build_finetune_world_model,
-    make_finetune_agent,
-)
 
-
-def tiny_agent(actor_critic_precision: str = "fp32", seed: int = 0):
-    torch.manual_seed(seed)
-    model = build_finetune_world_model(
-        world_model_config("tiny"),
-        4,
-        init="dreamer",
-        pretrained=None,
-        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
-    )
-    return make_finetune_agent(
-        model,
-        4,
+def tiny_agent(actor_critic_precision: str = "fp32"):
+    return tiny_finetune_agent(
         actor_hidden=32,
         critic_hidden=32,
         imagination_horizon=5,
-        intrinsic=False,
         actor_critic_precision=actor_critic_precision,
     )
 
