@@ -189,6 +189,8 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
                     f"ignoring capacity={capacity}"
                 )
             capacity = stored_capacity
+        if capacity is None and reopened and not sources:
+            capacity = 1  # a reopened root without a storage holds no episode: refused below
         if capacity is None:
             capacity = _capacity_from_hints(sources)
         if self.root is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -79,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> GenerationSummary:
     args = parser.parse_args(argv)
     if args.episodes_per_task < 1:
         parser.error(f"--episodes-per-task must be positive, got {args.episodes_per_task}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out} is a file: give a folder (new, or of generated episodes)")
     try:
         config = _config_from_args(args)
     except ValueError as err:

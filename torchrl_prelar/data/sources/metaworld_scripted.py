@@ -121,6 +121,8 @@ class ScriptedVideoConfig:
             raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}.")
         if self.episode_length < 1:
             raise ValueError(f"episode_length must be positive, got {self.episode_length}.")
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}.")
 
     def metadata(self) -> dict[str, Any]:
         """Return the settings as a JSON-serialisable dict, render quality included."""
