@@ -164,6 +164,43 @@ def test_probe_beside_the_true_state_matches_an_independent_fit(world_model):
     assert "probe_r2_state_only" not in plain and "probe_r2_with_state" not in plain
 
 
+def test_motion_probe_matches_an_independent_fit_on_standardised_features(world_model):
+    """With states, the probe two frames can answer: from the latent action (and the state
+    at o_t) to the change of the first three state dims between o_t and o_t+1, on features
+    standardised with the train halves; an independent numpy fit gives the same figures."""
+    episodes = moving_square_episodes(4, 12, seed=3)
+    rng = np.random.default_rng(1)
+    with_states = [
+        Episode(e.frames, e.actions, name=e.name, states=rng.normal(size=(e.num_frames, 4)))
+        for e in episodes
+    ]
+    clips = episodes_to_clips(with_states, num_transitions=6)
+    states = torch.as_tensor(with_states[1].states, dtype=torch.float32)
+    torch.testing.assert_close(clips["true_state_change"][2, 3], states[4] - states[3])
+    figures = evaluate_latent_actions(world_model, clips, context=1, seed=0)
+
+    used = ~clips["is_init"].reshape(clips.shape)
+    train, test = split_episodes(clips["episode"][used], seed=0)
+    latent = posterior_rollout(world_model, clips, seed=0)["latent_action"][used].double()
+    state = clips["true_state"][used].double()
+    motion = clips["true_state_change"][used][:, :3].double().numpy()
+    for name, inputs in (
+        ("motion", latent),
+        ("motion_state_only", state),
+        ("motion_with_state", torch.cat([latent, state], 1)),
+    ):
+        x = inputs.numpy()
+        std = x[train].std(0, ddof=1)
+        x = (x - x[train].mean(0)) / np.where(std > 0, std, 1.0)
+        expected = numpy_r2(x[train], motion[train], x[test], motion[test], 1e-3).mean()
+        assert figures[f"probe_r2_{name}"] == pytest.approx(expected, abs=1e-5), name
+    assert figures["probe_r2_action_xyz"] == pytest.approx(np.mean(figures["probe_r2_per_dim"][:3]))
+    plain = evaluate_latent_actions(
+        world_model, episodes_to_clips(episodes, num_transitions=6), context=1
+    )
+    assert "probe_r2_motion" not in plain and "probe_r2_action_xyz" not in plain
+
+
 def test_shuffle_gives_every_clip_another_clips_sequence():
     for seed in range(5):
         index = shuffle_index(7, seed=seed)
@@ -304,7 +341,9 @@ def test_monitor_logs_at_its_steps_and_reuses_the_last_result(world_model, clips
     for step in range(1, 6):
         monitor.on_step(step)
     assert [step for step, _ in logged] == [2, 4, 5]
-    names = {f"{figure}_{name}" for figure in LOGGED_FIGURES for name in ("seen", "unseen")}
+    # clips without states: every logged figure but the motion probe
+    figures = [figure for figure in LOGGED_FIGURES if figure != "probe_r2_motion"]
+    names = {f"{figure}_{name}" for figure in figures for name in ("seen", "unseen")}
     assert set(logged[-1][1]) == names
     assert monitor.evaluate(5)["seen"]["probe_r2"] == pytest.approx(
         logged[-1][1]["probe_r2_seen"], rel=1e-9

@@ -50,8 +50,9 @@ __all__ = [
 ]
 
 HELD_OUT_SETS = ("seen", "unseen")
-#: Figures logged during pre-training, as ``<figure>_<set>`` (e.g. ``probe_r2_seen``).
-LOGGED_FIGURES = ("probe_r2", "state_kl_shuffled_ratio", "delta_psnr")
+#: Figures logged during pre-training, as ``<figure>_<set>`` (e.g. ``probe_r2_seen``);
+#: ``probe_r2_motion`` only for held-out sets whose episodes carry states.
+LOGGED_FIGURES = ("probe_r2", "probe_r2_motion", "state_kl_shuffled_ratio", "delta_psnr")
 RESULTS_FILE = "latent_actions.json"
 TRANSFER_GIF = "latent_action_transfer.gif"
 #: The synthetic ``unseen`` set: two smaller squares (training videos show one of side 12).
@@ -304,6 +305,7 @@ class LatentActionMonitor:
                 f"{figure}_{name}": results[name][figure]
                 for name in results
                 for figure in LOGGED_FIGURES
+                if figure in results[name]
             }
             self.log(logged, step)
         self._last = (step, results)

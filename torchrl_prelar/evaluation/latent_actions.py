@@ -184,6 +184,10 @@ def _episode_clips(
                 f"[{frames.shape[0]}, S] (one per frame)."
             )
         extra["true_state"] = states[:used].reshape(num_clips, steps, -1)  # the state at o_t
+        # what the two frames show: the state's change from o_t to o_t+1
+        extra["true_state_change"] = (states[1 : used + 1] - states[:used]).reshape(
+            num_clips, steps, -1
+        )
     return transitions_from_frames(
         pixels[window],
         true_action=transition_actions(actions)[:used].reshape(num_clips, steps, -1),
@@ -463,6 +467,13 @@ def controllability(
     )
 
 
+def _standardised(features: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """``features`` centred and scaled per column by the ``train`` rows' mean and std (a
+    constant column is only centred)."""
+    mean, std = features[train].mean(0), features[train].std(0)
+    return (features - mean) / torch.where(std > 0, std, torch.ones_like(std))
+
+
 def _check_clips(clips: TensorDictBase, context: int) -> None:
     if clips.ndim != 2:
         raise ValueError(f"Expected clips with batch size [B, T], got {tuple(clips.shape)}.")
@@ -507,6 +518,7 @@ def evaluate_latent_actions(
     seed: int = 0,
     ridge: float = 1e-3,
     batch_size: int = 64,
+    motion_dims: int = 3,
 ) -> dict[str, float | int | list[float]]:
     """Probe, state KL and controllability of the latent actions on held-out ``clips``.
 
@@ -523,6 +535,9 @@ def evaluate_latent_actions(
         ridge: relative ridge penalty of the probe (:func:`linear_probe_r2`).
         batch_size: clips per forward pass (bounds the memory; the RSSM's state samples,
             drawn per batch from the stream of ``seed``, depend on it).
+        motion_dims: leading state dims whose change the motion probe targets (Meta-world's
+            scripted episodes: 3, the hand's x, y, z), and leading action dims of
+            ``probe_r2_action_xyz``.
 
     Returns:
         ``probe_r2`` (R^2 averaged uniformly over action dims), ``probe_r2_per_dim`` and
@@ -534,7 +549,13 @@ def evaluate_latent_actions(
         also ``probe_r2_state_only`` (the same probe from the true state at o_t alone) and
         ``probe_r2_with_state`` (from the latent action and that state side by side): a
         scripted expert's action depends on the state, so the gap between the two is what the
-        latent action knows of the action beyond the state; ``state_kl`` and ``shuffled_state_kl``
+        latent action knows of the action beyond the state; with ``"true_state_change"``,
+        the probe two frames can answer, on standardised features: ``probe_r2_motion`` (from
+        the latent action to the change of the first ``motion_dims`` state dims between o_t
+        and o_t+1, the hand's displacement in Meta-world), ``probe_r2_motion_state_only``
+        and ``probe_r2_motion_with_state`` (from the state at o_t, alone and beside the
+        latent action), and ``probe_r2_action_xyz`` (the action probe on its first
+        ``motion_dims`` dims); ``state_kl`` and ``shuffled_state_kl``
         (nats per step, same
         steps) with the clips' own latent actions and with each clip given another clip's
         (:func:`shuffle_index`), and ``state_kl_shuffled_ratio`` (shuffled / own);
@@ -581,6 +602,20 @@ def evaluate_latent_actions(
                     inputs[train], targets[train], inputs[test], targets[test], ridge=ridge
                 )
             )
+        if "true_state_change" in clips.keys():
+            motion = clips["true_state_change"][used][:, :motion_dims]
+            for name, inputs in (
+                ("motion", features),
+                ("motion_state_only", state),
+                ("motion_with_state", torch.cat([features, state], 1)),
+            ):
+                inputs = _standardised(inputs, train)
+                state_figures[f"probe_r2_{name}"] = float(
+                    linear_probe_r2(
+                        inputs[train], motion[train], inputs[test], motion[test], ridge=ridge
+                    )
+                )
+            state_figures["probe_r2_action_xyz"] = float(r2[:motion_dims].mean())
     own_kl = float(torch.cat([kl for _, kl in own])[used].mean())
     shuffled_kl = float(torch.cat([kl for _, kl in shuffled])[used].mean())
     figures = {
