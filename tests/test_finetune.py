@@ -350,7 +350,8 @@ def test_prefill_updates_run_once_and_elapsed_time_survives_a_resume(tmp_path):
     assert saved == pytest.approx(first["seconds_total"], abs=0.1) and saved > 0
     second = run_finetune(preset_config(run_dir, *overrides[:2], "finetune.env_steps=150"))
     assert second["updates"] == first["updates"] + 10  # no second burst after the resume
-    assert second["seconds_total"] >= saved + second["seconds_this_run"] - 1.0
+    # the resumed run adds its own time up to its last checkpoint, never more than it ran
+    assert saved < second["seconds_total"] <= saved + second["seconds_this_run"] + 0.5
 
 
 def test_dreamerv2_actor_samples_in_bounds_with_its_floor_and_learns_by_dynamics():
