@@ -25,9 +25,9 @@ from _machine import machine_info, print_table, synchronize
 from pretrain_step import count_update_flops
 
 from torchrl_prelar import PreLARLoss, make_world_model
+from torchrl_prelar.baselines.apv import make_action_free_world_model
+from torchrl_prelar.baselines.contextwm import make_contextwm_pretrain_model
 from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.modules.apv import make_action_free_world_model
-from torchrl_prelar.modules.contextwm import make_contextwm_pretrain_model
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
 MODELS = {

@@ -40,6 +40,7 @@ from torchrl.record.loggers.csv import CSVLogger
 from torchrl.trainers.algorithms import DreamerV3UpdateRatio
 from tqdm.auto import tqdm
 
+from torchrl_prelar.baselines.contextwm import STACKED_BASELINES
 from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import EpisodeSource
 from torchrl_prelar.envs.metaworld import make_metaworld_env
@@ -56,7 +57,6 @@ from torchrl_prelar.modules import (
     make_world_model,
     world_model_config,
 )
-from torchrl_prelar.modules.contextwm import STACKED_BASELINES
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.checkpoint import (
     ReplayDumpAdapter,

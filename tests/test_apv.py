@@ -10,12 +10,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
-from torchrl_prelar.modules import make_world_model
-from torchrl_prelar.modules.apv import (
+from torchrl_prelar.baselines.apv import (
     APVWorldModel,
     make_action_free_world_model,
     make_apv_world_model,
 )
+from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 

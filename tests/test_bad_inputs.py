@@ -21,6 +21,7 @@ import pytest
 from dreamer_prelar import run_finetune, run_pretrain
 from test_finetune import preset_config
 
+from torchrl_prelar.baselines.contextwm import STACKED_BASELINES
 from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import Episode
 from torchrl_prelar.data.generate import main as generate
@@ -28,7 +29,6 @@ from torchrl_prelar.data.writer import VideoDatasetError, VideoDatasetStats
 from torchrl_prelar.evaluation.__main__ import main as evaluate
 from torchrl_prelar.evaluation.held_out import HeldOutConfig, generate_held_out_sets
 from torchrl_prelar.modules import make_world_model, world_model_config
-from torchrl_prelar.modules.contextwm import STACKED_BASELINES
 from torchrl_prelar.training.checkpoint import save_checkpoint
 from torchrl_prelar.training.run_settings import RUN_SETTINGS_FILE
 

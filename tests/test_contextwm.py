@@ -11,10 +11,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
-from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.modules import make_world_model
-from torchrl_prelar.modules.apv import make_action_free_world_model
-from torchrl_prelar.modules.contextwm import (
+from torchrl_prelar.baselines.apv import make_action_free_world_model
+from torchrl_prelar.baselines.contextwm import (
     CONTEXT_PIXELS_KEY,
     ContextFrame,
     ContextualDecoder,
@@ -23,6 +21,8 @@ from torchrl_prelar.modules.contextwm import (
     context_feature_key,
     make_contextwm_pretrain_model,
 )
+from torchrl_prelar.data.synthetic import moving_square_batch
+from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.modules.networks import ResNetDecoder, ResNetEncoder, make_conv_decoder
 from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.evaluate import open_loop_prediction

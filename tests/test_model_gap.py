@@ -13,6 +13,7 @@ import pytest
 import torch
 from results_report import marked_sections, write_section
 
+from torchrl_prelar.baselines.contextwm import STACKED_BASELINES
 from torchrl_prelar.data.synthetic import moving_square_episodes
 from torchrl_prelar.evaluation.model_gap import (
     MODEL_GAP_ARMS,
@@ -28,7 +29,6 @@ from torchrl_prelar.evaluation.model_gap import (
 )
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout
 from torchrl_prelar.modules import make_world_model, world_model_config
-from torchrl_prelar.modules.contextwm import STACKED_BASELINES
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.training.checkpoint import save_checkpoint
 from torchrl_prelar.training.finetune_agent import INITS, representation_parameters

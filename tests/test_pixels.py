@@ -7,8 +7,8 @@ from conftest import make_clip_batch
 from tensordict import TensorDict
 
 from torchrl_prelar import PreLARLoss, make_world_model
-from torchrl_prelar.modules.apv import make_apv_world_model
-from torchrl_prelar.modules.contextwm import make_contextwm_pretrain_model
+from torchrl_prelar.baselines.apv import make_apv_world_model
+from torchrl_prelar.baselines.contextwm import make_contextwm_pretrain_model
 from torchrl_prelar.modules.networks import make_conv_decoder, make_conv_encoder
 from torchrl_prelar.modules.pixels import centred_pixels
 

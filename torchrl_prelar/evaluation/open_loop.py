@@ -47,7 +47,7 @@ def open_loop_rollout(
     :class:`~torchrl_prelar.modules.ActionEncoder`), or ``latent_action`` when given (e.g.
     shuffled across clips, or inferred from other clips to transfer their motion). The
     action is read under the RSSM's ``action_key``, so an
-    :class:`~torchrl_prelar.modules.apv.APVWorldModel` (whose prior reads the real
+    :class:`~torchrl_prelar.baselines.apv.APVWorldModel` (whose prior reads the real
     ``"action"``) is rolled out the same way, on its action-conditional RSSM.
 
     Runs in eval mode under the ``"mode"`` interaction type, so latent actions are modes.

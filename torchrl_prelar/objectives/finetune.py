@@ -11,8 +11,8 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 from torchrl.objectives.dreamer_v3 import symlog
 
+from torchrl_prelar.baselines.apv import APVWorldModel
 from torchrl_prelar.modules import PreLARWorldModel
-from torchrl_prelar.modules.apv import APVWorldModel
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.objectives.prelar import PreLARLoss
 
@@ -67,7 +67,7 @@ class FinetuneModelLoss(LossModule):
             reward heads ``("next", "reward")`` and ``("next", "aux_reward")``).
         bonus: the intrinsic bonus, or ``None`` to switch it off.
         features: maps the batch to the ``[B, T, E]`` features the bonus reads, without
-            gradient (APV: :meth:`~torchrl_prelar.modules.apv.APVWorldModel.
+            gradient (APV: :meth:`~torchrl_prelar.baselines.apv.APVWorldModel.
             action_free_features`); ``None``: the encoder embedding of ``("next", pixels)``.
         beta: bonus weight (1 in APV / PreLAR).
         lambda_aux_reward: weight of the auxiliary reward term.

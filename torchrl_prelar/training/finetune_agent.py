@@ -56,10 +56,10 @@ from torchrl.objectives import (
 from torchrl.objectives.utils import ValueEstimators
 from torchrl.trainers.algorithms import DreamerV3OptimizationStepper
 
+from torchrl_prelar.baselines.apv import APVWorldModel, NoAction
+from torchrl_prelar.baselines.contextwm import STACKED_BASELINES, ContextWMWorldModel
 from torchrl_prelar.modules import PreLARWorldModel, make_action_encoder, make_world_model
 from torchrl_prelar.modules.actor import TruncatedNormalActor
-from torchrl_prelar.modules.apv import APVWorldModel, NoAction
-from torchrl_prelar.modules.contextwm import STACKED_BASELINES, ContextWMWorldModel
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.objectives.finetune import FinetuneModelLoss
@@ -215,8 +215,8 @@ def build_finetune_world_model(
     initialisation (the DreamerV2 baseline with the same action-encoder structure;
     ``pretrained`` is not read); ``"apv"`` loads an action-free pre-training (encoder,
     action-free RSSM, decoder) and stacks a new action-conditional RSSM on it
-    (:class:`~torchrl_prelar.modules.apv.APVWorldModel`); ``"contextwm"`` likewise from a
-    ContextWM pre-training (:class:`~torchrl_prelar.modules.contextwm.ContextWMWorldModel`,
+    (:class:`~torchrl_prelar.baselines.apv.APVWorldModel`); ``"contextwm"`` likewise from a
+    ContextWM pre-training (:class:`~torchrl_prelar.baselines.contextwm.ContextWMWorldModel`,
     with its context encoder and contextual decoder). One reward head per entry of
     ``reward_keys`` (none by default); ``expected_config`` is named in shape-mismatch errors.
 

@@ -10,10 +10,10 @@ resolution the keys and values, at 16x16 and 8x8 by default (ContextWM attends w
 decoder's maps are smaller than 32x32). The latent dynamics then need not model the scene.
 
 Pre-training (:func:`make_contextwm_pretrain_model`): APV's action-free world model
-(:func:`~torchrl_prelar.modules.apv.make_action_free_world_model`) with the contextual decoder,
+(:func:`~torchrl_prelar.baselines.apv.make_action_free_world_model`) with the contextual decoder,
 trained by :class:`~torchrl_prelar.objectives.PreLARLoss` in the same loop (its action KL is
 identically 0). Fine-tuning (:func:`make_contextwm_world_model`): APV's stacked model
-(:class:`~torchrl_prelar.modules.apv.APVWorldModel`: a new action-conditional RSSM on the
+(:class:`~torchrl_prelar.baselines.apv.APVWorldModel`: a new action-conditional RSSM on the
 action-free one, the video intrinsic bonus on the action-free features) whose pre-trained
 decoder still reads the context of each fine-tuning clip.
 
@@ -61,7 +61,7 @@ from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
 
-from torchrl_prelar.modules.apv import (
+from torchrl_prelar.baselines.apv import (
     APVWorldModel,
     make_action_free_world_model,
     make_apv_world_model,
@@ -485,7 +485,7 @@ class ContextWMPretrainModel(_ContextBeforeDecoder, PreLARWorldModel):
     """ContextWM's action-free pre-training model: APV's, with the context read by the decoder.
 
     Runs the :class:`~torchrl_prelar.modules.PreLARWorldModel` chain (encoder,
-    :class:`~torchrl_prelar.modules.apv.NoAction`, action-free RSSM) and, before the
+    :class:`~torchrl_prelar.baselines.apv.NoAction`, action-free RSSM) and, before the
     decoder, ``context_frame`` (:class:`ContextFrame`) and ``context_encoder`` (a
     :class:`~tensordict.nn.TensorDictModule` of a :class:`MultiScaleEncoder`); the decoder is
     a :class:`ContextualDecoder` reading the state, the belief and the context maps.
@@ -506,7 +506,7 @@ class ContextWMPretrainModel(_ContextBeforeDecoder, PreLARWorldModel):
 class ContextWMWorldModel(_ContextBeforeDecoder, APVWorldModel):
     """ContextWM fine-tuning model: APV's stacked RSSMs, the decoder reading the context.
 
-    :class:`~torchrl_prelar.modules.apv.APVWorldModel` (encoder, action-free RSSM, features,
+    :class:`~torchrl_prelar.baselines.apv.APVWorldModel` (encoder, action-free RSSM, features,
     new action-conditional RSSM, decoder, reward heads) with ``context_frame`` and
     ``context_encoder`` (pre-trained) run before the decoder. The acting policy and the
     intrinsic bonus are APV's: neither reads the context.
@@ -589,7 +589,7 @@ def make_contextwm_world_model(
 
     Args:
         preset: world-model preset or configuration (see
-            :func:`~torchrl_prelar.modules.apv.make_apv_world_model`).
+            :func:`~torchrl_prelar.baselines.apv.make_apv_world_model`).
         action_dim: real action size.
         action_free: the (pre-trained) :func:`make_contextwm_pretrain_model`; its encoder,
             RSSM, context encoder and decoder are taken over. A fresh one by default.

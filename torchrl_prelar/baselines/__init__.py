@@ -1,0 +1,53 @@
+"""Baselines built on the PreLAR modules: APV's stacked RSSMs and ContextWM's context encoder."""
+
+from torchrl_prelar.baselines.apv import (
+    ACTION_FREE_KEYS,
+    ActionFreeRSSM,
+    APVWorldModel,
+    NoAction,
+    make_action_free_world_model,
+    make_apv_world_model,
+)
+from torchrl_prelar.baselines.contextwm import (
+    CONTEXT_DEFAULTS,
+    CONTEXT_PIXELS_KEY,
+    FRAME_CHOICES,
+    STACKED_BASELINES,
+    ContextCrossAttention,
+    ContextFrame,
+    ContextualDecoder,
+    ContextWMPretrainModel,
+    ContextWMWorldModel,
+    MultiScaleEncoder,
+    collapse_expanded,
+    context_feature_key,
+    context_settings,
+    make_contextwm_pretrain_model,
+    make_contextwm_world_model,
+    random_shift,
+)
+
+__all__ = [
+    "ACTION_FREE_KEYS",
+    "CONTEXT_DEFAULTS",
+    "CONTEXT_PIXELS_KEY",
+    "FRAME_CHOICES",
+    "STACKED_BASELINES",
+    "APVWorldModel",
+    "ActionFreeRSSM",
+    "ContextCrossAttention",
+    "ContextFrame",
+    "ContextWMPretrainModel",
+    "ContextWMWorldModel",
+    "ContextualDecoder",
+    "MultiScaleEncoder",
+    "NoAction",
+    "collapse_expanded",
+    "context_feature_key",
+    "context_settings",
+    "make_action_free_world_model",
+    "make_apv_world_model",
+    "make_contextwm_pretrain_model",
+    "make_contextwm_world_model",
+    "random_shift",
+]
