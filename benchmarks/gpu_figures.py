@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from torchrl_prelar.training.media import read_csv_scalars
+from torchrl_prelar.media import read_csv_scalars
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -23,7 +23,7 @@ import torch
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.training.media import plot_curves
+from torchrl_prelar.media import plot_curves
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
 

@@ -65,12 +65,14 @@ from torchrl_prelar.evaluation.held_out import (  # noqa: E402
     TRANSFER_GIF,
     save_latent_action_results,
 )
-from torchrl_prelar.training.allocator import keep_freed_memory  # noqa: E402
-from torchrl_prelar.training.checkpoint import (  # noqa: E402
+from torchrl_prelar.io import (  # noqa: E402
+    PRETRAINED_MODEL,
     load_checkpoint,
     save_checkpoint,
     update_summary,
 )
+from torchrl_prelar.media import plot_curves, read_csv_scalars  # noqa: E402
+from torchrl_prelar.training.allocator import keep_freed_memory  # noqa: E402
 from torchrl_prelar.training.distributed import (  # noqa: E402
     DistributedContext,
     distributed_session,
@@ -78,12 +80,7 @@ from torchrl_prelar.training.distributed import (  # noqa: E402
     seed_everything,
 )
 from torchrl_prelar.training.finetune_agent import set_representation_frozen  # noqa: E402
-from torchrl_prelar.training.media import plot_curves, read_csv_scalars  # noqa: E402
-from torchrl_prelar.training.pretrain import (  # noqa: E402
-    PRETRAINED_MODEL,
-    PreLARPretrainer,
-    make_optimizer,
-)
+from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer  # noqa: E402
 from torchrl_prelar.training.run_settings import check_run_settings  # noqa: E402
 
 STAGES = ("pretrain", "finetune", "all")

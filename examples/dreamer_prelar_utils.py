@@ -51,6 +51,8 @@ from torchrl_prelar.evaluation.held_out import (
     load_clip_sets,
 )
 from torchrl_prelar.evaluation.latent_actions import check_context
+from torchrl_prelar.io import PRETRAINED_MODEL
+from torchrl_prelar.media import plot_curves, read_csv_scalars, save_prediction_gif
 from torchrl_prelar.modules import (
     LatentActionModel,
     PreLARWorldModel,
@@ -75,8 +77,6 @@ from torchrl_prelar.training.finetune_agent import (
     make_finetune_agent,
     make_finetune_optimizer,
 )
-from torchrl_prelar.training.media import plot_curves, read_csv_scalars, save_prediction_gif
-from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
 #: Resumable pre-training checkpoint in ``run_dir`` (every ``pretrain.checkpoint_every``).
 PRETRAIN_CHECKPOINT = "pretrain_last.pt"

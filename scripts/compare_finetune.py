@@ -147,7 +147,7 @@ def pretrained_world_model_config(path: Path | None) -> dict[str, Any] | None:
     """The ``world_model`` section a ``run_pretrain`` checkpoint was trained with."""
     if path is None:
         return None
-    from torchrl_prelar.training.checkpoint import load_checkpoint
+    from torchrl_prelar.io import load_checkpoint
 
     config = load_checkpoint(path).get("config")
     if not config or "preset" not in config:
@@ -263,7 +263,7 @@ def run_seconds(run_dir: Path) -> float | None:
 def collect(out: Path, runs: Sequence[tuple[str, int]]) -> dict[str, dict[int, Any]]:
     """``{arm: {seed: {"series": {...}, "summary": {...}, "seconds": s}}}`` from the logs
     of the ``(arm, seed)`` runs under ``out``."""
-    from torchrl_prelar.training.media import read_csv_scalars
+    from torchrl_prelar.media import read_csv_scalars
 
     results: dict[str, dict[int, Any]] = {}
     for arm, seed in runs:

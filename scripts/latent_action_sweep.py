@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torchrl_prelar.training.media import read_csv_scalars
+from torchrl_prelar.media import read_csv_scalars
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "dreamer_prelar.py"

@@ -14,7 +14,7 @@
    train split (encoder + pre-trained RSSM frozen for the first ``--freeze-updates``) and
    scores open-loop prediction on the held-out clips: ``--context`` frames observed, then
    ``--horizon`` frames imagined from the encoded real actions
-   (:mod:`torchrl_prelar.evaluation.model_gap`). Results go to ``<out>/model_gap.json``
+   (:mod:`torchrl_prelar.training.model_gap`). Results go to ``<out>/model_gap.json``
    after each run; a run already there is skipped, so the same command resumes.
 4. Writes the table into its own marked section of ``<docs>/results.md`` and the plot to
    ``<docs>/results/model_gap.png``.
@@ -42,8 +42,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-from torchrl_prelar.io import atomic_write_text
-from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
+from torchrl_prelar.io import PRETRAINED_MODEL, atomic_write_text
 
 if TYPE_CHECKING:
     from tensordict import TensorDictBase
@@ -80,7 +79,7 @@ log = logging.getLogger("model_gap")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
-    from torchrl_prelar.evaluation.model_gap import available_arms
+    from torchrl_prelar.training.model_gap import available_arms
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,7 +129,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _parse_pretrained(
     parser: argparse.ArgumentParser, items: Sequence[str], arms: Sequence[str]
 ) -> dict[str, Path]:
-    from torchrl_prelar.evaluation.model_gap import MODEL_GAP_ARMS
+    from torchrl_prelar.training.model_gap import MODEL_GAP_ARMS
 
     paths = {}
     for item in items:
@@ -154,7 +153,7 @@ def make_data(args: argparse.Namespace):
     """Render (or find) the two splits; return their folders."""
     from tqdm import tqdm
 
-    from torchrl_prelar.evaluation.model_gap import generate_model_gap_splits
+    from torchrl_prelar.training.model_gap import generate_model_gap_splits
 
     total = len(args.tasks) * (args.train_episodes + args.heldout_episodes)
     with tqdm(total=total, desc="rendering real-action episodes", unit="ep") as bar:
@@ -174,7 +173,7 @@ def make_data(args: argparse.Namespace):
 
 def pretrain_overrides(args: argparse.Namespace, arm: str, run_dir: Path) -> list[str]:
     """Hydra overrides of ``examples/dreamer_prelar.py`` for the pre-training of ``arm``."""
-    from torchrl_prelar.evaluation.model_gap import MODEL_GAP_ARMS
+    from torchrl_prelar.training.model_gap import MODEL_GAP_ARMS
 
     overrides = [
         "stage=pretrain",
@@ -280,7 +279,7 @@ def record_pretraining(results: dict[str, Any], arm: str, model: Path, seconds: 
 def dreamer_world_model(args: argparse.Namespace, models: Mapping[str, Path]) -> dict[str, Any]:
     """``dreamer``'s world-model preset: a pre-trained arm's (``prelar`` first), else
     ``--model-preset``."""
-    from torchrl_prelar.evaluation.model_gap import checkpoint_world_model_config
+    from torchrl_prelar.training.model_gap import checkpoint_world_model_config
 
     for arm in ("prelar", *models):
         if arm in models:
@@ -298,7 +297,7 @@ def run_arms(
     """Fine-tune and score every arm x seed not in ``results`` yet, saving after each."""
     from tqdm import tqdm
 
-    from torchrl_prelar.evaluation.model_gap import run_model_gap_arm
+    from torchrl_prelar.training.model_gap import run_model_gap_arm
 
     path = args.out / RESULTS_FILE
     dreamer = dreamer_world_model(args, models)
@@ -509,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     import torch
     from results_report import command_line, write_section
 
-    from torchrl_prelar.evaluation.model_gap import (
+    from torchrl_prelar.training.model_gap import (
         MODEL_GAP_ARMS,
         heldout_clips,
         last_frame_scores,

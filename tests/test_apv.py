@@ -15,9 +15,8 @@ from torchrl_prelar.baselines.apv import (
     make_action_free_world_model,
     make_apv_world_model,
 )
+from torchrl_prelar.io import PRETRAINED_MODEL, load_checkpoint, save_checkpoint
 from torchrl_prelar.modules import make_world_model
-from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
-from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 STOCH, DETER = 64, 64  # tiny preset: 8 x 8 categoricals, deter 64

@@ -28,8 +28,8 @@ from torchrl_prelar.data.generate import main as generate
 from torchrl_prelar.data.writer import VideoDatasetError, VideoDatasetStats
 from torchrl_prelar.evaluation.__main__ import main as evaluate
 from torchrl_prelar.evaluation.held_out import HeldOutConfig, generate_held_out_sets
+from torchrl_prelar.io import save_checkpoint
 from torchrl_prelar.modules import make_world_model, world_model_config
-from torchrl_prelar.training.checkpoint import save_checkpoint
 from torchrl_prelar.training.run_settings import RUN_SETTINGS_FILE
 
 # The run folder's stages, as small as they go: 2 updates, 10 env steps.

@@ -22,12 +22,11 @@ from torchrl_prelar.baselines.contextwm import (
     make_contextwm_pretrain_model,
 )
 from torchrl_prelar.data.synthetic import moving_square_batch
+from torchrl_prelar.io import PRETRAINED_MODEL, load_checkpoint, save_checkpoint
 from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.modules.networks import ResNetDecoder, ResNetEncoder, make_conv_decoder
-from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.evaluate import open_loop_prediction
 from torchrl_prelar.training.finetune_agent import representation_parameters
-from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,8 @@ from torchrl.modules.models import model_based_v3
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.training.checkpoint import load_checkpoint, rng_state
+from torchrl_prelar.io import load_checkpoint
+from torchrl_prelar.training.checkpoint import rng_state
 from torchrl_prelar.training.distributed import (
     DistributedContext,
     choose_backend,

@@ -32,7 +32,7 @@ from torchrl_prelar.evaluation.latent_actions import (
     split_episodes,
     state_kl,
 )
-from torchrl_prelar.training.checkpoint import save_checkpoint, update_summary
+from torchrl_prelar.io import save_checkpoint, update_summary
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,11 +23,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
+from torchrl_prelar.io import load_checkpoint, save_checkpoint
 from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.objectives.finetune import POSTERIOR_KEYS
-from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.finetune_agent import (
     AUX_REWARD_KEY,
     REWARD_KEY,

@@ -14,9 +14,9 @@ from dreamer_prelar_utils import make_finetune_buffer, read_finetune_checkpoint
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from torchrl_prelar.io import load_checkpoint
 from torchrl_prelar.training.checkpoint import (
     latest_checkpoint,
-    load_checkpoint,
     read_torchrl_checkpoint,
     remove_interrupted_saves,
 )
@@ -48,7 +48,7 @@ run_finetune(OmegaConf.to_container(config, resolve=True))
 """
 SAVER = """
 import sys, torch
-from torchrl_prelar.training.checkpoint import save_checkpoint
+from torchrl_prelar.io import save_checkpoint
 
 step = 0
 while True:

@@ -15,7 +15,12 @@ from results_report import marked_sections, write_section
 
 from torchrl_prelar.baselines.contextwm import STACKED_BASELINES
 from torchrl_prelar.data.synthetic import moving_square_episodes
-from torchrl_prelar.evaluation.model_gap import (
+from torchrl_prelar.evaluation.open_loop import open_loop_rollout
+from torchrl_prelar.io import save_checkpoint
+from torchrl_prelar.modules import make_world_model, world_model_config
+from torchrl_prelar.modules.pixels import centred_pixels
+from torchrl_prelar.training.finetune_agent import INITS, representation_parameters
+from torchrl_prelar.training.model_gap import (
     MODEL_GAP_ARMS,
     WorldModelFinetuner,
     available_arms,
@@ -27,11 +32,6 @@ from torchrl_prelar.evaluation.model_gap import (
     open_loop_scores,
     run_model_gap_arm,
 )
-from torchrl_prelar.evaluation.open_loop import open_loop_rollout
-from torchrl_prelar.modules import make_world_model, world_model_config
-from torchrl_prelar.modules.pixels import centred_pixels
-from torchrl_prelar.training.checkpoint import save_checkpoint
-from torchrl_prelar.training.finetune_agent import INITS, representation_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "model_gap.py"
@@ -282,7 +282,7 @@ def test_script_resumes_and_replaces_only_its_section(script_run, monkeypatch):
     before = json.loads((out / "model_gap.json").read_text())["runs"]
     module = load_script()
     monkeypatch.setattr(module, "subprocess", SimpleNamespace(run=_must_not_run))  # no pre-training
-    monkeypatch.setattr("torchrl_prelar.evaluation.model_gap.run_model_gap_arm", _must_not_run)
+    monkeypatch.setattr("torchrl_prelar.training.model_gap.run_model_gap_arm", _must_not_run)
     module.main(argv)
     assert json.loads((out / "model_gap.json").read_text())["runs"] == before
     text = (docs / "results.md").read_text()

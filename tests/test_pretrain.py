@@ -9,9 +9,9 @@ from dreamer_prelar import pretrain
 from dreamer_prelar_utils import PRETRAIN_CHECKPOINT as CHECKPOINT_NAME
 
 from torchrl_prelar import PreLARLoss, make_world_model
+from torchrl_prelar import io as io_module
 from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.training import checkpoint as checkpoint_module
-from torchrl_prelar.training.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_prelar.io import load_checkpoint, save_checkpoint
 from torchrl_prelar.training.precision import cpu_has_native_bf16, resolve_precision
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
 
@@ -75,7 +75,7 @@ def test_interrupted_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkey
         file.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", killed_mid_write)
+    monkeypatch.setattr(io_module.torch, "save", killed_mid_write)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {"step": 2})
     assert load_checkpoint(path)["step"] == 1

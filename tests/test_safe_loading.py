@@ -25,16 +25,18 @@ from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import Episode
 from torchrl_prelar.data.synthetic import moving_square_batch
-from torchrl_prelar.training.checkpoint import (
-    ReplayDumpAdapter,
+from torchrl_prelar.io import (
     UnsafeCheckpointError,
     check_no_pickles,
-    latest_checkpoint,
     load_checkpoint,
+    save_checkpoint,
+)
+from torchrl_prelar.training.checkpoint import (
+    ReplayDumpAdapter,
+    latest_checkpoint,
     load_torchrl_checkpoint,
     read_torchrl_checkpoint,
     rng_state,
-    save_checkpoint,
     set_rng_state,
 )
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer

@@ -95,7 +95,7 @@ from torchrl_prelar.data.writer import (
     VideoEpisodeWriter,
     read_json,
 )
-from torchrl_prelar.training.checkpoint import check_no_pickles
+from torchrl_prelar.io import check_no_pickles
 
 __all__ = ["VideoExperienceReplay"]
 

@@ -44,9 +44,8 @@ from torchrl_prelar.evaluation.held_out import (
     load_clip_sets,
     save_latent_action_results,
 )
+from torchrl_prelar.io import PRETRAINED_MODEL, load_checkpoint
 from torchrl_prelar.modules import PreLARWorldModel, make_world_model, world_model_config
-from torchrl_prelar.training.checkpoint import load_checkpoint
-from torchrl_prelar.training.pretrain import PRETRAINED_MODEL
 
 __all__ = ["build_parser", "format_table", "load_pretrained_run", "main"]
 
@@ -132,7 +131,7 @@ def load_pretrained_run(
 
     Examples:
         >>> import tempfile
-        >>> from torchrl_prelar.training.checkpoint import save_checkpoint
+        >>> from torchrl_prelar.io import save_checkpoint
         >>> run_dir = Path(tempfile.mkdtemp())
         >>> model = make_world_model("tiny")
         >>> state = {f"loss.world_model.{k}": v for k, v in model.state_dict().items()}

@@ -32,9 +32,8 @@ from torchrl_prelar.evaluation.latent_actions import (
     load_episodes,
     save_transfer_gif,
 )
-from torchrl_prelar.io import atomic_write, atomic_write_text
+from torchrl_prelar.io import atomic_write, atomic_write_text, update_summary
 from torchrl_prelar.modules import PreLARWorldModel
-from torchrl_prelar.training.checkpoint import update_summary
 
 __all__ = [
     "HELD_OUT_SETS",

@@ -34,9 +34,9 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl_prelar.data.clips import transitions_from_frames
 from torchrl_prelar.data.episodes import Episode, transition_actions
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr
+from torchrl_prelar.media import save_video_panels
 from torchrl_prelar.modules import PreLARWorldModel
 from torchrl_prelar.modules.pixels import centred_pixels
-from torchrl_prelar.training.media import save_video_panels
 
 __all__ = [
     "MIN_IMAGINED",

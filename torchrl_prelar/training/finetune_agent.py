@@ -58,12 +58,12 @@ from torchrl.trainers.algorithms import DreamerV3OptimizationStepper
 
 from torchrl_prelar.baselines.apv import APVWorldModel, NoAction
 from torchrl_prelar.baselines.contextwm import STACKED_BASELINES, ContextWMWorldModel
+from torchrl_prelar.io import load_checkpoint
 from torchrl_prelar.modules import PreLARWorldModel, make_action_encoder, make_world_model
 from torchrl_prelar.modules.actor import TruncatedNormalActor
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.objectives.finetune import FinetuneModelLoss
-from torchrl_prelar.training.checkpoint import load_checkpoint
 from torchrl_prelar.training.precision import resolve_precision
 
 REWARD_KEY: NestedKey = ("next", "reward")
@@ -104,7 +104,7 @@ def load_pretrained_world_model(
     Examples:
         >>> import tempfile
         >>> from torchrl_prelar.modules import make_world_model
-        >>> from torchrl_prelar.training.checkpoint import save_checkpoint
+        >>> from torchrl_prelar.io import save_checkpoint
         >>> path = Path(tempfile.mkdtemp()) / "pretrained_world_model.pt"
         >>> state = make_world_model("tiny").state_dict()
         >>> _ = save_checkpoint(path, {"world_model": state, "config": {"preset": "tiny"}})

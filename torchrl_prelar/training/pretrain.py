@@ -20,11 +20,6 @@ from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.distributed import DistributedContext
 from torchrl_prelar.training.precision import autocast, resolve_precision
 
-#: The pre-trained world model a run leaves in its ``run_dir``: ``{"world_model": state dict,
-#: "config": world-model section, "evaluation": held-out evaluation settings}``, read by
-#: fine-tuning and by ``python -m torchrl_prelar.evaluation``.
-PRETRAINED_MODEL = "pretrained_world_model.pt"
-
 
 def make_optimizer(
     parameters, lr: float = 3e-4, eps: float = 1e-5, weight_decay: float = 1e-6

@@ -58,10 +58,10 @@ from torchrl_prelar.data.sources.rlbench import RLBenchSource
 from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
 from torchrl_prelar.evaluation.latent_actions import episodes_to_clips, load_episodes
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr
+from torchrl_prelar.io import load_checkpoint
 from torchrl_prelar.modules import world_model_config
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives import PreLARLoss
-from torchrl_prelar.training.checkpoint import load_checkpoint
 from torchrl_prelar.training.finetune_agent import (
     INITS,
     FinetuneWorldModel,
