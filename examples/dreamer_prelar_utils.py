@@ -51,6 +51,7 @@ from torchrl_prelar.evaluation.held_out import (
     load_clip_sets,
 )
 from torchrl_prelar.evaluation.latent_actions import check_context
+from torchrl_prelar.evaluation.open_loop import open_loop_rollout
 from torchrl_prelar.io import PRETRAINED_MODEL
 from torchrl_prelar.media import plot_curves, read_csv_scalars, save_prediction_gif
 from torchrl_prelar.modules import (
@@ -67,7 +68,6 @@ from torchrl_prelar.training.checkpoint import (
     read_torchrl_checkpoint,
     remove_interrupted_saves,
 )
-from torchrl_prelar.training.evaluate import open_loop_prediction
 from torchrl_prelar.training.finetune_agent import (
     AUX_REWARD_KEY,
     REWARD_KEY,
@@ -368,9 +368,18 @@ def write_pretrain_media(
 ) -> None:
     """``pretrain_prediction.gif`` (open-loop prediction of a sampled clip after ``context``
     frames) and ``pretrain_curves.png`` (the ``pretrain/`` CSV scalars)."""
-    clip = buffer.sample()[0].to(next(world_model.parameters()).device)
-    truth, prediction = open_loop_prediction(world_model, clip, context=context)
-    save_prediction_gif(truth.cpu(), prediction.cpu(), context, run_dir / "pretrain_prediction.gif")
+    clip = buffer.sample()[:1].to(next(world_model.parameters()).device)
+    was_training = world_model.training
+    # open_loop_rollout decodes the imagined frames in the model's own mode; the GIF shows
+    # them in eval mode (ContextWM's decoder drops context tokens in training).
+    world_model.eval()
+    try:
+        truth, prediction = open_loop_rollout(world_model, clip, context=context, seed=None)
+    finally:
+        world_model.train(was_training)
+    save_prediction_gif(
+        truth[0].cpu(), prediction[0].cpu(), context, run_dir / "pretrain_prediction.gif"
+    )
     series = read_csv_scalars(run_dir / "csv")
     names = [name for name in series if name.startswith("pretrain/")]
     plot_curves(series, run_dir / "pretrain_curves.png", names, title="PreLAR pre-training")

@@ -22,10 +22,10 @@ from torchrl_prelar.baselines.contextwm import (
     make_contextwm_pretrain_model,
 )
 from torchrl_prelar.data.synthetic import moving_square_batch
+from torchrl_prelar.evaluation.open_loop import open_loop_rollout
 from torchrl_prelar.io import PRETRAINED_MODEL, load_checkpoint, save_checkpoint
 from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.modules.networks import ResNetDecoder, ResNetEncoder, make_conv_decoder
-from torchrl_prelar.training.evaluate import open_loop_prediction
 from torchrl_prelar.training.finetune_agent import representation_parameters
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,8 +115,8 @@ def test_action_free_pretraining_loss_falls():
     assert all(kl == 0.0 for kl in action_kls)  # no latent action at all
     assert all(math.isfinite(value) for value in totals)
     assert sum(totals[-5:]) / 5 < 0.7 * sum(totals[:5]) / 5
-    truth, prediction = open_loop_prediction(model, moving_square_batch(1, 6)[0], context=2)
-    assert truth.shape == prediction.shape == (6, 3, 64, 64)
+    truth, prediction = open_loop_rollout(model, moving_square_batch(1, 6), context=2)
+    assert truth.shape == prediction.shape == (1, 6, 3, 64, 64)
 
 
 def test_finetune_model_stacks_and_loads_contextwm_pretraining(tmp_path):

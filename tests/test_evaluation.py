@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
+from tensordict.nn import set_interaction_type
 
 from torchrl_prelar import make_world_model
+from torchrl_prelar.baselines import make_contextwm_pretrain_model
 from torchrl_prelar.data.episodes import Episode
-from torchrl_prelar.data.synthetic import moving_square_episodes
+from torchrl_prelar.data.synthetic import moving_square_batch, moving_square_episodes
 from torchrl_prelar.evaluation.held_out import (
     LOGGED_FIGURES,
     HeldOutConfig,
@@ -32,7 +34,10 @@ from torchrl_prelar.evaluation.latent_actions import (
     split_episodes,
     state_kl,
 )
+from torchrl_prelar.evaluation.open_loop import open_loop_rollout
 from torchrl_prelar.io import save_checkpoint, update_summary
+from torchrl_prelar.modules.pixels import centred_pixels
+from torchrl_prelar.modules.world_model import decode_states
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -296,6 +301,32 @@ def test_bad_inputs_get_errors_naming_the_key_or_episode(world_model, clips):
         episodes_to_clips([Episode(frames, name="bare")], num_transitions=2)
     with pytest.raises(ValueError, match=r"odd: actions have shape \(4, 2\)"):
         episodes_to_clips([Episode(frames, np.zeros((4, 2)), name="odd")], num_transitions=2)
+
+
+@pytest.mark.parametrize(
+    "make", [make_world_model, make_contextwm_pretrain_model], ids=["prelar", "contextwm"]
+)
+def test_one_clip_rollout_is_the_single_clip_prediction(make):
+    """A ``[1, T]`` rollout of one clip (the pre-training GIF's) is that clip's prediction
+    step by step: posterior reconstructions of the context frames, then the prior driven by
+    the clip's own latent actions, decoded in eval mode."""
+    torch.manual_seed(0)
+    model = make("tiny").eval()
+    clip, context = moving_square_batch(1, 6), 2
+    torch.manual_seed(1)
+    truth, prediction = open_loop_rollout(model, clip, context=context, seed=None)
+
+    torch.manual_seed(1)
+    with torch.no_grad(), set_interaction_type("mode"):
+        out = model(clip.clone())[0]
+        state, belief = out["next", "state"][context - 1], out["next", "belief"][context - 1]
+        imagined = []
+        for step in range(context, clip.shape[1]):
+            _, state, belief = model.rssm_prior(state, belief, out["latent_action"][step])
+            imagined.append(decode_states(model.decoder, out[step], state, belief))
+    expected = torch.cat([out["next", "reco_pixels"][:context], torch.stack(imagined)])
+    assert torch.equal(truth[0], centred_pixels(out["next", "pixels"]))
+    assert torch.equal(prediction[0], expected.clamp(-0.5, 0.5))
 
 
 def test_evaluation_is_seeded_and_leaves_rng_and_mode_alone(world_model, clips):
