@@ -136,16 +136,21 @@ def test_clips_carry_the_task_of_their_episode_file():
     assert episode_task("video_17.mp4") == "video_17.mp4"
 
 
+def with_random_states(episodes: list[Episode], *, dims: int, seed: int) -> list[Episode]:
+    """The ``episodes`` with a random ``dims``-d state per frame."""
+    rng = np.random.default_rng(seed)
+    return [
+        Episode(e.frames, e.actions, name=e.name, states=rng.normal(size=(e.num_frames, dims)))
+        for e in episodes
+    ]
+
+
 def test_probe_beside_the_true_state_matches_an_independent_fit(world_model):
     """Episodes with states: the evaluation also probes the action from the state at o_t
     alone and from the latent action beside it, with its split; an independent numpy fit of
     the same halves gives the same figures. Without states neither figure is reported."""
     episodes = moving_square_episodes(4, 12, seed=3)
-    rng = np.random.default_rng(0)
-    with_states = [
-        Episode(e.frames, e.actions, name=e.name, states=rng.normal(size=(e.num_frames, 3)))
-        for e in episodes
-    ]
+    with_states = with_random_states(episodes, dims=3, seed=0)
     clips = episodes_to_clips(with_states, num_transitions=6)
     assert clips["true_state"].shape == (*clips.shape, 3)
     torch.testing.assert_close(
@@ -174,11 +179,7 @@ def test_motion_probe_matches_an_independent_fit_on_standardised_features(world_
     at o_t) to the change of the first three state dims between o_t and o_t+1, on features
     standardised with the train halves; an independent numpy fit gives the same figures."""
     episodes = moving_square_episodes(4, 12, seed=3)
-    rng = np.random.default_rng(1)
-    with_states = [
-        Episode(e.frames, e.actions, name=e.name, states=rng.normal(size=(e.num_frames, 4)))
-        for e in episodes
-    ]
+    with_states = with_random_states(episodes, dims=4, seed=1)
     clips = episodes_to_clips(with_states, num_transitions=6)
     states = torch.as_tensor(with_states[1].states, dtype=torch.float32)
     torch.testing.assert_close(clips["true_state_change"][2, 3], states[4] - states[3])
