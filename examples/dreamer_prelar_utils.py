@@ -96,6 +96,27 @@ STORED_KEYS = (
     ("next", "success"),
 )
 #: Curves of ``finetune_curves.png``.
+#: The panels of ``pretrain_curves.png``: title -> the ``pretrain/`` scalars drawn in it
+#: (held-out evaluations as markers, ``<figure>_<set>``).
+PRETRAIN_CURVES = {
+    "total loss": ["pretrain/loss"],
+    "reconstruction (sum over pixels)": [
+        "pretrain/loss_model_reco",
+        "pretrain/loss_prior_reco",
+        "pretrain/loss_forward_reco",
+    ],
+    "KL (nats)": ["pretrain/action_kl", "pretrain/state_kl"],
+    "held-out probe R^2": [
+        f"pretrain/{figure}_{held_out}"
+        for figure in ("probe_r2", "probe_r2_motion")
+        for held_out in ("seen", "unseen")
+    ],
+    "state KL, shuffled / own latent actions": [
+        "pretrain/state_kl_shuffled_ratio_seen",
+        "pretrain/state_kl_shuffled_ratio_unseen",
+    ],
+    "delta-PSNR of imagination (dB)": ["pretrain/delta_psnr_seen", "pretrain/delta_psnr_unseen"],
+}
 FINETUNE_CURVES = (
     "finetune/eval_success_rate",
     "finetune/eval_return",
@@ -381,8 +402,9 @@ def write_pretrain_media(
         truth[0].cpu(), prediction[0].cpu(), context, run_dir / "pretrain_prediction.gif"
     )
     series = read_csv_scalars(run_dir / "csv")
-    names = [name for name in series if name.startswith("pretrain/")]
-    plot_curves(series, run_dir / "pretrain_curves.png", names, title="PreLAR pre-training")
+    plot_curves(
+        series, run_dir / "pretrain_curves.png", PRETRAIN_CURVES, title="PreLAR pre-training"
+    )
 
 
 # ----------------------------------------------------------------------------- fine-tuning

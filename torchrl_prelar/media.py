@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +42,25 @@ def read_csv_scalars(csv_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndar
 def plot_curves(
     series: dict[str, tuple[np.ndarray, np.ndarray]],
     path: str | Path,
-    names: Sequence[str] | None = None,
+    names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     title: str = "",
 ) -> Path:
-    """Plot one panel per named series into a PNG.
+    """Plot the named series into a PNG, one panel per name or per group of names.
+
+    ``names`` is a list (a panel per series, titled by its name) or a mapping from a panel's
+    title to the series drawn together in it, with a legend; names missing from ``series``
+    are left out, and so is a panel left empty. A series of fewer than 30 points (e.g.
+    evaluations) is drawn as markers.
 
     Examples:
         >>> import tempfile
         >>> path = Path(tempfile.mkdtemp()) / "curves.png"
         >>> plot_curves({"loss": (np.arange(3), np.ones(3))}, path).exists()
+        True
+        >>> panels = {"probe": ["probe_seen", "probe_unseen"], "absent": ["x"]}
+        >>> steps = np.arange(2)
+        >>> series = {"probe_seen": (steps, np.ones(2)), "probe_unseen": (steps, np.zeros(2))}
+        >>> plot_curves(series, path, panels).exists()
         True
     """
     import matplotlib
@@ -58,20 +68,36 @@ def plot_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [name for name in (names or sorted(series)) if name in series]
-    columns = min(3, max(1, len(names)))
-    rows = max(1, -(-len(names) // columns))
+    if names is None or not isinstance(names, Mapping):
+        names = {name: [name] for name in (names or sorted(series))}
+    panels = {
+        panel: [name for name in members if name in series] for panel, members in names.items()
+    }
+    panels = {panel: members for panel, members in panels.items() if members}
+    columns = min(3, max(1, len(panels)))
+    rows = max(1, -(-len(panels) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
-    for axis, name in zip(axes.flat, names, strict=False):
-        steps, values = series[name]
-        axis.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3)
-        axis.set_title(name, fontsize=9)
+    for axis, (panel, members) in zip(axes.flat, panels.items(), strict=False):
+        for name in members:
+            steps, values = series[name]
+            few = len(steps) < 30
+            axis.plot(
+                steps,
+                values,
+                marker="o" if few else None,
+                markersize=4,
+                linestyle=":" if few else "-",
+                label=name.rsplit("/", 1)[-1],
+            )
+        axis.set_title(panel, fontsize=10)
         axis.set_xlabel("step")
-    for axis in list(axes.flat)[len(names) :]:
+        if len(members) > 1:
+            axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.95) if title else None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
