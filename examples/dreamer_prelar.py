@@ -407,7 +407,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if progress.env_steps < refill_until or len(buffer) < tune["batch_length"]:
             ratio.reset(progress.env_steps)  # no catch-up burst after (re-)filling
         else:
-            burst = tune.get("prefill_updates", 0) if progress.updates == 0 else 0
+            burst = tune["prefill_updates"] if progress.updates == 0 else 0
             for _ in range(burst + ratio(progress.env_steps)):
                 tick = time.time()
                 agent.loss.train()

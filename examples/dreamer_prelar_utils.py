@@ -491,8 +491,8 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
         seed=cfg["seed"],
         actor_hidden=tune["actor"]["hidden"],
         actor_depth=tune["actor"]["depth"],
-        actor_distribution=tune["actor"].get("distribution", "tanh_normal"),
-        actor_min_std=tune["actor"].get("min_std", 1e-4),
+        actor_distribution=tune["actor"]["distribution"],
+        actor_min_std=tune["actor"]["min_std"],
         critic_hidden=tune["critic"]["hidden"],
         critic_depth=tune["critic"]["depth"],
         imagination_horizon=tune["imagination_horizon"],
@@ -502,9 +502,9 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
         return_normalization=tune["return_normalization"],
         slow_critic=tune["slow_critic"],
         target_update_every=tune["target_update_every"],
-        critic_target=tune.get("critic_target", "online"),
+        critic_target=tune["critic_target"],
         lambda_aux_reward=tune["lambda_aux_reward"],
-        reward_loss=tune.get("reward_loss", "symlog_mse"),
+        reward_loss=tune["reward_loss"],
         kl_balance=loss.get("kl_balance", 0.8),
         free_nats=loss.get("free_nats", 0.0),
         lambda_reco=loss.get("lambda_reco", 0.5),
@@ -526,7 +526,7 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
         compile_train_step=tune.get("compile", False),
         cudagraph=tune.get("cudagraph", False),
         channels_last=tune.get("channels_last", False),
-        actor_critic_precision=tune.get("actor_critic_precision", "fp32"),
+        actor_critic_precision=tune["actor_critic_precision"],
     )
 
 

@@ -168,6 +168,8 @@ class FinetuneAgent:
     carried: dict[str, int]
     #: Autocast dtype of the actor-critic half of :meth:`update` on a CPU (``None``: fp32).
     actor_critic_dtype: torch.dtype | None = None
+    #: DreamerV2's slow critic that imagination bootstraps from (``critic_target="slow"``).
+    target_critic: TargetCritic | None = None
 
     def update(self, batch: TensorDictBase) -> TensorDictBase:
         """One optimisation step (world model, actor, critic) on a replay ``batch``, then one
@@ -184,9 +186,8 @@ class FinetuneAgent:
         device_type = next(self.world_model.parameters()).device.type
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
             metrics = self.stepper.step(None, batch)
-        target_critic = getattr(self.loss, "target_critic", None)
-        if target_critic is not None:
-            target_critic.step()
+        if self.target_critic is not None:
+            self.target_critic.step()
         return metrics
 
 
@@ -742,4 +743,5 @@ def make_finetune_agent(
         groups,
         carried,
         actor_critic_dtype,
+        target_critic,
     )
