@@ -525,6 +525,7 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
         ),
         compile_train_step=tune.get("compile", False),
         cudagraph=tune.get("cudagraph", False),
+        compile_networks=tune["compile_networks"],
         channels_last=tune.get("channels_last", False),
         actor_critic_precision=tune["actor_critic_precision"],
     )

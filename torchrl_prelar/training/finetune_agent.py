@@ -161,7 +161,7 @@ class FinetuneAgent:
     actor: ProbabilisticTensorDictSequential
     value: TensorDictModule
     optimizer: torch.optim.Adam
-    stepper: DreamerV3OptimizationStepper
+    stepper: CPUAutocastStepper
     groups: dict[str, list[nn.Parameter]]
     #: Recurrent entries the policy carries from step to step, with their sizes (the
     #: environment primes them with zeros).
@@ -175,20 +175,64 @@ class FinetuneAgent:
         """One optimisation step (world model, actor, critic) on a replay ``batch``, then one
         step of DreamerV2's :class:`TargetCritic` where the agent has one.
 
-        Runs :attr:`stepper` under CPU autocast with :attr:`actor_critic_dtype` when it is
-        set: imagination, actor and critic then compute their matrix products in that dtype
-        (the world-model loss keeps its own precision, see
-        :class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`). On CUDA the
-        stepper's own ``mixed_precision`` covers the whole step. Returns the stepper's
-        detached losses and metrics.
+        The precision of each half is set where the agent is built: the world-model loss
+        autocasts itself (:class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`),
+        the :attr:`stepper` autocasts the actor-critic half with :attr:`actor_critic_dtype`
+        (:class:`CPUAutocastStepper`). Returns the stepper's detached losses and metrics.
         """
-        dtype = self.actor_critic_dtype
-        device_type = next(self.world_model.parameters()).device.type
-        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-            metrics = self.stepper.step(None, batch)
+        metrics = self.stepper.step(None, batch)
         if self.target_critic is not None:
             self.target_critic.step()
         return metrics
+
+
+class CPUAutocastStepper(DreamerV3OptimizationStepper):
+    """TorchRL's :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper`, with
+    the losses computed under CPU autocast in ``cpu_autocast_dtype``.
+
+    TorchRL's stepper autocasts on CUDA only (``mixed_precision``) and switches autocast off
+    elsewhere, so an autocast entered around :meth:`step` does not reach the losses. Here
+    the forward pass of the losses runs under :func:`torch.autocast` on the CPU with
+    ``cpu_autocast_dtype`` (``None``: off, exactly TorchRL's step); the loss values are
+    summed in fp32 and the backward pass is TorchRL's. Used for imagination, actor and
+    critic in bf16 on CPUs with native bf16 (the world model sets its own precision).
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> from torchrl.objectives import LossModule
+        >>> class Square(LossModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.weight = nn.Parameter(torch.ones(3, 3))
+        ...     def forward(self, td):
+        ...         out = td["x"] @ self.weight
+        ...         return TensorDict({"loss_square": out.square().mean(), "dtype": out.dtype})
+        >>> loss = Square()
+        >>> stepper = CPUAutocastStepper(loss, torch.optim.SGD(loss.parameters(), 0.1),
+        ...                              cpu_autocast_dtype=torch.bfloat16)
+        >>> stepper._forward_backward(TensorDict({"x": torch.ones(2, 3)}, [2]))["dtype"]
+        torch.bfloat16
+    """
+
+    def __init__(self, *args: Any, cpu_autocast_dtype: torch.dtype | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.cpu_autocast_dtype = cpu_autocast_dtype
+
+    def _forward_backward(self, sample: TensorDictBase) -> TensorDictBase:
+        dtype = self.cpu_autocast_dtype
+        reference = sample.get(self.loss_module.in_keys[0])
+        if dtype is None or reference.device.type != "cpu":
+            return super()._forward_backward(sample)
+        with torch.autocast("cpu", dtype=dtype):
+            losses = self.loss_module(sample)
+        total = sum(
+            value.float()
+            for key, value in losses.items()
+            if isinstance(key, str) and key.startswith("loss_")
+        )
+        self.optimizer.zero_grad(set_to_none=False)
+        total.backward()
+        return losses.detach()
 
 
 def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
@@ -527,6 +571,7 @@ def make_finetune_agent(
     ] = make_finetune_optimizer,
     compile_train_step: bool = False,
     cudagraph: bool = False,
+    compile_networks: bool = False,
     channels_last: bool = False,
     actor_critic_precision: str = "fp32",
 ) -> FinetuneAgent:
@@ -576,13 +621,18 @@ def make_finetune_agent(
             make_finetune_optimizer, model_lr=1e-4)``; default: its default settings).
         compile_train_step, cudagraph: passed to TorchRL's
             :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper`.
+        compile_networks: ``torch.compile`` the world model's networks in place
+            (:meth:`~torchrl_prelar.modules.PreLARWorldModel.compile_networks`; parameter
+            names do not change, so checkpoints are the same). On a CPU this fuses the
+            channel RMS norms of the convolutional encoder and decoder; the first updates
+            pay the compilation (about 20 s for ``small``).
         channels_last: store the convolution weights (hence activations) channels-last.
         actor_critic_precision: precision of imagination, actor and critic on a CPU (see
             :func:`~torchrl_prelar.training.precision.resolve_precision`; applied by
-            :meth:`FinetuneAgent.update`). ``"auto"`` is bf16 where the CPU has native bf16:
-            1.7x faster there, with actor and critic gradients within 0.1% of fp32 in
-            direction (``tests/test_finetune_speed.py``). Ignored on CUDA, where
-            ``precision`` covers the whole step.
+            :class:`CPUAutocastStepper`). ``"auto"`` is bf16 where the CPU has native bf16;
+            actor and critic gradients keep the direction of fp32
+            (``tests/test_finetune_speed.py``). Ignored on CUDA, where ``precision`` covers
+            the whole step.
 
     Examples:
         >>> from torchrl_prelar.modules import world_model_config
@@ -602,6 +652,8 @@ def make_finetune_agent(
     world_model = world_model.to(device)
     if channels_last:
         world_model.to(memory_format=torch.channels_last)
+    if compile_networks:
+        world_model.compile_networks()
     prior = world_model.rssm_prior
     stoch, deter = prior.num_categoricals * prior.num_classes, prior.rnn_hidden_dim
     features = stoch + deter
@@ -709,13 +761,17 @@ def make_finetune_agent(
         groups[name].append(parameter)
     optimizer = optimizer_factory(groups)
 
-    stepper = DreamerV3OptimizationStepper(
+    actor_critic_dtype = (
+        resolve_precision(actor_critic_precision, device) if device.type != "cuda" else None
+    )
+    stepper = CPUAutocastStepper(
         loss,
         optimizer,
         target_updater,
         compile_train_step=compile_train_step,
         cudagraph=cudagraph,
         mixed_precision=dtype is not None and device.type == "cuda",
+        cpu_autocast_dtype=actor_critic_dtype,
     )
 
     estimator, carried = _acting_state_estimator(world_model)
@@ -729,9 +785,6 @@ def make_finetune_agent(
         ),
     )
     carried["previous_action"] = action_dim
-    actor_critic_dtype = (
-        resolve_precision(actor_critic_precision, device) if device.type != "cuda" else None
-    )
     return FinetuneAgent(
         world_model,
         loss,
