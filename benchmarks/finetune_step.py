@@ -169,6 +169,20 @@ def child(args: argparse.Namespace) -> dict:
     }
 
 
+def working_tree_commit() -> str:
+    """``HEAD``'s short hash, with ``+changes`` when the tracked files differ from it."""
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--"], check=False
+    ).returncode
+    return head + ("+changes" if changed else "")
+
+
 def extract_commit(commit: str, into: Path) -> Path:
     """The files of ``commit`` of this repository, written under ``into``."""
     archive = subprocess.run(
@@ -283,6 +297,7 @@ def main() -> None:
         }
     report = {
         "command": " ".join(["python", "benchmarks/finetune_step.py", *sys.argv[1:]]),
+        "working_tree_commit": working_tree_commit(),
         **machine_info(torch.device("cpu")),
         "preset": args.preset,
         "batch": args.batch,
