@@ -1,7 +1,9 @@
 """The fine-tuning update's faster path computes what the plain one computes.
 
 - :meth:`FinetuneAgent.update` in fp32 is the TorchRL stepper's step;
-- the actor-critic half under bf16 autocast against fp32: gradients of the same direction.
+- the actor-critic half under bf16 autocast against fp32: gradients of the same direction,
+  and the update really runs it in bf16;
+- the compiled networks compute the eager losses.
 """
 
 import torch
@@ -94,3 +96,58 @@ def test_update_in_fp32_is_the_stepper_step():
         agent.loss.state_dict().items(), twin.loss.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(value, twin_value, msg=name)
+
+
+def dtypes_seen_in_update(agent) -> dict[str, set]:
+    """Output dtypes of the actor's and critic's first layers during one ``update``."""
+    seen: dict[str, set] = {"actor": set(), "critic": set()}
+    layers = {
+        "actor": next(m for m in agent.actor.modules() if isinstance(m, nn.Linear)),
+        "critic": next(m for m in agent.value.modules() if isinstance(m, nn.Linear)),
+    }
+    handles = [
+        layer.register_forward_hook(lambda _m, _i, out, name=name: seen[name].add(out.dtype))
+        for name, layer in layers.items()
+    ]
+    agent.update(replay_batch())
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+def test_update_runs_actor_and_critic_in_the_actor_critic_dtype():
+    """The autocast reaches the losses inside TorchRL's stepper (which switches an outer
+    CPU autocast off), and only there: fp32 agents stay fp32."""
+    assert dtypes_seen_in_update(tiny_agent("bf16")) == {
+        "actor": {torch.bfloat16},
+        "critic": {torch.bfloat16},
+    }
+    assert dtypes_seen_in_update(tiny_agent("fp32")) == {
+        "actor": {torch.float32},
+        "critic": {torch.float32},
+    }
+
+
+def test_compiled_networks_compute_the_same_losses():
+    """``compile_networks`` (fused kernels) gives the eager world-model losses and gradients
+    to float tolerance. (Imagination's categorical draws come from the compiled code's own
+    random stream, so the actor and critic losses differ as under another seed.)"""
+    eager = tiny_agent("fp32")
+    compiled = tiny_finetune_agent(
+        actor_hidden=32,
+        critic_hidden=32,
+        imagination_horizon=5,
+        compile_networks=True,
+    )
+    compiled.loss.load_state_dict(eager.loss.state_dict())
+    eager_losses, eager_gradients = losses_and_gradients(eager)
+    compiled_losses, compiled_gradients = losses_and_gradients(compiled)
+    model_losses = [name for name in eager_losses if name.startswith("loss_model")]
+    assert len(model_losses) >= 3, model_losses
+    for name in model_losses:
+        value = eager_losses[name]
+        torch.testing.assert_close(compiled_losses[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    for name in ("representation", "model"):
+        torch.testing.assert_close(
+            compiled_gradients[name], eager_gradients[name], rtol=1e-3, atol=1e-5, msg=name
+        )
