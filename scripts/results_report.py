@@ -1,14 +1,22 @@
-"""What a generated report says about how it was made, and its own section of a shared page.
+"""What a generated report says about how it was made, its own section of a shared page, and
+the tables of ``docs/results.md`` made from the committed results.
 
 Several scripts write into ``docs/results.md``. One that owns the whole page keeps the marked
 sections of the others (:func:`marked_sections`); one that owns a section replaces only that
 section (:func:`write_section`), delimited by ``<!-- <name>:start ... -->`` and
 ``<!-- <name>:end -->``.
+
+The tables of ``docs/results.md`` are made from the raw results under ``docs/results/`` by
+:func:`results_tables`; ``python scripts/results_report.py`` writes them into the page (and
+``tests/test_results_tables.py`` checks that the page holds what the files say).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
 import platform
 import re
 import shlex
@@ -16,7 +24,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["command_line", "machine_description", "marked_sections", "write_section"]
+__all__ = [
+    "command_line",
+    "machine_description",
+    "marked_sections",
+    "results_tables",
+    "write_section",
+    "write_results_tables",
+]
 
 _SECTION = re.compile(r"<!-- (?P<name>[\w-]+):start[^\n]*-->.*?<!-- (?P=name):end -->\n?", re.S)
 
@@ -102,3 +117,201 @@ def write_section(path: str | Path, name: str, body: str, *, generator: str) -> 
         updated = current.rstrip("\n") + ("\n\n" if current else "") + section
     path.write_text(updated)
     return path
+
+
+#: The generated tables of ``docs/results.md``, each with the raw file it is made from.
+TABLES = {
+    "table-model-gap-pixel-trunk": "model_gap.json",
+    "table-model-gap-embedding": "model_gap.json",
+    "table-model-gap-differences": "model_gap.json",
+    "table-reach35k-runs": "reach35k.json",
+    "table-reach35k-arms": "reach35k.json",
+}
+#: The model-gap comparisons docs/results.md reads (pixel-trunk and embedding variants).
+GAP_PAIRS = (
+    ("prelar", "apv"),
+    ("prelar", "dreamer"),
+    ("contextwm", "dreamer"),
+    ("apv", "dreamer"),
+    ("prelar", "prelar_no_action_learning"),
+)
+EMBEDDING_PAIRS = (("prelar, embedding", "prelar_no_action_learning, embedding"),)
+_GAP_COLUMNS = {
+    "psnr_1": "PSNR @ 1",
+    "psnr_5": "PSNR @ 5",
+    "psnr_15": "PSNR @ 15",
+    "psnr_mean_1_15": "PSNR, mean 1-15",
+    "mse_mean": "MSE, mean",
+    "final_loss_last10": "final loss (mean of last 10)",
+}
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(value: dict | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    if value["std"] is None:
+        return f"{value['mean']:.{digits}f}"
+    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+
+def model_gap_table(results: dict, variant: str) -> str:
+    """The model-gap table of one latent-action ``variant`` of ``docs/results/model_gap.json``.
+
+    Example:
+        >>> row = {"arm": "a", "seeds": 3, "psnr_1": {"mean": 25.0, "std": 0.1}}
+        >>> print(model_gap_table({"variants": {"v": {"rows": [row]}}}, "v"), end="")
+        | arm | seeds | PSNR @ 1 |
+        |---|---|---|
+        | a | 3 | 25.00 ± 0.10 |
+    """
+    rows = results["variants"][variant]["rows"]
+    columns = [name for name in _GAP_COLUMNS if any(name in row for row in rows)]
+    body = [
+        [
+            row["arm"],
+            row["seeds"] if row["seeds"] is not None else "-",
+            *(
+                _mean_std(row.get(name), 4 if name == "mse_mean" else 2 if "psnr" in name else 1)
+                for name in columns
+            ),
+        ]
+        for row in rows
+    ]
+    return _markdown(["arm", "seeds", *(_GAP_COLUMNS[name] for name in columns)], body)
+
+
+def welch_test(first: dict, second: dict, n_first: int, n_second: int) -> tuple[float, float]:
+    """Welch's two-sided t-test from means and sample stds: ``(t, p)``.
+
+    Example:
+        >>> t, p = welch_test({"mean": 1.0, "std": 0.1}, {"mean": 0.0, "std": 0.1}, 3, 3)
+        >>> round(t, 2), round(p, 4)
+        (12.25, 0.0003)
+    """
+    from scipy.stats import ttest_ind_from_stats
+
+    result = ttest_ind_from_stats(
+        first["mean"], first["std"], n_first, second["mean"], second["std"], n_second,
+        equal_var=False,
+    )
+    return float(result.statistic), float(result.pvalue)
+
+
+def model_gap_differences(results: dict, variant: str, pairs: Sequence[tuple[str, str]]) -> str:
+    """Differences of held-out PSNR (mean over the 15 imagined steps) between arm ``pairs`` of
+    one ``variant``, with Welch's t-test over the fine-tuning seeds.
+
+    Example:
+        >>> rows = [{"arm": a, "seeds": 3, "psnr_mean_1_15": {"mean": m, "std": 0.1}}
+        ...         for a, m in (("a", 25.0), ("b", 24.0))]
+        >>> print(model_gap_differences({"variants": {"v": {"rows": rows}}}, "v",
+        ...                             [("a", "b")]), end="")
+        | pair | difference (dB) | Welch t | p | n |
+        |---|---|---|---|---|
+        | a - b | +1.00 | 12.25 | 0.0003 | 3 + 3 |
+    """
+    rows = {row["arm"]: row for row in results["variants"][variant]["rows"]}
+    body = []
+    for first, second in pairs:
+        a, b = rows[first], rows[second]
+        t, p = welch_test(a["psnr_mean_1_15"], b["psnr_mean_1_15"], a["seeds"], b["seeds"])
+        difference = a["psnr_mean_1_15"]["mean"] - b["psnr_mean_1_15"]["mean"]
+        body.append(
+            [f"{first} - {second}", f"{difference:+.2f}", f"{t:.2f}", f"{p:.4f}",
+             f"{a['seeds']} + {b['seeds']}"]
+        )
+    return _markdown(["pair", "difference (dB)", "Welch t", "p", "n"], body)
+
+
+def reach35k_runs_table(results: dict) -> str:
+    """One row per run of ``docs/results/reach35k.json``: successes per evaluation point."""
+    episodes = results["eval_episodes"]
+    body = []
+    for run in results["runs"]:
+        points = ", ".join(
+            f"{int(step) // 1000}k: {round(rate * episodes)}/{episodes}"
+            for step, rate in run["eval_success"].items()
+        )
+        successes = round(sum(run["eval_success"].values()) * episodes)
+        total = episodes * len(run["eval_success"])
+        body.append(
+            [
+                run["arm"],
+                run["seed"],
+                run["updates"],
+                f"{run['final_wm_loss']:.1f}",
+                points,
+                f"{successes}/{total}",
+                f"{run['last_eval_return']:.0f}",
+            ]
+        )
+    header = [
+        "arm",
+        "seed",
+        "updates",
+        "final WM loss",
+        "successes per evaluation (env steps: episodes)",
+        "all",
+        "return, last evaluation",
+    ]
+    return _markdown(header, body)
+
+
+def reach35k_arms_table(results: dict) -> str:
+    """Per arm of ``docs/results/reach35k.json``: successes over every evaluation episode of
+    every seed, and the final world-model loss (mean ± sample std over seeds)."""
+    episodes = results["eval_episodes"]
+    arms: dict[str, list[dict]] = {}
+    for run in results["runs"]:
+        arms.setdefault(run["arm"], []).append(run)
+    body = []
+    for arm, runs in arms.items():
+        successes = round(sum(sum(run["eval_success"].values()) for run in runs) * episodes)
+        total = episodes * sum(len(run["eval_success"]) for run in runs)
+        losses = [run["final_wm_loss"] for run in runs]
+        loss = (
+            f"{statistics.mean(losses):.1f} ± {statistics.stdev(losses):.1f}"
+            if len(losses) > 1
+            else f"{losses[0]:.1f}"
+        )
+        body.append([arm, len(runs), f"{successes}/{total}", loss])
+    return _markdown(["arm", "seeds", "successes / episodes", "final WM loss"], body)
+
+
+def results_tables(results_dir: str | Path) -> dict[str, str]:
+    """Every generated table of ``docs/results.md``, by section name, from ``results_dir``."""
+    results_dir = Path(results_dir)
+    loaded = {name: json.loads((results_dir / name).read_text()) for name in set(TABLES.values())}
+    gap, reach = loaded["model_gap.json"], loaded["reach35k.json"]
+    return {
+        "table-model-gap-pixel-trunk": model_gap_table(gap, "pixel_trunk"),
+        "table-model-gap-embedding": model_gap_table(gap, "embedding"),
+        "table-model-gap-differences": model_gap_differences(gap, "pixel_trunk", GAP_PAIRS)
+        + model_gap_differences(gap, "embedding", EMBEDDING_PAIRS).split("\n", 2)[2],
+        "table-reach35k-runs": reach35k_runs_table(reach),
+        "table-reach35k-arms": reach35k_arms_table(reach),
+    }
+
+
+def write_results_tables(docs: str | Path) -> Path:
+    """Write every table of :func:`results_tables` into ``docs/results.md``."""
+    page = Path(docs) / "results.md"
+    for name, body in results_tables(Path(docs) / "results").items():
+        write_section(page, name, body, generator=f"scripts/results_report.py from {TABLES[name]}")
+    return page
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", default="docs", help="the folder holding results.md")
+    print(write_results_tables(parser.parse_args().docs))
+
+
+if __name__ == "__main__":
+    main()
