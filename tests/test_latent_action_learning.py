@@ -1,7 +1,8 @@
 """PreLAR on synthetic video whose square moves by a hidden action: what the latent action learns.
 
-Two toys (run with ``-s`` to see the figures; ``docs/status.md`` has the measurements at
-several seeds and ``scripts/latent_action_probe.py`` reproduces them):
+Two toys (run with ``-s`` to see the figures; ``docs/latent_actions.md``, "Toys with a known
+action", has the measurements at several seeds and ``scripts/latent_action_probe.py``
+reproduces them):
 
 * 64x64 squares, the reference objective and latent action model, 100 updates: the loss falls
   and the latent action encodes *where the square is* in o_{t+1} (linear probe against the

@@ -293,7 +293,8 @@ class PreLARLoss(LossModule):
     action KL is not penalised below this many nats (its loss is then constant, without
     gradient), like DreamerV3's free bits on the state KL. The latent action may then carry
     that much information for free, which keeps a code the RSSM has not learnt to use yet
-    from being squeezed to nothing (measured on a grid-world toy in ``docs/status.md``).
+    from being squeezed to nothing (measured on a grid-world toy in ``docs/latent_actions.md``,
+    "Toys with a known action").
 
     Sampling the latent action (``sample_latent_action``, on by default, as in the paper):
     the RSSM receives a reparameterised sample of the Gaussian latent action (a
