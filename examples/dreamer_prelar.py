@@ -342,8 +342,9 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         refill_until = progress.env_steps + tune["prefill"]  # documented re-fill (see above)
 
     loggers = make_loggers(cfg, run_dir, "finetune")
-    env = make_collector_env(tune, agent.carried, seed + progress.env_steps)
-    eval_env = make_finetune_env(tune, agent.carried, seed + 100_000)
+    quality = cfg["render_quality"]
+    env = make_collector_env(tune, agent.carried, seed + progress.env_steps, render_quality=quality)
+    eval_env = make_finetune_env(tune, agent.carried, seed + 100_000, render_quality=quality)
     episode_steps = tune["max_episode_steps"] // tune["action_repeat"]
     total = tune["env_steps"]
     max_seconds = tune.get("max_seconds")

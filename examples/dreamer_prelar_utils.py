@@ -261,7 +261,9 @@ def validate_pretrain(cfg: Mapping[str, Any]) -> None:
         check_context(settings["context"], settings["num_transitions"], "evaluation.context")
 
 
-def make_video_sources(data: Mapping[str, Any], run_dir: Path) -> list[EpisodeSource | list]:
+def make_video_sources(
+    data: Mapping[str, Any], run_dir: Path, *, render_quality: str = "fast"
+) -> list[EpisodeSource | list]:
     """The episode sources named by ``data["source"]``.
 
     ``synthetic``: moving squares; ``metaworld``: scripted Meta-world videos generated into
@@ -293,6 +295,7 @@ def make_video_sources(data: Mapping[str, Any], run_dir: Path) -> list[EpisodeSo
         config = ScriptedVideoConfig(
             noise_std=data["noise"],
             episode_length=data["episode_length"],
+            render_quality=render_quality,
             seed=data["seed"],
             **settings,
         )
@@ -324,7 +327,7 @@ def make_pretrain_buffer(cfg: Mapping[str, Any], run_dir: Path) -> VideoExperien
     root = run_dir / "video_buffer"
     sources = []
     if not VideoExperienceReplay.is_preprocessed(root):
-        sources = make_video_sources(data, run_dir)
+        sources = make_video_sources(data, run_dir, render_quality=cfg["render_quality"])
     return VideoExperienceReplay(
         sources,
         num_transitions=data["num_transitions"],
@@ -370,7 +373,9 @@ def make_latent_action_monitor(
     data = cfg["data"]
     folders = generate_held_out_sets(
         settings.get("dir") or run_dir / "heldout",
-        HeldOutConfig.from_mapping({"noise": data["noise"], **settings}),
+        HeldOutConfig.from_mapping(
+            {"noise": data["noise"], "render_quality": cfg["render_quality"], **settings}
+        ),
         synthetic=data["source"] == "synthetic",
         pretrain_tasks=data.get("tasks") if data["source"] == "metaworld" else None,
     )
@@ -532,7 +537,11 @@ def make_agent(cfg: Mapping[str, Any], action_dim: int) -> FinetuneAgent:
 
 
 def make_finetune_env(
-    tune: Mapping[str, Any], carried: Mapping[str, int], seed: int
+    tune: Mapping[str, Any],
+    carried: Mapping[str, int],
+    seed: int,
+    *,
+    render_quality: str = "fast",
 ) -> TransformedEnv:
     """``make_metaworld_env(task)`` with ``is_init`` and the policy's ``carried`` entries
     (name -> size, see :class:`FinetuneAgent`) primed with zeros."""
@@ -541,6 +550,7 @@ def make_finetune_env(
         camera=tune["camera"],
         max_episode_steps=tune["max_episode_steps"],
         action_repeat=tune["action_repeat"],
+        render_quality=render_quality,
         seed=seed,
         pixels_only=True,
     )
@@ -550,7 +560,9 @@ def make_finetune_env(
     return env
 
 
-def make_collector_env(tune: Mapping[str, Any], carried: Mapping[str, int], seed: int) -> EnvBase:
+def make_collector_env(
+    tune: Mapping[str, Any], carried: Mapping[str, int], seed: int, *, render_quality: str = "fast"
+) -> EnvBase:
     """The training environment: one env, or a ``ParallelEnv`` of ``env_workers`` of them.
 
     Worker ``i`` is seeded with ``seed + 1000 * i``. The workers send their steps through
@@ -560,11 +572,17 @@ def make_collector_env(tune: Mapping[str, Any], carried: Mapping[str, int], seed
     """
     workers = tune.get("env_workers", 1)
     if workers == 1:
-        return make_finetune_env(tune, carried, seed)
+        return make_finetune_env(tune, carried, seed, render_quality=render_quality)
     return ParallelEnv(
         workers,
         [
-            partial(make_finetune_env, dict(tune), dict(carried), seed + 1000 * i)
+            partial(
+                make_finetune_env,
+                dict(tune),
+                dict(carried),
+                seed + 1000 * i,
+                render_quality=render_quality,
+            )
             for i in range(workers)
         ],
         use_buffers=False,

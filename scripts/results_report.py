@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import platform
 import re
 import shlex
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,7 +197,12 @@ def welch_test(first: dict, second: dict, n_first: int, n_second: int) -> tuple[
     from scipy.stats import ttest_ind_from_stats
 
     result = ttest_ind_from_stats(
-        first["mean"], first["std"], n_first, second["mean"], second["std"], n_second,
+        first["mean"],
+        first["std"],
+        n_first,
+        second["mean"],
+        second["std"],
+        n_second,
         equal_var=False,
     )
     return float(result.statistic), float(result.pvalue)
@@ -223,8 +228,13 @@ def model_gap_differences(results: dict, variant: str, pairs: Sequence[tuple[str
         t, p = welch_test(a["psnr_mean_1_15"], b["psnr_mean_1_15"], a["seeds"], b["seeds"])
         difference = a["psnr_mean_1_15"]["mean"] - b["psnr_mean_1_15"]["mean"]
         body.append(
-            [f"{first} - {second}", f"{difference:+.2f}", f"{t:.2f}", f"{p:.4f}",
-             f"{a['seeds']} + {b['seeds']}"]
+            [
+                f"{first} - {second}",
+                f"{difference:+.2f}",
+                f"{t:.2f}",
+                f"{p:.4f}",
+                f"{a['seeds']} + {b['seeds']}",
+            ]
         )
     return _markdown(["pair", "difference (dB)", "Welch t", "p", "n"], body)
 

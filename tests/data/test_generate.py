@@ -86,8 +86,8 @@ def test_metadata_records_settings(generated):
     assert metadata["episodes_per_task"] == 2
     assert metadata["image_size"] == 64
     assert metadata["camera"] == "corner"
-    assert metadata["fast_render"] is True
-    assert metadata["render_quality"] == {"shadowsize": 0, "offsamples": 0}
+    assert metadata["render_quality"] == "fast"
+    assert metadata["render_settings"] == {"shadowsize": 0, "offsamples": 0}
 
 
 def test_frames_follow_the_apv_action_convention(generated):
@@ -142,6 +142,22 @@ def test_other_settings_in_same_folder_are_refused(generated):
     other = ScriptedVideoConfig(tasks=(TASK,), episode_length=LENGTH, noise_std=0.3, seed=3)
     with pytest.raises(IncompatibleOutputError, match="noise_std"):
         generate_scripted_videos(generated, other, episodes_per_task=2)
+
+
+def test_folder_written_before_named_render_qualities_is_read_as_fast(tmp_path):
+    """``metadata.json`` of older folders holds ``fast_render``: still the same settings."""
+    out = tmp_path / "videos"
+    generate_scripted_videos(out, CONFIG, episodes_per_task=1)
+    metadata = json.loads((out / "metadata.json").read_text())
+    metadata["render_quality"] = metadata.pop("render_settings")
+    metadata["fast_render"] = True
+    (out / "metadata.json").write_text(json.dumps(metadata))
+    assert generate_scripted_videos(out, CONFIG, episodes_per_task=1).written == 0
+    antialiased = ScriptedVideoConfig(
+        tasks=(TASK,), episode_length=LENGTH, noise_std=0.1, seed=3, render_quality="antialiased"
+    )
+    with pytest.raises(IncompatibleOutputError, match="render_quality"):
+        generate_scripted_videos(out, antialiased, episodes_per_task=1)
 
 
 def test_default_tasks_exclude_evaluation_tasks():

@@ -16,8 +16,7 @@ from metaworld.policies import SawyerReachV3Policy
 from torchrl.envs import EnvCreator, ParallelEnv
 
 from torchrl_prelar.envs.metaworld import (
-    FAST_RENDER_SETTINGS,
-    METAWORLD_RENDER_SETTINGS,
+    RENDER_QUALITIES,
     MetaWorldRenderAdapter,
     make_metaworld_env,
     make_metaworld_gym_env,
@@ -85,18 +84,39 @@ def test_frames_are_vertical_flip_of_raw_render(make_env):
     assert not np.array_equal(pixels, raw)
 
 
-def test_fast_render_settings_applied():
-    fast = make_metaworld_gym_env(TASK, fast_render=True)
-    slow = make_metaworld_gym_env(TASK, fast_render=False)
+@pytest.mark.parametrize("quality", sorted(RENDER_QUALITIES))
+def test_render_quality_is_applied(quality):
+    env = make_metaworld_gym_env(TASK, render_quality=quality)
     try:
-        assert render_settings(fast.unwrapped.model) == FAST_RENDER_SETTINGS
-        assert render_settings(slow.unwrapped.model) == METAWORLD_RENDER_SETTINGS
-        fast.reset(seed=0)
-        slow.reset(seed=0)
-        assert fast.render().shape == slow.render().shape == (64, 64, 3)
+        assert render_settings(env.unwrapped.model) == RENDER_QUALITIES[quality]
+        env.reset(seed=0)
+        assert env.render().shape == (64, 64, 3)
     finally:
-        fast.close()
-        slow.close()
+        env.close()
+
+
+def test_antialiased_frames_blend_the_edges_of_the_fast_ones():
+    """Same scene: MSAA changes only edge pixels, and gives them values between the two sides
+    (more distinct grey levels than the fast render)."""
+    frames = {}
+    for quality in ("fast", "antialiased"):
+        env = make_metaworld_gym_env(TASK, render_quality=quality)
+        try:
+            env.reset(seed=0)
+            frames[quality] = env.render().astype(int)
+        finally:
+            env.close()
+    changed = np.abs(frames["fast"] - frames["antialiased"]).max(-1) > 0
+    assert 0 < changed.mean() < 0.5
+    levels = {
+        quality: len(np.unique(frame.reshape(-1, 3), axis=0)) for quality, frame in frames.items()
+    }
+    assert levels["antialiased"] > levels["fast"]
+
+
+def test_unknown_render_quality_names_the_choices():
+    with pytest.raises(ValueError, match="render_quality must be one of.*antialiased"):
+        make_metaworld_gym_env(TASK, render_quality="msaa")
 
 
 @pytest.mark.filterwarnings("ignore:Constant.*may be too high")

@@ -28,6 +28,7 @@ from torchrl_prelar.data.sources.metaworld_scripted import (
     ScriptedVideoConfig,
     generate_scripted_videos,
 )
+from torchrl_prelar.envs.metaworld import RENDER_QUALITIES
 
 __all__ = ["build_parser", "main"]
 
@@ -51,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=64, help="frame size (64)")
     parser.add_argument("--camera", default="corner", help="MuJoCo camera (corner)")
     parser.add_argument(
-        "--no-fast-render",
-        dest="fast_render",
-        action="store_false",
-        help="keep Meta-world's shadows and 4x MSAA (slower)",
+        "--render-quality",
+        default="fast",
+        choices=sorted(RENDER_QUALITIES),
+        help="fast (no shadows, no MSAA), antialiased (4x MSAA) or metaworld (MSAA, shadows)",
     )
     return parser
 
@@ -68,7 +69,7 @@ def _config_from_args(args: argparse.Namespace) -> ScriptedVideoConfig:
         episode_length=args.episode_length,
         image_size=args.image_size,
         camera=args.camera,
-        fast_render=args.fast_render,
+        render_quality=args.render_quality,
         seed=args.seed,
         **kwargs,
     )

@@ -48,13 +48,13 @@ from torchrl.envs import (  # noqa: E402
 from torchrl.envs.gym_like import BaseInfoDictReader  # noqa: E402
 
 __all__ = [
-    "FAST_RENDER_SETTINGS",
     "METAWORLD_EVAL_TASKS",
-    "METAWORLD_RENDER_SETTINGS",
+    "RENDER_QUALITIES",
     "MetaWorldRenderAdapter",
     "SuccessInfoReader",
-    "apply_fast_render",
+    "apply_render_quality",
     "check_metaworld_task",
+    "check_render_quality",
     "make_metaworld_env",
     "make_metaworld_gym_env",
     "metaworld_task_names",
@@ -71,11 +71,15 @@ METAWORLD_EVAL_TASKS: tuple[str, ...] = (
     "dial-turn-v3",
 )
 
-#: ``model.vis.quality`` values used when ``fast_render=True``: no shadow map, no MSAA.
-FAST_RENDER_SETTINGS: dict[str, int] = {"shadowsize": 0, "offsamples": 0}
-
-#: ``model.vis.quality`` values of Meta-world's scenes: 4096 shadow map, 4x MSAA.
-METAWORLD_RENDER_SETTINGS: dict[str, int] = {"shadowsize": 4096, "offsamples": 4}
+#: Render qualities (``model.vis.quality`` values): ``"fast"`` has no shadow map and no
+#: multi-sample anti-aliasing (MSAA); ``"antialiased"`` adds 4x MSAA, so that a sub-pixel move
+#: of an edge changes the frame; ``"metaworld"`` is Meta-world's own scene setting, 4x MSAA and
+#: a 4096 shadow map.
+RENDER_QUALITIES: dict[str, dict[str, int]] = {
+    "fast": {"shadowsize": 0, "offsamples": 0},
+    "antialiased": {"shadowsize": 0, "offsamples": 4},
+    "metaworld": {"shadowsize": 4096, "offsamples": 4},
+}
 
 
 def metaworld_task_names() -> list[str]:
@@ -114,17 +118,30 @@ def render_settings(model: mujoco.MjModel) -> dict[str, int]:
     }
 
 
-def apply_fast_render(model: mujoco.MjModel) -> None:
-    """Switch off shadows and multi-sample anti-aliasing on a MuJoCo model.
-
-    A 64x64 frame then renders several times faster. The settings are read when the rendering
-    context is created, so call this before the first render (as
-    :class:`MetaWorldRenderAdapter` does).
+def check_render_quality(quality: str) -> None:
+    """Raise a ``ValueError`` naming the choices if ``quality`` is not in :data:`RENDER_QUALITIES`.
 
     Example:
-        >>> apply_fast_render(env.unwrapped.model)  # doctest: +SKIP
+        >>> check_render_quality("antialiased")
     """
-    for name, value in FAST_RENDER_SETTINGS.items():
+    if quality not in RENDER_QUALITIES:
+        raise ValueError(
+            f"render_quality must be one of {sorted(RENDER_QUALITIES)}, got {quality!r}."
+        )
+
+
+def apply_render_quality(model: mujoco.MjModel, quality: str) -> None:
+    """Set a MuJoCo model's shadow map and MSAA to one of :data:`RENDER_QUALITIES`.
+
+    ``"fast"`` renders a 64x64 frame several times faster than Meta-world's setting. The
+    settings are read when the rendering context is created, so call this before the first
+    render (as :class:`MetaWorldRenderAdapter` does).
+
+    Example:
+        >>> apply_render_quality(env.unwrapped.model, "fast")  # doctest: +SKIP
+    """
+    check_render_quality(quality)
+    for name, value in RENDER_QUALITIES[quality].items():
         setattr(model.vis.quality, name, value)
 
 
@@ -172,7 +189,7 @@ class MetaWorldRenderAdapter(gym.Wrapper):
       ``env.set_seed`` in TorchRL controls which goal / object variation is drawn;
     - ``render()`` makes this env's OpenGL context current first, so that several envs can
       render in one process;
-    - ``fast_render=True`` applies :func:`apply_fast_render` before the renderer exists;
+    - ``render_quality`` is applied (:func:`apply_render_quality`) before the renderer exists;
     - ``observation_space`` is the one Meta-world really uses: its gymnasium space is built
       before the MT1 task makes the goal observable, and declares the 3 goal entries as zeros;
     - ``close()`` closes the OpenGL renderer (idempotent) and is called at interpreter exit
@@ -180,7 +197,7 @@ class MetaWorldRenderAdapter(gym.Wrapper):
 
     Args:
         env: a Meta-world v3 gymnasium env created with ``render_mode="rgb_array"``.
-        fast_render: disable shadows and MSAA. Defaults to ``True``.
+        render_quality: one of :data:`RENDER_QUALITIES`. Defaults to ``"fast"``.
 
     Example:
         >>> import gymnasium as gym
@@ -192,14 +209,13 @@ class MetaWorldRenderAdapter(gym.Wrapper):
         >>> env.close()
     """
 
-    def __init__(self, env: gym.Env, fast_render: bool = True) -> None:
+    def __init__(self, env: gym.Env, render_quality: str = "fast") -> None:
         super().__init__(env)
         if env.render_mode != "rgb_array":
             raise ValueError(
                 f"MetaWorldRenderAdapter expects render_mode='rgb_array', got {env.render_mode!r}."
             )
-        if fast_render:
-            apply_fast_render(self.unwrapped.model)
+        apply_render_quality(self.unwrapped.model, render_quality)
         # The first reset sets an MT1 task, which makes the goal part of the observation.
         self.env.reset()
         self.observation_space = self.unwrapped.sawyer_observation_space
@@ -290,7 +306,7 @@ def make_metaworld_gym_env(
     image_size: int = 64,
     camera: str = "corner",
     max_episode_steps: int = 500,
-    fast_render: bool = True,
+    render_quality: str = "fast",
     seed: int | None = 0,
 ) -> MetaWorldRenderAdapter:
     """Create a Meta-world v3 gymnasium env (MT1 benchmark) with upright ``rgb_array`` renders.
@@ -301,7 +317,7 @@ def make_metaworld_gym_env(
         camera: MuJoCo camera name (``"corner"``, ``"corner2"``, ...).
         max_episode_steps: truncation limit in simulator steps, at most Meta-world's 500.
             Episodes never end on success.
-        fast_render: disable shadows and MSAA (see :func:`apply_fast_render`).
+        render_quality: one of :data:`RENDER_QUALITIES` (see :func:`apply_render_quality`).
         seed: fixes Meta-world's MT1 set of 50 goal / object variations and the initial RNG.
 
     Example:
@@ -310,6 +326,7 @@ def make_metaworld_gym_env(
         >>> env.close()
     """
     check_metaworld_task(task)
+    check_render_quality(render_quality)
     _check_positive("image_size", image_size)
     _check_positive("max_episode_steps", max_episode_steps)
     path_length = metaworld.ALL_V3_ENVIRONMENTS[task].max_path_length
@@ -329,7 +346,7 @@ def make_metaworld_gym_env(
         max_episode_steps=max_episode_steps,
         disable_env_checker=True,
     )
-    return MetaWorldRenderAdapter(env, fast_render=fast_render)
+    return MetaWorldRenderAdapter(env, render_quality=render_quality)
 
 
 def make_metaworld_env(
@@ -339,7 +356,7 @@ def make_metaworld_env(
     camera: str = "corner",
     max_episode_steps: int = 500,
     action_repeat: int = 1,
-    fast_render: bool = True,
+    render_quality: str = "fast",
     seed: int | None = 0,
     pixels_only: bool = False,
     device: torch.device | str | None = None,
@@ -361,7 +378,9 @@ def make_metaworld_env(
         action_repeat: number of simulator steps per agent step (TorchRL
             :class:`~torchrl.envs.FrameSkipTransform`, rewards summed; ``success`` is the one of
             the last repeated step). Defaults to 1.
-        fast_render: disable shadows and MSAA (about 3-7x faster renders). Defaults to ``True``.
+        render_quality: ``"fast"`` (no shadows, no MSAA: about 3-7x faster renders than
+            ``"metaworld"``), ``"antialiased"`` (4x MSAA) or ``"metaworld"`` (MSAA and
+            shadows), see :data:`RENDER_QUALITIES`. Defaults to ``"fast"``.
         seed: fixes Meta-world's set of 50 goal variations and the initial RNG; re-seed the
             variation drawn at each reset with ``env.set_seed``.
         pixels_only: drop the low-dimensional ``"observation"``. Defaults to ``False``.
@@ -394,7 +413,7 @@ def make_metaworld_env(
         image_size=image_size,
         camera=camera,
         max_episode_steps=max_episode_steps,
-        fast_render=fast_render,
+        render_quality=render_quality,
         seed=seed,
     )
     base = GymWrapper(gym_env, from_pixels=True, pixels_only=pixels_only, device=device)

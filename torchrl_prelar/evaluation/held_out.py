@@ -71,6 +71,8 @@ class HeldOutConfig:
         seen_seed: base seed of the seen episodes (must differ from the training videos').
         unseen_seed: base seed of the unseen episodes.
         noise: action-noise std of the scripted experts.
+        render_quality: how the frames are rendered (see
+            :data:`~torchrl_prelar.envs.metaworld.RENDER_QUALITIES`); the training videos'.
 
     Examples:
         >>> HeldOutConfig.from_mapping({"seen_episodes": 2, "probe_every": 100}).seen_episodes
@@ -84,6 +86,7 @@ class HeldOutConfig:
     seen_seed: int = 1000
     unseen_seed: int = 2000
     noise: float = 0.1
+    render_quality: str = "fast"
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> HeldOutConfig:
@@ -182,7 +185,11 @@ def _render_scripted(
     )
 
     video_config = ScriptedVideoConfig(
-        tasks=tuple(tasks), noise_std=config.noise, episode_length=config.episode_length, seed=seed
+        tasks=tuple(tasks),
+        noise_std=config.noise,
+        episode_length=config.episode_length,
+        render_quality=config.render_quality,
+        seed=seed,
     )
     with tqdm(total=len(tasks) * episodes, desc=f"held-out {folder.name} videos") as bar:
         generate_scripted_videos(folder, video_config, episodes, on_episode=bar.update)

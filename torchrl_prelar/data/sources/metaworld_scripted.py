@@ -43,10 +43,10 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
 from torchrl_prelar.envs.metaworld import (
-    FAST_RENDER_SETTINGS,
     METAWORLD_EVAL_TASKS,
-    METAWORLD_RENDER_SETTINGS,
+    RENDER_QUALITIES,
     check_metaworld_task,
+    check_render_quality,
     make_metaworld_env,
     metaworld_task_names,
 )
@@ -93,7 +93,8 @@ class ScriptedVideoConfig:
         episode_length: number of actions ``L`` per episode (``L + 1`` frames), at most 500.
         image_size: frame height and width. Defaults to 64.
         camera: MuJoCo camera name. Defaults to ``"corner"``.
-        fast_render: disable shadows and MSAA. Defaults to ``True``.
+        render_quality: ``"fast"``, ``"antialiased"`` or ``"metaworld"`` (see
+            :data:`~torchrl_prelar.envs.metaworld.RENDER_QUALITIES`). Defaults to ``"fast"``.
         seed: base seed; episode seeds derive from it, the task and the episode index.
 
     Example:
@@ -106,7 +107,7 @@ class ScriptedVideoConfig:
     episode_length: int = 500
     image_size: int = 64
     camera: str = "corner"
-    fast_render: bool = True
+    render_quality: str = "fast"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -123,13 +124,13 @@ class ScriptedVideoConfig:
             raise ValueError(f"episode_length must be positive, got {self.episode_length}.")
         if self.image_size < 1:
             raise ValueError(f"image_size must be positive, got {self.image_size}.")
+        check_render_quality(self.render_quality)
 
     def metadata(self) -> dict[str, Any]:
         """Return the settings as a JSON-serialisable dict, render quality included."""
         data = asdict(self)
         data["tasks"] = list(self.tasks)
-        quality = FAST_RENDER_SETTINGS if self.fast_render else METAWORLD_RENDER_SETTINGS
-        data["render_quality"] = dict(quality)
+        data["render_settings"] = dict(RENDER_QUALITIES[self.render_quality])
         data["episode_id"] = "<task with '_' for '-'>_<index:05d>"
         data["episode_seed"] = "SeedSequence([seed, crc32(task), index]) -> uint32"
         return data
@@ -288,7 +289,7 @@ def _write_metadata(out_dir: Path, config: ScriptedVideoConfig, episodes_per_tas
     path = out_dir / METADATA_FILE
     metadata = config.metadata()
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = _with_render_quality_named(json.loads(path.read_text()))
         differing = sorted(
             key
             for key in set(previous) | set(metadata)
@@ -304,6 +305,16 @@ def _write_metadata(out_dir: Path, config: ScriptedVideoConfig, episodes_per_tas
     text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
     if not path.exists() or path.read_text() != text:  # a complete folder is only read
         atomic_write_text(path, text)
+
+
+def _with_render_quality_named(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Metadata written before render qualities had names (``fast_render`` true or false)."""
+    if "fast_render" not in metadata:
+        return metadata
+    named = {key: value for key, value in metadata.items() if key != "fast_render"}
+    named["render_settings"] = named.pop("render_quality")
+    named["render_quality"] = "fast" if metadata["fast_render"] else "metaworld"
+    return named
 
 
 def _remove_leftover_temp_files(out_dir: Path) -> None:
@@ -377,7 +388,7 @@ def generate_scripted_videos(
             image_size=config.image_size,
             camera=config.camera,
             max_episode_steps=config.episode_length,
-            fast_render=config.fast_render,
+            render_quality=config.render_quality,
             seed=config.seed,
         )
         try:
