@@ -44,17 +44,18 @@ from torchrl_prelar.training.pretrain import make_optimizer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))  # the example's builders
-from dreamer_prelar_utils import make_agent  # noqa: E402
+from dreamer_prelar_utils import example_world_model, make_agent  # noqa: E402
 
 
-def finetune_config(preset: str, model_preset: str, device: str, overrides: dict) -> dict:
-    """The fine-tuning settings of an example preset, with a fresh (``dreamer``) world model."""
+def finetune_config(preset: str, world_model: str, device: str, changes: dict) -> dict:
+    """The fine-tuning settings of an example preset, with a fresh (``dreamer``) world model:
+    the example's ``world_model`` with ``changes``."""
     with initialize_config_dir(str(EXAMPLES / "config"), version_base=None):
         example = compose("config", overrides=[f"preset={preset}"])
     tune = dict(OmegaConf.to_container(example, resolve=True)["finetune"], init="dreamer")
     return {
         "finetune": tune,
-        "world_model": {"preset": model_preset, "overrides": overrides},
+        "world_model": example_world_model(world_model, changes),
         "device": device,
         "precision": "fp32",
         "seed": 0,
@@ -89,7 +90,9 @@ def replay_batch(batch: int, length: int, action_dim: int, device: torch.device)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="paper", choices=["paper", "small", "tiny"])
+    parser.add_argument(
+        "--preset", default="paper", choices=["paper", "small", "tiny"], help="world model"
+    )
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -106,9 +109,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    overrides = {"activation_checkpointing": args.activation_checkpointing}
+    changes = {"activation_checkpointing": args.activation_checkpointing}
     example = "paper" if args.preset == "paper" else "quick"
-    cfg = finetune_config(example, args.preset, args.device, overrides)
+    cfg = finetune_config(example, args.preset, args.device, changes)
     action_dim = 4  # Meta-world
     agent = make_agent(cfg, action_dim)
     model_loss = agent.loss.model_loss

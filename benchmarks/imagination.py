@@ -40,7 +40,9 @@ from tensordict import TensorDict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="paper", choices=["paper", "small", "tiny"])
+    parser.add_argument(
+        "--preset", default="paper", choices=["paper", "small", "tiny"], help="world model"
+    )
     parser.add_argument("--starts", type=int, nargs="+", default=[250, 1000, 2500])
     parser.add_argument("--horizon", type=int, default=15)
     parser.add_argument("--device", default="cpu")

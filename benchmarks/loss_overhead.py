@@ -19,15 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from _machine import FlopCount, synchronize
 
-from torchrl_prelar import PreLARLoss, make_action_encoder, make_world_model, world_model_config
+from torchrl_prelar import PreLARLoss, make_action_encoder, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
 from torchrl_prelar.training.precision import autocast, resolve_precision
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))  # the example's world models
+from dreamer_prelar_utils import example_world_model  # noqa: E402
 
 
 def forward_backward(loss: PreLARLoss, batch, dtype) -> None:
@@ -54,7 +59,9 @@ def measure(loss: PreLARLoss, batch, dtype, iters: int) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
+    parser.add_argument(
+        "--preset", default="small", choices=["paper", "small", "tiny"], help="world model"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -69,13 +76,16 @@ def main() -> None:
     batch = moving_square_batch(args.batch, args.steps)
     batch["action"] = torch.rand(args.batch, args.steps, 4) * 2 - 1
     batch = batch.to(device)
-    world_model = make_world_model(args.preset, validate_inputs=False).to(device)
+    settings = example_world_model(args.preset)
+    world_model = make_world_model(**settings, validate_inputs=False).to(device)
     world_model.to(memory_format=torch.channels_last)
     prelar = PreLARLoss(world_model)
     prelar_seconds, prelar_flops = measure(prelar, batch, dtype, args.iters)
 
     latent_action_model = world_model.action_model
-    action_encoder = make_action_encoder(world_model_config(args.preset), action_dim=4).to(device)
+    action_encoder = make_action_encoder(
+        **settings["action_encoder"], action_dim=4, latent_dim=settings["latent_action"]["dim"]
+    ).to(device)
     world_model.action_model = action_encoder
     dreamer = PreLARLoss(world_model)
     dreamer_seconds, dreamer_flops = measure(dreamer, batch, dtype, args.iters)

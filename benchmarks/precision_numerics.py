@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -25,6 +26,10 @@ from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
 from torchrl_prelar.media import plot_curves
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))  # the example's world models
+from dreamer_prelar_utils import example_world_model  # noqa: E402
 
 
 def train(loss: PreLARLoss, precision: str, args) -> list[float]:
@@ -41,7 +46,9 @@ def train(loss: PreLARLoss, precision: str, args) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny", choices=["paper", "small", "tiny"])
+    parser.add_argument(
+        "--preset", default="tiny", choices=["paper", "small", "tiny"], help="world model"
+    )
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=8)
@@ -55,7 +62,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    fp32_loss = PreLARLoss(make_world_model(args.preset, validate_inputs=False).to(args.device))
+    world_model = make_world_model(**example_world_model(args.preset), validate_inputs=False)
+    fp32_loss = PreLARLoss(world_model.to(args.device))
     bf16_loss = copy.deepcopy(fp32_loss)
     curves = {"fp32": train(fp32_loss, "fp32", args), "bf16": train(bf16_loss, "bf16", args)}
 

@@ -22,7 +22,7 @@ import time
 
 import torch
 from _machine import machine_info, print_table, synchronize
-from pretrain_step import count_update_flops
+from pretrain_step import count_update_flops, example_world_model
 
 from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.baselines.apv import make_action_free_world_model
@@ -40,7 +40,7 @@ MODELS = {
 def make_trainer(model: str, args: argparse.Namespace) -> PreLARPretrainer:
     """The pre-training update of ``model`` at ``args.preset`` (inputs not validated)."""
     torch.manual_seed(0)
-    world_model = MODELS[model](args.preset)
+    world_model = MODELS[model](**example_world_model(args.preset))
     world_model.validate_inputs = False
     loss = PreLARLoss(world_model.to(args.device))
     return PreLARPretrainer(
@@ -50,7 +50,9 @@ def make_trainer(model: str, args: argparse.Namespace) -> PreLARPretrainer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
+    parser.add_argument(
+        "--preset", default="small", choices=["paper", "small", "tiny"], help="world model"
+    )
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=25, help="transitions per clip")

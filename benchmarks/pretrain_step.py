@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from _machine import FlopCount, gemm_peak, machine_info, peak_memory_gib, print_table, synchronize
@@ -30,6 +32,10 @@ from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import moving_square_batch
 from torchrl_prelar.training.precision import autocast
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))  # the example's world models
+from dreamer_prelar_utils import example_world_model  # noqa: E402
 
 
 def count_update_flops(trainer: PreLARPretrainer, batch) -> FlopCount:
@@ -62,7 +68,9 @@ def print_time_shares(trainer: PreLARPretrainer, batch, rows: int = 12) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="paper", choices=["paper", "small", "tiny"])
+    parser.add_argument(
+        "--preset", default="paper", choices=["paper", "small", "tiny"], help="world model"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=25, help="transitions per clip")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -89,11 +97,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    world_model = make_world_model(
-        args.preset,
-        validate_inputs=False,
-        latent_action={"input_mode": args.latent_action_input},
-    ).to(device)
+    settings = example_world_model(
+        args.preset, {"latent_action": {"input_mode": args.latent_action_input}}
+    )
+    world_model = make_world_model(**settings, validate_inputs=False).to(device)
     loss = PreLARLoss(world_model, consistency=args.consistency)
     trainer = PreLARPretrainer(
         loss,

@@ -51,6 +51,7 @@ from dreamer_prelar_utils import (  # noqa: E402
     validate_arm,
     validate_finetune,
     validate_pretrain,
+    world_model_kwargs,
     write_pretrain_media,
 )
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -127,7 +128,7 @@ def pretrain(
             :func:`pretrain`; metrics are averaged over the ranks at logging steps, and only
             rank 0 logs, writes checkpoints and calls ``on_checkpoint`` and ``on_step``.
         metadata: entries stored in every checkpoint beside the trainer's state (the run's
-            ``world_model_config`` and ``evaluation`` settings, which let
+            ``world_model_kwargs`` and ``evaluation`` settings, which let
             ``python -m torchrl_prelar.evaluation latent-actions --checkpoint`` rebuild and
             evaluate the model of an unfinished run).
 
@@ -138,7 +139,7 @@ def pretrain(
         >>> import tempfile
         >>> from torchrl_prelar import PreLARLoss, make_world_model
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
-        >>> loss = PreLARLoss(make_world_model("tiny"))
+        >>> loss = PreLARLoss(make_world_model())
         >>> trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32")
         >>> out = pretrain(trainer, lambda: moving_square_batch(2, 4), num_updates=2,
         ...                run_dir=tempfile.mkdtemp(), progress=False)
@@ -208,6 +209,7 @@ def _run_pretrain(
 ) -> dict[str, Any]:
     # Set-up: run folder, seeds, video replay buffer, loss, trainer, loggers, evaluation.
     run_dir = Path(cfg["run_dir"])
+    cfg = {**cfg, "world_model": world_model_kwargs(cfg)}  # every default written out
     validate_pretrain(cfg)
     check_run_settings(run_dir, "pretrain", cfg, checkpoint=run_dir / PRETRAIN_CHECKPOINT)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +250,7 @@ def _run_pretrain(
         on_step=monitor.on_step if monitor is not None else None,
         distributed=job,
         metadata={
-            "world_model_config": dict(cfg["world_model"]),
+            "world_model_kwargs": cfg["world_model"],
             "evaluation": dict(cfg.get("evaluation") or {}),
         },
     )
@@ -258,7 +260,7 @@ def _run_pretrain(
         "updates": train["updates"],
         "seconds_this_run": round(time.time() - started, 1),
         "last_metrics": last,
-        "world_model": dict(cfg["world_model"]),
+        "world_model": cfg["world_model"],
         "world_size": job.world_size,
     }
     if job.is_main:
@@ -266,7 +268,7 @@ def _run_pretrain(
             run_dir / PRETRAINED_MODEL,
             {
                 "world_model": loss.world_model.state_dict(),
-                "config": dict(cfg["world_model"]),
+                "world_model_kwargs": cfg["world_model"],
                 "evaluation": dict(cfg.get("evaluation") or {}),
             },
         )
@@ -318,6 +320,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """
     # Set-up: run folder, seeds, agent, update schedule, replay buffer, resume.
     run_dir = Path(cfg["run_dir"])
+    cfg = {**cfg, "world_model": world_model_kwargs(cfg)}  # every default written out
     run_dir.mkdir(parents=True, exist_ok=True)
     tune, device, seed = cfg["finetune"], torch.device(cfg["device"]), cfg["seed"]
     validate_finetune(tune)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from tensordict import TensorDictBase
 from torchrl.checkpoint import (
     Checkpoint,
@@ -40,7 +41,7 @@ from torchrl.record.loggers.csv import CSVLogger
 from torchrl.trainers.algorithms import DreamerV3UpdateRatio
 from tqdm.auto import tqdm
 
-from torchrl_prelar.baselines.contextwm import STACKED_BASELINES
+from torchrl_prelar.baselines.contextwm import STACKED_BASELINES, resolve_contextwm_kwargs
 from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import EpisodeSource
 from torchrl_prelar.envs.metaworld import make_metaworld_env
@@ -58,7 +59,7 @@ from torchrl_prelar.modules import (
     LatentActionModel,
     PreLARWorldModel,
     make_world_model,
-    world_model_config,
+    resolve_world_model_kwargs,
 )
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.checkpoint import (
@@ -78,6 +79,8 @@ from torchrl_prelar.training.finetune_agent import (
     make_finetune_optimizer,
 )
 
+#: The world models of the ``world_model`` group, ``<name>.yaml``.
+WORLD_MODELS = Path(__file__).resolve().parent / "config" / "world_model"
 #: Resumable pre-training checkpoint in ``run_dir`` (every ``pretrain.checkpoint_every``).
 PRETRAIN_CHECKPOINT = "pretrain_last.pt"
 #: Folder of the fine-tuning checkpoint in ``run_dir``: a TorchRL ``CheckpointRotation`` holding
@@ -337,19 +340,47 @@ def make_pretrain_buffer(cfg: Mapping[str, Any], run_dir: Path) -> VideoExperien
     )
 
 
+def example_world_model(name: str, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The arguments of the world model ``config/world_model/<name>.yaml`` with ``changes``
+    merged in, nested mappings key by key (for the scripts and tests that build one).
+
+    Examples:
+        >>> example_world_model("tiny", {"rssm": {"deter": 32}})["rssm"]
+        {'deter': 32, 'hidden': 64, 'categoricals': 8, 'classes': 8}
+    """
+    settings = OmegaConf.merge(OmegaConf.load(WORLD_MODELS / f"{name}.yaml"), changes or {})
+    return OmegaConf.to_container(settings)
+
+
+def world_model_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of the run's world model, ``cfg["world_model"]`` with every default
+    filled in (and ContextWM's ``context`` settings with ``arm=contextwm``): what the
+    checkpoints and ``run_settings.json`` hold.
+
+    Examples:
+        >>> kwargs = world_model_kwargs({"world_model": {"rssm": {"deter": 64}}})
+        >>> kwargs["rssm"]["deter"], kwargs["encoder"]["type"]
+        (64, 'conv')
+    """
+    settings = dict(cfg["world_model"])
+    if cfg.get("finetune", {}).get("init") == "contextwm":
+        return resolve_contextwm_kwargs(**settings)
+    return resolve_world_model_kwargs(**settings)
+
+
 def make_pretrain_loss(cfg: Mapping[str, Any]) -> PreLARLoss:
-    """The world model of ``cfg["world_model"]`` inside a :class:`PreLARLoss`."""
-    model_cfg = cfg["world_model"]
-    config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
+    """The world model of ``cfg["world_model"]`` (the arguments of
+    :func:`~torchrl_prelar.modules.make_world_model`, or of the APV / ContextWM pre-training
+    model of ``finetune.init``) inside a :class:`PreLARLoss`."""
     init = cfg.get("finetune", {}).get("init")
     loss_settings = dict(cfg["loss"])
     if init in STACKED_BASELINES:  # APV / ContextWM pre-train an action-free RSSM
-        world_model = STACKED_BASELINES[init][0](config).to(cfg["device"])
+        world_model = STACKED_BASELINES[init][0](**cfg["world_model"])
         # No latent action: the terms that decode through one do not apply.
         loss_settings.update(lambda_forward_reco=0.0, lambda_prior_reco=0.0)
     else:
-        world_model = make_world_model(config).to(cfg["device"])
-    return PreLARLoss(world_model, **loss_settings)
+        world_model = make_world_model(**cfg["world_model"])
+    return PreLARLoss(world_model.to(cfg["device"]), **loss_settings)
 
 
 def make_latent_action_monitor(
@@ -472,15 +503,13 @@ def make_finetune_world_model(cfg: Mapping[str, Any], action_dim: int) -> Finetu
     """The world model of ``cfg["world_model"]`` with the two reward heads, initialised as
     ``finetune.init`` says from ``finetune.pretrained`` (default
     ``<run_dir>/pretrained_world_model.pt``; see :func:`build_finetune_world_model`)."""
-    model_cfg, tune = cfg["world_model"], cfg["finetune"]
-    config = world_model_config(model_cfg["preset"], **model_cfg.get("overrides", {}))
+    tune = cfg["finetune"]
     return build_finetune_world_model(
-        config,
         action_dim,
         init=tune["init"],
         pretrained=tune.get("pretrained") or Path(cfg["run_dir"]) / PRETRAINED_MODEL,
         reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
-        expected_config=model_cfg,
+        **cfg["world_model"],
     )
 
 

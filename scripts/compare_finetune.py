@@ -12,8 +12,8 @@ baseline is a third arm; likewise ``contextwm`` with ``--contextwm-pretrained`` 
 Each run (one per arm and seed, ``<out>/<arm>_seed<seed>``) is ``run_finetune(cfg)`` of
 ``examples/dreamer_prelar.py`` with the ``finetune`` section of ``examples/config`` preset
 ``--preset`` (plus Hydra ``key=value`` overrides such as ``finetune.env_steps=2000``) and the
-world-model preset the pre-trained model was trained with (read from the checkpoint), so both
-arms have the same structure.
+world-model arguments the pre-trained model was trained with (read from the checkpoint), so
+both arms have the same structure.
 Runs are sequential in this one process. A run whose folder holds a finished summary is
 skipped and a half-finished one resumes, so re-running the same command after a kill
 continues where it stopped. With ``--docs DIR`` the CSV logs of all runs are then read and
@@ -143,16 +143,29 @@ def pretrained_path(args: argparse.Namespace, arm: str) -> Path | None:
     return getattr(args, option.lstrip("-").replace("-", "_")) if option else None
 
 
-def pretrained_world_model_config(path: Path | None) -> dict[str, Any] | None:
-    """The ``world_model`` section a ``run_pretrain`` checkpoint was trained with."""
+def pretrained_world_model_kwargs(path: Path | None) -> dict[str, Any] | None:
+    """The world-model arguments a ``run_pretrain`` checkpoint was trained with."""
     if path is None:
         return None
-    from torchrl_prelar.io import load_checkpoint
+    from torchrl_prelar.training.model_gap import checkpoint_world_model_kwargs
 
-    config = load_checkpoint(path).get("config")
-    if not config or "preset" not in config:
-        raise ValueError(f"{path} has no world-model 'config' (not written by run_pretrain?)")
-    return {"preset": config["preset"], "overrides": dict(config.get("overrides") or {})}
+    return checkpoint_world_model_kwargs(path)
+
+
+def describe_world_model(kwargs: Mapping[str, Any]) -> str:
+    """The world model's sizes, for the report.
+
+    Examples:
+        >>> describe_world_model({"encoder": {"type": "conv"}, "latent_action": {"dim": 8},
+        ...                       "rssm": {"deter": 64, "categoricals": 8, "classes": 8}})
+        'conv encoder, RSSM of 64 deterministic + 8 x 8 categorical units, 8-d latent action'
+    """
+    rssm = kwargs["rssm"]
+    return (
+        f"{kwargs['encoder']['type']} encoder, RSSM of {rssm['deter']} deterministic + "
+        f"{rssm['categoricals']} x {rssm['classes']} categorical units, "
+        f"{kwargs['latent_action']['dim']}-d latent action"
+    )
 
 
 def run_config(
@@ -182,7 +195,7 @@ def run_config(
     pretrained = pretrained_path(args, arm)
     cfg["finetune"]["pretrained"] = str(pretrained.resolve()) if pretrained else None
     if world_model is not None:  # every arm: the pre-trained model's structure
-        cfg["world_model"] = {**cfg["world_model"], **world_model}
+        cfg["world_model"] = dict(world_model)
     return cfg
 
 
@@ -469,11 +482,11 @@ def write_report(
         "",
         f"Machine: {machine_description(cfg.get('threads'))}.",
         "",
-        "Settings: `preset` {}, world model `{}`, task `{}`, {} env steps, prefill {}, one "
+        "Settings: `preset` {}, world model: {}; task `{}`, {} env steps, prefill {}, one "
         "update per {} env steps, batch {} x {}, evaluation every {} env steps on {} "
         "episode(s) of at most {} steps (success = ever succeeded).".format(
             cfg.get("preset_name"),
-            cfg["world_model"]["preset"],
+            describe_world_model(cfg["world_model"]),
             tune["task"],
             tune["env_steps"],
             tune["prefill"],
@@ -589,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> Path | None:
     if args.report_only:
         return report_finished_runs(args, argv)
     checkpoints = [pretrained_path(args, arm) for arm in PRETRAINED_OPTIONS]
-    world_model = pretrained_world_model_config(next(filter(None, checkpoints), None))
+    world_model = pretrained_world_model_kwargs(next(filter(None, checkpoints), None))
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     cfg = None
     for index, (arm, seed) in enumerate(jobs, 1):

@@ -8,10 +8,11 @@ o_{t+1}; and the RSSM's state KL with the clips' own latent actions and with lat
 shuffled across clips.
 
 Toys: ``--toy square`` (:func:`~torchrl_prelar.data.synthetic.moving_square_batch`, 64x64,
-the ``tiny`` preset) and ``--toy grid``
+the example's ``tiny`` world model) and ``--toy grid``
 (:func:`~torchrl_prelar.data.synthetic.grid_square_batch`: by default 16x16 frames, a 4x4
-grid of 4-pixel cells, the ``tiny`` preset with two-stage convolutions at ``--image-size 16``
-and as it is at 64). ``--invariant`` makes the
+grid of 4-pixel cells, the ``tiny`` world model with two-stage convolutions at
+``--image-size 16`` and as it is at 64); ``--world-model`` picks another of
+``examples/config/world_model/``. ``--invariant`` makes the
 latent action model translation invariant on the torus (``trunk.pool: mean`` and
 ``trunk.padding: circular``). ``--mean-latent-action`` feeds the RSSM the latent action's mean
 instead of a sample.
@@ -30,7 +31,9 @@ instead of a sample.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import yaml
@@ -39,6 +42,8 @@ from torchrl_prelar import PreLARLoss, make_world_model
 from torchrl_prelar.data.synthetic import grid_square_batch, moving_square_batch
 from torchrl_prelar.training.latent_probe import latent_action_probe
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # its world models
 
 SMALL_FRAMES = {
     "encoder": {"mults": [1, 2]},
@@ -50,7 +55,7 @@ SMALL_FRAMES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--toy", default="square", choices=["square", "grid"])
-    parser.add_argument("--preset", default="tiny", choices=["paper", "small", "tiny"])
+    parser.add_argument("--world-model", default="tiny", choices=["paper", "small", "tiny"])
     parser.add_argument("--updates", type=int, default=600)
     parser.add_argument("--probe-every", type=int, default=200)
     parser.add_argument("--lr", type=float, default=None, help="1e-3 (square), 2e-3 (grid)")
@@ -104,7 +109,9 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     data = torch.Generator().manual_seed(args.seed)
-    world_model = make_world_model(args.preset, **model)
+    from dreamer_prelar_utils import example_world_model
+
+    world_model = make_world_model(**example_world_model(args.world_model, model))
     loss = PreLARLoss(
         world_model,
         beta_action=args.beta_action,

@@ -17,7 +17,7 @@ computed so far.
 
     python scripts/latent_action_sweep.py --out runs/sweep --data runs/prelar_quick \\
         --variant default "" \\
-        --variant paper "loss=paper world_model.overrides.latent_action.input_mode=concat" \\
+        --variant paper "loss=paper world_model.latent_action.input_mode=concat" \\
         --common preset=long evaluation.probe_every=300 --jobs 2
 """
 

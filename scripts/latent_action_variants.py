@@ -1,6 +1,6 @@
 """Compare pre-training objectives on what their latent action learns, on Meta-world video.
 
-Pre-trains one variant (a world-model preset and ``PreLARLoss`` settings) on scripted
+Pre-trains one variant (a world model and ``PreLARLoss`` settings) on scripted
 Meta-world videos of the 44 pre-training tasks and, every ``--probe-every`` updates,
 evaluates it with :func:`~torchrl_prelar.evaluation.latent_actions.evaluate_latent_actions` on
 two held-out sets with true actions: new episodes of every pre-training task (``seen``) and
@@ -29,7 +29,8 @@ put a supervised reference beside the job's own figures:
         --videos RUN_DIR/videos --seen RUN_DIR/heldout/seen --unseen RUN_DIR/heldout/unseen
 
 ``--loss`` and ``--model`` are YAML mappings of :class:`~torchrl_prelar.PreLARLoss` keyword
-arguments and world-model preset overrides. Figures go to ``<out>/<name>/log.json`` (one
+arguments and of changes to the arguments of the example's ``--world-model``
+(``examples/config/world_model/<name>.yaml``). Figures go to ``<out>/<name>/log.json`` (one
 record per evaluation) and are printed as they come.
 """
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +60,8 @@ from torchrl_prelar.evaluation.latent_actions import (
     load_episodes,
 )
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # its world models
 
 #: (folder, tasks (None: the pre-training tasks), episodes per task, seed) of each video set.
 VIDEO_SETS = {
@@ -122,11 +126,13 @@ class SupervisedTrainer:
 
 
 def main() -> None:
+    from dreamer_prelar_utils import example_world_model
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="variant name (output sub-folder)")
     parser.add_argument("--loss", default="{}", help="YAML mapping of PreLARLoss arguments")
-    parser.add_argument("--model", default="{}", help="YAML mapping of preset overrides")
-    parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
+    parser.add_argument("--model", default="{}", help="YAML mapping of world-model changes")
+    parser.add_argument("--world-model", default="small", choices=["paper", "small", "tiny"])
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--probe-every", type=int, default=100)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -162,7 +168,7 @@ def main() -> None:
     model_overrides = yaml.safe_load(args.model)
     if args.supervised:
         model_overrides.setdefault("latent_action", {})["output_type"] = "deterministic"
-    world_model = make_world_model(args.preset, **model_overrides)
+    world_model = make_world_model(**example_world_model(args.world_model, model_overrides))
     if args.supervised:
         loss = SupervisedActionLoss(world_model, held_out["seen"]["true_action"].shape[-1])
         trainer = SupervisedTrainer(loss, make_optimizer(loss.parameters(), lr=args.lr))

@@ -109,7 +109,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="ARM=RUN_DIR",
         help="existing pre-training of an arm (run dir or pretrained_world_model.pt)",
     )
-    add("--model-preset", default="small", help="dreamer's world model if no arm is pre-trained")
+    add(
+        "--world-model",
+        default="small",
+        help="dreamer's world model if no arm is pre-trained (examples/config/world_model/)",
+    )
     add("--threads", type=int, default=2, help="torch threads")
     add("--docs", type=Path, default=Path("docs"), help="where results.md and results/ are")
     add("overrides", nargs="*", help="Hydra key=value overrides of the pre-training")
@@ -277,14 +281,19 @@ def record_pretraining(results: dict[str, Any], arm: str, model: Path, seconds: 
 
 
 def dreamer_world_model(args: argparse.Namespace, models: Mapping[str, Path]) -> dict[str, Any]:
-    """``dreamer``'s world-model preset: a pre-trained arm's (``prelar`` first), else
-    ``--model-preset``."""
-    from torchrl_prelar.training.model_gap import checkpoint_world_model_config
+    """``dreamer``'s world-model arguments: a pre-trained arm's (``prelar`` first), else
+    those of the example's ``--world-model``."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from torchrl_prelar.training.model_gap import checkpoint_world_model_kwargs
 
     for arm in ("prelar", *models):
         if arm in models:
-            return checkpoint_world_model_config(models[arm])
-    return {"preset": args.model_preset, "overrides": {}}
+            return checkpoint_world_model_kwargs(models[arm])
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        config = compose("config", overrides=[f"world_model={args.world_model}"])
+    return OmegaConf.to_container(config.world_model)
 
 
 def run_arms(
@@ -317,8 +326,7 @@ def run_arms(
             freeze_updates=args.freeze_updates,
             lr=args.lr,
             pretrained=models.get(arm),
-            world_model_preset=dreamer["preset"],
-            world_model_overrides=dreamer["overrides"],
+            world_model_kwargs=dreamer,
             progress=True,
         )
         results["runs"].setdefault(arm, {})[str(seed)] = {**result, "pretrained": info}

@@ -1,5 +1,6 @@
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,6 +12,22 @@ REPO = Path(__file__).resolve().parents[1]
 for folder in ("examples", "scripts"):
     if str(REPO / folder) not in sys.path:
         sys.path.insert(0, str(REPO / folder))
+
+from dreamer_prelar_utils import example_world_model  # noqa: E402
+
+#: The example's world models (``examples/config/world_model/<name>.yaml``), each as the
+#: arguments of ``make_world_model``.
+WORLD_MODELS: dict[str, dict[str, Any]] = {
+    name: example_world_model(name) for name in ("paper", "small", "tiny")
+}
+#: The size of the tests' world models.
+TINY = WORLD_MODELS["tiny"]
+
+
+def tiny(**changes: Any) -> dict[str, Any]:
+    """The arguments of the ``tiny`` world model with ``changes`` (nested mappings merged key
+    by key): ``make_world_model(**tiny(rssm={"deter": 32}))``."""
+    return example_world_model("tiny", changes)
 
 
 def make_clip_batch(batch: int = 2, steps: int = 4, size: int = 64, seed: int = 0) -> TensorDict:
@@ -55,7 +72,6 @@ def pretraining_totals(world_model, updates: int = 25) -> tuple[list[float], lis
 def tiny_finetune_agent(seed: int = 0, **settings):
     """A fine-tuning agent around a fresh ``tiny`` world model (``init="dreamer"``, small
     actor and critic, no video bonus); ``settings`` go to ``make_finetune_agent``."""
-    from torchrl_prelar.modules import world_model_config
     from torchrl_prelar.training.finetune_agent import (
         AUX_REWARD_KEY,
         REWARD_KEY,
@@ -65,11 +81,7 @@ def tiny_finetune_agent(seed: int = 0, **settings):
 
     torch.manual_seed(seed)
     model = build_finetune_world_model(
-        world_model_config("tiny"),
-        4,
-        init="dreamer",
-        pretrained=None,
-        reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
+        4, init="dreamer", pretrained=None, reward_keys=[REWARD_KEY, AUX_REWARD_KEY], **TINY
     )
     defaults = {"actor_hidden": 16, "critic_hidden": 16, "imagination_horizon": 3}
     return make_finetune_agent(model, 4, **{**defaults, "intrinsic": False, **settings})

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import pretraining_totals
+from conftest import TINY, pretraining_totals, tiny
 from dreamer_prelar import run_finetune, run_pretrain
 from dreamer_prelar_utils import make_finetune_world_model, read_finetune_checkpoint
 from hydra import compose, initialize_config_dir
@@ -19,7 +19,7 @@ from torchrl_prelar.io import PRETRAINED_MODEL, load_checkpoint, save_checkpoint
 from torchrl_prelar.modules import make_world_model
 
 REPO = Path(__file__).resolve().parents[1]
-STOCH, DETER = 64, 64  # tiny preset: 8 x 8 categoricals, deter 64
+STOCH, DETER = 64, 64  # the tiny world model: 8 x 8 categoricals, deter 64
 
 
 def preset_config(run_dir, *overrides):
@@ -44,9 +44,9 @@ def transitions(batch=2, steps=5, action_dim=4):
 
 
 def test_action_free_prior_reads_no_action_and_stacked_model_shapes():
-    action_free = make_action_free_world_model("tiny")
+    action_free = make_action_free_world_model(**TINY)
     assert action_free.rssm_prior.action_state_projector[0].in_features == STOCH
-    model = make_apv_world_model("tiny", action_dim=4, action_free=action_free)
+    model = make_apv_world_model(4, action_free=action_free, **TINY)
     # The new prior reads state + real action; its posterior observes [af_state, af_belief].
     assert model.rssm_prior.action_state_projector[0].in_features == STOCH + 4
     posterior = model.rssm.rssm_posterior.module
@@ -71,7 +71,7 @@ def test_action_free_prior_reads_no_action_and_stacked_model_shapes():
 
 def test_action_free_pretraining_loss_falls():
     torch.manual_seed(0)
-    model = make_action_free_world_model("tiny")
+    model = make_action_free_world_model(**TINY)
     totals, action_kls = pretraining_totals(model)
     assert all(kl == 0.0 for kl in action_kls)  # no latent action at all
     assert all(math.isfinite(value) for value in totals)
@@ -80,8 +80,8 @@ def test_action_free_pretraining_loss_falls():
 
 def test_apv_loads_action_free_pretraining(tmp_path):
     path = tmp_path / PRETRAINED_MODEL
-    action_free = make_action_free_world_model("tiny")
-    save_checkpoint(path, {"world_model": action_free.state_dict(), "config": {"preset": "tiny"}})
+    action_free = make_action_free_world_model(**TINY)
+    save_checkpoint(path, {"world_model": action_free.state_dict(), "world_model_kwargs": TINY})
     model = make_finetune_world_model(preset_config(tmp_path, "arm=apv"), 4)
     assert isinstance(model, APVWorldModel)
     loaded = {
@@ -99,18 +99,19 @@ def test_apv_checkpoint_mismatch_errors(tmp_path):
     path = tmp_path / PRETRAINED_MODEL
     cfg = preset_config(tmp_path, "arm=apv")
     # A PreLAR pre-training (latent action model, action input) is not an APV one ...
-    save_checkpoint(path, {"world_model": make_world_model("tiny").state_dict(), "config": {}})
+    save_checkpoint(path, {"world_model": make_world_model(**TINY).state_dict()})
     with pytest.raises(ValueError, match=r"PreLAR \(with a latent action model\) pre-training"):
         make_finetune_world_model(cfg, action_dim=4)
     # ... nor the reverse ...
     cfg_prelar = preset_config(tmp_path, "arm=prelar")
-    action_free = make_action_free_world_model("tiny")
-    save_checkpoint(path, {"world_model": action_free.state_dict(), "config": {}})
+    action_free = make_action_free_world_model(**TINY)
+    save_checkpoint(path, {"world_model": action_free.state_dict()})
     with pytest.raises(ValueError, match=r"action_state_projector.*pre-trained shape"):
         make_finetune_world_model(cfg_prelar, action_dim=4)
     # ... and an action-free model of another size is named parameter by parameter.
-    other = make_action_free_world_model("tiny", rssm={"deter": 32})
-    save_checkpoint(path, {"world_model": other.state_dict(), "config": {"preset": "tiny"}})
+    settings = tiny(rssm={"deter": 32})
+    other = make_action_free_world_model(**settings)
+    save_checkpoint(path, {"world_model": other.state_dict(), "world_model_kwargs": settings})
     with pytest.raises(ValueError, match=r"rssm\.rssm_prior.*pre-trained shape"):
         make_finetune_world_model(cfg, action_dim=4)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import tiny
 from dreamer_prelar import run_finetune, run_pretrain
 from test_finetune import preset_config
 
@@ -29,7 +30,7 @@ from torchrl_prelar.data.writer import VideoDatasetError, VideoDatasetStats
 from torchrl_prelar.evaluation.__main__ import main as evaluate
 from torchrl_prelar.evaluation.held_out import HeldOutConfig, generate_held_out_sets
 from torchrl_prelar.io import save_checkpoint
-from torchrl_prelar.modules import make_world_model, world_model_config
+from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.training.run_settings import RUN_SETTINGS_FILE
 
 # The run folder's stages, as small as they go: 2 updates, 10 env steps.
@@ -90,13 +91,14 @@ def _make_inputs(root: Path) -> Inputs:
     (root / "ssv2" / "list.txt").write_text("4711 30 push\n")
     (root / "ssv2" / "bad_list.txt").write_text("4711 thirty push\n")
 
-    small = make_world_model("tiny", rssm={"deter": 32})
+    settings = tiny(rssm={"deter": 32})
+    small = make_world_model(**settings)
     save_checkpoint(
-        root / "small.pt", {"world_model": small.state_dict(), "config": {"preset": "tiny"}}
+        root / "small.pt", {"world_model": small.state_dict(), "world_model_kwargs": settings}
     )
-    apv = STACKED_BASELINES["apv"][0](world_model_config("tiny"))
+    apv = STACKED_BASELINES["apv"][0](**tiny())
     save_checkpoint(
-        root / "apv.pt", {"world_model": apv.state_dict(), "config": {"preset": "tiny"}}
+        root / "apv.pt", {"world_model": apv.state_dict(), "world_model_kwargs": tiny()}
     )
     save_checkpoint(root / "other.pt", {"step": 3})
 
@@ -267,10 +269,15 @@ CASES = {
         on_run=True,
     ),
     "another world model": Case(
-        lambda x: x.pretrain(x.run, "model_preset=small"),
+        lambda x: x.pretrain(x.run, "world_model=small"),
         ValueError,
-        ('world_model.preset: "tiny" in the run, "small" in this call',),
+        ("world_model.rssm.deter: 64 in the run, 256 in this call",),
         on_run=True,
+    ),
+    "unknown world-model setting": Case(
+        lambda x: x.pretrain(x.fresh("setting"), "+world_model.rssm.size=3"),
+        TypeError,
+        ("rssm has no setting 'size'", "make_rssm_rollout are deter, hidden"),
     ),
     "fine-tuning another task": Case(
         lambda x: x.finetune(x.run, "finetune.task=push-v3"),

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import WORLD_MODELS
+
+from torchrl_prelar.io import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "compare_finetune.py"
@@ -81,6 +84,7 @@ def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, 
     assert result.returncode == 0, result.stderr[-3000:]
 
     # One run folder per arm and seed, each a finished 40-step fine-tuning of the tiny model.
+    stored = json.loads(json.dumps(load_checkpoint(pretrained)["world_model_kwargs"]))
     for arm in ("prelar", "dreamer"):
         for seed in (0, 1):
             run_dir = out / f"{arm}_seed{seed}"
@@ -88,7 +92,7 @@ def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, 
             assert summary["init"] == arm and summary["env_steps"] == 40
             assert summary["updates"] == 5
             cfg = json.loads((run_dir / "compare_config.json").read_text())
-            assert cfg["seed"] == seed and cfg["world_model"]["preset"] == "tiny"
+            assert cfg["seed"] == seed and cfg["world_model"] == stored
             assert (cfg["finetune"]["pretrained"] is not None) == (arm == "prelar")
 
     image = docs / "results" / "finetune_comparison.png"
@@ -193,7 +197,7 @@ def test_apv_arm_needs_its_action_free_checkpoint(tmp_path, capsys):
     args = module.parse_args(
         ["--out", str(tmp_path), "--arms", "dreamer", "apv", "--apv-pretrained", str(checkpoint)]
     )
-    cfg = module.run_config(args, "apv", 0, {"preset": "tiny", "overrides": {}})
+    cfg = module.run_config(args, "apv", 0, WORLD_MODELS["tiny"])
     assert cfg["finetune"]["init"] == "apv"
     assert cfg["finetune"]["pretrained"] == str(checkpoint.resolve())
     assert module.run_config(args, "dreamer", 0, None)["finetune"]["pretrained"] is None

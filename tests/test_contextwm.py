@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import pretraining_totals
+from conftest import TINY, pretraining_totals
 from dreamer_prelar import run_finetune, run_pretrain
 from dreamer_prelar_utils import make_finetune_world_model, read_finetune_checkpoint
 from hydra import compose, initialize_config_dir
@@ -38,12 +38,12 @@ def preset_config(run_dir, *overrides):
 
 
 def save_pretrained(path, model):
-    save_checkpoint(path, {"world_model": model.state_dict(), "config": {"preset": "tiny"}})
+    save_checkpoint(path, {"world_model": model.state_dict(), "world_model_kwargs": TINY})
 
 
 def test_cross_attention_path_shapes_and_gradients():
     torch.manual_seed(0)
-    model = make_contextwm_pretrain_model("tiny")
+    model = make_contextwm_pretrain_model(**TINY)
     assert sorted(model.decoder.module.attention) == ["16", "8"]
     out = model(moving_square_batch(2, 4))
     context = out.get(CONTEXT_PIXELS_KEY)
@@ -94,7 +94,7 @@ def test_context_frame_choice():
 
 def test_decoder_uses_the_context():
     torch.manual_seed(0)
-    model = make_contextwm_pretrain_model("tiny").eval()
+    model = make_contextwm_pretrain_model(**TINY).eval()
     batch = moving_square_batch(2, 4, generator=torch.Generator().manual_seed(0))
     other = moving_square_batch(2, 4, generator=torch.Generator().manual_seed(1))
     outs = []
@@ -110,7 +110,7 @@ def test_decoder_uses_the_context():
 
 def test_action_free_pretraining_loss_falls():
     torch.manual_seed(0)
-    model = make_contextwm_pretrain_model("tiny")
+    model = make_contextwm_pretrain_model(**TINY)
     totals, action_kls = pretraining_totals(model)
     assert all(kl == 0.0 for kl in action_kls)  # no latent action at all
     assert all(math.isfinite(value) for value in totals)
@@ -121,7 +121,7 @@ def test_action_free_pretraining_loss_falls():
 
 def test_finetune_model_stacks_and_loads_contextwm_pretraining(tmp_path):
     path = tmp_path / PRETRAINED_MODEL
-    pretrained = make_contextwm_pretrain_model("tiny")
+    pretrained = make_contextwm_pretrain_model(**TINY)
     save_pretrained(path, pretrained)
     model = make_finetune_world_model(preset_config(tmp_path, "arm=contextwm"), 4)
     assert isinstance(model, ContextWMWorldModel)
@@ -155,21 +155,21 @@ def test_finetune_model_stacks_and_loads_contextwm_pretraining(tmp_path):
 def test_checkpoint_of_the_wrong_kind_is_named(tmp_path):
     path = tmp_path / PRETRAINED_MODEL
     contextwm = preset_config(tmp_path, "arm=contextwm")
-    save_pretrained(path, make_action_free_world_model("tiny"))
+    save_pretrained(path, make_action_free_world_model(**TINY))
     with pytest.raises(
         ValueError, match=r"APV \(action-free\) pre-training, the configured model a ContextWM"
     ):
         make_finetune_world_model(contextwm, 4)
-    save_pretrained(path, make_world_model("tiny"))
+    save_pretrained(path, make_world_model(**TINY))
     with pytest.raises(ValueError, match=r"PreLAR \(with a latent action model\) pre-training"):
         make_finetune_world_model(contextwm, 4)
-    save_pretrained(path, make_contextwm_pretrain_model("tiny"))
+    save_pretrained(path, make_contextwm_pretrain_model(**TINY))
     for init, kind in (("apv", "APV"), ("prelar", "PreLAR")):
         with pytest.raises(
             ValueError, match=rf"ContextWM .*pre-training, the configured model a {kind}"
         ):
             make_finetune_world_model(preset_config(tmp_path, f"arm={init}"), 4)
-    save_pretrained(path, make_contextwm_pretrain_model("tiny", context={"resolutions": [8]}))
+    save_pretrained(path, make_contextwm_pretrain_model(**TINY, context={"resolutions": [8]}))
     with pytest.raises(ValueError, match=r"attention\.16.*missing from the checkpoint"):
         make_finetune_world_model(contextwm, 4)
 

@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
-import conftest  # noqa: F401  (run by torchrun as a script: puts examples/ on sys.path)
+import conftest  # run by torchrun as a script: puts examples/ on sys.path
 import pytest
 import torch
 import torch.distributed as dist
@@ -67,7 +67,7 @@ def shard(batch, job: DistributedContext):
 
 def make_trainer(job: DistributedContext | None = None) -> PreLARPretrainer:
     torch.manual_seed(0)
-    loss = PreLARLoss(make_world_model("tiny"), sample_latent_action=False)
+    loss = PreLARLoss(make_world_model(**conftest.TINY), sample_latent_action=False)
     optimizer = make_optimizer(loss.parameters(), lr=1e-3)
     return PreLARPretrainer(loss, optimizer, precision="fp32", distributed=job)
 

@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, tiny
 from tensordict import TensorDict
 from tensordict.nn import set_interaction_type
 
@@ -50,7 +51,7 @@ def clips():
 @pytest.fixture(scope="module")
 def world_model():
     torch.manual_seed(0)
-    return make_world_model("tiny")
+    return make_world_model(**TINY)
 
 
 def numpy_r2(train_x, train_y, test_x, test_y, ridge):
@@ -312,7 +313,7 @@ def test_one_clip_rollout_is_the_single_clip_prediction(make):
     step by step: posterior reconstructions of the context frames, then the prior driven by
     the clip's own latent actions, decoded in eval mode."""
     torch.manual_seed(0)
-    model = make("tiny").eval()
+    model = make(**TINY).eval()
     clip, context = moving_square_batch(1, 6), 2
     torch.manual_seed(1)
     truth, prediction = open_loop_rollout(model, clip, context=context, seed=None)
@@ -355,7 +356,7 @@ def test_evaluation_is_seeded_and_leaves_rng_and_mode_alone(world_model, clips):
 @pytest.mark.parametrize("output_type", ["deterministic", "discrete"])
 def test_deterministic_and_discrete_latent_actions(output_type, clips):
     torch.manual_seed(0)
-    model = make_world_model("tiny", latent_action={"output_type": output_type})
+    model = make_world_model(**tiny(latent_action={"output_type": output_type}))
     figures = evaluate_latent_actions(model, clips, context=1)
     assert all(np.isfinite(figures[key]) for key in ("probe_r2", "state_kl", "delta_psnr"))
 
@@ -391,8 +392,8 @@ def test_cli_writes_json_summary_and_transfer_gif(tmp_path):
     save_checkpoint(
         tmp_path / "pretrained_world_model.pt",
         {
-            "world_model": make_world_model("tiny").state_dict(),
-            "config": {"preset": "tiny", "overrides": {}},
+            "world_model": make_world_model(**TINY).state_dict(),
+            "world_model_kwargs": TINY,
             "evaluation": settings,
         },
     )
@@ -419,11 +420,10 @@ def test_cli_refuses_an_action_free_pretraining(tmp_path):
     from torchrl_prelar.evaluation.__main__ import load_pretrained_run
 
     state = {
-        k: v for k, v in make_world_model("tiny").state_dict().items() if "action_model" not in k
+        k: v for k, v in make_world_model(**TINY).state_dict().items() if "action_model" not in k
     }
     save_checkpoint(
-        tmp_path / "pretrained_world_model.pt",
-        {"world_model": state, "config": {"preset": "tiny", "overrides": {}}},
+        tmp_path / "pretrained_world_model.pt", {"world_model": state, "world_model_kwargs": TINY}
     )
     with pytest.raises(ValueError, match="no latent action"):
         load_pretrained_run(tmp_path)
@@ -467,9 +467,9 @@ def test_cli_evaluates_a_pretraining_checkpoint_like_the_finished_model(tmp_path
 
     # A pre-training checkpoint that does not say which world model it holds is refused.
     content = torch.load(checkpoint, weights_only=True)
-    del content["world_model_config"]
+    del content["world_model_kwargs"]
     torch.save(content, tmp_path / "old.pt")
-    with pytest.raises(ValueError, match="without a 'world_model_config' entry"):
+    with pytest.raises(ValueError, match="has no 'world_model_kwargs' entry"):
         load_pretrained_run(run_dir, checkpoint=tmp_path / "old.pt")
     save_checkpoint(tmp_path / "other.pt", {"step": 3})
     with pytest.raises(ValueError, match=r"holds \['step'\]: expected a pre-trained model"):

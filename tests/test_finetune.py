@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_finetune_agent
+from conftest import TINY, tiny, tiny_finetune_agent
 from dreamer_prelar import run_finetune
 from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
 from dreamer_prelar_utils import (
@@ -172,10 +172,12 @@ def test_max_seconds_stops_checkpoints_and_a_rerun_resumes(frozen_run, tmp_path)
 
 def test_pretrained_size_mismatch_names_parameters(tmp_path):
     path = tmp_path / "pretrained_world_model.pt"
-    small = make_world_model("tiny", rssm={"deter": 32})
-    save_checkpoint(path, {"world_model": small.state_dict(), "config": {"preset": "tiny"}})
-    with pytest.raises(ValueError, match=r"rssm\.rssm_prior.*pre-trained shape"):
-        load_pretrained_world_model(make_world_model("tiny"), path, {"preset": "tiny"})
+    settings = tiny(rssm={"deter": 32})
+    small = make_world_model(**settings)
+    save_checkpoint(path, {"world_model": small.state_dict(), "world_model_kwargs": settings})
+    with pytest.raises(ValueError, match=r"rssm\.rssm_prior.*pre-trained shape") as error:
+        load_pretrained_world_model(make_world_model(**TINY), path, TINY)
+    assert "'deter': 32" in str(error.value) and "'deter': 64" in str(error.value)
     cfg = preset_config(tmp_path, f"finetune.pretrained={path}")
     with pytest.raises(ValueError, match="does not match the configured world model"):
         make_finetune_world_model(cfg, action_dim=4)
@@ -278,12 +280,8 @@ def transitions(batch=2, steps=4):
 
 
 def finetune_model_loss(bonus):
-    from torchrl_prelar.modules import make_action_encoder, world_model_config
-
     torch.manual_seed(0)
-    model = make_world_model("tiny", reward_keys=[REWARD_KEY, AUX_REWARD_KEY])
-    model.action_model = make_action_encoder(world_model_config("tiny"), 4)
-    model.pixel_keys = [("next", "pixels")]
+    model = make_world_model(**TINY, action_dim=4, reward_keys=[REWARD_KEY, AUX_REWARD_KEY])
     return FinetuneModelLoss(PreLARLoss(model), bonus)
 
 

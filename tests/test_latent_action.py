@@ -1,21 +1,16 @@
 import pytest
 import torch
-from conftest import make_clip_batch
+from conftest import TINY, make_clip_batch, tiny
 from tensordict import TensorDict
 from tensordict.nn import set_interaction_type
 
-from torchrl_prelar import (
-    ActionEncoder,
-    make_latent_action_model,
-    make_world_model,
-    world_model_config,
-)
+from torchrl_prelar import ActionEncoder, make_latent_action_model, make_world_model
 from torchrl_prelar.data.synthetic import grid_square_batch
 from torchrl_prelar.modules.latent_action import OneHotCategoricals, use_circular_padding
 
 
 def tiny_lam(**latent_action):
-    return make_latent_action_model(world_model_config("tiny", latent_action=latent_action))
+    return make_latent_action_model(**{**TINY["latent_action"], **latent_action})
 
 
 @pytest.mark.parametrize(
@@ -105,12 +100,12 @@ def test_circular_padding_with_mean_pooling_hides_where_the_square_is():
     """Same move, different cell: same latent action (only with circular padding)."""
     torch.manual_seed(0)
     trunk = {"mults": [1, 2], "pool": "mean"}
-    config = world_model_config("tiny", image_size=16, latent_action={"trunk": trunk})
+    settings = tiny(latent_action={"trunk": trunk})["latent_action"]
     clips = grid_square_batch(1, 3, generator=torch.Generator().manual_seed(0))
     moved = clips.clone()
     for key in ("pixels", ("next", "pixels")):
         moved[key] = clips[key].roll((4, 8), (-2, -1))
-    model = make_latent_action_model(config).eval()
+    model = make_latent_action_model(**settings, image_size=16).eval()
     assert not torch.allclose(model(clips.clone())["latent_action"], model(moved)["latent_action"])
     use_circular_padding(model.trunk)
     torch.testing.assert_close(
@@ -267,8 +262,8 @@ def test_shift_together_crops_each_stack_at_one_offset_of_the_padded_frames():
 
 def test_shift_applies_in_training_only_and_not_to_embeddings():
     torch.manual_seed(0)
-    plain = make_world_model("tiny", latent_action={"output_type": "deterministic"})
-    shifted = make_world_model("tiny", latent_action={"output_type": "deterministic", "shift": 4})
+    plain = make_world_model(**tiny(latent_action={"output_type": "deterministic"}))
+    shifted = make_world_model(**tiny(latent_action={"output_type": "deterministic", "shift": 4}))
     shifted.load_state_dict(plain.state_dict())
     frames = torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8)
     later = torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8)
@@ -283,4 +278,4 @@ def test_shift_applies_in_training_only_and_not_to_embeddings():
         plain.action_model.infer(frames, later)[0], shifted.action_model.infer(frames, later)[0]
     )
     with pytest.raises(ValueError, match="frame inputs only"):
-        make_world_model("tiny", latent_action={"input_mode": "embedding", "shift": 2})
+        make_world_model(**tiny(latent_action={"input_mode": "embedding", "shift": 2}))

@@ -24,6 +24,7 @@ action (``PreLARLoss(sample_latent_action=True)``, as in the paper).
 from pathlib import Path
 
 import torch
+from conftest import TINY, WORLD_MODELS, tiny
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -54,7 +55,7 @@ def mean_of(history, key):
 def test_loss_falls_and_latent_action_encodes_the_next_frame():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    loss = PreLARLoss(make_world_model("tiny"))
+    loss = PreLARLoss(make_world_model(**TINY))
     held_out = moving_square_batch(64, 8, generator=torch.Generator().manual_seed(1), **SQUARES)
     before = latent_action_probe(loss.world_model, held_out)
     history = train(
@@ -74,7 +75,7 @@ def test_loss_falls_and_latent_action_encodes_the_next_frame():
 def test_invariant_latent_action_recovers_the_hidden_move_in_a_grid_world():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    world_model = make_world_model("tiny", **GRID_MODEL)
+    world_model = make_world_model(**tiny(**GRID_MODEL))
     loss = PreLARLoss(world_model, action_free_nats=2.0)
     held_out = grid_square_batch(64, 8, generator=torch.Generator().manual_seed(1000))
     before = latent_action_probe(world_model, held_out)
@@ -95,10 +96,13 @@ def test_invariant_latent_action_recovers_the_hidden_move_in_a_grid_world():
 
 
 def default_latent_action_settings() -> dict:
-    """The latent action settings of the example's default configuration."""
+    """The latent action settings the example's default configuration changes from the
+    ``small`` world model's."""
     with initialize_config_dir(config_dir=str(REPO / "examples" / "config"), version_base=None):
         config = compose("config")
-    return OmegaConf.to_container(config.world_model.overrides.latent_action)
+    default = OmegaConf.to_container(config.world_model.latent_action)
+    small = WORLD_MODELS["small"]["latent_action"]
+    return {key: value for key, value in default.items() if value != small[key]}
 
 
 def test_default_objective_keeps_a_latent_action_the_prior_relies_on():
@@ -116,7 +120,7 @@ def test_default_objective_keeps_a_latent_action_the_prior_relies_on():
     generator = torch.Generator().manual_seed(0)
     settings = default_latent_action_settings()
     assert settings == {"input_mode": "embedding"}
-    world_model = make_world_model("tiny", latent_action=settings)
+    world_model = make_world_model(**tiny(latent_action=settings))
     loss = PreLARLoss(world_model, **loss_settings())
     held_out = moving_square_batch(64, 8, generator=torch.Generator().manual_seed(1), **SQUARES)
     history = train(

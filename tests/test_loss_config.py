@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 from hydra import compose, initialize_config_dir
 
 from torchrl_prelar import PreLARLoss, make_world_model
@@ -44,5 +45,5 @@ def test_long_preset_weights_the_prior_reconstruction_and_the_command_line_still
 
 @pytest.mark.parametrize("setting", ["prelar", "prelar_prior2", "paper"])
 def test_every_setting_builds_a_prelar_loss(setting):
-    loss = PreLARLoss(make_world_model("tiny"), **loss_settings(f"loss={setting}"))
+    loss = PreLARLoss(make_world_model(**TINY), **loss_settings(f"loss={setting}"))
     assert (loss.forward_model is not None) == (setting != "paper")

@@ -11,13 +11,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from results_report import marked_sections, write_section
 
 from torchrl_prelar.baselines.contextwm import STACKED_BASELINES
 from torchrl_prelar.data.synthetic import moving_square_episodes
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout
 from torchrl_prelar.io import save_checkpoint
-from torchrl_prelar.modules import make_world_model, world_model_config
+from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.training.finetune_agent import INITS, representation_parameters
 from torchrl_prelar.training.model_gap import (
@@ -35,7 +36,6 @@ from torchrl_prelar.training.model_gap import (
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "model_gap.py"
-TINY = {"preset": "tiny", "overrides": {}}
 # Seconds-long: one task, one 12-step episode per split, 3 updates (the first frozen), clips
 # of 2 observed + 3 imagined frames; pre-training with the example's `test` preset.
 SCRIPT_ARGS = [
@@ -77,7 +77,9 @@ def script_run(tmp_path_factory):
 
 
 def _checkpoint(path: Path, world_model) -> Path:
-    return save_checkpoint(path, {"world_model": world_model.state_dict(), "config": TINY})
+    return save_checkpoint(
+        path, {"world_model": world_model.state_dict(), "world_model_kwargs": TINY}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +87,9 @@ def checkpoints(tmp_path_factory):
     """Tiny (untrained) pre-trainings of the PreLAR, APV and ContextWM kinds."""
     root = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
-    paths = {"prelar": _checkpoint(root / "prelar.pt", make_world_model("tiny"))}
+    paths = {"prelar": _checkpoint(root / "prelar.pt", make_world_model(**TINY))}
     for kind, (make_pretrained, _) in STACKED_BASELINES.items():
-        paths[kind] = _checkpoint(root / f"{kind}.pt", make_pretrained(world_model_config("tiny")))
+        paths[kind] = _checkpoint(root / f"{kind}.pt", make_pretrained(**TINY))
     return paths
 
 
@@ -193,7 +195,7 @@ def test_frozen_schedule(arm, checkpoints, squares):
 def test_finetuning_loss_falls(squares):
     buffer, _ = squares
     torch.manual_seed(0)
-    model = make_model_gap_world_model("dreamer", action_dim=2, world_model_preset="tiny")
+    model = make_model_gap_world_model("dreamer", action_dim=2, world_model_kwargs=TINY)
     finetuner = WorldModelFinetuner(model, lr=1e-3, freeze_updates=0)
     curve = [step["loss"] for step in finetune_world_model(finetuner, buffer.sample, updates=20)]
     assert np.mean(curve[-3:]) < 0.7 * np.mean(curve[:3])

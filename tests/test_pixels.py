@@ -3,7 +3,7 @@ and the loss, and give the same losses as the equivalent centred floats."""
 
 import pytest
 import torch
-from conftest import make_clip_batch
+from conftest import TINY, make_clip_batch, tiny
 from tensordict import TensorDict
 
 from torchrl_prelar import PreLARLoss, make_world_model
@@ -52,23 +52,24 @@ def test_conv_decoder_predicts_centred_frames():
 
 def _models():
     return {
-        "tiny gaussian": lambda: make_world_model("tiny"),
+        "tiny gaussian": lambda: make_world_model(**TINY),
         "tiny discrete": lambda: make_world_model(
-            "tiny", latent_action={"output_type": "discrete"}
+            **tiny(latent_action={"output_type": "discrete"})
         ),
         "difference input": lambda: make_world_model(
-            "tiny", latent_action={"input_mode": "difference", "output_type": "deterministic"}
+            **tiny(latent_action={"input_mode": "difference", "output_type": "deterministic"})
         ),
         "embedding input": lambda: make_world_model(
-            "tiny", latent_action={"input_mode": "embedding"}
+            **tiny(latent_action={"input_mode": "embedding"})
         ),
         "resnet": lambda: make_world_model(
-            "tiny",
-            encoder=RESNET,
-            decoder={"type": "resnet", "widths": [16, 8, 8, 4]},
-            latent_action={"trunk": RESNET},
+            **tiny(
+                encoder=RESNET,
+                decoder={"type": "resnet", "widths": [16, 8, 8, 4]},
+                latent_action={"trunk": RESNET},
+            )
         ),
-        "contextwm": lambda: make_contextwm_pretrain_model("tiny", context={"shift": 2}),
+        "contextwm": lambda: make_contextwm_pretrain_model(**TINY, context={"shift": 2}),
     }
 
 
@@ -104,7 +105,7 @@ def test_fine_tuning_loss_is_the_same_on_uint8_and_on_centred_float_frames():
     results = []
     for frames in (batch, as_centred_floats(batch)):
         torch.manual_seed(0)
-        loss = PreLARLoss(make_apv_world_model("tiny", 4, reward_keys=[("next", "reward")]))
+        loss = PreLARLoss(make_apv_world_model(4, reward_keys=[("next", "reward")], **TINY))
         torch.manual_seed(1)
         losses, _ = loss(frames)
         results.append(losses.detach())
@@ -120,7 +121,7 @@ def test_loss_and_world_model_leave_the_frames_of_the_batch_as_they_were(dtype):
     frames = {key: batch.get(key) for key in PIXEL_KEYS}
     copies = {key: value.clone() for key, value in frames.items()}
     torch.manual_seed(0)
-    loss = PreLARLoss(make_world_model("tiny"), lambda_forward_reco=0.5, forward_residual=True)
+    loss = PreLARLoss(make_world_model(**TINY), lambda_forward_reco=0.5, forward_residual=True)
     loss(batch)
     loss.world_model(batch)
     for key in PIXEL_KEYS:
@@ -130,7 +131,7 @@ def test_loss_and_world_model_leave_the_frames_of_the_batch_as_they_were(dtype):
 
 def test_scored_target_is_centred_in_the_loss_output():
     batch = make_clip_batch(2, 4)
-    _, model_td = PreLARLoss(make_world_model("tiny"))(batch)
+    _, model_td = PreLARLoss(make_world_model(**TINY))(batch)
     target = model_td["next", "pixels"]
     assert target.dtype == torch.float32
     torch.testing.assert_close(target, centred_pixels(batch["next", "pixels"]))

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import make_clip_batch
+from conftest import TINY, make_clip_batch, tiny
 from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from torchrl_prelar import PreLARLoss, make_world_model
@@ -13,7 +13,7 @@ def total(losses):
 
 def tiny_loss(output_type="gaussian", seed=0, **kwargs):
     torch.manual_seed(seed)
-    model = make_world_model("tiny", latent_action={"output_type": output_type})
+    model = make_world_model(**tiny(latent_action={"output_type": output_type}))
     return PreLARLoss(model, **kwargs)
 
 
@@ -49,7 +49,7 @@ def test_input_tensordict_is_not_modified():
 
 def test_reward_term_only_with_rewards():
     torch.manual_seed(0)
-    model = make_world_model("tiny", reward_keys=[("next", "reward")])
+    model = make_world_model(**TINY, reward_keys=[("next", "reward")])
     batch = make_clip_batch()
     batch["next", "reward"] = torch.randn(2, 4, 1)
     losses, _ = PreLARLoss(model)(batch)
@@ -60,7 +60,7 @@ def test_reward_term_only_with_rewards():
 
 def test_set_keys_renames_the_reward():
     torch.manual_seed(0)
-    model = make_world_model("tiny", reward_keys=[("next", "r")])
+    model = make_world_model(**TINY, reward_keys=[("next", "r")])
     loss = PreLARLoss(model)
     loss.set_keys(reward="r")
     batch = make_clip_batch()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 from dreamer_prelar import pretrain
 from dreamer_prelar_utils import PRETRAIN_CHECKPOINT as CHECKPOINT_NAME
 
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_trainer(seed=0):
     torch.manual_seed(seed)
-    loss = PreLARLoss(make_world_model("tiny"))
+    loss = PreLARLoss(make_world_model(**TINY))
     return PreLARPretrainer(loss, make_optimizer(loss.parameters(), lr=1e-3), precision="fp32")
 
 
@@ -44,7 +45,7 @@ def test_update_changes_parameters_and_reports_metrics():
 def test_trainer_moves_every_module_of_the_loss_to_its_device():
     # The forward-reconstruction model belongs to the loss, not the world model: on a GPU it
     # stayed on the CPU until the trainer moved the whole loss ("meta" stands in for "cuda").
-    loss = PreLARLoss(make_world_model("tiny"), lambda_forward_reco=1.0)
+    loss = PreLARLoss(make_world_model(**TINY), lambda_forward_reco=1.0)
     assert loss.forward_model is not None
     PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32", device="meta")
     tensors = [*loss.parameters(), *loss.buffers()]
@@ -112,7 +113,7 @@ def test_precision_names():
 
 def test_bf16_autocast_update_runs_and_stays_finite():
     torch.manual_seed(0)
-    loss = PreLARLoss(make_world_model("tiny"))
+    loss = PreLARLoss(make_world_model(**TINY))
     trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="bf16")
     metrics = trainer.update(sample())
     assert torch.isfinite(metrics["loss"])
@@ -179,7 +180,7 @@ def test_compiled_networks_give_the_eager_update():
     results = []
     for compiled in (False, True):
         torch.manual_seed(0)
-        loss = PreLARLoss(make_world_model("tiny"), sample_latent_action=False)
+        loss = PreLARLoss(make_world_model(**TINY), sample_latent_action=False)
         trainer = PreLARPretrainer(
             loss,
             make_optimizer(loss.parameters(), lr=1e-3),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from dreamer_prelar import pretrain
 from dreamer_prelar_utils import PRETRAIN_CHECKPOINT as CHECKPOINT_NAME
 from dreamer_prelar_utils import FinetuneProgress, restore_finetune_checkpoint
@@ -93,7 +94,7 @@ def test_random_states_round_trip_through_a_safe_checkpoint(tmp_path):
 
 
 def test_pretraining_checkpoint_holds_only_weights_only_types(tmp_path):
-    loss = PreLARLoss(make_world_model("tiny"))
+    loss = PreLARLoss(make_world_model(**TINY))
     trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32")
     pretrain(
         trainer, lambda: moving_square_batch(2, 4), num_updates=1, run_dir=tmp_path, progress=False

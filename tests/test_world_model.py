@@ -1,23 +1,39 @@
 import pytest
 import torch
-from conftest import make_clip_batch
+from conftest import TINY, WORLD_MODELS, make_clip_batch, tiny
+from dreamer_prelar_utils import example_world_model
 
-from torchrl_prelar import (
-    PRESETS,
-    ActionEncoder,
-    make_action_encoder,
-    make_world_model,
-    world_model_config,
-)
-from torchrl_prelar.modules import PRESETS as MODULE_PRESETS
+from torchrl_prelar import ActionEncoder, make_world_model, resolve_world_model_kwargs
 from torchrl_prelar.modules.networks import ResidualBlock
 
 
-def test_presets_are_exported():
-    assert PRESETS == MODULE_PRESETS == ("paper", "small", "tiny")
+def test_the_defaults_are_the_small_world_model():
+    assert resolve_world_model_kwargs() == resolve_world_model_kwargs(**WORLD_MODELS["small"])
+    torch.manual_seed(0)
+    default = make_world_model().state_dict()
+    torch.manual_seed(0)
+    small = make_world_model(**WORLD_MODELS["small"]).state_dict()
+    assert default.keys() == small.keys()
+    assert all(torch.equal(default[name], small[name]) for name in default)
 
 
-@pytest.mark.parametrize("preset", ["paper", "small", "tiny"])
+@pytest.mark.parametrize(
+    "part, setting, factory",
+    [
+        ("rssm", "size", "make_rssm_rollout"),
+        ("encoder", "dpeth", "make_pixel_encoder"),
+        ("latent_action", "trunk_depth", "make_latent_action_model"),
+        ("reward_head", "width", "make_reward_head"),
+    ],
+)
+def test_an_unknown_setting_is_named_with_the_accepted_ones(part, setting, factory):
+    with pytest.raises(TypeError, match=rf"{part} has no setting '{setting}'.*{factory} are"):
+        make_world_model(**{part: {setting: 1}})
+    with pytest.raises(TypeError, match=r"latent_action.trunk has no setting 'depht'.*depth"):
+        make_world_model(latent_action={"trunk": {"depht": 8}})
+
+
+@pytest.mark.parametrize("name", ["paper", "small", "tiny"])
 @pytest.mark.parametrize(
     "latent_action",
     [
@@ -27,10 +43,10 @@ def test_presets_are_exported():
         {"input_mode": "embedding"},
     ],
 )
-def test_shapes_and_keys(preset, latent_action):
-    config = world_model_config(preset, latent_action=latent_action)
+def test_shapes_and_keys(name, latent_action):
+    config = example_world_model(name, {"latent_action": latent_action})
     torch.manual_seed(0)
-    model = make_world_model(config)
+    model = make_world_model(**config)
     rssm = config["rssm"]
     batch = make_clip_batch(2, 3)
     frames = batch.select("pixels", ("next", "pixels")).clone()
@@ -46,7 +62,7 @@ def test_shapes_and_keys(preset, latent_action):
 
 
 def test_paper_preset_matches_reference_parameter_counts():
-    model = make_world_model("paper")
+    model = make_world_model(**WORLD_MODELS["paper"])
 
     def millions(module):
         return round(sum(p.numel() for p in module.parameters()) / 1e6, 2)
@@ -60,7 +76,7 @@ def test_paper_preset_matches_reference_parameter_counts():
 def test_embedding_input_reuses_the_encoder_for_o_t_and_o_t1():
     torch.manual_seed(0)
     model = make_world_model(
-        "tiny", latent_action={"input_mode": "embedding", "output_type": "deterministic"}
+        **tiny(latent_action={"input_mode": "embedding", "output_type": "deterministic"})
     ).eval()
     assert not any(isinstance(m, torch.nn.Conv2d) for m in model.action_model.modules())
     batch = make_clip_batch(2, 5)
@@ -78,7 +94,7 @@ def test_embedding_input_reuses_the_encoder_for_o_t_and_o_t1():
 def test_infer_latent_action_gives_the_forward_latent_action_without_the_rssm(input_mode):
     torch.manual_seed(0)
     model = make_world_model(
-        "tiny", latent_action={"input_mode": input_mode, "output_type": "deterministic"}
+        **tiny(latent_action={"input_mode": input_mode, "output_type": "deterministic"})
     ).eval()
     batch = make_clip_batch(2, 5)
     alone = model.infer_latent_action(batch.clone())
@@ -98,7 +114,7 @@ def test_embedding_difference_input_sees_only_the_change_of_the_embeddings():
     torch.manual_seed(0)
     settings = {"output_type": "deterministic"}
     model = make_world_model(
-        "tiny", latent_action={**settings, "input_mode": "embedding_difference"}
+        **tiny(latent_action={**settings, "input_mode": "embedding_difference"})
     ).eval()
     assert model.action_model.trunk.output_features == model.encoder.module.output_features
     batch = make_clip_batch(2, 5)
@@ -110,7 +126,7 @@ def test_embedding_difference_input_sees_only_the_change_of_the_embeddings():
     shift = torch.randn(embeddings.shape[-1])
     for mode, moves in (("embedding_difference", False), ("embedding", True)):
         torch.manual_seed(0)
-        other = make_world_model("tiny", latent_action={**settings, "input_mode": mode}).eval()
+        other = make_world_model(**tiny(latent_action={**settings, "input_mode": mode})).eval()
         codes = [
             other.action_model.infer(embeddings[:, :-1] + s, embeddings[:, 1:] + s)[0]
             for s in (0.0, shift)
@@ -122,7 +138,7 @@ def test_embedding_difference_input_sees_only_the_change_of_the_embeddings():
 
 def test_time_alignment_latent_action_t_from_o_t_and_o_t1_feeds_prior_of_t1():
     torch.manual_seed(0)
-    model = make_world_model("tiny", latent_action={"output_type": "deterministic"}).eval()
+    model = make_world_model(**tiny(latent_action={"output_type": "deterministic"})).eval()
     batch = make_clip_batch(2, 5)
     torch.manual_seed(0)
     base = model(batch.clone())
@@ -149,7 +165,7 @@ def test_time_alignment_latent_action_t_from_o_t_and_o_t1_feeds_prior_of_t1():
 def test_deterministic_under_seed_and_state_dict_round_trip():
     batch = make_clip_batch()
     torch.manual_seed(1)
-    model = make_world_model("tiny")
+    model = make_world_model(**TINY)
     torch.manual_seed(7)
     first = model(batch.clone())
     torch.manual_seed(7)
@@ -157,7 +173,7 @@ def test_deterministic_under_seed_and_state_dict_round_trip():
     assert torch.equal(first["next", "reco_pixels"], second["next", "reco_pixels"])
 
     torch.manual_seed(2)
-    other = make_world_model("tiny")
+    other = make_world_model(**TINY)
     torch.manual_seed(7)
     assert not torch.equal(
         other(batch.clone())["next", "reco_pixels"], first["next", "reco_pixels"]
@@ -169,11 +185,15 @@ def test_deterministic_under_seed_and_state_dict_round_trip():
 
 def test_same_world_model_runs_with_action_encoder():
     torch.manual_seed(0)
-    model = make_world_model("tiny")
+    video = make_world_model(**TINY)
+    torch.manual_seed(0)
+    model = make_world_model(**TINY, action_dim=4)
     rssm_before = {k: v.clone() for k, v in model.rssm.state_dict().items()}
-    model.action_model = make_action_encoder(world_model_config("tiny"), action_dim=4)
+    assert all(torch.equal(v, video.rssm.state_dict()[k]) for k, v in rssm_before.items())
     assert isinstance(model.action_model, ActionEncoder)
+    assert model.pixel_keys == [("next", "pixels")]  # no o_t frame needed
     batch = make_clip_batch(2, 3)
+    del batch["pixels"]
     batch["action"] = torch.randn(2, 3, 4)
     td = model(batch)
     assert td["latent_action"].shape == (2, 3, 8)
@@ -183,7 +203,7 @@ def test_same_world_model_runs_with_action_encoder():
 
 
 def test_reward_heads_write_their_keys():
-    model = make_world_model("tiny", reward_keys=[("next", "reward"), ("next", "aux_reward")])
+    model = make_world_model(**TINY, reward_keys=[("next", "reward"), ("next", "aux_reward")])
     td = model(make_clip_batch())
     assert td["next", "reward"].shape == (2, 4, 1)
     assert td["next", "aux_reward"].shape == (2, 4, 1)
@@ -214,30 +234,33 @@ def bad_batches():
 
 @pytest.mark.parametrize("batch, error, message", bad_batches())
 def test_bad_input_names_the_key(batch, error, message):
-    model = make_world_model("tiny")
+    model = make_world_model(**TINY)
     with pytest.raises(error, match=message):
         model(batch)
 
 
-def test_unknown_preset_and_network_type():
-    with pytest.raises(ValueError, match="Unknown world-model preset 'huge'"):
-        make_world_model("huge")
+def test_unknown_network_type_and_padding():
     with pytest.raises(ValueError, match="Unknown encoder type 'vit'"):
-        make_world_model("tiny", encoder={"type": "vit"})
+        make_world_model(**tiny(encoder={"type": "vit"}))
+    with pytest.raises(ValueError, match="Unknown decoder type 'vit'"):
+        make_world_model(**tiny(decoder={"type": "vit"}))
+    with pytest.raises(ValueError, match="padding must be 'zeros' or 'circular'"):
+        make_world_model(**tiny(latent_action={"trunk": {"padding": "reflect"}}))
 
 
-@pytest.mark.parametrize("preset", ["paper", "tiny"])
-def test_activation_checkpointing_gives_the_same_loss_and_gradients(preset):
+@pytest.mark.parametrize("name", ["paper", "tiny"])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(name):
     from torchrl_prelar import PreLARLoss
 
     grads, losses = [], []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = make_world_model(preset, activation_checkpointing=checkpointing)
+        settings = {**WORLD_MODELS[name], "activation_checkpointing": checkpointing}
+        model = make_world_model(**settings)
         assert model.activation_checkpointing is checkpointing
         blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
         assert all(block.checkpointed is checkpointing for block in blocks)
-        assert len(blocks) == (18 if preset == "paper" else 0)  # encoder, decoder, LAM trunk
+        assert len(blocks) == (18 if name == "paper" else 0)  # encoder, decoder, LAM trunk
         loss = PreLARLoss(model)
         torch.manual_seed(1)
         out, _ = loss(make_clip_batch(2, 3))

@@ -3,14 +3,13 @@ as TorchRL components."""
 
 from torchrl_prelar.data import VideoClipTransform, VideoExperienceReplay
 from torchrl_prelar.modules import (
-    PRESETS,
     ActionEncoder,
     LatentActionModel,
     PreLARWorldModel,
     make_action_encoder,
     make_latent_action_model,
     make_world_model,
-    world_model_config,
+    resolve_world_model_kwargs,
 )
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.objectives import FinetuneModelLoss, PreLARLoss
@@ -18,7 +17,6 @@ from torchrl_prelar.objectives import FinetuneModelLoss, PreLARLoss
 __version__ = "0.1.0"
 
 __all__ = [
-    "PRESETS",
     "ActionEncoder",
     "FinetuneModelLoss",
     "LatentActionModel",
@@ -31,7 +29,7 @@ __all__ = [
     "make_latent_action_model",
     "make_metaworld_env",
     "make_world_model",
-    "world_model_config",
+    "resolve_world_model_kwargs",
 ]
 
 

@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 #: The pre-trained world model a run leaves in its ``run_dir``: ``{"world_model": state dict,
-#: "config": world-model section, "evaluation": held-out evaluation settings}``, read by
-#: fine-tuning and by ``python -m torchrl_prelar.evaluation``.
+#: "world_model_kwargs": the world model's resolved arguments, "evaluation": held-out
+#: evaluation settings}``, read by fine-tuning and by ``python -m torchrl_prelar.evaluation``.
 PRETRAINED_MODEL = "pretrained_world_model.pt"
 
 

@@ -25,6 +25,7 @@ from torchrl_prelar.baselines.contextwm import (
     make_contextwm_pretrain_model,
     make_contextwm_world_model,
     random_shift,
+    resolve_contextwm_kwargs,
 )
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "make_contextwm_pretrain_model",
     "make_contextwm_world_model",
     "random_shift",
+    "resolve_contextwm_kwargs",
 ]

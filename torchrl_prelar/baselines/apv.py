@@ -17,7 +17,6 @@ state; the video intrinsic bonus reads the action-free features
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,8 +33,9 @@ from torchrl_prelar.modules.world_model import (
     make_reward_head,
     make_rssm_rollout,
     make_world_model,
+    model_state_size,
+    resolve_world_model_kwargs,
     set_zero_initial_state,
-    world_model_config,
 )
 
 #: Keys :class:`ActionFreeRSSM` writes by default (the action-free model's own namespace).
@@ -81,27 +81,28 @@ class _Concat(nn.Module):
         return torch.cat(tensors, -1)
 
 
-def make_action_free_world_model(
-    preset: str | Mapping = "tiny", **overrides: Any
-) -> PreLARWorldModel:
+def make_action_free_world_model(**world_model_kwargs: Any) -> PreLARWorldModel:
     """APV's pre-training model: encoder, action-free RSSM (zero-width action) and decoder.
 
     A :class:`~torchrl_prelar.modules.PreLARWorldModel` whose action model is
     :class:`NoAction` and whose RSSM prior has ``action_dim=0``; its state dict therefore has
     the same ``encoder.`` / ``rssm.`` / ``decoder.`` entries as PreLAR's, without
-    ``action_model.`` ones.
+    ``action_model.`` ones. ``world_model_kwargs`` are those of
+    :func:`~torchrl_prelar.modules.make_world_model` (its ``latent_action`` settings are
+    not used: there is no latent action).
 
     Examples:
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
-        >>> model = make_action_free_world_model("tiny")
+        >>> model = make_action_free_world_model(rssm={"deter": 64})
         >>> model(moving_square_batch(2, 4))["next", "reco_pixels"].shape
         torch.Size([2, 4, 3, 64, 64])
         >>> any(name.startswith("action_model.") for name in model.state_dict())
         False
     """
-    config = world_model_config(preset, **overrides)
-    config = world_model_config(config, latent_action={"dim": 0})
-    return make_world_model(config, action_model=NoAction())
+    latent_action = {**(world_model_kwargs.pop("latent_action", None) or {}), "dim": 0}
+    return make_world_model(
+        **world_model_kwargs, latent_action=latent_action, action_model=NoAction()
+    )
 
 
 class ActionFreeRSSM(TensorDictModuleBase):
@@ -121,11 +122,11 @@ class ActionFreeRSSM(TensorDictModuleBase):
         out_keys: prior logits, posterior logits, posterior state and belief.
 
     Examples:
-        >>> rssm = ActionFreeRSSM(make_action_free_world_model("tiny").rssm)
-        >>> td = TensorDict({("next", "pixel_embedding"): torch.randn(2, 5, 512),
+        >>> rssm = ActionFreeRSSM(make_action_free_world_model().rssm)
+        >>> td = TensorDict({("next", "pixel_embedding"): torch.randn(2, 5, 2048),
         ...                  "is_init": torch.zeros(2, 5, 1, dtype=torch.bool)}, [2, 5])
         >>> rssm(td)["next", "af_state"].shape
-        torch.Size([2, 5, 64])
+        torch.Size([2, 5, 256])
     """
 
     def __init__(
@@ -206,14 +207,14 @@ class APVWorldModel(TensorDictModuleBase):
     weight 0 at fine-tuning).
 
     Examples:
-        >>> model = make_apv_world_model("tiny", action_dim=4)
+        >>> model = make_apv_world_model(action_dim=4)
         >>> td = TensorDict({"action": torch.zeros(2, 3, 4),
         ...                  "is_init": torch.ones(2, 3, 1, dtype=torch.bool),
         ...                  ("next", "pixels"): torch.zeros(2, 3, 3, 64, 64, dtype=torch.uint8)},
         ...                 [2, 3])
         >>> out = model(td)
         >>> out["next", "reco_pixels"].shape, out["next", "encoded_latents"].shape
-        (torch.Size([2, 3, 3, 64, 64]), torch.Size([2, 3, 128]))
+        (torch.Size([2, 3, 3, 64, 64]), torch.Size([2, 3, 512]))
     """
 
     def __init__(
@@ -308,42 +309,50 @@ class APVWorldModel(TensorDictModuleBase):
 
 
 def make_apv_world_model(
-    preset: str | Mapping = "tiny",
     action_dim: int = 4,
     *,
     action_free: PreLARWorldModel | None = None,
     reward_keys: list[NestedKey] | None = None,
-    **overrides: Any,
+    **world_model_kwargs: Any,
 ) -> APVWorldModel:
     """Stack a new action-conditional RSSM on an action-free world model.
 
     Args:
-        preset: world-model preset or configuration; the new RSSM has the sizes of its
-            ``rssm`` section (as the action-free one, so the pre-trained decoder fits).
         action_dim: real action size; the new prior reads ``"action"`` directly.
         action_free: the (pre-trained) model of :func:`make_action_free_world_model`; its
-            encoder, RSSM and decoder are taken over. A fresh one by default.
+            encoder, RSSM and decoder are taken over. A fresh one (of ``world_model_kwargs``)
+            by default.
         reward_keys: one reward head per key.
-        **overrides: merged into the preset.
+        **world_model_kwargs: the arguments of
+            :func:`~torchrl_prelar.modules.make_world_model`; the new RSSM has the sizes of
+            its ``rssm`` settings (those of the action-free one, so the pre-trained decoder
+            fits), the reward heads its ``reward_head`` settings.
 
     Examples:
-        >>> model = make_apv_world_model("tiny", action_dim=4, reward_keys=[("next", "reward")])
+        >>> model = make_apv_world_model(action_dim=4, reward_keys=[("next", "reward")],
+        ...                              rssm={"categoricals": 8, "classes": 8})
         >>> model.rssm_prior.action_state_projector[0].in_features  # 64 stoch + 4 action
         68
     """
-    config = world_model_config(preset, **overrides)
+    settings = resolve_world_model_kwargs(**world_model_kwargs)
     if action_free is None:
-        action_free = make_action_free_world_model(config)
+        action_free = make_action_free_world_model(**world_model_kwargs)
     stacked = ActionFreeRSSM(action_free.rssm)
+    rssm = settings["rssm"]
     rollout = make_rssm_rollout(
-        config["rssm"], action_dim, stacked.feature_dim, action_key="action"
+        **rssm, action_dim=action_dim, obs_embed_dim=stacked.feature_dim, action_key="action"
     )
+    features = model_state_size(rssm)
+    heads = [
+        make_reward_head(**settings["reward_head"], in_features=features, out_key=key)
+        for key in reward_keys or []
+    ]
     return APVWorldModel(
         action_free.encoder.module,
         stacked,
         rollout,
         action_free.decoder,
-        [make_reward_head(config, key) for key in reward_keys or []],
+        heads,
         image_shape=action_free.image_shape,
         validate_inputs=action_free.validate_inputs,
     )

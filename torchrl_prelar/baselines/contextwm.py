@@ -2,9 +2,9 @@
 
 ContextWM separates the static context of a clip from its dynamics. A context frame of each
 clip (:class:`ContextFrame`; a random step of the clip in training, as ContextWM's default
-``trand``) goes through a separate context encoder (:class:`MultiScaleEncoder`, the preset's
-encoder architecture with its own weights) that keeps feature maps at several resolutions. The
-decoder (:class:`ContextualDecoder`) reads them through cross-attention
+``trand``) goes through a separate context encoder (:class:`MultiScaleEncoder`, the world
+model's encoder architecture with its own weights) that keeps feature maps at several
+resolutions. The decoder (:class:`ContextualDecoder`) reads them through cross-attention
 (:class:`ContextCrossAttention`): its feature maps are the queries, the context map of the same
 resolution the keys and values, at 16x16 and 8x8 by default (ContextWM attends where the
 decoder's maps are smaller than 32x32). The latent dynamics then need not model the scene.
@@ -27,8 +27,9 @@ Keys (under the ``[*batch, T]`` batch of the world model):
 ``("context", "features_<s>")``   the ``s x s`` context feature map, ``[*batch, T, C_s, s, s]``
 ================================  =========================================================
 
-Settings (the ``context`` section of the world-model configuration, e.g.
-``world_model.overrides.context.mask_ratio=0.5``; defaults in :data:`CONTEXT_DEFAULTS`):
+Settings (the ``context`` argument of :func:`make_contextwm_pretrain_model` and
+:func:`make_contextwm_world_model`, e.g. ``context={"mask_ratio": 0.5}``; defaults in
+:data:`CONTEXT_DEFAULTS`):
 ``resolutions`` (sides of the attended maps), ``heads``, ``mask_ratio`` (fraction of context
 tokens dropped from the keys in training, ContextWM's ``ctx_attmask``), ``dropout``
 (attention dropout), ``frame`` (``random`` or ``first``), ``shift`` (random-shift
@@ -69,12 +70,13 @@ from torchrl_prelar.baselines.apv import (
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.modules.world_model import (
     PreLARWorldModel,
-    _make_encoder,
-    world_model_config,
+    make_pixel_encoder,
+    model_state_size,
+    resolve_world_model_kwargs,
 )
 
 CONTEXT_PIXELS_KEY: NestedKey = ("context", "pixels")
-#: Defaults of the ``context`` section of a world-model configuration.
+#: Defaults of the ``context`` settings of the ContextWM models.
 CONTEXT_DEFAULTS: dict[str, Any] = {
     "resolutions": [16, 8],
     "heads": 4,
@@ -96,14 +98,14 @@ def context_feature_key(side: int) -> NestedKey:
     return ("context", f"features_{side}")
 
 
-def context_settings(config: Mapping) -> dict[str, Any]:
-    """The ``context`` section of a world-model configuration, over :data:`CONTEXT_DEFAULTS`.
+def context_settings(context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``context`` settings over :data:`CONTEXT_DEFAULTS`, checked.
 
     Examples:
-        >>> context_settings({"context": {"heads": 2}})["heads"], context_settings({})["frame"]
+        >>> context_settings({"heads": 2})["heads"], context_settings()["frame"]
         (2, 'random')
     """
-    settings = {**CONTEXT_DEFAULTS, **(config.get("context") or {})}
+    settings = {**CONTEXT_DEFAULTS, **(context or {})}
     unknown = sorted(set(settings) - set(CONTEXT_DEFAULTS))
     if unknown:
         raise ValueError(
@@ -376,11 +378,11 @@ class ContextCrossAttention(nn.Module):
 class ContextualDecoder(nn.Module):
     """A pixel decoder whose feature maps attend to multi-scale context maps.
 
-    Wraps a decoder of :mod:`torchrl_prelar.modules.networks` (the ``small`` / ``tiny`` conv
-    decoder or the ``paper`` ResNet one: any with ``stem`` and ``layers``) and runs its own
-    layers; the ``s x s`` map is handed to a :class:`ContextCrossAttention` with the context
-    map of side ``s`` before the first layer with weights that reads it (after a conv stage's
-    activation, or after a ResNet stage's upsampling, before its residual blocks).
+    Wraps a decoder of :mod:`torchrl_prelar.modules.networks` (the conv decoder or the ResNet
+    one: any with ``stem`` and ``layers``) and runs its own layers; the ``s x s`` map is
+    handed to a :class:`ContextCrossAttention` with the context map of side ``s`` before the
+    first layer with weights that reads it (after a conv stage's activation, or after a ResNet
+    stage's upsampling, before its residual blocks).
 
     Called as ``decoder(state, belief, *context_maps)``: model features ``[*batch, F]``
     (concatenated) and one map ``[*batch, C_s, s, s]`` per side of ``context_channels``, from
@@ -492,10 +494,10 @@ class ContextWMPretrainModel(_ContextBeforeDecoder, PreLARWorldModel):
 
     Examples:
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
-        >>> model = make_contextwm_pretrain_model("tiny")
+        >>> model = make_contextwm_pretrain_model()
         >>> out = model(moving_square_batch(2, 4))
         >>> out["next", "reco_pixels"].shape, out["context", "features_8"].shape
-        (torch.Size([2, 4, 3, 64, 64]), torch.Size([2, 4, 32, 8, 8]))
+        (torch.Size([2, 4, 3, 64, 64]), torch.Size([2, 4, 64, 8, 8]))
     """
 
     def _decode(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -513,7 +515,7 @@ class ContextWMWorldModel(_ContextBeforeDecoder, APVWorldModel):
 
     Examples:
         >>> from tensordict import TensorDict
-        >>> model = make_contextwm_world_model("tiny", action_dim=4)
+        >>> model = make_contextwm_world_model(action_dim=4)
         >>> td = TensorDict({"action": torch.zeros(2, 3, 4),
         ...                  "is_init": torch.ones(2, 3, 1, dtype=torch.bool),
         ...                  ("next", "pixels"): torch.zeros(2, 3, 3, 64, 64, dtype=torch.uint8)},
@@ -523,26 +525,47 @@ class ContextWMWorldModel(_ContextBeforeDecoder, APVWorldModel):
     """
 
 
+def resolve_contextwm_kwargs(
+    *, context: Mapping[str, Any] | None = None, **world_model_kwargs: Any
+) -> dict[str, Any]:
+    """Every setting of the ContextWM models, defaults filled in (what a checkpoint stores):
+    :func:`~torchrl_prelar.modules.resolve_world_model_kwargs` and ``context``.
+
+    Examples:
+        >>> resolve_contextwm_kwargs(context={"heads": 2})["context"]["resolutions"]
+        [16, 8]
+    """
+    settings = resolve_world_model_kwargs(**world_model_kwargs)
+    return {**settings, "context": context_settings(context)}
+
+
 def make_contextwm_pretrain_model(
-    preset: str | Mapping = "tiny", **overrides: Any
+    *, context: Mapping[str, Any] | None = None, **world_model_kwargs: Any
 ) -> ContextWMPretrainModel:
     """APV's action-free world model with a context encoder and a contextual decoder.
 
-    The context encoder has the architecture of the preset's encoder and its own weights
-    (ContextWM's context encoder has the encoder's depth); the decoder is the preset's, with
-    one :class:`ContextCrossAttention` per side of ``context.resolutions``.
+    The context encoder has the architecture of the encoder and its own weights (ContextWM's
+    context encoder has the encoder's depth); the decoder is the world model's, with one
+    :class:`ContextCrossAttention` per side of ``context["resolutions"]``.
+
+    Args:
+        context: the context settings (see the module docstring; :data:`CONTEXT_DEFAULTS`).
+        **world_model_kwargs: the arguments of
+            :func:`~torchrl_prelar.baselines.apv.make_action_free_world_model`.
 
     Examples:
-        >>> model = make_contextwm_pretrain_model("tiny", context={"resolutions": [8]})
+        >>> model = make_contextwm_pretrain_model(context={"resolutions": [8]})
         >>> sorted(model.decoder.module.attention)
         ['8']
     """
-    config = world_model_config(preset, **overrides)
-    settings = context_settings(config)
-    base = make_action_free_world_model(config)
+    settings = context_settings(context)
+    base = make_action_free_world_model(**world_model_kwargs)
+    model_settings = resolve_world_model_kwargs(**world_model_kwargs)
     image_shape = base.image_shape
     network = MultiScaleEncoder(
-        _make_encoder(config["encoder"], image_shape[0], image_shape[1]),
+        make_pixel_encoder(
+            **model_settings["encoder"], in_channels=image_shape[0], image_size=image_shape[1]
+        ),
         settings["resolutions"],
         image_shape,
     )
@@ -551,10 +574,9 @@ def make_contextwm_pretrain_model(
         in_keys=[CONTEXT_PIXELS_KEY],
         out_keys=[context_feature_key(side) for side in network.sides],
     )
-    rssm = config["rssm"]
     decoder = ContextualDecoder(
         base.decoder.module,
-        rssm["categoricals"] * rssm["classes"] + rssm["deter"],
+        model_state_size(model_settings["rssm"]),
         network.channels,
         heads=settings["heads"],
         mask_ratio=settings["mask_ratio"],
@@ -578,34 +600,35 @@ def make_contextwm_pretrain_model(
 
 
 def make_contextwm_world_model(
-    preset: str | Mapping = "tiny",
     action_dim: int = 4,
     *,
     action_free: ContextWMPretrainModel | None = None,
     reward_keys: list[NestedKey] | None = None,
-    **overrides: Any,
+    context: Mapping[str, Any] | None = None,
+    **world_model_kwargs: Any,
 ) -> ContextWMWorldModel:
     """Stack a new action-conditional RSSM on a ContextWM pre-training model (as APV does).
 
     Args:
-        preset: world-model preset or configuration (see
-            :func:`~torchrl_prelar.baselines.apv.make_apv_world_model`).
         action_dim: real action size.
         action_free: the (pre-trained) :func:`make_contextwm_pretrain_model`; its encoder,
-            RSSM, context encoder and decoder are taken over. A fresh one by default.
+            RSSM, context encoder and decoder are taken over. A fresh one (of ``context`` and
+            ``world_model_kwargs``) by default.
         reward_keys: one reward head per key.
-        **overrides: merged into the preset.
+        context: the context settings of a fresh ``action_free`` model.
+        **world_model_kwargs: the arguments of
+            :func:`~torchrl_prelar.baselines.apv.make_apv_world_model`.
 
     Examples:
-        >>> model = make_contextwm_world_model("tiny", action_dim=4)
+        >>> model = make_contextwm_world_model(action_dim=4,
+        ...                                    rssm={"categoricals": 8, "classes": 8})
         >>> model.rssm_prior.action_state_projector[0].in_features  # 64 stoch + 4 action
         68
     """
-    config = world_model_config(preset, **overrides)
     if action_free is None:
-        action_free = make_contextwm_pretrain_model(config)
+        action_free = make_contextwm_pretrain_model(context=context, **world_model_kwargs)
     stacked = make_apv_world_model(
-        config, action_dim, action_free=action_free, reward_keys=reward_keys
+        action_dim, action_free=action_free, reward_keys=reward_keys, **world_model_kwargs
     )
     return ContextWMWorldModel(
         stacked.encoder.module,
@@ -622,7 +645,8 @@ def make_contextwm_world_model(
 
 _Builders = tuple[Callable[..., PreLARWorldModel], Callable[..., APVWorldModel]]
 #: ``finetune.init`` values that pre-train an action-free model and stack an RSSM on it:
-#: (pre-training model builder, fine-tuning model builder), both taking a configuration.
+#: (pre-training model builder, fine-tuning model builder), both taking the world-model
+#: arguments (and ContextWM's ``context``).
 STACKED_BASELINES: dict[str, _Builders] = {
     "apv": (make_action_free_world_model, make_apv_world_model),
     "contextwm": (make_contextwm_pretrain_model, make_contextwm_world_model),

@@ -44,8 +44,9 @@ from torchrl_prelar.evaluation.held_out import (
     load_clip_sets,
     save_latent_action_results,
 )
-from torchrl_prelar.io import PRETRAINED_MODEL, load_checkpoint
-from torchrl_prelar.modules import PreLARWorldModel, make_world_model, world_model_config
+from torchrl_prelar.io import PRETRAINED_MODEL
+from torchrl_prelar.legacy import load_world_model_checkpoint
+from torchrl_prelar.modules import PreLARWorldModel, make_world_model
 
 __all__ = ["build_parser", "format_table", "load_pretrained_run", "main"]
 
@@ -116,65 +117,64 @@ def load_pretrained_run(
     """The pre-trained world model of a run (latent action model included) and its
     ``evaluation`` settings (empty for runs without them).
 
+    The model is rebuilt from the ``"world_model_kwargs"`` stored in the file (a file of
+    2026-11-27, whose world model is named by a preset, is read through
+    :func:`~torchrl_prelar.legacy.upgrade_checkpoint`).
+
     Args:
         run_dir: the run folder; its ``pretrained_world_model.pt`` is read by default.
         device: where the model goes.
         checkpoint: another file to read: a pre-trained model (``"world_model"`` and
-            ``"config"`` entries), or a pre-training checkpoint (``"trainer"``, with the
-            ``"world_model_config"`` the example stores in it), whose world-model weights are
-            taken out of the trainer's state.
+            ``"world_model_kwargs"`` entries), or a pre-training checkpoint (``"trainer"``,
+            with the ``"world_model_kwargs"`` the example stores in it), whose world-model
+            weights are taken out of the trainer's state.
 
     Raises:
-        ValueError: if the file is neither, if a pre-training checkpoint has no
-            ``"world_model_config"``, or if it has no latent action model (an APV or ContextWM
-            action-free pre-training).
+        ValueError: if the file is neither, if it has no ``"world_model_kwargs"``, or if it
+            has no latent action model (an APV or ContextWM action-free pre-training).
 
     Examples:
         >>> import tempfile
         >>> from torchrl_prelar.io import save_checkpoint
         >>> run_dir = Path(tempfile.mkdtemp())
-        >>> model = make_world_model("tiny")
+        >>> kwargs = {"rssm": {"deter": 64}}
+        >>> model = make_world_model(**kwargs)
         >>> state = {f"loss.world_model.{k}": v for k, v in model.state_dict().items()}
         >>> _ = save_checkpoint(run_dir / "pretrain_last.pt", {
-        ...     "trainer": {"model": state}, "step": 5,
-        ...     "world_model_config": {"preset": "tiny", "overrides": {}}})
+        ...     "trainer": {"model": state}, "step": 5, "world_model_kwargs": kwargs})
         >>> loaded, _ = load_pretrained_run(run_dir, checkpoint=run_dir / "pretrain_last.pt")
         >>> bool((loaded.state_dict()["action_model.head.0.weight"]
         ...       == model.state_dict()["action_model.head.0.weight"]).all())
         True
     """
     path = Path(checkpoint) if checkpoint is not None else Path(run_dir) / PRETRAINED_MODEL
-    content = load_checkpoint(path)
-    if "world_model" in content and "config" in content:
-        state, config = content["world_model"], content["config"]
-        evaluation = content.get("evaluation")
+    content = load_world_model_checkpoint(path)
+    if "world_model" in content:
+        state = names = content["world_model"]
     elif "trainer" in content:
-        if "world_model_config" not in content:
-            raise ValueError(
-                f"{path} is a pre-training checkpoint without a 'world_model_config' entry "
-                "(written before the example stored it): its world model cannot be rebuilt."
-            )
-        config = content["world_model_config"]
-        evaluation = content.get("evaluation")
-        state = None
+        state, names = None, content["trainer"]["model"]
     else:
         raise ValueError(
             f"{path} holds {sorted(content)}: expected a pre-trained model ('world_model', "
-            "'config') or a pre-training checkpoint ('trainer', 'world_model_config')."
+            "'world_model_kwargs') or a pre-training checkpoint ('trainer', "
+            "'world_model_kwargs')."
         )
-    world_model = make_world_model(
-        world_model_config(config["preset"], **(config.get("overrides") or {}))
-    )
-    names = state if state is not None else content["trainer"]["model"]
+    if "world_model_kwargs" not in content:
+        raise ValueError(
+            f"{path} has no 'world_model_kwargs' entry (a pre-training checkpoint written "
+            "before the example stored its world model's arguments): its world model cannot "
+            "be rebuilt."
+        )
     if not any(name.split(".").count("action_model") for name in names):
         raise ValueError(
             f"{path} is an action-free pre-training (APV or ContextWM): it has no latent "
             "action to evaluate."
         )
+    world_model = make_world_model(**content["world_model_kwargs"])
     if state is None:
         state = world_model_entries(content["trainer"]["model"], world_model, path)
     world_model.load_state_dict(state)
-    return world_model.to(device), dict(evaluation or {})
+    return world_model.to(device), dict(content.get("evaluation") or {})
 
 
 def world_model_entries(

@@ -395,9 +395,9 @@ def posterior_rollout(
     Examples:
         >>> from torchrl_prelar import make_world_model
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
-        >>> out = posterior_rollout(make_world_model("tiny"), moving_square_batch(2, 3))
+        >>> out = posterior_rollout(make_world_model(), moving_square_batch(2, 3))
         >>> out["latent_action"].shape, out["next", "posterior_logits"].shape
-        (torch.Size([2, 3, 8]), torch.Size([2, 3, 8, 8]))
+        (torch.Size([2, 3, 16]), torch.Size([2, 3, 16, 16]))
     """
     was_training = world_model.training
     action_model = world_model.action_model
@@ -568,7 +568,7 @@ def evaluate_latent_actions(
         >>> from torchrl_prelar import make_world_model
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
         >>> clips = episodes_to_clips(moving_square_episodes(4, 12), num_transitions=6)
-        >>> figures = evaluate_latent_actions(make_world_model("tiny"), clips, context=1)
+        >>> figures = evaluate_latent_actions(make_world_model(), clips, context=1)
         >>> sorted(figures)[:4]
         ['clips', 'context', 'delta_psnr', 'episodes']
     """
@@ -705,7 +705,7 @@ def save_transfer_gif(
         >>> from torchrl_prelar import make_world_model
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
         >>> path = Path(tempfile.mkdtemp()) / "transfer.gif"
-        >>> save_transfer_gif(make_world_model("tiny"), moving_square_batch(2, 6), path,
+        >>> save_transfer_gif(make_world_model(), moving_square_batch(2, 6), path,
         ...                   source=0, target=1, context=2).exists()
         True
     """

@@ -72,7 +72,7 @@ def open_loop_rollout(
         >>> from torchrl_prelar import make_world_model
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
         >>> truth, prediction = open_loop_rollout(
-        ...     make_world_model("tiny"), moving_square_batch(2, 6), context=2)
+        ...     make_world_model(), moving_square_batch(2, 6), context=2)
         >>> truth.shape == prediction.shape == (2, 6, 3, 64, 64)
         True
     """

@@ -8,17 +8,18 @@ from torchrl_prelar.modules.networks import (
     make_conv_encoder,
 )
 from torchrl_prelar.modules.world_model import (
-    PRESETS,
     PreLARWorldModel,
     make_action_encoder,
     make_latent_action_model,
+    make_pixel_decoder,
+    make_pixel_encoder,
     make_reward_head,
+    make_rssm_rollout,
     make_world_model,
-    world_model_config,
+    resolve_world_model_kwargs,
 )
 
 __all__ = [
-    "PRESETS",
     "ActionEncoder",
     "LatentActionModel",
     "PreLARWorldModel",
@@ -28,7 +29,10 @@ __all__ = [
     "make_conv_decoder",
     "make_conv_encoder",
     "make_latent_action_model",
+    "make_pixel_decoder",
+    "make_pixel_encoder",
     "make_reward_head",
+    "make_rssm_rollout",
     "make_world_model",
-    "world_model_config",
+    "resolve_world_model_kwargs",
 ]

@@ -7,7 +7,7 @@ Two families:
   nearest upsampling).
 * :func:`make_conv_encoder` / :func:`make_conv_decoder`: TorchRL's
   :class:`~torchrl.modules.DreamerV3ImageEncoder` / :class:`~torchrl.modules.DreamerV3ImageDecoder`
-  adapted to centred pixels, for the small CPU presets.
+  adapted to centred pixels, for the CPU-sized models.
 
 All encoders map ``[*batch, C, H, W]`` frames to ``[*batch, features]``: uint8 frames are
 centred by :func:`~torchrl_prelar.modules.pixels.centred_pixels` on the way in (the one

@@ -3,17 +3,21 @@
 The RSSM always reads its action from ``"latent_action"``; only the module that writes
 that key changes between stages (:class:`~torchrl_prelar.modules.LatentActionModel` for
 pre-training, :class:`~torchrl_prelar.modules.ActionEncoder` for fine-tuning).
+
+Every setting is a keyword argument: :func:`make_world_model` takes one mapping per part,
+holding the settings of that part's factory (:func:`make_pixel_encoder`,
+:func:`make_pixel_decoder`, :func:`make_rssm_rollout`, :func:`make_latent_action_model`,
+:func:`make_action_encoder`, :func:`make_reward_head`), and its defaults build the CPU-sized
+model. :func:`resolve_world_model_kwargs` fills in every default: what a checkpoint stores.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
-from importlib import resources
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import yaml
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
@@ -37,70 +41,6 @@ from torchrl_prelar.modules.networks import (
     make_conv_encoder,
 )
 from torchrl_prelar.modules.pixels import check_pixels
-
-PRESETS = ("paper", "small", "tiny")
-
-
-def _merge(base: dict, overrides: Mapping) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def world_model_config(preset: str | Mapping = "tiny", **overrides: Any) -> dict:
-    """Return the world-model settings of a preset (``paper``, ``small``, ``tiny``).
-
-    The presets live in ``torchrl_prelar/configs/world_model/<preset>.yaml``. A mapping is
-    taken as a full configuration. ``overrides`` are merged in, nested mappings key by key.
-
-    Examples:
-        >>> world_model_config("tiny", rssm={"deter": 32})["rssm"]["deter"]
-        32
-    """
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ValueError(f"Unknown world-model preset {preset!r}: expected one of {PRESETS}.")
-        text = (
-            resources.files("torchrl_prelar") / "configs" / "world_model" / f"{preset}.yaml"
-        ).read_text()
-        config = yaml.safe_load(text)
-    else:
-        config = _merge({}, preset)
-    return _merge(config, overrides)
-
-
-def _make_encoder(spec: Mapping, in_channels: int, image_size: int) -> nn.Module:
-    if spec["type"] == "resnet":
-        return ResNetEncoder(
-            in_channels,
-            tuple(spec["widths"]),
-            spec["blocks_per_stage"],
-            image_size,
-            spec.get("pool", "flatten"),
-        )
-    if spec["type"] == "conv":
-        return make_conv_encoder(
-            in_channels,
-            spec["depth"],
-            tuple(spec["mults"]),
-            image_size,
-            spec.get("pool", "flatten"),
-        )
-    raise ValueError(f"Unknown encoder type {spec['type']!r}: expected 'resnet' or 'conv'.")
-
-
-def _make_decoder(spec: Mapping, in_features: int, channels: int, image_size: int) -> nn.Module:
-    if spec["type"] == "resnet":
-        return ResNetDecoder(in_features, tuple(spec["widths"]), channels, image_size)
-    if spec["type"] == "conv":
-        return make_conv_decoder(
-            in_features, spec["depth"], tuple(spec["mults"]), channels, image_size
-        )
-    raise ValueError(f"Unknown decoder type {spec['type']!r}: expected 'resnet' or 'conv'.")
 
 
 def chain_in_keys(
@@ -149,9 +89,9 @@ def decode_states(
 
     Examples:
         >>> from tensordict import TensorDict
-        >>> model = make_world_model("tiny")
-        >>> decode_states(model.decoder, TensorDict({}, [2]), torch.zeros(2, 64),
-        ...               torch.zeros(2, 64)).shape
+        >>> model = make_world_model()
+        >>> decode_states(model.decoder, TensorDict({}, [2]), torch.zeros(2, 256),
+        ...               torch.zeros(2, 256)).shape
         torch.Size([2, 3, 64, 64])
     """
     keys = [key for key in decoder.in_keys if key in inputs.keys(include_nested=True)]
@@ -182,11 +122,11 @@ class PreLARWorldModel(TensorDictModuleBase):
     is supplied when absent. Swap the action model by assignment:
     ``world_model.action_model = ActionEncoder(...)``. ``activation_checkpointing`` trades
     compute for memory: pixel-network activations are recomputed in backward instead of being
-    stored (the preset key of the same name sets it).
+    stored (the :func:`make_world_model` argument of the same name sets it).
 
     Examples:
         >>> from tensordict import TensorDict
-        >>> model = make_world_model("tiny")
+        >>> model = make_world_model()
         >>> td = TensorDict({"pixels": torch.zeros(2, 4, 3, 64, 64, dtype=torch.uint8),
         ...                  "next": {"pixels": torch.zeros(2, 4, 3, 64, 64, dtype=torch.uint8)},
         ...                  "is_init": torch.zeros(2, 4, 1, dtype=torch.bool)}, [2, 4])
@@ -222,8 +162,8 @@ class PreLARWorldModel(TensorDictModuleBase):
     def activation_checkpointing(self) -> bool:
         """Recompute activations in backward instead of storing them (less memory).
 
-        Residual blocks (``paper`` networks, latent action trunk included) are recomputed one
-        block at a time; a pixel network without residual blocks (``small`` / ``tiny``) is
+        Residual blocks (``"resnet"`` networks, latent action trunk included) are recomputed
+        one block at a time; a pixel network without residual blocks (``"conv"``) is
         recomputed as a whole. Parameter names and values do not change. BatchNorm running
         statistics see each recomputed batch a second time (one extra momentum step).
         """
@@ -325,13 +265,13 @@ class PreLARWorldModel(TensorDictModuleBase):
 
         Examples:
             >>> from tensordict import TensorDict
-            >>> model = make_world_model("tiny")
+            >>> model = make_world_model()
             >>> td = TensorDict({"pixels": torch.zeros(2, 4, 3, 64, 64, dtype=torch.uint8),
             ...                  "next": {"pixels": torch.zeros(2, 4, 3, 64, 64,
             ...                                             dtype=torch.uint8)},
             ...                  "is_init": torch.zeros(2, 4, 1, dtype=torch.bool)}, [2, 4])
             >>> model.infer_latent_action(td)["latent_action"].shape
-            torch.Size([2, 4, 8])
+            torch.Size([2, 4, 16])
         """
         self._prepare(tensordict)
         tensordict = self._run_pixel_network(self.encoder, tensordict)
@@ -347,100 +287,167 @@ class PreLARWorldModel(TensorDictModuleBase):
         return tensordict
 
 
-def make_latent_action_model(config: Mapping) -> LatentActionModel:
-    """Build the :class:`LatentActionModel` described by a world-model configuration.
+def _settings_of(factory: Callable[..., Any]) -> dict[str, Any]:
+    """A part factory's settings (its arguments before ``*``) with their defaults."""
+    parameters = inspect.signature(factory).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD}
 
-    Examples:
-        >>> make_latent_action_model(world_model_config("tiny")).action_dim
-        8
-    """
-    spec = config["latent_action"]
-    if spec["input_mode"] in EMBEDDING_MODES:
-        encoder = _make_encoder(config["encoder"], config["channels"], config["image_size"])
-        combine = "difference" if spec["input_mode"] == "embedding_difference" else "concat"
-        trunk = EmbeddingPair(encoder.output_features, combine=combine)
-    else:
-        channels = latent_action_trunk_channels(
-            spec["input_mode"], spec["window"], config["channels"]
+
+def _resolve(
+    name: str, owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``given`` over ``defaults`` (``owner``'s settings); an unknown setting raises, naming
+    the accepted ones."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(
+            f"{name} has no setting {', '.join(map(repr, unknown))}: the settings of "
+            f"{owner} are {', '.join(defaults)}."
         )
-        trunk = _make_encoder(spec["trunk"], channels, config["image_size"])
-        padding = spec["trunk"].get("padding", "zeros")
-        if padding == "circular":
-            use_circular_padding(trunk)
-        elif padding != "zeros":
-            raise ValueError(
-                f"latent_action.trunk.padding must be 'zeros' or 'circular', got {padding!r}."
-            )
-    return LatentActionModel(
-        trunk,
-        action_dim=spec["dim"],
-        hidden_dim=spec["hidden"],
-        output_type=spec["output_type"],
-        input_mode=spec["input_mode"],
-        window=spec["window"],
-        shift=spec.get("shift", 0),
-        num_categoricals=spec["num_categoricals"],
-    )
+    merged = {**defaults, **given}
+    return {key: list(v) if isinstance(v, tuple) else v for key, v in merged.items()}
 
 
-def make_action_encoder(config: Mapping, action_dim: int) -> ActionEncoder:
-    """Build the fine-tuning :class:`ActionEncoder` matching a world-model configuration.
+def _resolve_part(name: str, factory: Callable[..., Any], given: Mapping | None) -> dict:
+    return _resolve(name, factory.__name__, _settings_of(factory), given)
+
+
+def model_state_size(rssm: Mapping[str, Any]) -> int:
+    """Width of the model state ``[state, belief]`` of an RSSM of these (resolved) settings.
 
     Examples:
-        >>> make_action_encoder(world_model_config("tiny"), action_dim=4)(torch.zeros(4)).shape
-        torch.Size([8])
+        >>> model_state_size({"deter": 256, "categoricals": 16, "classes": 16})
+        512
     """
-    spec = config["action_encoder"]
-    return ActionEncoder(action_dim, config["latent_action"]["dim"], spec["hidden"], spec["depth"])
+    return rssm["categoricals"] * rssm["classes"] + rssm["deter"]
 
 
-def make_reward_head(config: Mapping, out_key: NestedKey = ("next", "reward")) -> TensorDictModule:
-    """An ELU MLP from the model state ``[state, belief]`` to a scalar reward prediction.
+def make_pixel_encoder(
+    type: str = "conv",
+    depth: int = 16,
+    mults: Sequence[int] = (1, 2, 4, 8),
+    widths: Sequence[int] = (48, 96, 192),
+    blocks_per_stage: int = 2,
+    pool: str = "flatten",
+    padding: str = "zeros",
+    *,
+    in_channels: int = 3,
+    image_size: int = 64,
+) -> nn.Module:
+    """A pixel encoder: TorchRL's DreamerV3 conv encoder or the reference ResNet encoder.
+
+    Args:
+        type: ``"conv"`` (:func:`~torchrl_prelar.modules.networks.make_conv_encoder`, sized
+            by ``depth`` and ``mults``) or ``"resnet"``
+            (:class:`~torchrl_prelar.modules.networks.ResNetEncoder`, sized by ``widths`` and
+            ``blocks_per_stage``).
+        depth: channels of the first conv stage.
+        mults: channel multiplier of each conv stage (each halves the side).
+        widths: channels of each residual stage.
+        blocks_per_stage: residual blocks per stage.
+        pool: ``"flatten"`` the last feature map, or average it over space (``"mean"``).
+        padding: ``"zeros"``, or ``"circular"`` for frames on a torus
+            (:func:`~torchrl_prelar.modules.latent_action.use_circular_padding`).
+        in_channels: channels read (3 for a frame, 6 for a frame pair).
+        image_size: frame height and width.
 
     Examples:
-        >>> make_reward_head(world_model_config("tiny")).out_keys
-        [('next', 'reward')]
+        >>> make_pixel_encoder(depth=8, in_channels=6).output_features
+        1024
+        >>> make_pixel_encoder("resnet", widths=(8, 8, 16), pool="mean").output_features
+        16
     """
-    rssm, spec = config["rssm"], config["reward_head"]
-    network = MLP(
-        in_features=rssm["categoricals"] * rssm["classes"] + rssm["deter"],
-        out_features=1,
-        num_cells=[spec["hidden"]] * spec["depth"],
-        activation_class=nn.ELU,
-    )
-    return TensorDictModule(
-        network, in_keys=[("next", "state"), ("next", "belief")], out_keys=[out_key]
-    )
+    if type == "resnet":
+        encoder = ResNetEncoder(in_channels, tuple(widths), blocks_per_stage, image_size, pool)
+    elif type == "conv":
+        encoder = make_conv_encoder(in_channels, depth, tuple(mults), image_size, pool)
+    else:
+        raise ValueError(f"Unknown encoder type {type!r}: expected 'resnet' or 'conv'.")
+    if padding == "circular":
+        use_circular_padding(encoder)
+    elif padding != "zeros":
+        raise ValueError(f"padding must be 'zeros' or 'circular', got {padding!r}.")
+    return encoder
+
+
+def make_pixel_decoder(
+    type: str = "conv",
+    depth: int = 16,
+    mults: Sequence[int] = (1, 2, 4, 8),
+    widths: Sequence[int] = (192, 96, 48, 24),
+    *,
+    in_features: int,
+    channels: int = 3,
+    image_size: int = 64,
+) -> nn.Module:
+    """A pixel decoder: TorchRL's DreamerV3 conv decoder or the reference ResNet decoder.
+
+    Args:
+        type: ``"conv"`` (:func:`~torchrl_prelar.modules.networks.make_conv_decoder`, sized
+            by ``depth`` and ``mults``) or ``"resnet"``
+            (:class:`~torchrl_prelar.modules.networks.ResNetDecoder`, sized by ``widths``).
+        depth: channels of the last conv stage.
+        mults: channel multiplier of each conv stage (each doubles the side).
+        widths: channels from the first residual stage to the last.
+        in_features: size of the features decoded (the model state ``[state, belief]``).
+        channels: image channels.
+        image_size: image height and width.
+
+    Examples:
+        >>> make_pixel_decoder(depth=8, in_features=32)(torch.zeros(2, 32)).shape
+        torch.Size([2, 3, 64, 64])
+    """
+    if type == "resnet":
+        return ResNetDecoder(in_features, tuple(widths), channels, image_size)
+    if type == "conv":
+        return make_conv_decoder(in_features, depth, tuple(mults), channels, image_size)
+    raise ValueError(f"Unknown decoder type {type!r}: expected 'resnet' or 'conv'.")
 
 
 def make_rssm_rollout(
-    rssm: Mapping, action_dim: int, obs_embed_dim: int, *, action_key: NestedKey
+    deter: int = 256,
+    hidden: int = 256,
+    categoricals: int = 16,
+    classes: int = 16,
+    *,
+    action_dim: int,
+    obs_embed_dim: int,
+    action_key: NestedKey = "latent_action",
 ) -> RSSMRolloutV3:
-    """TorchRL's DreamerV3 RSSM (prior, posterior, rollout over time) of a ``rssm`` config.
+    """TorchRL's DreamerV3 RSSM: prior, posterior and their rollout over time.
 
     The prior reads ``action_key`` (``action_dim`` wide, 0 for an action-free prior); the
     posterior reads ``("next", "encoded_latents")`` (``obs_embed_dim`` wide). State and
     belief are reset where ``"is_init"`` is set.
 
+    Args:
+        deter: size of the deterministic state (the GRU's ``"belief"``).
+        hidden: width of the prior's and posterior's hidden layers.
+        categoricals: categorical variables of the stochastic ``"state"``.
+        classes: classes of each categorical.
+        action_dim: width of the action the prior reads.
+        obs_embed_dim: width of the frame embedding the posterior reads.
+        action_key: the action's key.
+
     Examples:
-        >>> rollout = make_rssm_rollout(world_model_config("tiny")["rssm"], 8, 256,
-        ...                             action_key="latent_action")
-        >>> rollout.action_key
-        'latent_action'
+        >>> rollout = make_rssm_rollout(deter=64, action_dim=8, obs_embed_dim=256)
+        >>> rollout.action_key, rollout.rssm_prior.module.rnn_hidden_dim
+        ('latent_action', 64)
     """
     prior = RSSMPriorV3(
         action_shape=(action_dim,),
-        hidden_dim=rssm["hidden"],
-        rnn_hidden_dim=rssm["deter"],
-        num_categoricals=rssm["categoricals"],
-        num_classes=rssm["classes"],
+        hidden_dim=hidden,
+        rnn_hidden_dim=deter,
+        num_categoricals=categoricals,
+        num_classes=classes,
         action_dim=action_dim,
     )
     posterior = RSSMPosteriorV3(
-        hidden_dim=rssm["hidden"],
-        num_categoricals=rssm["categoricals"],
-        num_classes=rssm["classes"],
-        rnn_hidden_dim=rssm["deter"],
+        hidden_dim=hidden,
+        num_categoricals=categoricals,
+        num_classes=classes,
+        rnn_hidden_dim=deter,
         obs_embed_dim=obs_embed_dim,
     )
     return RSSMRolloutV3(
@@ -459,53 +466,267 @@ def make_rssm_rollout(
     )
 
 
-def make_world_model(
-    preset: str | Mapping = "tiny",
+def make_latent_action_model(
+    dim: int = 16,
+    hidden: int = 256,
+    output_type: str = "gaussian",
+    input_mode: str = "concat",
+    window: int = 2,
+    shift: int = 0,
+    num_categoricals: int = 4,
+    trunk: Mapping[str, Any] | None = None,
     *,
+    channels: int = 3,
+    image_size: int = 64,
+    embedding_dim: int | None = None,
+) -> LatentActionModel:
+    """A :class:`LatentActionModel` (see it for what each setting does).
+
+    Args:
+        dim: latent action size (``action_dim``).
+        hidden: width of the head's hidden layer.
+        output_type: ``"gaussian"``, ``"deterministic"`` or ``"discrete"``.
+        input_mode: ``"concat"`` or ``"difference"`` (frames, read by a trunk of their own),
+            ``"embedding"`` or ``"embedding_difference"`` (the world model's encoder
+            embeddings of o_t and o_{t+1}, ``embedding_dim`` wide).
+        window: frames per inference, ending at o_{t+1}.
+        shift: training-time random shift of the frames, in pixels (frame inputs).
+        num_categoricals: categoricals of the discrete output.
+        trunk: settings of the frame trunk, :func:`make_pixel_encoder`'s (frame inputs;
+            its defaults when ``None``).
+        channels: channels of a frame.
+        image_size: frame height and width.
+        embedding_dim: width of the encoder embedding (embedding inputs).
+
+    Examples:
+        >>> make_latent_action_model(dim=8, trunk={"depth": 8}).action_dim
+        8
+        >>> model = make_latent_action_model(input_mode="embedding", embedding_dim=256)
+        >>> model.trunk.output_features
+        512
+    """
+    trunk = _resolve_part("trunk", make_pixel_encoder, trunk)
+    if input_mode in EMBEDDING_MODES:
+        if embedding_dim is None:
+            raise ValueError(
+                f"input_mode={input_mode!r} reads the world model's encoder embeddings: give "
+                "embedding_dim, the encoder's output_features."
+            )
+        combine = "difference" if input_mode == "embedding_difference" else "concat"
+        network = EmbeddingPair(embedding_dim, combine=combine)
+    else:
+        network = make_pixel_encoder(
+            **trunk,
+            in_channels=latent_action_trunk_channels(input_mode, window, channels),
+            image_size=image_size,
+        )
+    return LatentActionModel(
+        network,
+        action_dim=dim,
+        hidden_dim=hidden,
+        output_type=output_type,
+        input_mode=input_mode,
+        window=window,
+        shift=shift,
+        num_categoricals=num_categoricals,
+    )
+
+
+def make_action_encoder(
+    hidden: int = 256, depth: int = 1, *, action_dim: int, latent_dim: int
+) -> ActionEncoder:
+    """The fine-tuning :class:`ActionEncoder`: ``"action"`` to a ``latent_dim`` latent action.
+
+    Args:
+        hidden: width of the hidden layers.
+        depth: hidden layers.
+        action_dim: real action size.
+        latent_dim: latent action size of the world model it feeds.
+
+    Examples:
+        >>> make_action_encoder(action_dim=4, latent_dim=16)(torch.zeros(4)).shape
+        torch.Size([16])
+    """
+    return ActionEncoder(action_dim, latent_dim, hidden, depth)
+
+
+def make_reward_head(
+    hidden: int = 128,
+    depth: int = 2,
+    *,
+    in_features: int,
+    out_key: NestedKey = ("next", "reward"),
+) -> TensorDictModule:
+    """An ELU MLP from the model state ``[state, belief]`` to a scalar reward prediction.
+
+    Args:
+        hidden: width of the hidden layers.
+        depth: hidden layers.
+        in_features: size of the model state.
+        out_key: where the prediction is written.
+
+    Examples:
+        >>> make_reward_head(in_features=512).out_keys
+        [('next', 'reward')]
+    """
+    network = MLP(
+        in_features=in_features,
+        out_features=1,
+        num_cells=[hidden] * depth,
+        activation_class=nn.ELU,
+    )
+    return TensorDictModule(
+        network, in_keys=[("next", "state"), ("next", "belief")], out_keys=[out_key]
+    )
+
+
+#: The arguments of :func:`make_world_model` that say what is built around the world model
+#: (a checkpoint does not store them): the others are its settings.
+BUILD_ARGUMENTS = ("action_dim", "action_model", "reward_keys", "validate_inputs")
+#: The part mappings of :func:`make_world_model` and the factory whose settings each holds.
+_PART_FACTORIES = {
+    "encoder": make_pixel_encoder,
+    "decoder": make_pixel_decoder,
+    "rssm": make_rssm_rollout,
+    "latent_action": make_latent_action_model,
+    "action_encoder": make_action_encoder,
+    "reward_head": make_reward_head,
+}
+
+
+def resolve_world_model_kwargs(**settings: Any) -> dict[str, Any]:
+    """Every setting of :func:`make_world_model`, defaults filled in.
+
+    ``settings`` are arguments of :func:`make_world_model` but those of :data:`BUILD_ARGUMENTS`;
+    each part's mapping is checked against its factory, and an unknown setting raises a
+    ``TypeError`` naming the accepted ones. What a checkpoint stores to rebuild its model
+    whatever the defaults become.
+
+    Examples:
+        >>> kwargs = resolve_world_model_kwargs(rssm={"deter": 64})
+        >>> kwargs["rssm"], kwargs["latent_action"]["trunk"]["depth"]
+        ({'deter': 64, 'hidden': 256, 'categoricals': 16, 'classes': 16}, 16)
+        >>> resolve_world_model_kwargs(rssm={"size": 64})
+        Traceback (most recent call last):
+        ...
+        TypeError: rssm has no setting 'size': the settings of make_rssm_rollout are deter, ...
+    """
+    parameters = inspect.signature(make_world_model).parameters.items()
+    defaults = {name: p.default for name, p in parameters if name not in BUILD_ARGUMENTS}
+    resolved = _resolve("make_world_model", "make_world_model", defaults, settings)
+    for part, factory in _PART_FACTORIES.items():
+        resolved[part] = _resolve_part(part, factory, resolved[part])
+    latent = resolved["latent_action"]
+    latent["trunk"] = _resolve_part("latent_action.trunk", make_pixel_encoder, latent["trunk"])
+    return resolved
+
+
+def make_world_model(
+    *,
+    image_size: int = 64,
+    channels: int = 3,
+    encoder: Mapping[str, Any] | None = None,
+    decoder: Mapping[str, Any] | None = None,
+    rssm: Mapping[str, Any] | None = None,
+    latent_action: Mapping[str, Any] | None = None,
+    action_encoder: Mapping[str, Any] | None = None,
+    reward_head: Mapping[str, Any] | None = None,
+    activation_checkpointing: bool = False,
+    action_dim: int | None = None,
     action_model: TensorDictModuleBase | None = None,
     reward_keys: list[NestedKey] | None = None,
     validate_inputs: bool = True,
-    **overrides: Any,
 ) -> PreLARWorldModel:
-    """Build a :class:`PreLARWorldModel` from a preset name or a configuration mapping.
+    """Build a :class:`PreLARWorldModel`; the defaults give the CPU-sized model.
+
+    Each part's mapping holds the settings of its factory (the arguments before ``*``;
+    those not given keep their defaults). The defaults build TorchRL's DreamerV3 conv
+    encoder and decoder, a 256-unit RSSM with 16 x 16 categoricals and a 16-d Gaussian
+    latent action inferred from the frame pair.
 
     Args:
-        preset: ``"paper"``, ``"small"``, ``"tiny"`` or a full configuration mapping.
-        action_model: the module writing ``"latent_action"``; defaults to the preset's
-            :class:`LatentActionModel`.
+        image_size: frame height and width.
+        channels: frame channels.
+        encoder: :func:`make_pixel_encoder` settings of the frame encoder.
+        decoder: :func:`make_pixel_decoder` settings of the decoder.
+        rssm: :func:`make_rssm_rollout` settings.
+        latent_action: :func:`make_latent_action_model` settings; its ``dim`` is the width
+            of the action the RSSM reads, whatever the action model.
+        action_encoder: :func:`make_action_encoder` settings, used with ``action_dim``.
+        reward_head: :func:`make_reward_head` settings of each reward head.
+        activation_checkpointing: recompute pixel-network activations in backward
+            (:attr:`PreLARWorldModel.activation_checkpointing`).
+        action_dim: real action size: the action model is then a new
+            :class:`ActionEncoder` reading ``"action"`` (fine-tuning), and only
+            ``("next", "pixels")`` is read; by default a :class:`LatentActionModel` infers
+            the latent action from the frames.
+        action_model: the module writing ``"latent_action"``, in place of either.
         reward_keys: one reward head per key (e.g. ``[("next", "reward")]`` at fine-tuning);
             none by default, as action-free video has no reward.
         validate_inputs: check the frames of every batch (shape, range, NaN).
-        **overrides: merged into the preset (see :func:`world_model_config`).
 
     Examples:
-        >>> model = make_world_model("tiny", rssm={"deter": 32})
-        >>> model.rssm_prior.rnn_hidden_dim
-        32
+        >>> model = make_world_model(rssm={"deter": 32}, latent_action={"dim": 8})
+        >>> model.rssm_prior.rnn_hidden_dim, model.action_model.action_dim
+        (32, 8)
+        >>> make_world_model(action_dim=4).action_model.in_keys
+        ['action']
     """
-    config = world_model_config(preset, **overrides)
-    image_size, channels = config["image_size"], config["channels"]
-    rssm = config["rssm"]
-    stoch = rssm["categoricals"] * rssm["classes"]
-    latent_dim = config["latent_action"]["dim"]
-    encoder_net = _make_encoder(config["encoder"], channels, image_size)
+    if action_dim is not None and action_model is not None:
+        raise ValueError("Give action_dim (a new ActionEncoder) or action_model, not both.")
+    settings = resolve_world_model_kwargs(
+        image_size=image_size,
+        channels=channels,
+        encoder=encoder,
+        decoder=decoder,
+        rssm=rssm,
+        latent_action=latent_action,
+        action_encoder=action_encoder,
+        reward_head=reward_head,
+        activation_checkpointing=activation_checkpointing,
+    )
+    rssm, latent = settings["rssm"], settings["latent_action"]
+    encoder_net = make_pixel_encoder(
+        **settings["encoder"], in_channels=channels, image_size=image_size
+    )
     rollout = make_rssm_rollout(
-        config["rssm"], latent_dim, encoder_net.output_features, action_key="latent_action"
+        **rssm, action_dim=latent["dim"], obs_embed_dim=encoder_net.output_features
     )
-    decoder = TensorDictModule(
-        _make_decoder(config["decoder"], stoch + rssm["deter"], channels, image_size),
-        in_keys=[("next", "state"), ("next", "belief")],
-        out_keys=[("next", "reco_pixels")],
+    features = model_state_size(rssm)
+    decoder_net = make_pixel_decoder(
+        **settings["decoder"], in_features=features, channels=channels, image_size=image_size
     )
-    return PreLARWorldModel(
-        action_model if action_model is not None else make_latent_action_model(config),
+    if action_dim is not None:
+        action_model = make_action_encoder(
+            **settings["action_encoder"], action_dim=action_dim, latent_dim=latent["dim"]
+        )
+    elif action_model is None:
+        action_model = make_latent_action_model(
+            **latent,
+            channels=channels,
+            image_size=image_size,
+            embedding_dim=encoder_net.output_features,
+        )
+    heads = [
+        make_reward_head(**settings["reward_head"], in_features=features, out_key=key)
+        for key in reward_keys or []
+    ]
+    model = PreLARWorldModel(
+        action_model,
         TensorDictModule(
             encoder_net, in_keys=[("next", "pixels")], out_keys=[("next", "encoded_latents")]
         ),
         rollout,
-        decoder,
-        [make_reward_head(config, key) for key in reward_keys or []],
+        TensorDictModule(
+            decoder_net,
+            in_keys=[("next", "state"), ("next", "belief")],
+            out_keys=[("next", "reco_pixels")],
+        ),
+        heads,
         image_shape=(channels, image_size, image_size),
         validate_inputs=validate_inputs,
-        activation_checkpointing=config.get("activation_checkpointing", False),
+        activation_checkpointing=activation_checkpointing,
     )
+    if action_dim is not None:
+        model.pixel_keys = [("next", "pixels")]  # the action encoder reads no o_t frame
+    return model

@@ -410,7 +410,7 @@ class PreLARLoss(LossModule):
         >>> import torch
         >>> from tensordict import TensorDict
         >>> from torchrl_prelar import PreLARLoss, make_world_model
-        >>> loss = PreLARLoss(make_world_model("tiny"))
+        >>> loss = PreLARLoss(make_world_model())
         >>> frames = torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8)
         >>> td = TensorDict({"pixels": frames[:, :-1], "next": {"pixels": frames[:, 1:]},
         ...                  "is_init": torch.arange(4).expand(2, 4)[..., None] == 0}, [2, 4])

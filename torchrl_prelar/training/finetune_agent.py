@@ -58,8 +58,8 @@ from torchrl.trainers.algorithms import DreamerV3OptimizationStepper
 
 from torchrl_prelar.baselines.apv import APVWorldModel, NoAction
 from torchrl_prelar.baselines.contextwm import STACKED_BASELINES, ContextWMWorldModel
-from torchrl_prelar.io import load_checkpoint
-from torchrl_prelar.modules import PreLARWorldModel, make_action_encoder, make_world_model
+from torchrl_prelar.legacy import load_world_model_checkpoint
+from torchrl_prelar.modules import ActionEncoder, PreLARWorldModel, make_world_model
 from torchrl_prelar.modules.actor import TruncatedNormalActor
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
 from torchrl_prelar.objectives import PreLARLoss
@@ -89,31 +89,41 @@ def _pretraining_kind(state: Mapping[str, Any]) -> str:
 
 
 def load_pretrained_world_model(
-    world_model: PreLARWorldModel, path: str | Path, expected_config: Mapping | None = None
+    world_model: PreLARWorldModel,
+    path: str | Path,
+    configured: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Load encoder, RSSM and decoder of a pre-trained model file into ``world_model``.
 
-    ``world_model`` must still hold its :class:`LatentActionModel` (the whole pre-trained
-    model is checked, shape by shape); the reward heads are new and stay as they are. Swap
-    the action model afterwards. Returns the names of the loaded entries.
+    Every entry of the file is checked, shape by shape, against ``world_model``; the reward
+    heads are new and stay as they are, and so does an :class:`ActionEncoder` (a fine-tuning
+    world model's): the file's latent action model is then left out. A file of 2026-11-27
+    (world model named by a preset) is read through
+    :func:`~torchrl_prelar.legacy.upgrade_checkpoint`. Returns the names of the loaded
+    entries.
 
     Raises:
         ValueError: naming every parameter whose shape differs, or that is missing / extra,
-            together with the configuration the checkpoint was pre-trained with.
+            with the world-model arguments the file was pre-trained with (its
+            ``"world_model_kwargs"``) and ``configured``, those of ``world_model``.
 
     Examples:
         >>> import tempfile
-        >>> from torchrl_prelar.modules import make_world_model
         >>> from torchrl_prelar.io import save_checkpoint
+        >>> from torchrl_prelar.modules import make_world_model
         >>> path = Path(tempfile.mkdtemp()) / "pretrained_world_model.pt"
-        >>> state = make_world_model("tiny").state_dict()
-        >>> _ = save_checkpoint(path, {"world_model": state, "config": {"preset": "tiny"}})
-        >>> len(load_pretrained_world_model(make_world_model("tiny"), path)) == len(state)
+        >>> state = make_world_model().state_dict()
+        >>> _ = save_checkpoint(path, {"world_model": state, "world_model_kwargs": {}})
+        >>> len(load_pretrained_world_model(make_world_model(), path)) == len(state)
         True
     """
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_world_model_checkpoint(path)
     state = checkpoint["world_model"]
     target = world_model.state_dict()
+    new = ("reward_heads.",)
+    if isinstance(getattr(world_model, "action_model", None), ActionEncoder):
+        new += ("action_model.",)
+        state = {name: value for name, value in state.items() if not name.startswith(new)}
     problems = []
     for name, value in state.items():
         if name not in target:
@@ -124,24 +134,47 @@ def load_pretrained_world_model(
                 f"{tuple(target[name].shape)}"
             )
     for name in target:
-        if name not in state and not name.startswith("reward_heads."):
+        if name not in state and not name.startswith(new):
             problems.append(f"  {name}: missing from the checkpoint")
     if problems:
-        if _pretraining_kind(state) != _pretraining_kind(target):
+        if _pretraining_kind(checkpoint["world_model"]) != _pretraining_kind(target):
             problems.append(
-                f"  the checkpoint is a {_pretraining_kind(state)} pre-training, the "
-                f"configured model a {_pretraining_kind(target)} one: pre-train with "
-                "the same finetune.init (prelar, apv or contextwm) as the fine-tuning run."
+                f"  the checkpoint is a {_pretraining_kind(checkpoint['world_model'])} "
+                f"pre-training, the configured model a {_pretraining_kind(target)} one: "
+                "pre-train with the same finetune.init (prelar, apv or contextwm) as the "
+                "fine-tuning run."
             )
         raise ValueError(
             f"The pre-trained world model {path} does not match the configured world model "
-            f"(pre-trained with {checkpoint.get('config')}, configured "
-            f"{dict(expected_config) if expected_config is not None else '?'}):\n"
+            f"(pre-trained with {checkpoint.get('world_model_kwargs', '?')}, configured "
+            f"{dict(configured) if configured is not None else '?'}):\n"
             + "\n".join(problems)
-            + "\nSet world_model.preset / world_model.overrides to the pre-training values."
+            + "\nSet the world_model arguments to the pre-training's (its world_model_kwargs)."
         )
     world_model.load_state_dict(state, strict=False)
     return list(state)
+
+
+class _Float32(nn.Module):
+    """Return the inputs in fp32. Ends the networks whose outputs parameterise the policy's
+    distribution, the imagined rewards and the critic's values: under bf16 autocast the
+    networks compute in bf16, and the distributions and lambda returns in fp32 (in bf16 a
+    truncated normal's sample and entropy turn NaN, and returns of hundreds lose their units).
+    """
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = tuple(tensor.float() for tensor in tensors)
+        return out[0] if len(out) == 1 else out
+
+
+class _RewardInFloat32(TensorDictModule):
+    """A reward head's :class:`TensorDictModule` writing its prediction in fp32 (see
+    :class:`_Float32`); its parameter names are those of a plain ``TensorDictModule``."""
+
+    def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
+        tensordict = super().forward(tensordict, *args, **kwargs)
+        key = self.out_keys[0]
+        return tensordict.set(key, tensordict.get(key).float())
 
 
 class _Carry(nn.Module):
@@ -245,30 +278,37 @@ def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
 
 
 def build_finetune_world_model(
-    config: Mapping[str, Any],
     action_dim: int,
     *,
     init: str,
     pretrained: str | Path | None,
     reward_keys: list[NestedKey] | None = None,
-    expected_config: Mapping | None = None,
+    **world_model_kwargs: Any,
 ) -> FinetuneWorldModel:
-    """The fine-tuning world model of a world-model ``config``, initialised as ``init`` says.
+    """The fine-tuning world model of ``world_model_kwargs``, initialised as ``init`` says.
 
-    ``"prelar"`` loads encoder, RSSM and decoder from ``pretrained`` and replaces the latent
-    action model by a new :class:`ActionEncoder`; ``"dreamer"`` keeps the fresh
-    initialisation (the DreamerV2 baseline with the same action-encoder structure;
-    ``pretrained`` is not read); ``"apv"`` loads an action-free pre-training (encoder,
-    action-free RSSM, decoder) and stacks a new action-conditional RSSM on it
-    (:class:`~torchrl_prelar.baselines.apv.APVWorldModel`); ``"contextwm"`` likewise from a
-    ContextWM pre-training (:class:`~torchrl_prelar.baselines.contextwm.ContextWMWorldModel`,
-    with its context encoder and contextual decoder). One reward head per entry of
-    ``reward_keys`` (none by default); ``expected_config`` is named in shape-mismatch errors.
+    ``"prelar"``: :func:`~torchrl_prelar.modules.make_world_model` with a new
+    :class:`ActionEncoder` for ``action_dim`` actions, encoder, RSSM and decoder loaded from
+    ``pretrained``; ``"dreamer"``: the same model freshly initialised (the DreamerV2 baseline
+    with the same action-encoder structure; ``pretrained`` is not read); ``"apv"`` loads an
+    action-free pre-training (encoder, action-free RSSM, decoder) and stacks a new
+    action-conditional RSSM on it (:class:`~torchrl_prelar.baselines.apv.APVWorldModel`);
+    ``"contextwm"`` likewise from a ContextWM pre-training
+    (:class:`~torchrl_prelar.baselines.contextwm.ContextWMWorldModel`, with its context
+    encoder and contextual decoder). One reward head per entry of ``reward_keys`` (none by
+    default).
+
+    Args:
+        action_dim: real action size.
+        init: ``"prelar"``, ``"dreamer"``, ``"apv"`` or ``"contextwm"``.
+        pretrained: the pre-trained model file (``None`` for ``"dreamer"``).
+        reward_keys: one reward head per key.
+        **world_model_kwargs: the arguments of
+            :func:`~torchrl_prelar.modules.make_world_model` (and ``context`` for
+            ``"contextwm"``), those of the pre-training.
 
     Examples:
-        >>> from torchrl_prelar.modules import world_model_config
-        >>> model = build_finetune_world_model(
-        ...     world_model_config("tiny"), 4, init="dreamer", pretrained=None)
+        >>> model = build_finetune_world_model(4, init="dreamer", pretrained=None)
         >>> model.action_model.in_keys, len(model.reward_heads)
         (['action'], 0)
     """
@@ -278,15 +318,16 @@ def build_finetune_world_model(
         raise ValueError(f"init={init!r} needs a pre-trained checkpoint, got pretrained=None.")
     if init in STACKED_BASELINES:
         make_pretrained, make_stacked = STACKED_BASELINES[init]
-        action_free = make_pretrained(config)
-        load_pretrained_world_model(action_free, pretrained, expected_config)
-        return make_stacked(config, action_dim, action_free=action_free, reward_keys=reward_keys)
-    world_model = make_world_model(config, reward_keys=reward_keys)
+        action_free = make_pretrained(**world_model_kwargs)
+        load_pretrained_world_model(action_free, pretrained, world_model_kwargs)
+        return make_stacked(
+            action_dim, action_free=action_free, reward_keys=reward_keys, **world_model_kwargs
+        )
+    world_model = make_world_model(
+        **world_model_kwargs, action_dim=action_dim, reward_keys=reward_keys
+    )
     if init == "prelar":
-        load_pretrained_world_model(world_model, pretrained, expected_config)
-    world_model.action_model = make_action_encoder(config, action_dim)
-    # Only o_{t+1} is encoded: the stored transitions do not need the root frames.
-    world_model.pixel_keys = [("next", "pixels")]
+        load_pretrained_world_model(world_model, pretrained, world_model_kwargs)
     return world_model
 
 
@@ -343,9 +384,7 @@ def representation_parameters(world_model: FinetuneWorldModel) -> list[nn.Parame
     encoder (part of its encoder there): frozen at first.
 
     Examples:
-        >>> from torchrl_prelar.modules import world_model_config
-        >>> model = build_finetune_world_model(
-        ...     world_model_config("tiny"), 4, init="dreamer", pretrained=None)
+        >>> model = build_finetune_world_model(4, init="dreamer", pretrained=None)
         >>> n = len(representation_parameters(model))
         >>> n == len([*model.encoder.parameters(), *model.rssm.parameters()])
         True
@@ -635,10 +674,8 @@ def make_finetune_agent(
             the whole step.
 
     Examples:
-        >>> from torchrl_prelar.modules import world_model_config
         >>> model = build_finetune_world_model(
-        ...     world_model_config("tiny"), 4, init="dreamer", pretrained=None,
-        ...     reward_keys=[REWARD_KEY, AUX_REWARD_KEY])
+        ...     4, init="dreamer", pretrained=None, reward_keys=[REWARD_KEY, AUX_REWARD_KEY])
         >>> agent = make_finetune_agent(model, 4, actor_hidden=32, critic_hidden=32)
         >>> sorted(agent.carried), [group["name"] for group in agent.optimizer.param_groups]
         (['belief', 'previous_action', 'state'], ['representation', 'model', 'actor', 'critic'])

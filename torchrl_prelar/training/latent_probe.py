@@ -72,7 +72,7 @@ def latent_action_probe(world_model, clips: TensorDictBase, seed: int = 0) -> di
     Examples:
         >>> from torchrl_prelar import make_world_model
         >>> from torchrl_prelar.data.synthetic import grid_square_batch
-        >>> model = make_world_model("tiny", image_size=16, encoder={"mults": [1, 2]},
+        >>> model = make_world_model(image_size=16, encoder={"mults": [1, 2]},
         ...                          decoder={"mults": [1, 2]},
         ...                          latent_action={"trunk": {"mults": [1, 2]}})
         >>> sorted(latent_action_probe(model, grid_square_batch(8, 4)))

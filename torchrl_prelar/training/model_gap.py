@@ -31,7 +31,7 @@ Example:
     >>> clips = heldout_clips(moving_square_episodes(2, 12, seed=1), num_transitions=6)
     >>> result = run_model_gap_arm("dreamer", seed=0, sample=buffer.sample, clips=clips,
     ...                            context=2, updates=2, freeze_updates=1,
-    ...                            world_model_preset="tiny")
+    ...                            world_model_kwargs={"rssm": {"deter": 64}})
     >>> len(result["loss"]), len(result["psnr"])
     (2, 4)
 """
@@ -58,8 +58,7 @@ from torchrl_prelar.data.sources.rlbench import RLBenchSource
 from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
 from torchrl_prelar.evaluation.latent_actions import episodes_to_clips, load_episodes
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr
-from torchrl_prelar.io import load_checkpoint
-from torchrl_prelar.modules import world_model_config
+from torchrl_prelar.legacy import load_world_model_checkpoint
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.finetune_agent import (
@@ -77,7 +76,7 @@ __all__ = [
     "ModelGapSplits",
     "WorldModelFinetuner",
     "available_arms",
-    "checkpoint_world_model_config",
+    "checkpoint_world_model_kwargs",
     "finetune_world_model",
     "generate_model_gap_splits",
     "heldout_clips",
@@ -127,7 +126,7 @@ MODEL_GAP_ARMS: dict[str, ModelGapArm] = {
         ModelGapArm(
             "prelar_no_action_learning",
             "prelar",
-            ("++world_model.overrides.latent_action.output_type=deterministic",),
+            ("world_model.latent_action.output_type=deterministic",),
         ),
         ModelGapArm("apv", "apv", ("arm=apv",)),
         ModelGapArm("dreamer", "dreamer", None),
@@ -291,22 +290,23 @@ def heldout_clips(
 # ----------------------------------------------------------------------------- model
 
 
-def checkpoint_world_model_config(path: str | Path) -> dict[str, Any]:
-    """``{"preset", "overrides"}`` of the world model a pre-trained model file holds
-    (``pretrained_world_model.pt``, written by ``examples/dreamer_prelar.py``).
+def checkpoint_world_model_kwargs(path: str | Path) -> dict[str, Any]:
+    """The world-model arguments a pre-trained model file stores (``"world_model_kwargs"``
+    of a ``pretrained_world_model.pt`` written by ``examples/dreamer_prelar.py``; a file of
+    2026-11-27 is read through :func:`~torchrl_prelar.legacy.upgrade_checkpoint`).
 
     Example:
-        >>> checkpoint_world_model_config("runs/prelar_quick/pretrained_world_model.pt")
+        >>> checkpoint_world_model_kwargs("runs/prelar_quick/pretrained_world_model.pt")["rssm"]
         ... # doctest: +SKIP
-        {'preset': 'small', 'overrides': {}}
+        {'deter': 256, 'hidden': 256, 'categoricals': 16, 'classes': 16}
     """
-    config = load_checkpoint(path).get("config")
-    if not config or "preset" not in config:
+    content = load_world_model_checkpoint(path)
+    if "world_model_kwargs" not in content:
         raise ValueError(
-            f"{path} has no world-model 'config' with a 'preset' (expected a "
-            "pretrained_world_model.pt written by examples/dreamer_prelar.py)."
+            f"{path} has no 'world_model_kwargs' (expected a pretrained_world_model.pt "
+            "written by examples/dreamer_prelar.py)."
         )
-    return {"preset": config["preset"], "overrides": dict(config.get("overrides") or {})}
+    return dict(content["world_model_kwargs"])
 
 
 def make_model_gap_world_model(
@@ -314,17 +314,18 @@ def make_model_gap_world_model(
     *,
     action_dim: int,
     pretrained: str | Path | None = None,
-    world_model_preset: str = "small",
-    world_model_overrides: Mapping[str, Any] | None = None,
+    world_model_kwargs: Mapping[str, Any] | None = None,
 ) -> FinetuneWorldModel:
     """The fine-tuning world model of ``arm``: a new action encoder, no reward heads.
 
-    A pre-trained arm reads its world-model configuration from the ``pretrained``
-    checkpoint; ``dreamer`` is built from ``world_model_preset`` / ``world_model_overrides``
-    (give it the pre-trained arms' preset to compare like with like).
+    A pre-trained arm is rebuilt from the world-model arguments stored in the
+    ``pretrained`` file; ``dreamer`` from ``world_model_kwargs`` (the arguments of
+    :func:`~torchrl_prelar.modules.make_world_model`; give it the pre-trained arms' to
+    compare like with like).
 
     Example:
-        >>> model = make_model_gap_world_model("dreamer", action_dim=4, world_model_preset="tiny")
+        >>> model = make_model_gap_world_model("dreamer", action_dim=4,
+        ...                                    world_model_kwargs={"rssm": {"deter": 64}})
         >>> model.rssm.action_key, len(model.reward_heads)
         ('latent_action', 0)
     """
@@ -334,13 +335,11 @@ def make_model_gap_world_model(
     if spec.pretrained:
         if pretrained is None:
             raise ValueError(f"arm {arm!r} needs pretrained=<pretrained_world_model.pt>.")
-        model_cfg = checkpoint_world_model_config(pretrained)
+        world_model_kwargs = checkpoint_world_model_kwargs(pretrained)
     else:
-        model_cfg = {"preset": world_model_preset, "overrides": dict(world_model_overrides or {})}
         pretrained = None
-    config = world_model_config(model_cfg["preset"], **model_cfg["overrides"])
     return build_finetune_world_model(
-        config, action_dim, init=spec.init, pretrained=pretrained, expected_config=model_cfg
+        action_dim, init=spec.init, pretrained=pretrained, **(world_model_kwargs or {})
     )
 
 
@@ -360,7 +359,7 @@ class WorldModelFinetuner:
 
     Example:
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
-        >>> model = make_model_gap_world_model("dreamer", action_dim=2, world_model_preset="tiny")
+        >>> model = make_model_gap_world_model("dreamer", action_dim=2)
         >>> buffer = make_transition_buffer(moving_square_episodes(2, 10), num_transitions=4,
         ...                                 batch_size=2)
         >>> finetuner = WorldModelFinetuner(model, freeze_updates=1)
@@ -530,8 +529,7 @@ def run_model_gap_arm(
     freeze_updates: int,
     lr: float = 3e-4,
     pretrained: str | Path | None = None,
-    world_model_preset: str = "small",
-    world_model_overrides: Mapping[str, Any] | None = None,
+    world_model_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Build, fine-tune and score the world model of one arm and seed.
@@ -555,8 +553,7 @@ def run_model_gap_arm(
         arm,
         action_dim=clips.get(ACTION).shape[-1],
         pretrained=pretrained,
-        world_model_preset=world_model_preset,
-        world_model_overrides=world_model_overrides,
+        world_model_kwargs=world_model_kwargs,
     )
     finetuner = WorldModelFinetuner(world_model, lr=lr, freeze_updates=freeze_updates)
     curve = finetune_world_model(finetuner, sample, updates=updates, progress=progress)

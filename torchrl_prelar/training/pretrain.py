@@ -63,7 +63,7 @@ class PreLARPretrainer:
     Examples:
         >>> from torchrl_prelar import make_world_model
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
-        >>> loss = PreLARLoss(make_world_model("tiny"))
+        >>> loss = PreLARLoss(make_world_model())
         >>> trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32")
         >>> metrics = trainer.update(moving_square_batch(2, 4))
         >>> bool(metrics["loss"] > 0)

@@ -6,6 +6,9 @@ with the new settings. :func:`check_run_settings` records, per stage, the settin
 :data:`RUN_DEFINING_KEYS` in ``<run_dir>/run_settings.json`` and refuses a later call that asks
 for other ones, before any file of the run folder is touched. Counts (updates, env steps,
 ``max_seconds``, threads) are not recorded: a run is extended or resumed by changing them.
+The world model is recorded as its resolved arguments; a record of 2026-11-27, which named it
+by a preset (``{"preset", "overrides"}``), is resolved as the checkpoints of that time are
+(:func:`~torchrl_prelar.legacy.legacy_world_model_kwargs`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrl_prelar.io import atomic_write_text
+from torchrl_prelar.legacy import legacy_world_model_kwargs
 
 __all__ = ["RUN_DEFINING_KEYS", "RUN_SETTINGS_FILE", "check_run_settings"]
 
@@ -76,10 +80,10 @@ def check_run_settings(
     Examples:
         >>> import tempfile
         >>> run_dir = Path(tempfile.mkdtemp())
-        >>> prelar = {"world_model": {"preset": "tiny"}, "loss": {"beta_action": 0.1}}
+        >>> prelar = {"world_model": {"rssm": {"deter": 64}}, "loss": {"beta_action": 0.1}}
         >>> check_run_settings(run_dir, "pretrain", prelar, checkpoint=run_dir / "last.pt")
         >>> _ = (run_dir / "last.pt").write_bytes(b"")  # the stage has run
-        >>> paper = {"world_model": {"preset": "tiny"}, "loss": {"beta_action": 1.0}}
+        >>> paper = {"world_model": {"rssm": {"deter": 64}}, "loss": {"beta_action": 1.0}}
         >>> check_run_settings(run_dir, "pretrain", paper, checkpoint=run_dir / "last.pt")
         Traceback (most recent call last):
         ...
@@ -90,7 +94,7 @@ def check_run_settings(
     path = run_dir / RUN_SETTINGS_FILE
     record = _read_record(path)
     current = json.loads(json.dumps({key: _lookup(config, key) for key in keys}))
-    recorded = record.get(stage)
+    recorded = _resolve_legacy_world_model(record.get(stage))
     if _has_run(checkpoint) and recorded is not None:
         differences = [
             line
@@ -126,6 +130,16 @@ def _read_record(path: Path) -> dict[str, Any]:
             "Delete it: the next call records its own settings."
         )
     return record
+
+
+def _resolve_legacy_world_model(recorded: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``recorded`` with a 2026-11-27 ``world_model`` (preset and overrides) resolved."""
+    world_model = (recorded or {}).get("world_model")
+    if not isinstance(world_model, Mapping) or "preset" not in world_model:
+        return recorded
+    contextwm = recorded.get("finetune.init") == "contextwm"
+    resolved = legacy_world_model_kwargs(world_model, contextwm=contextwm)
+    return {**recorded, "world_model": json.loads(json.dumps(resolved))}
 
 
 def _lookup(config: Mapping[str, Any], key: str) -> Any:
