@@ -6,6 +6,7 @@
 - the compiled networks compute the eager losses.
 """
 
+import pytest
 import torch
 from conftest import tiny_finetune_agent
 from tensordict import TensorDict
@@ -151,3 +152,34 @@ def test_compiled_networks_compute_the_same_losses():
         torch.testing.assert_close(
             compiled_gradients[name], eager_gradients[name], rtol=1e-3, atol=1e-5, msg=name
         )
+
+
+@pytest.mark.parametrize("distribution", ["tanh_normal", "trunc_normal"])
+def test_bf16_actor_critic_keeps_distributions_rewards_and_values_in_fp32(distribution):
+    """Under bf16 autocast the networks compute in bf16 but the policy's distribution, the
+    imagined rewards and the critic's values are fp32 (in bf16 the truncated normal's samples
+    and entropy turned NaN within about ten updates of the Meta-world protocol)."""
+    agent = tiny_finetune_agent(
+        actor_hidden=32,
+        critic_hidden=32,
+        imagination_horizon=5,
+        actor_critic_precision="bf16",
+        actor_distribution=distribution,
+        actor_min_std=0.1,
+    )
+    prior = agent.world_model.rssm_prior
+    start = TensorDict(
+        {
+            "state": torch.randn(6, prior.num_categoricals * prior.num_classes),
+            "belief": torch.randn(6, prior.rnn_hidden_dim),
+        },
+        [6],
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        acted = agent.actor(start.clone())
+        losses, imagined = agent.loss.actor_loss(start.clone())
+        values = agent.value(start.clone())["state_value"]
+    assert acted["loc"].dtype == acted["scale"].dtype == torch.float32
+    assert imagined["next", "reward"].dtype == torch.float32
+    assert values.dtype == torch.float32
+    assert torch.isfinite(losses["loss_actor"]).all()

@@ -268,13 +268,13 @@ class CPUAutocastStepper(DreamerV3OptimizationStepper):
         return losses.detach()
 
 
-def _mlp(in_features: int, out_features: int, hidden: int, depth: int) -> MLP:
-    return MLP(
-        in_features=in_features,
-        out_features=out_features,
-        num_cells=[hidden] * depth,
-        activation_class=nn.ELU,
+def _critic_mlp(in_features: int, hidden: int, depth: int) -> MLP:
+    """An ELU MLP to one value, in fp32 (see :class:`_Float32`; parameter names as MLP's)."""
+    network = MLP(
+        in_features=in_features, out_features=1, num_cells=[hidden] * depth, activation_class=nn.ELU
     )
+    network.append(_Float32())
+    return network
 
 
 def build_finetune_world_model(
@@ -423,7 +423,8 @@ def make_actor(
     with a :class:`~torchrl.modules.TanhNormal` (its scale floor is ``min_std``, TorchRL's
     default 1e-4). ``"trunc_normal"``: DreamerV2's head
     (:class:`~torchrl_prelar.modules.actor.TruncatedNormalActor`, scale floor ``min_std``,
-    0.1 in DreamerV2) with a :class:`~torchrl.modules.TruncatedNormal` on [-1, 1].
+    0.1 in DreamerV2) with a :class:`~torchrl.modules.TruncatedNormal` on [-1, 1]. The
+    distribution's parameters are fp32 under autocast too.
 
     Examples:
         >>> actor = make_actor(4, depth=2, hidden=16, distribution="trunc_normal", min_std=0.1)
@@ -448,6 +449,7 @@ def make_actor(
         distribution_class, distribution_kwargs = TruncatedNormal, {"low": -1.0, "high": 1.0}
     return ProbabilisticTensorDictSequential(
         TensorDictModule(net, in_keys=["state", "belief"], out_keys=["loc", "scale"]),
+        TensorDictModule(_Float32(), in_keys=["loc", "scale"], out_keys=["loc", "scale"]),
         ProbabilisticTensorDictModule(
             in_keys=["loc", "scale"],
             out_keys=["action"],
@@ -704,7 +706,7 @@ def make_finetune_agent(
         min_std=actor_min_std,
     ).to(device)
     value = TensorDictModule(
-        _mlp(features, 1, critic_hidden, critic_depth),
+        _critic_mlp(features, critic_hidden, critic_depth),
         in_keys=["state", "belief"],
         out_keys=["state_value"],
     ).to(device)
@@ -713,7 +715,7 @@ def make_finetune_agent(
 
     # Imagination: real action -> (ActionEncoder -> latent action ->) prior; reward head.
     transition = _imagination_transition(world_model)
-    reward = TensorDictModule(reward_net, in_keys=["state", "belief"], out_keys=["reward"])
+    reward = _RewardInFloat32(reward_net, in_keys=["state", "belief"], out_keys=["reward"])
     imagination = DreamerEnv(
         WorldModelWrapper(transition, reward),
         prior_shape=torch.Size([stoch]),
