@@ -116,7 +116,7 @@ class ModelGapArm:
         return self.pretrain_overrides is not None
 
 
-#: The arms of the benchmark. ``prelar_no_action_learning`` is the seed's "w/o action
+#: The arms of the benchmark. ``prelar_no_action_learning`` is the paper's "w/o action
 #: learning" ablation: the latent action model is deterministic (no action KL, no sampling).
 #: ``contextwm`` is usable once fine-tuning knows ``init="contextwm"``.
 MODEL_GAP_ARMS: dict[str, ModelGapArm] = {
