@@ -234,6 +234,7 @@ class CPUAutocastStepper(DreamerV3OptimizationStepper):
         >>> from tensordict import TensorDict
         >>> from torchrl.objectives import LossModule
         >>> class Square(LossModule):
+        ...     in_keys = ["x"]
         ...     def __init__(self):
         ...         super().__init__()
         ...         self.weight = nn.Parameter(torch.ones(3, 3))
