@@ -3,7 +3,7 @@
 Usage::
 
     python -m torchrl_prelar.data.generate --out DIR --episodes-per-task N \\
-        [--tasks a-v3,b-v3] [--noise 0.1] [--episode-length 500] [--seed 0] [--no-fast-render]
+        [--tasks a-v3,b-v3] [--noise 0.1] [--episode-length 500] [--seed 0] [--render-quality fast]
 
 Re-running the same command after an interruption writes only the missing episodes.
 
