@@ -47,6 +47,14 @@ def gaussian_kl_to_prior(
 ) -> torch.Tensor:
     """KL(N(loc, scale^2) || N(0, prior_std^2)) of a diagonal Gaussian, summed over the last dim.
 
+    Args:
+        loc (torch.Tensor): the Gaussian's mean, ``[..., D]``.
+        scale (torch.Tensor): the Gaussian's std, ``[..., D]``.
+        prior_std (float, optional): std of the zero-mean prior. Defaults to ``1.0``.
+
+    Returns:
+        the KL in nats, ``[...]``.
+
     Examples:
         >>> gaussian_kl_to_prior(torch.zeros(2, 3), torch.ones(2, 3))
         tensor([0., 0.])
@@ -57,6 +65,12 @@ def gaussian_kl_to_prior(
 
 def categorical_kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     """KL(Cat(logits) || Uniform) summed over ``[..., categoricals, classes]`` -> ``[...]``.
+
+    Args:
+        logits (torch.Tensor): categorical logits, ``[..., categoricals, classes]``.
+
+    Returns:
+        the KL in nats, ``[...]``.
 
     Examples:
         >>> categorical_kl_to_uniform(torch.zeros(2, 4, 8))
@@ -90,10 +104,13 @@ class LatentActionForwardModel(nn.Module):
     first update, before the RSSM has learnt to use the latent action.
 
     Args:
-        embed_dim: width of the encoder embedding.
-        action_dim: latent action width.
-        state_dim, belief_dim: sizes of the RSSM state and belief the decoder reads.
-        hidden_dim: width of the two hidden layers.
+        embed_dim (int): width of the encoder embedding.
+        action_dim (int): width of the latent action.
+
+    Keyword Args:
+        state_dim (int): size of the RSSM state the decoder reads.
+        belief_dim (int): size of the RSSM belief the decoder reads.
+        hidden_dim (int): width of the two hidden layers.
 
     Examples:
         >>> model = LatentActionForwardModel(32, 4, state_dim=16, belief_dim=8, hidden_dim=20)
@@ -293,7 +310,7 @@ class PreLARLoss(LossModule):
     action KL is not penalised below this many nats (its loss is then constant, without
     gradient), like DreamerV3's free bits on the state KL. The latent action may then carry
     that much information for free, which keeps a code the RSSM has not learnt to use yet
-    from being squeezed to nothing (measured on a grid-world toy in ``docs/latent_actions.md``,
+    from being squeezed to nothing (see the grid-world toy in ``docs/latent_actions.md``,
     "Toys with a known action").
 
     Sampling the latent action (``sample_latent_action``, on by default, as in the paper):
@@ -302,7 +319,7 @@ class PreLARLoss(LossModule):
     TorchRL loss runs its forward under its ``deterministic_sampling_mode`` (``"deterministic"``
     by default); this loss sets it to ``"random"`` for that reason. ``False`` feeds the RSSM
     the mean (argmax): the action KL then only penalises the mean, as the scale never
-    reaches the RSSM (the behaviour of this package before the option existed).
+    reaches the RSSM.
 
     Prior reconstruction (``lambda_prior_reco``, 0 by default = the paper): o_{t+1} is also
     decoded from a straight-through sample of the *prior* state, which sees the past and the
@@ -339,72 +356,94 @@ class PreLARLoss(LossModule):
     ``decoder`` (and the forward model is sized from its parts).
 
     Args:
-        world_model: the world model: it reads the batch and writes the reconstruction, the
-            RSSM logits and the latent action (a
+        world_model (TensorDictModuleBase, optional): the world model. It reads the batch and
+            writes the reconstruction, the RSSM logits and the latent action (a
             :class:`~torchrl_prelar.modules.PreLARWorldModel` or any TorchRL world model).
-            Leave it out when ``model_loss`` is given.
+            Leave it out when ``model_loss`` is given. Defaults to ``None``.
 
     Keyword Args:
-        model_loss: a :class:`~torchrl.objectives.DreamerV3ModelLoss` of the world model to
-            use, with its settings and keys (PreLARLoss's ``pixels``, ``reco_pixels``,
-            ``prior_logits``, ``posterior_logits`` and ``reward`` keys start as its keys and
-            :meth:`set_keys` sets both). PreLARLoss takes it over: it wraps its world model so
-            that a batch without rewards works and uint8 targets are scored centred, runs it
-            under ``sample_latent_action``'s sampling mode and moves its ``detach_output`` to
+        model_loss (DreamerV3ModelLoss, optional): a
+            :class:`~torchrl.objectives.DreamerV3ModelLoss` of the world model, with its own
+            settings and keys. PreLARLoss's ``pixels``, ``reco_pixels``, ``prior_logits``,
+            ``posterior_logits`` and ``reward`` keys start as its keys and :meth:`set_keys`
+            sets both. PreLARLoss takes it over: it wraps its world model so that a batch
+            without rewards works and uint8 targets are scored centred, runs it under
+            ``sample_latent_action``'s sampling mode and moves its ``detach_output`` to
             PreLARLoss's own output (the latent-action terms need the world model's output
-            with gradients). Default: one built from ``model_loss_kwargs`` and the five
-            settings below.
-        model_loss_kwargs: keyword arguments of the DreamerV3ModelLoss built when
-            ``model_loss`` is not given, over the reference objective's (``kl_mode="separate"``,
-            ``unimix=0``, ``reco_symlog=False``, ``reco_loss="l2"``, ``reward_two_hot=False``,
-            ``detach_output=False``) and those set by ``lambda_kl``, ``kl_balance``,
-            ``free_nats``, ``lambda_reco`` and ``lambda_reward`` (which may not be given twice).
-        prior: the RSSM prior of the consistency term: a module reading the ``state``,
-            ``belief`` and ``latent_action`` keys of one step and writing
-            ``("next", prior_logits)``, ``[..., categoricals, classes]`` (the
-            ``rssm_prior`` of an :class:`~torchrl.modules.RSSMRolloutV3`). Defaults to the
-            prior of the world model's ``rssm``, or of its one RSSMRolloutV3.
-        latent_action_type: the latent action's distribution, as
+            with gradients). Defaults to ``None``: one is built from ``model_loss_kwargs``
+            and the five model-loss settings below.
+        model_loss_kwargs (dict, optional): keyword arguments of the DreamerV3ModelLoss built
+            when ``model_loss`` is not given. They override the reference objective's
+            (``kl_mode="separate"``, ``unimix=0``, ``reco_symlog=False``, ``reco_loss="l2"``,
+            ``reward_two_hot=False``, ``detach_output=False``); what ``lambda_kl``,
+            ``kl_balance``, ``free_nats``, ``lambda_reco`` and ``lambda_reward`` set may not
+            be given here too. Defaults to ``None``.
+        prior (TensorDictModuleBase, optional): the RSSM prior of the consistency term: a
+            module reading the ``state``, ``belief`` and ``latent_action`` keys of one step
+            and writing ``("next", prior_logits)``, ``[..., categoricals, classes]`` (the
+            ``rssm_prior`` of an :class:`~torchrl.modules.RSSMRolloutV3`). Defaults to
+            ``None``: the prior of the world model's ``rssm``, or of its one RSSMRolloutV3.
+        latent_action_type (str, optional): the latent action's distribution, as
             :class:`~torchrl_prelar.modules.LatentActionModel`'s ``output_type``:
             ``"gaussian"`` (action KL to ``N(0, action_prior_std^2)`` from the
             ``latent_action_loc`` and ``latent_action_scale`` entries), ``"discrete"`` (KL to
             uniform from ``latent_action_logits``) or ``"deterministic"`` (no action KL).
-            Defaults to the ``output_type`` of the world model's LatentActionModel, and to
-            ``"deterministic"`` for a world model without one (e.g. one whose action model is
-            an :class:`~torchrl_prelar.modules.ActionEncoder`): a latent action model of
+            Defaults to ``None``: the ``output_type`` of the world model's LatentActionModel,
+            or ``"deterministic"`` for a world model without one (e.g. one whose action model
+            is an :class:`~torchrl_prelar.modules.ActionEncoder`). A latent action model of
             another class must be declared here.
-        beta_action: weight of the action KL (1 in the paper).
-        action_prior_std: std of the Gaussian action prior; the reference code effectively
-            uses 1.245 (its std activation applied to 1).
-        action_free_nats: action KL (batch mean, nats) below which it is not penalised.
-        sample_latent_action: feed the RSSM a sample of the latent action, not its mode.
-        lambda_kl, kl_balance, free_nats: state KL weight (1), balance (0.8) and free nats
-            (0) of the built model loss.
-        lambda_reco: its reconstruction weight (0.5 gives the Gaussian log-likelihood).
-        lambda_reward: its reward weight (1), used when rewards are present.
-        consistency: ``"off"``, ``"sign"`` or ``"soft"``.
-        lambda_consistency: weight of the consistency term.
-        consistency_tau: temperature of the ``"soft"`` surrogate.
-        lambda_prior_reco: weight of the prior reconstruction term (0: off, the paper).
-        lambda_forward_reco: weight of the forward reconstruction term (0: off, the paper).
-        forward_hidden: hidden width of the :class:`LatentActionForwardModel`.
-        forward_residual: the forward reconstruction predicts o_{t+1} as o_t plus the
-            decoding, so the decoder only has to draw the change and all of the error is
-            motion.
-        action_kl_warmup: the action KL's weight grows linearly from 0 to ``beta_action``
-            over this many training forward passes (counted in a buffer, so it resumes with
-            the loss's state dict); 0 (default, the paper): ``beta_action`` from the start.
+        beta_action (float, optional): weight of the action KL. Defaults to ``1.0`` (the
+            paper's).
+        action_prior_std (float, optional): std of the Gaussian action prior. The reference
+            code effectively uses 1.245 (its std activation applied to 1). Defaults to
+            ``1.0``.
+        action_free_nats (float, optional): batch-mean action KL, in nats, below which it is
+            not penalised. Defaults to ``0.0``.
+        sample_latent_action (bool, optional): if ``True``, the RSSM receives a sample of the
+            latent action; if ``False``, its mean (argmax). Defaults to ``True``.
+        lambda_kl (float, optional): state KL weight of the built model loss. Defaults to
+            ``None`` (``1.0``).
+        kl_balance (float, optional): share of the state KL that trains the prior, in
+            ``[0, 1]``. Defaults to ``None`` (``0.8``).
+        free_nats (float, optional): free nats of the state KL. Defaults to ``None``
+            (``0.0``).
+        lambda_reco (float, optional): reconstruction weight; ``0.5`` gives the unit-variance
+            Gaussian log-likelihood. Defaults to ``None`` (``0.5``).
+        lambda_reward (float, optional): reward weight, used when the batch has rewards.
+            Defaults to ``None`` (``1.0``).
+        consistency (str, optional): the action-state consistency term, ``"off"``,
+            ``"sign"`` or ``"soft"``. Defaults to ``"off"``.
+        lambda_consistency (float, optional): weight of the consistency term. Defaults to
+            ``1.0``.
+        consistency_tau (float, optional): temperature of the ``"soft"`` surrogate. Defaults
+            to ``1.0``.
+        lambda_prior_reco (float, optional): weight of the prior reconstruction term; ``0``
+            switches it off, as in the paper. Defaults to ``0.0``.
+        lambda_forward_reco (float, optional): weight of the forward reconstruction term;
+            ``0`` switches it off, as in the paper. Defaults to ``0.0``.
+        forward_hidden (int, optional): hidden width of the
+            :class:`LatentActionForwardModel`. Defaults to ``256``.
+        forward_residual (bool, optional): if ``True``, the forward reconstruction predicts
+            o_{t+1} as o_t plus the decoding, so the decoder only draws the change and all of
+            the error is motion. Defaults to ``False``.
+        action_kl_warmup (int, optional): the action KL's weight grows linearly from 0 to
+            ``beta_action`` over this many training forward passes (counted in a buffer, so
+            it resumes with the loss's state dict); ``0`` applies ``beta_action`` from the
+            start, as in the paper. Defaults to ``0``.
+
+    Returns:
+        ``forward`` returns a ``(loss_td, model_td)`` pair like
+        :class:`~torchrl.objectives.DreamerV3ModelLoss`: ``loss_td`` holds the ``loss_*``
+        entries to sum and detached metrics (``action_kl``, ``latent_action_std``,
+        ``state_kl``, ``reco_mse``); ``model_td`` is the world model's output (with gradients
+        unless the given ``model_loss`` detaches its output), e.g. posterior states to
+        imagine from.
 
     Raises:
         ValueError: if a weight (``beta_action``, the ``lambda_*`` ones, ``free_nats``) is NaN,
             infinite or negative, or ``action_prior_std`` or ``consistency_tau`` is not a
-            finite number > 0, naming the setting.
-
-    Returns (from ``forward``): a ``(loss_td, model_td)`` pair like
-    :class:`~torchrl.objectives.DreamerV3ModelLoss`: ``loss_*`` entries to sum and
-    detached metrics (``action_kl``, ``latent_action_std``, ``state_kl``, ``reco_mse``); and
-    the world model's output (with gradients unless the given ``model_loss`` detaches its
-    output), e.g. posterior states to imagine from.
+            finite number > 0, naming the setting; if both or neither of ``world_model`` and
+            ``model_loss`` are given (``TypeError`` for neither).
 
     Examples:
         >>> import torch
@@ -422,19 +461,35 @@ class PreLARLoss(LossModule):
 
     @dataclass
     class _AcceptedKeys:
-        """Configurable tensordict keys.
+        """Maintains default values for all configurable tensordict keys.
+
+        This class defines which tensordict keys can be set using
+        ``.set_keys(key_name=key_value)`` and their default values.
 
         Attributes:
-            pixels: observed frames (read at ``("next", pixels)`` as the target).
-            reco_pixels: decoded frames.
-            prior_logits, posterior_logits: RSSM categorical logits (under ``"next"``).
-            reward: reward (under ``"next"``); its absence switches the reward term off.
-            latent_action: the action the RSSM reads.
-            latent_action_loc, latent_action_scale: Gaussian latent action parameters.
-            latent_action_logits: discrete latent action logits.
-            is_init: sequence-start flag.
-            state, belief: RSSM inputs of each step (written back by the rollout), which the
-                consistency term's ``prior`` reads.
+            pixels (NestedKey): the observed frames; the target is read at
+                ``("next", pixels)``. Defaults to ``"pixels"``.
+            reco_pixels (NestedKey): the decoded frames, read at ``("next", reco_pixels)``.
+                Defaults to ``"reco_pixels"``.
+            prior_logits (NestedKey): the RSSM prior's categorical logits, read at
+                ``("next", prior_logits)``. Defaults to ``"prior_logits"``.
+            posterior_logits (NestedKey): the RSSM posterior's categorical logits, read at
+                ``("next", posterior_logits)``. Defaults to ``"posterior_logits"``.
+            reward (NestedKey): the reward, read at ``("next", reward)``; a batch without it
+                has no reward term. Defaults to ``"reward"``.
+            latent_action (NestedKey): the action the RSSM reads. Defaults to
+                ``"latent_action"``.
+            latent_action_loc (NestedKey): the Gaussian latent action's mean. Defaults to
+                ``"latent_action_loc"``.
+            latent_action_scale (NestedKey): the Gaussian latent action's std. Defaults to
+                ``"latent_action_scale"``.
+            latent_action_logits (NestedKey): the discrete latent action's logits. Defaults
+                to ``"latent_action_logits"``.
+            is_init (NestedKey): the sequence-start flag. Defaults to ``"is_init"``.
+            state (NestedKey): the RSSM state input of each step (written back by the
+                rollout), read by the consistency term's ``prior``. Defaults to ``"state"``.
+            belief (NestedKey): the RSSM belief input of each step, read by the consistency
+                term's ``prior``. Defaults to ``"belief"``.
         """
 
         pixels: NestedKey = "pixels"
@@ -544,7 +599,7 @@ class PreLARLoss(LossModule):
         self.set_keys(**{key: getattr(model_loss.tensor_keys, key) for key in _MODEL_LOSS_KEYS})
         world_model = self.world_model
         if consistency != "off" and prior is None:
-            _find_rssm_prior(world_model)  # fail now, not at the first batch
+            _find_rssm_prior(world_model)  # fail at construction, not at the first batch
         if lambda_prior_reco and not hasattr(world_model, "decoder"):
             raise ValueError(
                 "lambda_prior_reco decodes through the world model's decoder: "
