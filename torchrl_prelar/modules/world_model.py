@@ -48,6 +48,14 @@ def chain_in_keys(
 ) -> list[NestedKey]:
     """Keys a chain of modules reads that no earlier module of the chain writes.
 
+    Args:
+        parts (list of TensorDictModuleBase): the modules, in the order they run.
+        made_inside (set, optional): keys the chain writes by other means, never counted
+            as read. Defaults to ``None``.
+
+    Returns:
+        the keys, in the order they are first read.
+
     Examples:
         >>> first = TensorDictModule(nn.Identity(), in_keys=["a"], out_keys=["b"])
         >>> second = TensorDictModule(nn.Identity(), in_keys=["b", "c"], out_keys=["d"])
@@ -65,7 +73,13 @@ def chain_in_keys(
 def set_zero_initial_state(
     tensordict: TensorDictBase, prior: RSSMPriorV3, device: torch.device
 ) -> None:
-    """Supply a zero ``"state"`` / ``"belief"`` of ``prior``'s sizes where the batch has none."""
+    """Supply a zero ``"state"`` / ``"belief"`` of ``prior``'s sizes where the batch has none.
+
+    Args:
+        tensordict (TensorDictBase): the batch, modified in place.
+        prior (RSSMPriorV3): the prior whose state and belief sizes are used.
+        device (torch.device): device of the zeros.
+    """
     sizes = {
         "state": prior.num_categoricals * prior.num_classes,
         "belief": prior.rnn_hidden_dim,
@@ -84,8 +98,16 @@ def decode_states(
 ) -> torch.Tensor:
     """Decode (e.g. imagined) ``state`` / ``belief``; the decoder's other inputs from ``inputs``.
 
-    ``inputs`` is a world-model output with the batch size of ``state`` (e.g. one step of
-    it): a decoder that reads more than the state (ContextWM's context maps) gets them there.
+    Args:
+        decoder (TensorDictModule): the world model's decoder.
+        inputs (TensorDictBase): a world-model output with the batch size of ``state`` (e.g.
+            one step of it); a decoder that reads more than the state (ContextWM's context
+            maps) finds its other inputs there.
+        state (torch.Tensor): the stochastic state to decode.
+        belief (torch.Tensor): the deterministic belief to decode.
+
+    Returns:
+        the decoded frames, centred floats.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -123,6 +145,26 @@ class PreLARWorldModel(TensorDictModuleBase):
     ``world_model.action_model = ActionEncoder(...)``. ``activation_checkpointing`` trades
     compute for memory: pixel-network activations are recomputed in backward instead of being
     stored (the :func:`make_world_model` argument of the same name sets it).
+
+    Args:
+        action_model (TensorDictModuleBase): the module writing ``"latent_action"``.
+        encoder (TensorDictModule): the frame encoder, ``("next", "pixels")`` to
+            ``("next", "encoded_latents")``.
+        rssm (RSSMRolloutV3): the RSSM rollout over time.
+        decoder (TensorDictModule): the decoder, ``("next", "state")`` and
+            ``("next", "belief")`` to ``("next", "reco_pixels")``.
+        reward_heads (list of TensorDictModule, optional): reward predictors from the state.
+            Defaults to ``None`` (no reward head).
+
+    Keyword Args:
+        image_shape (tuple of int, optional): ``(channels, height, width)`` of a frame.
+            Defaults to ``(3, 64, 64)``.
+        pixel_keys (tuple of NestedKey, optional): the frame keys checked on each batch; the
+            first one is o_t. Defaults to ``("pixels", ("next", "pixels"))``.
+        validate_inputs (bool, optional): check the frames of every batch (key, shape,
+            range, NaN). Defaults to ``True``.
+        activation_checkpointing (bool, optional): recompute pixel-network activations in
+            backward instead of storing them. Defaults to ``False``.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -223,8 +265,12 @@ class PreLARWorldModel(TensorDictModuleBase):
         The pixel encoder and decoder, the RSSM prior and posterior networks, the action
         model's networks and the reward heads are compiled one by one; the TensorDict plumbing
         and the RSSM's loop over time stay eager, so each network compiles once for all steps.
-        ``compile_kwargs`` go to :meth:`torch.nn.Module.compile` (e.g. ``mode``).
+
+        Keyword Args:
+            **compile_kwargs: keyword arguments of :meth:`torch.nn.Module.compile` (e.g.
+                ``mode``).
         """
+
         networks = [
             self.encoder.module,
             self.decoder.module,
@@ -316,6 +362,12 @@ def _resolve_part(name: str, factory: Callable[..., Any], given: Mapping | None)
 def model_state_size(rssm: Mapping[str, Any]) -> int:
     """Width of the model state ``[state, belief]`` of an RSSM of these (resolved) settings.
 
+    Args:
+        rssm (Mapping[str, Any]): resolved :func:`make_rssm_rollout` settings.
+
+    Returns:
+        ``categoricals * classes + deter``.
+
     Examples:
         >>> model_state_size({"deter": 256, "categoricals": 16, "classes": 16})
         512
@@ -338,19 +390,33 @@ def make_pixel_encoder(
     """A pixel encoder: TorchRL's DreamerV3 conv encoder or the reference ResNet encoder.
 
     Args:
-        type: ``"conv"`` (:func:`~torchrl_prelar.modules.networks.make_conv_encoder`, sized
-            by ``depth`` and ``mults``) or ``"resnet"``
+        type (str, optional): ``"conv"``
+            (:func:`~torchrl_prelar.modules.networks.make_conv_encoder`, sized by ``depth``
+            and ``mults``) or ``"resnet"``
             (:class:`~torchrl_prelar.modules.networks.ResNetEncoder`, sized by ``widths`` and
-            ``blocks_per_stage``).
-        depth: channels of the first conv stage.
-        mults: channel multiplier of each conv stage (each halves the side).
-        widths: channels of each residual stage.
-        blocks_per_stage: residual blocks per stage.
-        pool: ``"flatten"`` the last feature map, or average it over space (``"mean"``).
-        padding: ``"zeros"``, or ``"circular"`` for frames on a torus
-            (:func:`~torchrl_prelar.modules.latent_action.use_circular_padding`).
-        in_channels: channels read (3 for a frame, 6 for a frame pair).
-        image_size: frame height and width.
+            ``blocks_per_stage``). Defaults to ``"conv"``.
+        depth (int, optional): channels of the first conv stage. Defaults to ``16``.
+        mults (sequence of int, optional): channel multiplier of each conv stage (each
+            halves the side). Defaults to ``(1, 2, 4, 8)``.
+        widths (sequence of int, optional): channels of each residual stage. Defaults to
+            ``(48, 96, 192)``.
+        blocks_per_stage (int, optional): residual blocks per stage. Defaults to ``2``.
+        pool (str, optional): ``"flatten"`` the last feature map, or average it over space
+            (``"mean"``). Defaults to ``"flatten"``.
+        padding (str, optional): ``"zeros"``, or ``"circular"`` for frames on a torus
+            (:func:`~torchrl_prelar.modules.latent_action.use_circular_padding`). Defaults
+            to ``"zeros"``.
+
+    Keyword Args:
+        in_channels (int, optional): channels read (3 for a frame, 6 for a frame pair).
+            Defaults to ``3``.
+        image_size (int, optional): frame height and width. Defaults to ``64``.
+
+    Returns:
+        the encoder, an :class:`~torch.nn.Module` with an ``output_features`` attribute.
+
+    Raises:
+        ValueError: if ``type`` or ``padding`` is not one of the values above.
 
     Examples:
         >>> make_pixel_encoder(depth=8, in_channels=6).output_features
@@ -384,15 +450,28 @@ def make_pixel_decoder(
     """A pixel decoder: TorchRL's DreamerV3 conv decoder or the reference ResNet decoder.
 
     Args:
-        type: ``"conv"`` (:func:`~torchrl_prelar.modules.networks.make_conv_decoder`, sized
-            by ``depth`` and ``mults``) or ``"resnet"``
+        type (str, optional): ``"conv"``
+            (:func:`~torchrl_prelar.modules.networks.make_conv_decoder`, sized by ``depth``
+            and ``mults``) or ``"resnet"``
             (:class:`~torchrl_prelar.modules.networks.ResNetDecoder`, sized by ``widths``).
-        depth: channels of the last conv stage.
-        mults: channel multiplier of each conv stage (each doubles the side).
-        widths: channels from the first residual stage to the last.
-        in_features: size of the features decoded (the model state ``[state, belief]``).
-        channels: image channels.
-        image_size: image height and width.
+            Defaults to ``"conv"``.
+        depth (int, optional): channels of the last conv stage. Defaults to ``16``.
+        mults (sequence of int, optional): channel multiplier of each conv stage (each
+            doubles the side). Defaults to ``(1, 2, 4, 8)``.
+        widths (sequence of int, optional): channels from the first residual stage to the
+            last. Defaults to ``(192, 96, 48, 24)``.
+
+    Keyword Args:
+        in_features (int): size of the features decoded (the model state
+            ``[state, belief]``).
+        channels (int, optional): image channels. Defaults to ``3``.
+        image_size (int, optional): image height and width. Defaults to ``64``.
+
+    Returns:
+        the decoder, an :class:`~torch.nn.Module` from features to centred frames.
+
+    Raises:
+        ValueError: if ``type`` is not ``"conv"`` or ``"resnet"``.
 
     Examples:
         >>> make_pixel_decoder(depth=8, in_features=32)(torch.zeros(2, 32)).shape
@@ -422,13 +501,19 @@ def make_rssm_rollout(
     belief are reset where ``"is_init"`` is set.
 
     Args:
-        deter: size of the deterministic state (the GRU's ``"belief"``).
-        hidden: width of the prior's and posterior's hidden layers.
-        categoricals: categorical variables of the stochastic ``"state"``.
-        classes: classes of each categorical.
-        action_dim: width of the action the prior reads.
-        obs_embed_dim: width of the frame embedding the posterior reads.
-        action_key: the action's key.
+        deter (int, optional): size of the deterministic state (the GRU's ``"belief"``).
+            Defaults to ``256``.
+        hidden (int, optional): width of the prior's and posterior's hidden layers.
+            Defaults to ``256``.
+        categoricals (int, optional): categorical variables of the stochastic ``"state"``.
+            Defaults to ``16``.
+        classes (int, optional): classes of each categorical. Defaults to ``16``.
+
+    Keyword Args:
+        action_dim (int): width of the action the prior reads.
+        obs_embed_dim (int): width of the frame embedding the posterior reads.
+        action_key (NestedKey, optional): the action's key. Defaults to
+            ``"latent_action"``.
 
     Examples:
         >>> rollout = make_rssm_rollout(deter=64, action_dim=8, obs_embed_dim=256)
@@ -483,20 +568,30 @@ def make_latent_action_model(
     """A :class:`LatentActionModel` (see it for what each setting does).
 
     Args:
-        dim: latent action size (``action_dim``).
-        hidden: width of the head's hidden layer.
-        output_type: ``"gaussian"``, ``"deterministic"`` or ``"discrete"``.
-        input_mode: ``"concat"`` or ``"difference"`` (frames, read by a trunk of their own),
-            ``"embedding"`` or ``"embedding_difference"`` (the world model's encoder
-            embeddings of o_t and o_{t+1}, ``embedding_dim`` wide).
-        window: frames per inference, ending at o_{t+1}.
-        shift: training-time random shift of the frames, in pixels (frame inputs).
-        num_categoricals: categoricals of the discrete output.
-        trunk: settings of the frame trunk, :func:`make_pixel_encoder`'s (frame inputs;
-            its defaults when ``None``).
-        channels: channels of a frame.
-        image_size: frame height and width.
-        embedding_dim: width of the encoder embedding (embedding inputs).
+        dim (int, optional): latent action size (``action_dim``). Defaults to ``16``.
+        hidden (int, optional): width of the head's hidden layer. Defaults to ``256``.
+        output_type (str, optional): ``"gaussian"``, ``"deterministic"`` or ``"discrete"``.
+            Defaults to ``"gaussian"``.
+        input_mode (str, optional): ``"concat"`` or ``"difference"`` (frames, read by a
+            trunk of their own), ``"embedding"`` or ``"embedding_difference"`` (the world
+            model's encoder embeddings of o_t and o_{t+1}, ``embedding_dim`` wide). Defaults
+            to ``"concat"``.
+        window (int, optional): frames per inference, ending at o_{t+1}. Defaults to ``2``.
+        shift (int, optional): training-time random shift of the frames, in pixels (frame
+            inputs). Defaults to ``0``.
+        num_categoricals (int, optional): categoricals of the discrete output. Defaults to
+            ``4``.
+        trunk (Mapping[str, Any], optional): :func:`make_pixel_encoder` settings of the frame
+            trunk (frame inputs). Defaults to ``None`` (that factory's defaults).
+
+    Keyword Args:
+        channels (int, optional): channels of a frame. Defaults to ``3``.
+        image_size (int, optional): frame height and width. Defaults to ``64``.
+        embedding_dim (int, optional): width of the encoder embedding, required by the
+            embedding inputs. Defaults to ``None``.
+
+    Raises:
+        ValueError: if an embedding ``input_mode`` is given without ``embedding_dim``.
 
     Examples:
         >>> make_latent_action_model(dim=8, trunk={"depth": 8}).action_dim
@@ -538,10 +633,12 @@ def make_action_encoder(
     """The fine-tuning :class:`ActionEncoder`: ``"action"`` to a ``latent_dim`` latent action.
 
     Args:
-        hidden: width of the hidden layers.
-        depth: hidden layers.
-        action_dim: real action size.
-        latent_dim: latent action size of the world model it feeds.
+        hidden (int, optional): width of the hidden layers. Defaults to ``256``.
+        depth (int, optional): number of hidden layers. Defaults to ``1``.
+
+    Keyword Args:
+        action_dim (int): real action size.
+        latent_dim (int): latent action size of the world model it feeds.
 
     Examples:
         >>> make_action_encoder(action_dim=4, latent_dim=16)(torch.zeros(4)).shape
@@ -560,10 +657,13 @@ def make_reward_head(
     """An ELU MLP from the model state ``[state, belief]`` to a scalar reward prediction.
 
     Args:
-        hidden: width of the hidden layers.
-        depth: hidden layers.
-        in_features: size of the model state.
-        out_key: where the prediction is written.
+        hidden (int, optional): width of the hidden layers. Defaults to ``128``.
+        depth (int, optional): number of hidden layers. Defaults to ``2``.
+
+    Keyword Args:
+        in_features (int): size of the model state.
+        out_key (NestedKey, optional): where the prediction is written. Defaults to
+            ``("next", "reward")``.
 
     Examples:
         >>> make_reward_head(in_features=512).out_keys
@@ -597,10 +697,18 @@ _PART_FACTORIES = {
 def resolve_world_model_kwargs(**settings: Any) -> dict[str, Any]:
     """Every setting of :func:`make_world_model`, defaults filled in.
 
-    ``settings`` are arguments of :func:`make_world_model` but those of :data:`BUILD_ARGUMENTS`;
-    each part's mapping is checked against its factory, and an unknown setting raises a
-    ``TypeError`` naming the accepted ones. What a checkpoint stores to rebuild its model
-    whatever the defaults become.
+    Each part's mapping is checked against its factory. The result is what a checkpoint
+    stores to rebuild its model independently of the defaults.
+
+    Keyword Args:
+        **settings: arguments of :func:`make_world_model`, except those of
+            :data:`BUILD_ARGUMENTS`.
+
+    Returns:
+        a dict of every setting, each part's mapping complete.
+
+    Raises:
+        TypeError: if a setting is unknown, naming the accepted ones.
 
     Examples:
         >>> kwargs = resolve_world_model_kwargs(rssm={"deter": 64})
@@ -644,26 +752,41 @@ def make_world_model(
     encoder and decoder, a 256-unit RSSM with 16 x 16 categoricals and a 16-d Gaussian
     latent action inferred from the frame pair.
 
-    Args:
-        image_size: frame height and width.
-        channels: frame channels.
-        encoder: :func:`make_pixel_encoder` settings of the frame encoder.
-        decoder: :func:`make_pixel_decoder` settings of the decoder.
-        rssm: :func:`make_rssm_rollout` settings.
-        latent_action: :func:`make_latent_action_model` settings; its ``dim`` is the width
-            of the action the RSSM reads, whatever the action model.
-        action_encoder: :func:`make_action_encoder` settings, used with ``action_dim``.
-        reward_head: :func:`make_reward_head` settings of each reward head.
-        activation_checkpointing: recompute pixel-network activations in backward
-            (:attr:`PreLARWorldModel.activation_checkpointing`).
-        action_dim: real action size: the action model is then a new
-            :class:`ActionEncoder` reading ``"action"`` (fine-tuning), and only
-            ``("next", "pixels")`` is read; by default a :class:`LatentActionModel` infers
-            the latent action from the frames.
-        action_model: the module writing ``"latent_action"``, in place of either.
-        reward_keys: one reward head per key (e.g. ``[("next", "reward")]`` at fine-tuning);
-            none by default, as action-free video has no reward.
-        validate_inputs: check the frames of every batch (shape, range, NaN).
+    Keyword Args:
+        image_size (int, optional): frame height and width. Defaults to ``64``.
+        channels (int, optional): frame channels. Defaults to ``3``.
+        encoder (Mapping[str, Any], optional): :func:`make_pixel_encoder` settings of the
+            frame encoder. Defaults to ``None``.
+        decoder (Mapping[str, Any], optional): :func:`make_pixel_decoder` settings of the
+            decoder. Defaults to ``None``.
+        rssm (Mapping[str, Any], optional): :func:`make_rssm_rollout` settings. Defaults to
+            ``None``.
+        latent_action (Mapping[str, Any], optional): :func:`make_latent_action_model`
+            settings; its ``dim`` is the width of the action the RSSM reads, whatever the
+            action model. Defaults to ``None``.
+        action_encoder (Mapping[str, Any], optional): :func:`make_action_encoder` settings,
+            used with ``action_dim``. Defaults to ``None``.
+        reward_head (Mapping[str, Any], optional): :func:`make_reward_head` settings of
+            each reward head. Defaults to ``None``.
+        activation_checkpointing (bool, optional): recompute pixel-network activations in
+            backward (:attr:`PreLARWorldModel.activation_checkpointing`). Defaults to
+            ``False``.
+        action_dim (int, optional): real action size. When given, the action model is a new
+            :class:`ActionEncoder` reading ``"action"`` (fine-tuning) and only
+            ``("next", "pixels")`` is read. Defaults to ``None``: a
+            :class:`LatentActionModel` infers the latent action from the frames.
+        action_model (TensorDictModuleBase, optional): the module writing
+            ``"latent_action"``, in place of either. Defaults to ``None``.
+        reward_keys (list of NestedKey, optional): one reward head per key (e.g.
+            ``[("next", "reward")]`` at fine-tuning). Defaults to ``None``: no reward head,
+            as action-free video has no reward.
+        validate_inputs (bool, optional): check the frames of every batch (shape, range,
+            NaN). Defaults to ``True``.
+
+    Raises:
+        ValueError: if both ``action_dim`` and ``action_model`` are given.
+        TypeError: if a part mapping holds an unknown setting.
+
 
     Examples:
         >>> model = make_world_model(rssm={"deter": 32}, latent_action={"dim": 8})
