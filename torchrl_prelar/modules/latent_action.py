@@ -52,6 +52,14 @@ add_custom_mapping(SCALE_MAPPING, _sigmoid_scale)
 def latent_action_trunk_channels(input_mode: InputMode, window: int, channels: int = 3) -> int:
     """Channels the latent action model's trunk reads for a window of ``window`` frames.
 
+    Args:
+        input_mode (str): ``"concat"`` or ``"difference"``.
+        window (int): frames per inference, at least 2.
+        channels (int, optional): channels of a frame. Defaults to ``3``.
+
+    Raises:
+        ValueError: if ``window < 2`` or ``input_mode`` does not read frames.
+
     Examples:
         >>> latent_action_trunk_channels("concat", 2), latent_action_trunk_channels("difference", 3)
         (6, 6)
@@ -79,6 +87,12 @@ def use_circular_padding(module: nn.Module) -> nn.Module:
     cannot tell *where* things are, only how o_{t+1} differs from o_t. Zero padding (the
     default everywhere) lets the borders give the position away.
 
+    Args:
+        module (nn.Module): the network, modified in place.
+
+    Returns:
+        ``module``.
+
     Examples:
         >>> from torchrl_prelar.modules.networks import make_conv_encoder
         >>> trunk = use_circular_padding(make_conv_encoder(6, depth=4, mults=(1, 2), pool="mean"))
@@ -96,6 +110,9 @@ def straight_through_sample(logits: torch.Tensor) -> torch.Tensor:
     """One-hot sample of ``[..., categoricals, classes]`` logits, gradients through the probs.
 
     Flattened to ``[..., categoricals * classes]``, the layout of TorchRL's RSSM states.
+
+    Args:
+        logits (torch.Tensor): categorical logits, ``[..., categoricals, classes]``.
 
     Examples:
         >>> sample = straight_through_sample(torch.zeros(2, 4, 8))
@@ -118,6 +135,11 @@ class OneHotCategoricals(D.Distribution):
     gradients to the probabilities (``has_rsample``, so that a
     :class:`~tensordict.nn.ProbabilisticTensorDictModule` draws with it); the mode (and
     ``deterministic_sample``) is the one-hot arg-max, the mean the probabilities.
+
+    Args:
+        logits (torch.Tensor): logits, ``[..., categoricals, classes]``.
+        validate_args (bool, optional): as in :class:`torch.distributions.Distribution`.
+            Defaults to ``None``.
 
     Examples:
         >>> dist = OneHotCategoricals(torch.zeros(3, 4, 2))
@@ -204,9 +226,14 @@ _DISTRIBUTIONS: dict[str, tuple[type[D.Distribution], tuple[str, ...], dict]] = 
 
 
 def shift_together(frames: torch.Tensor, shift: int) -> torch.Tensor:
-    """Shift each ``[C, H, W]`` stack of ``frames`` (``[*B, C, H, W]``) by its own random
-    offset in ``[-shift, shift]`` pixels per axis: replicate-pad by ``shift``, then crop. The
-    channels of one stack (the frames of one transition) move together.
+    """Shift each ``[C, H, W]`` stack of ``frames`` by its own random offset.
+
+    Each stack moves by up to ``shift`` pixels per axis: replicate-pad by ``shift``, then
+    crop. The channels of one stack (the frames of one transition) move together.
+
+    Args:
+        frames (torch.Tensor): frames, ``[*B, C, H, W]``.
+        shift (int): the largest offset, in pixels; ``0`` returns ``frames`` unchanged.
 
     Examples:
         >>> frames = torch.arange(32.0).reshape(1, 2, 4, 4)
@@ -229,13 +256,19 @@ def shift_together(frames: torch.Tensor, shift: int) -> torch.Tensor:
 
 
 class EmbeddingPair(nn.Module):
-    """Trunk of the embedding input modes: reads the two embeddings side by side
-    (``[..., 2 * embed_dim]``, o_t's first) and hands on both (``"concat"``, the
-    ``"embedding"`` mode) or the change e(o_{t+1}) - e(o_t) (``"difference"``, the
-    ``"embedding_difference"`` mode, as in LAPA: what stays the same between the frames, such
-    as where the hand is, cancels out).
+    """Trunk of the embedding input modes of :class:`LatentActionModel`.
+
+    Reads the two embeddings side by side (``[..., 2 * embed_dim]``, o_t's first) and hands
+    on both (``"concat"``, the ``"embedding"`` mode) or the change e(o_{t+1}) - e(o_t)
+    (``"difference"``, the ``"embedding_difference"`` mode, as in LAPA: what stays the same
+    between the frames, such as where the hand is, cancels out).
+
+    Args:
+        embed_dim (int): width of one embedding.
+        combine (str, optional): ``"concat"`` or ``"difference"``. Defaults to ``"concat"``.
 
     Examples:
+
         >>> EmbeddingPair(4)(torch.zeros(2, 8)).shape
         torch.Size([2, 8])
         >>> EmbeddingPair(2, combine="difference")(torch.tensor([[1.0, 2.0, 4.0, 3.0]]))
@@ -288,36 +321,48 @@ class LatentActionModel(TensorDictModuleBase):
     (``sampler.default_interaction_type``). :meth:`get_dist` exposes the distribution.
 
     The module is not a :class:`~tensordict.nn.ProbabilisticTensorDictSequential` itself: that
-    would move the networks under ``module.0.module.`` and change every state-dict key of the
-    pre-trained checkpoints. Composed this way (``trunk``, ``head``, and a parameter-free
-    ``sampler``) the keys are those older checkpoints were written with, and they load as
-    they are.
+    would move the networks under ``module.0.module.``. Composed of ``trunk``, ``head`` and a
+    parameter-free ``sampler``, its state-dict keys are ``trunk.*`` and ``head.*``, those of
+    the pre-trained checkpoints.
 
     Args:
-        trunk: image encoder with ``output_features`` reading
-            :func:`latent_action_trunk_channels` channels.
-        action_dim: latent action size (64 in the paper).
-        hidden_dim: width of the head's hidden layer (1024 in the paper).
-        output_type: ``"gaussian"`` (default), ``"deterministic"`` or ``"discrete"``.
-        input_mode: ``"concat"`` stacks the frames on channels; ``"difference"`` stacks the
-            differences of consecutive frames; ``"embedding"`` reads the world model's own
-            encoder embeddings of o_t and o_{t+1} (``"encoded_latents"`` and
-            ``("next", "encoded_latents")``) instead of frames, with an
-            :class:`EmbeddingPair` trunk: no second image network (about a third fewer
-            convolution FLOPs at the ``paper`` size); the world model supplies the embeddings.
-            ``"embedding_difference"`` reads the same embeddings and keeps only their change
-            e(o_{t+1}) - e(o_t) (:class:`EmbeddingPair`).
-        window: frames per inference, ending at o_{t+1} (default 2 = (o_t, o_{t+1})). With
-            ``window > 2`` earlier frames are taken from the clip, repeating its first frame
-            where the window reaches before it; inputs then need a time dimension.
-        shift: in training mode, shift the frames of each transition together by a random
-            offset of up to ``shift`` pixels in each direction (replicate padding, then a crop,
-            as DrQ), so that where things are in the image is less reliable to the code than
-            how they move between the frames; 0 (default) is off. Frame inputs only.
-        num_categoricals: categoricals of the discrete output.
-        in_keys: ``[pixels, next pixels]``.
-        out_keys: ``[latent_action, loc, scale]`` (Gaussian), ``[latent_action]``
-            (deterministic) or ``[latent_action, logits]`` (discrete); defaults as above.
+        trunk (nn.Module): image encoder with ``output_features``, reading
+            :func:`latent_action_trunk_channels` channels (an :class:`EmbeddingPair` for the
+            embedding input modes).
+        action_dim (int, optional): latent action size. Defaults to ``64`` (the paper's).
+        hidden_dim (int, optional): width of the head's hidden layer. Defaults to ``1024``
+            (the paper's).
+        output_type (str, optional): ``"gaussian"``, ``"deterministic"`` or ``"discrete"``.
+            Defaults to ``"gaussian"``.
+        input_mode (str, optional): ``"concat"`` stacks the frames on channels;
+            ``"difference"`` stacks the differences of consecutive frames; ``"embedding"``
+            reads the world model's own encoder embeddings of o_t and o_{t+1}
+            (``"encoded_latents"`` and ``("next", "encoded_latents")``) instead of frames,
+            with an :class:`EmbeddingPair` trunk: no second image network (about a third
+            fewer convolution FLOPs at the ``paper`` size); the world model supplies the
+            embeddings. ``"embedding_difference"`` reads the same embeddings and keeps only
+            their change e(o_{t+1}) - e(o_t). Defaults to ``"concat"``.
+        window (int, optional): frames per inference, ending at o_{t+1}; ``2`` is
+            (o_t, o_{t+1}). With ``window > 2`` earlier frames are taken from the clip,
+            repeating its first frame where the window reaches before it; inputs then need a
+            time dimension. Defaults to ``2``.
+        shift (int, optional): in training mode, shift the frames of each transition together
+            by a random offset of up to ``shift`` pixels in each direction (replicate padding,
+            then a crop, as DrQ), so that where things are in the image is less reliable to
+            the code than how they move between the frames; ``0`` is off. Frame inputs only.
+            Defaults to ``0``.
+        num_categoricals (int, optional): categoricals of the discrete output; must divide
+            ``action_dim``. Defaults to ``8``.
+        in_keys (list of NestedKey, optional): ``[o_t, o_{t+1}]`` keys. Defaults to
+            ``["pixels", ("next", "pixels")]``, or ``["encoded_latents",
+            ("next", "encoded_latents")]`` for the embedding input modes.
+        out_keys (list of NestedKey, optional): ``[latent_action, loc, scale]`` (Gaussian),
+            ``[latent_action]`` (deterministic) or ``[latent_action, logits]`` (discrete).
+            Defaults to the key names listed above.
+
+    Raises:
+        ValueError: if ``output_type``, ``input_mode``, ``window``, ``shift`` or the number
+            of keys is invalid, or ``num_categoricals`` does not divide ``action_dim``.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -525,10 +570,15 @@ class ActionEncoder(TensorDictModule):
     writes ``"latent_action"``, the key the pre-trained RSSM already reads.
 
     Args:
-        action_dim: real action size (4 for Meta-world).
-        latent_dim: latent action size; must match the pre-trained RSSM (64 in the paper).
-        hidden_dim: hidden width (1024 in the paper).
-        depth: hidden layers.
+        action_dim (int): real action size (4 for Meta-world).
+        latent_dim (int, optional): latent action size; must match the pre-trained RSSM.
+            Defaults to ``64`` (the paper's).
+        hidden_dim (int, optional): hidden width. Defaults to ``1024`` (the paper's).
+        depth (int, optional): number of hidden layers. Defaults to ``1``.
+        in_keys (list of NestedKey, optional): the real action's key. Defaults to
+            ``["action"]``.
+        out_keys (list of NestedKey, optional): the latent action's key. Defaults to
+            ``["latent_action"]``.
 
     Examples:
         >>> from tensordict import TensorDict
