@@ -56,6 +56,12 @@ _ROLLOUT_KEYS: list[NestedKey] = [
 class NoAction(TensorDictModuleBase):
     """Write a zero-width action ``[*batch, 0]``: the input of an action-free RSSM prior.
 
+    Args:
+        in_key (NestedKey, optional): a key of the batch whose device the action takes.
+            Defaults to ``"is_init"``.
+        out_key (NestedKey, optional): where the empty action is written. Defaults to
+            ``"latent_action"``.
+
     Examples:
         >>> td = TensorDict({"is_init": torch.ones(2, 3, 1, dtype=torch.bool)}, [2, 3])
         >>> NoAction()(td)["latent_action"].shape
@@ -87,9 +93,12 @@ def make_action_free_world_model(**world_model_kwargs: Any) -> PreLARWorldModel:
     A :class:`~torchrl_prelar.modules.PreLARWorldModel` whose action model is
     :class:`NoAction` and whose RSSM prior has ``action_dim=0``; its state dict therefore has
     the same ``encoder.`` / ``rssm.`` / ``decoder.`` entries as PreLAR's, without
-    ``action_model.`` ones. ``world_model_kwargs`` are those of
-    :func:`~torchrl_prelar.modules.make_world_model` (its ``latent_action`` settings are
-    not used: there is no latent action).
+    ``action_model.`` ones.
+
+    Keyword Args:
+        **world_model_kwargs: the arguments of
+            :func:`~torchrl_prelar.modules.make_world_model`; its ``latent_action`` settings
+            are not used, as there is no latent action.
 
     Examples:
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
@@ -116,10 +125,18 @@ class ActionFreeRSSM(TensorDictModuleBase):
     outputs under ``out_keys``.
 
     Args:
-        rollout: the rollout with a zero-width-action prior.
-        embedding_key: the encoder embedding of o_{t+1}.
-        reset_key: sequence-start flag.
-        out_keys: prior logits, posterior logits, posterior state and belief.
+        rollout (RSSMRolloutV3): the rollout with a zero-width-action prior.
+
+    Keyword Args:
+        embedding_key (NestedKey, optional): the encoder embedding of o_{t+1}. Defaults to
+            ``("next", "pixel_embedding")``.
+        reset_key (NestedKey, optional): the sequence-start flag. Defaults to
+            ``"is_init"``.
+        out_keys (list of NestedKey, optional): prior logits, posterior logits, posterior
+            state and belief. Defaults to :data:`ACTION_FREE_KEYS`.
+
+    Raises:
+        ValueError: if ``out_keys`` does not hold four keys or the prior reads an action.
 
     Examples:
         >>> rssm = ActionFreeRSSM(make_action_free_world_model().rssm)
@@ -206,6 +223,20 @@ class APVWorldModel(TensorDictModuleBase):
     through the features (APV trains them with those losses only; its action-free KL has
     weight 0 at fine-tuning).
 
+    Args:
+        encoder (nn.Module): the pre-trained pixel encoder.
+        action_free (ActionFreeRSSM): the pre-trained action-free RSSM.
+        rssm (RSSMRolloutV3): the action-conditional rollout, reading ``"action"``.
+        decoder (TensorDictModule): the pre-trained decoder.
+        reward_heads (list of TensorDictModule, optional): reward predictors from the
+            action-conditional state. Defaults to ``None`` (no reward head).
+
+    Keyword Args:
+        image_shape (tuple of int, optional): ``(channels, height, width)`` of a frame.
+            Defaults to ``(3, 64, 64)``.
+        validate_inputs (bool, optional): check the frames of every batch. Defaults to
+            ``True``.
+
     Examples:
         >>> model = make_apv_world_model(action_dim=4)
         >>> td = TensorDict({"action": torch.zeros(2, 3, 4),
@@ -289,6 +320,13 @@ class APVWorldModel(TensorDictModuleBase):
         Runs the encoder and the action-free RSSM without gradient and in eval mode (no
         BatchNorm statistics update), on a TensorDict of its own holding the frames (as they
         are given) and the reset flags.
+
+        Args:
+            tensordict (TensorDictBase): a batch with ``("next", "pixels")`` and the reset
+                flags; it is not modified.
+
+        Returns:
+            the features, ``[*batch, T, state + belief]``.
         """
         reset_key = self.action_free.in_keys[1]
         pixels = tensordict.get(self.pixel_keys[0])
@@ -318,12 +356,17 @@ def make_apv_world_model(
     """Stack a new action-conditional RSSM on an action-free world model.
 
     Args:
-        action_dim: real action size; the new prior reads ``"action"`` directly.
-        action_free: the (pre-trained) model of :func:`make_action_free_world_model`; its
-            encoder, RSSM and decoder are taken over. A fresh one (of ``world_model_kwargs``)
-            by default.
-        reward_keys: one reward head per key.
+        action_dim (int, optional): real action size; the new prior reads ``"action"``
+            directly. Defaults to ``4``.
+
+    Keyword Args:
+        action_free (PreLARWorldModel, optional): the (pre-trained) model of
+            :func:`make_action_free_world_model`; its encoder, RSSM and decoder are taken
+            over. Defaults to ``None``: a fresh one of ``world_model_kwargs``.
+        reward_keys (list of NestedKey, optional): one reward head per key. Defaults to
+            ``None`` (no reward head).
         **world_model_kwargs: the arguments of
+
             :func:`~torchrl_prelar.modules.make_world_model`; the new RSSM has the sizes of
             its ``rssm`` settings (those of the action-free one, so the pre-trained decoder
             fits), the reward heads its ``reward_head`` settings.
