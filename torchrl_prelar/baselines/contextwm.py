@@ -91,6 +91,9 @@ FRAME_CHOICES = ("random", "first")
 def context_feature_key(side: int) -> NestedKey:
     """Key of the ``side x side`` context feature map.
 
+    Args:
+        side (int): the map's side, in pixels.
+
     Examples:
         >>> context_feature_key(8)
         ('context', 'features_8')
@@ -100,6 +103,16 @@ def context_feature_key(side: int) -> NestedKey:
 
 def context_settings(context: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``context`` settings over :data:`CONTEXT_DEFAULTS`, checked.
+
+    Args:
+        context (Mapping[str, Any], optional): the settings given. Defaults to ``None``
+            (every default).
+
+    Returns:
+        a dict of every context setting.
+
+    Raises:
+        ValueError: if a setting is unknown or out of range, naming it.
 
     Examples:
         >>> context_settings({"heads": 2})["heads"], context_settings()["frame"]
@@ -132,6 +145,10 @@ def collapse_expanded(value: torch.Tensor, event_dims: int) -> torch.Tensor:
     Work done on the result and expanded back equals the work done on ``value``, once per
     distinct entry: a context frame shared by the T steps of a clip is encoded once.
 
+    Args:
+        value (torch.Tensor): a tensor whose leading (batch) dimensions may be expanded.
+        event_dims (int): trailing dimensions that are not batch dimensions.
+
     Examples:
         >>> frame = torch.zeros(2, 1, 3, 8, 8).expand(2, 5, 3, 8, 8)
         >>> collapse_expanded(frame, 3).shape
@@ -147,6 +164,10 @@ def collapse_expanded(value: torch.Tensor, event_dims: int) -> torch.Tensor:
 
 def random_shift(frames: torch.Tensor, pad: int) -> torch.Tensor:
     """Shift each ``[N, C, H, W]`` frame by up to ``pad`` pixels (edges replicated).
+
+    Args:
+        frames (torch.Tensor): frames, ``[N, C, H, W]``.
+        pad (int): the largest offset per axis, in pixels.
 
     Examples:
         >>> random_shift(torch.rand(4, 3, 16, 16), pad=2).shape
@@ -180,6 +201,17 @@ class ContextFrame(TensorDictModuleBase):
     clip (ContextWM's ``trand``); ``"first"``, and eval mode, the first step. ``shift > 0``
     shifts the training context frame at random by up to that many pixels. A context frame
     already in the TensorDict is kept (a caller may supply its own).
+
+    Args:
+        choice (str, optional): ``"random"`` or ``"first"``. Defaults to ``"random"``.
+        shift (int, optional): largest random shift of the training context frame, in
+            pixels. Defaults to ``0``.
+
+    Keyword Args:
+        in_key (NestedKey, optional): the clip's frames. Defaults to
+            ``("next", "pixels")``.
+        out_key (NestedKey, optional): where the context frame is written. Defaults to
+            :data:`CONTEXT_PIXELS_KEY`.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -237,9 +269,13 @@ class MultiScaleEncoder(nn.Module):
     Expanded batch dimensions (one frame per clip, shared by its steps) are encoded once.
 
     Args:
-        encoder: the pixel encoder (its own weights: ContextWM's context encoder is separate).
-        sides: map sides to keep, e.g. ``[16, 8]``.
-        image_shape: ``(C, H, W)`` of the frames.
+        encoder (nn.Module): the pixel encoder, with its own weights (ContextWM's context
+            encoder is separate from the world model's).
+        sides (list of int): map sides to keep, e.g. ``[16, 8]``.
+        image_shape (tuple of int): ``(C, H, W)`` of the frames.
+
+    Raises:
+        ValueError: if the encoder has no feature map of a requested side.
 
     Examples:
         >>> from torchrl_prelar.modules.networks import make_conv_encoder
@@ -296,6 +332,16 @@ class ContextCrossAttention(nn.Module):
     positional embedding (zero at start). In training a random ``mask_ratio`` of the context
     tokens is dropped per query map (ContextWM's attention mask) and the attention weights see
     ``dropout``. The layer-normalised attention output is added to the decoder map.
+
+    Args:
+        channels (int): channels of the decoder map.
+        context_channels (int): channels of the context map.
+        side (int): side of the decoder map.
+        context_side (int): side of the context map.
+        heads (int, optional): attention heads; must divide ``channels``. Defaults to ``4``.
+        mask_ratio (float, optional): fraction of context tokens dropped in training.
+            Defaults to ``0.75``.
+        dropout (float, optional): attention dropout in training. Defaults to ``0.1``.
 
     Examples:
         >>> attention = ContextCrossAttention(8, 16, side=4, context_side=4, heads=2)
@@ -387,6 +433,21 @@ class ContextualDecoder(nn.Module):
     Called as ``decoder(state, belief, *context_maps)``: model features ``[*batch, F]``
     (concatenated) and one map ``[*batch, C_s, s, s]`` per side of ``context_channels``, from
     the largest side to the smallest (the order of :class:`MultiScaleEncoder`).
+
+    Args:
+        decoder (nn.Module): a decoder with ``stem`` and ``layers``.
+        in_features (int): width of the model features.
+        context_channels (Mapping[int, int]): channels of the context map of each side.
+
+    Keyword Args:
+        heads (int, optional): attention heads. Defaults to ``4``.
+        mask_ratio (float, optional): fraction of context tokens dropped in training.
+            Defaults to ``0.75``.
+        dropout (float, optional): attention dropout in training. Defaults to ``0.1``.
+
+    Raises:
+        TypeError: if ``decoder`` has no ``stem`` or ``layers``.
+        ValueError: if no layer with weights reads a map of one of the sides.
 
     Examples:
         >>> from torchrl_prelar.modules.networks import make_conv_decoder
@@ -528,8 +589,15 @@ class ContextWMWorldModel(_ContextBeforeDecoder, APVWorldModel):
 def resolve_contextwm_kwargs(
     *, context: Mapping[str, Any] | None = None, **world_model_kwargs: Any
 ) -> dict[str, Any]:
-    """Every setting of the ContextWM models, defaults filled in (what a checkpoint stores):
-    :func:`~torchrl_prelar.modules.resolve_world_model_kwargs` and ``context``.
+    """Every setting of the ContextWM models, defaults filled in (what a checkpoint stores).
+
+    Keyword Args:
+        context (Mapping[str, Any], optional): the context settings. Defaults to ``None``.
+        **world_model_kwargs: the arguments of
+            :func:`~torchrl_prelar.modules.resolve_world_model_kwargs`.
+
+    Returns:
+        the world-model settings and the ``"context"`` settings, complete.
 
     Examples:
         >>> resolve_contextwm_kwargs(context={"heads": 2})["context"]["resolutions"]
@@ -548,8 +616,9 @@ def make_contextwm_pretrain_model(
     context encoder has the encoder's depth); the decoder is the world model's, with one
     :class:`ContextCrossAttention` per side of ``context["resolutions"]``.
 
-    Args:
-        context: the context settings (see the module docstring; :data:`CONTEXT_DEFAULTS`).
+    Keyword Args:
+        context (Mapping[str, Any], optional): the context settings (see the module
+            docstring). Defaults to ``None`` (:data:`CONTEXT_DEFAULTS`).
         **world_model_kwargs: the arguments of
             :func:`~torchrl_prelar.baselines.apv.make_action_free_world_model`.
 
@@ -610,13 +679,19 @@ def make_contextwm_world_model(
     """Stack a new action-conditional RSSM on a ContextWM pre-training model (as APV does).
 
     Args:
-        action_dim: real action size.
-        action_free: the (pre-trained) :func:`make_contextwm_pretrain_model`; its encoder,
-            RSSM, context encoder and decoder are taken over. A fresh one (of ``context`` and
-            ``world_model_kwargs``) by default.
-        reward_keys: one reward head per key.
-        context: the context settings of a fresh ``action_free`` model.
+        action_dim (int, optional): real action size. Defaults to ``4``.
+
+    Keyword Args:
+        action_free (ContextWMPretrainModel, optional): the (pre-trained) model of
+            :func:`make_contextwm_pretrain_model`; its encoder, RSSM, context encoder and
+            decoder are taken over. Defaults to ``None``: a fresh one of ``context`` and
+            ``world_model_kwargs``.
+        reward_keys (list of NestedKey, optional): one reward head per key. Defaults to
+            ``None`` (no reward head).
+        context (Mapping[str, Any], optional): the context settings of a fresh
+            ``action_free`` model. Defaults to ``None``.
         **world_model_kwargs: the arguments of
+
             :func:`~torchrl_prelar.baselines.apv.make_apv_world_model`.
 
     Examples:
