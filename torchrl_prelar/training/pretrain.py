@@ -26,9 +26,17 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """The reference optimiser: one Adam over all world-model parameters.
 
-    PyTorch's fused Adam kernel (one pass over each parameter instead of a chain of
-    elementwise ops; measured 8x faster on 29M parameters on a 2-core CPU) with the same
-    arithmetic.
+    Uses PyTorch's fused Adam kernel (one pass over each parameter instead of a chain of
+    elementwise ops), with the same arithmetic as the unfused one.
+
+    Args:
+        parameters (iterable of torch.nn.Parameter): the parameters to optimise.
+        lr (float, optional): learning rate. Defaults to ``3e-4``.
+        eps (float, optional): Adam's epsilon. Defaults to ``1e-5``.
+        weight_decay (float, optional): L2 weight decay. Defaults to ``1e-6``.
+
+    Returns:
+        a :class:`torch.optim.Adam`.
 
     Examples:
         >>> make_optimizer([torch.nn.Parameter(torch.zeros(2))]).defaults["eps"]
@@ -40,22 +48,33 @@ def make_optimizer(
 class PreLARPretrainer:
     """One pre-training update: loss, backward, gradient-norm clipping, optimiser step.
 
+    The loss is moved to ``device`` (every module of it, not only the world model) and, with
+    ``channels_last``, to the channels-last memory format.
+
     Args:
-        loss: the :class:`~torchrl_prelar.PreLARLoss` (owns the world model).
-        optimizer: optimiser over ``loss.parameters()``.
-        grad_clip: maximum global gradient norm (100 in the reference).
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``
-            (see :func:`~torchrl_prelar.training.precision.resolve_precision`).
-        device: where the model and batches live.
-        channels_last: store convolution weights (hence activations) channels-last, the
-            layout oneDNN and cuDNN convolve fastest; parameter values are unchanged.
-        distributed: the data-parallel job this process belongs to; the loss then runs in
-            DistributedDataParallel (gradients averaged over the ranks). ``None``: one process.
-        compile_networks: ``torch.compile`` every network of the world model in place
-            (:meth:`~torchrl_prelar.modules.PreLARWorldModel.compile_networks`); the loss and
-            the RSSM's time loop stay eager. Meant for GPUs, where kernel launches dominate (not
-            measured: no GPU here); no gain was measured on a 2-core CPU
-            (``docs/performance.md``).
+        loss (PreLARLoss): the :class:`~torchrl_prelar.PreLARLoss`, which owns the world
+            model.
+        optimizer (torch.optim.Optimizer): optimiser over ``loss.parameters()``.
+
+    Keyword Args:
+        grad_clip (float, optional): maximum global gradient norm; ``inf`` does not clip.
+            Defaults to ``100.0`` (the reference's).
+        precision (str, optional): ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see
+            :func:`~torchrl_prelar.training.precision.resolve_precision`). Defaults to
+            ``"auto"``.
+        device (torch.device or str, optional): where the model and batches live. Defaults
+            to ``"cpu"``.
+        channels_last (bool, optional): store convolution weights (hence activations)
+            channels-last, the layout oneDNN and cuDNN convolve fastest; parameter values are
+            unchanged. Defaults to ``True``.
+        distributed (DistributedContext, optional): the data-parallel job this process
+            belongs to; the loss then runs in DistributedDataParallel (gradients averaged
+            over the ranks). Defaults to ``None`` (one process).
+        compile_networks (bool, optional): ``torch.compile`` every network of the world
+            model in place (:meth:`~torchrl_prelar.modules.PreLARWorldModel.compile_networks`);
+            the loss and the RSSM's time loop stay eager. Meant for GPUs, where kernel
+            launches dominate; on a 2-core CPU it gives no gain (``docs/performance.md``).
+            Defaults to ``False``.
 
     Raises:
         ValueError: if ``grad_clip`` is not a number > 0 (NaN included).
@@ -100,7 +119,16 @@ class PreLARPretrainer:
         self.autocast_dtype = resolve_precision(precision, self.device)
 
     def update(self, batch: TensorDictBase) -> TensorDict:
-        """Run one update on a ``[B, T]`` batch; return detached losses and metrics."""
+        """Run one update on a ``[B, T]`` batch.
+
+        Args:
+            batch (TensorDictBase): a ``[B, T]`` batch of clips, moved to the trainer's
+                device.
+
+        Returns:
+            the detached ``loss_*`` entries and metrics of the loss (each averaged to a
+            scalar), ``"loss"`` (their sum) and ``"grad_norm"`` (before clipping).
+        """
         batch = batch.to(self.device, non_blocking=True)
         self.loss.train()
         with autocast(self.device, self.autocast_dtype):
@@ -116,8 +144,11 @@ class PreLARPretrainer:
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
+        """The loss's (``"model"``) and the optimiser's (``"optimizer"``) state dicts."""
         return {"model": self.loss.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict` into the loss and the optimiser."""
+
         self.loss.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
