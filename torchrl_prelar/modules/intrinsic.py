@@ -16,6 +16,14 @@ from tensordict.utils import NestedKey
 def causal_moving_average(x: torch.Tensor, window: int, dim: int = -2) -> torch.Tensor:
     """Mean of the last ``window`` entries along ``dim`` (fewer at the start of the sequence).
 
+    Args:
+        x (torch.Tensor): the sequence.
+        window (int): number of entries averaged, at least 1.
+        dim (int, optional): the time dimension. Defaults to ``-2``.
+
+    Raises:
+        ValueError: if ``window < 1``.
+
     Examples:
         >>> causal_moving_average(torch.tensor([[1.0], [3.0], [5.0]]), window=2)
         tensor([[1.],
@@ -53,15 +61,22 @@ class VideoIntrinsicBonus(TensorDictModuleBase):
     its fill level and the running magnitude are buffers, so checkpoints resume exactly.
 
     Args:
-        embed_dim: size of the embeddings.
-        proj_dim: size of the random projection.
-        window: moving-average window (time steps).
-        queue_size: FIFO capacity.
-        k: nearest neighbours.
-        momentum: running-magnitude momentum.
-        eps: added to the magnitude before dividing.
-        seed: seed of the projection matrix.
-        in_key, out_key: keys of the embeddings and of the bonus (``[*batch, T, 1]``).
+        embed_dim (int): size of the embeddings.
+        proj_dim (int, optional): size of the random projection. Defaults to ``128``.
+        window (int, optional): moving-average window, in time steps. Defaults to ``5``.
+        queue_size (int, optional): FIFO capacity. Defaults to ``4096``.
+        k (int, optional): nearest neighbours. Defaults to ``16``.
+        momentum (float, optional): running-magnitude momentum. Defaults to ``0.99``.
+        eps (float, optional): added to the magnitude before dividing. Defaults to
+            ``1e-8``.
+        seed (int, optional): seed of the projection matrix. Defaults to ``0``.
+        in_key (NestedKey, optional): the embeddings read by :meth:`forward`. Defaults to
+            ``("next", "encoded_latents")``.
+        out_key (NestedKey, optional): where :meth:`forward` writes the bonus,
+            ``[*batch, T, 1]``. Defaults to ``("next", "intrinsic_reward")``.
+
+    Raises:
+        ValueError: if a size, ``window`` or ``k`` is not positive.
 
     Examples:
         >>> bonus = VideoIntrinsicBonus(embed_dim=6, proj_dim=4, queue_size=8, k=2)
@@ -123,7 +138,15 @@ class VideoIntrinsicBonus(TensorDictModuleBase):
 
     @torch.no_grad()
     def compute(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Bonus for a ``[*batch, T, E]`` embedding sequence; updates queue and magnitude."""
+        """Bonus for a ``[*batch, T, E]`` embedding sequence; updates queue and magnitude.
+
+        Args:
+            embedding (torch.Tensor): embeddings, ``[*batch, T, E]``.
+
+        Returns:
+            the bonus, ``[*batch, T, 1]``.
+        """
+
         projected = self.project(embedding)
         points = projected.reshape(-1, projected.shape[-1])
         count = int(self.queue_count)
