@@ -43,6 +43,11 @@ class ResidualBlock(nn.Module):
     With ``checkpointed`` set (and gradients on, in training mode) the block keeps only its
     input for backward and recomputes its activations there, one block at a time.
 
+    Args:
+        in_channels (int): input channels.
+        out_channels (int): output channels; the skip connection is a 1x1 convolution when
+            they differ from ``in_channels``.
+
     Examples:
         >>> block = ResidualBlock(8, 16)
         >>> block(torch.zeros(2, 8, 4, 4)).shape
@@ -85,12 +90,15 @@ class ResNetEncoder(nn.Module):
     widths (48, 96, 192) a 64x64 frame gives a 3072-d embedding (1.56M parameters).
 
     Args:
-        in_channels: input channels (3 for RGB, 6 for a concatenated frame pair).
-        widths: channels of each residual stage.
-        blocks_per_stage: residual blocks per stage.
-        image_size: input height and width.
-        pool: ``"flatten"`` the last feature map (reference) or average it over space
-            (``"mean"``: features that do not depend on where things are).
+        in_channels (int, optional): input channels (3 for RGB, 6 for a concatenated frame
+            pair). Defaults to ``3``.
+        widths (tuple of int, optional): channels of each residual stage. Defaults to
+            ``(48, 96, 192)``.
+        blocks_per_stage (int, optional): residual blocks per stage. Defaults to ``2``.
+        image_size (int, optional): input height and width. Defaults to ``64``.
+        pool (str, optional): ``"flatten"`` the last feature map (reference) or average it
+            over space (``"mean"``: features that do not depend on where things are).
+            Defaults to ``"flatten"``.
 
     Examples:
         >>> encoder = ResNetEncoder(widths=(8, 8, 16))
@@ -140,10 +148,11 @@ class ResNetDecoder(nn.Module):
     convolution to the output channels. Predictions live in the [-0.5, 0.5] pixel space.
 
     Args:
-        in_features: size of the model state ([stoch, deter]).
-        widths: channels from the 4x4 map down to the last stage (default 192, 96, 48, 24).
-        out_channels: image channels.
-        image_size: output height and width.
+        in_features (int): size of the model state ``[stoch, deter]``.
+        widths (tuple of int, optional): channels from the 4x4 map down to the last stage.
+            Defaults to ``(192, 96, 48, 24)``.
+        out_channels (int, optional): image channels. Defaults to ``3``.
+        image_size (int, optional): output height and width. Defaults to ``64``.
 
     Examples:
         >>> decoder = ResNetDecoder(32, widths=(16, 8, 8, 4))
@@ -258,6 +267,18 @@ def make_conv_encoder(
 ) -> nn.Module:
     """TorchRL's :class:`~torchrl.modules.DreamerV3ImageEncoder` on uint8 or centred frames.
 
+    Args:
+        in_channels (int, optional): input channels. Defaults to ``3``.
+        depth (int, optional): channels of the first stage. Defaults to ``16``.
+        mults (tuple of int, optional): channel multiplier of each stage (each halves the
+            side). Defaults to ``(1, 2, 4, 8)``.
+        image_size (int, optional): input height and width. Defaults to ``64``.
+        pool (str, optional): ``"flatten"`` the last feature map or average it over space
+            (``"mean"``). Defaults to ``"flatten"``.
+
+    Returns:
+        the encoder, mapping ``[*batch, C, H, W]`` frames to ``[*batch, output_features]``.
+
     Examples:
         >>> encoder = make_conv_encoder(depth=4, mults=(1, 2))
         >>> encoder(torch.zeros(2, 3, 64, 64)).shape, encoder.output_features
@@ -276,7 +297,20 @@ def make_conv_decoder(
 ) -> nn.Module:
     """TorchRL's :class:`~torchrl.modules.DreamerV3ImageDecoder` predicting centred pixels.
 
+    Args:
+        in_features (int): size of the features decoded.
+        depth (int, optional): channels of the last stage. Defaults to ``16``.
+        mults (tuple of int, optional): channel multiplier of each stage (each doubles the
+            side). Defaults to ``(1, 2, 4, 8)``.
+        out_channels (int, optional): image channels. Defaults to ``3``.
+        image_size (int, optional): output height and width. Defaults to ``64``.
+
+    Returns:
+        the decoder, mapping ``[*batch, in_features]`` to ``[*batch, C, H, W]`` predictions
+        in [-0.5, 0.5].
+
     Examples:
+
         >>> decoder = make_conv_decoder(8, depth=4, mults=(1, 2))
         >>> decoder(torch.zeros(2, 8)).shape
         torch.Size([2, 3, 64, 64])
