@@ -24,6 +24,9 @@ def centred_pixels(pixels: torch.Tensor) -> torch.Tensor:
     The only place where frames are normalised: ``uint8 / 255 - 0.5`` in float32, a new
     tensor (the input is never modified).
 
+    Args:
+        pixels (torch.Tensor): uint8 frames in [0, 255], or floats in [-0.5, 0.5].
+
     Examples:
         >>> centred_pixels(torch.tensor([0, 255], dtype=torch.uint8))
         tensor([-0.5000,  0.5000])
@@ -41,7 +44,17 @@ def check_pixels(
     Frames must be present, end in ``image_shape`` (C, H, W), and be either uint8 or
     finite floats in [-0.5, 0.5].
 
+    Args:
+        tensordict (TensorDictBase): the batch.
+        key (NestedKey): the frames' key.
+        image_shape (tuple of int): ``(C, H, W)`` of a frame.
+
+    Raises:
+        KeyError: if ``key`` is missing.
+        ValueError: if the shape, dtype or range is wrong, or a value is not finite.
+
     Examples:
+
         >>> from tensordict import TensorDict
         >>> td = TensorDict({"pixels": torch.zeros(2, 3, 8, 8)}, [2])
         >>> check_pixels(td, "pixels", (3, 8, 8))
