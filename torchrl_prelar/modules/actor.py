@@ -26,7 +26,11 @@ class TruncatedNormalActor(nn.Module):
         min_std (float, optional): smallest scale. Defaults to ``0.1`` (DreamerV2).
         init_std (float, optional): offset of the raw scale. Defaults to ``0.0``.
 
+    Raises:
+        ValueError: if ``min_std`` is not > 0.
+
     Examples:
+
         >>> actor = TruncatedNormalActor(4, depth=2, hidden=16)
         >>> loc, scale = actor(torch.zeros(3, 8), torch.zeros(3, 5))
         >>> loc.shape, bool((scale >= 0.1).all() and (scale <= 2.1).all())
