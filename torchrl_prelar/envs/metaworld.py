@@ -9,7 +9,7 @@ buffer; the ``corner`` camera is mounted upside down in Meta-world's scene, so i
 out upside down. :class:`MetaWorldRenderAdapter` flips them back vertically once, which gives
 exactly the frames of the reference (mujoco-py) pipeline.
 
-Example:
+Examples:
     >>> from torchrl_prelar.envs.metaworld import make_metaworld_env
     >>> env = make_metaworld_env("reach-v3", max_episode_steps=10)
     >>> td = env.rollout(3)
@@ -85,7 +85,7 @@ RENDER_QUALITIES: dict[str, dict[str, int]] = {
 def metaworld_task_names() -> list[str]:
     """Return the sorted names of all Meta-world v3 tasks.
 
-    Example:
+    Examples:
         >>> "reach-v3" in metaworld_task_names()
         True
     """
@@ -95,7 +95,7 @@ def metaworld_task_names() -> list[str]:
 def check_metaworld_task(task: str) -> None:
     """Raise a ``ValueError`` listing the valid names if ``task`` is not a Meta-world v3 task.
 
-    Example:
+    Examples:
         >>> check_metaworld_task("reach-v3")
     """
     if task not in metaworld.ALL_V3_ENVIRONMENTS:
@@ -108,7 +108,7 @@ def check_metaworld_task(task: str) -> None:
 def render_settings(model: mujoco.MjModel) -> dict[str, int]:
     """Return the render-quality settings of a MuJoCo model (shadow map size, MSAA samples).
 
-    Example:
+    Examples:
         >>> render_settings(env.unwrapped.model)  # doctest: +SKIP
         {'shadowsize': 0, 'offsamples': 0}
     """
@@ -121,7 +121,7 @@ def render_settings(model: mujoco.MjModel) -> dict[str, int]:
 def check_render_quality(quality: str) -> None:
     """Raise a ``ValueError`` naming the choices if ``quality`` is not in :data:`RENDER_QUALITIES`.
 
-    Example:
+    Examples:
         >>> check_render_quality("antialiased")
     """
     if quality not in RENDER_QUALITIES:
@@ -137,7 +137,7 @@ def apply_render_quality(model: mujoco.MjModel, quality: str) -> None:
     settings are read when the rendering context is created, so call this before the first
     render (as :class:`MetaWorldRenderAdapter` does).
 
-    Example:
+    Examples:
         >>> apply_render_quality(env.unwrapped.model, "fast")  # doctest: +SKIP
     """
     check_render_quality(quality)
@@ -196,10 +196,15 @@ class MetaWorldRenderAdapter(gym.Wrapper):
       for adapters still open, which avoids EGL errors at shutdown.
 
     Args:
-        env: a Meta-world v3 gymnasium env created with ``render_mode="rgb_array"``.
-        render_quality: one of :data:`RENDER_QUALITIES`. Defaults to ``"fast"``.
+        env (gym.Env): a Meta-world v3 gymnasium env created with
+            ``render_mode="rgb_array"``.
+        render_quality (str, optional): one of :data:`RENDER_QUALITIES`. Defaults to
+            ``"fast"``.
 
-    Example:
+    Raises:
+        ValueError: if ``env`` does not render ``"rgb_array"`` frames.
+
+    Examples:
         >>> import gymnasium as gym
         >>> env = MetaWorldRenderAdapter(gym.make("Meta-World/MT1", env_name="reach-v3",
         ...     render_mode="rgb_array", camera_name="corner", width=64, height=64))
@@ -277,7 +282,11 @@ class SuccessInfoReader(BaseInfoDictReader):
 
     Missing entries (e.g. at reset) read as ``False``.
 
-    Example:
+    Args:
+        key (str, optional): the info entry, also the output key. Defaults to
+            ``"success"``.
+
+    Examples:
         >>> env = GymWrapper(gym_env)  # doctest: +SKIP
         >>> env.set_info_dict_reader(SuccessInfoReader())  # doctest: +SKIP
     """
@@ -312,15 +321,23 @@ def make_metaworld_gym_env(
     """Create a Meta-world v3 gymnasium env (MT1 benchmark) with upright ``rgb_array`` renders.
 
     Args:
-        task: Meta-world v3 task name, e.g. ``"reach-v3"``.
-        image_size: height and width of rendered frames.
-        camera: MuJoCo camera name (``"corner"``, ``"corner2"``, ...).
-        max_episode_steps: truncation limit in simulator steps, at most Meta-world's 500.
-            Episodes never end on success.
-        render_quality: one of :data:`RENDER_QUALITIES` (see :func:`apply_render_quality`).
-        seed: fixes Meta-world's MT1 set of 50 goal / object variations and the initial RNG.
+        task (str): Meta-world v3 task name, e.g. ``"reach-v3"``.
 
-    Example:
+    Keyword Args:
+        image_size (int, optional): height and width of rendered frames. Defaults to ``64``.
+        camera (str, optional): MuJoCo camera name (``"corner"``, ``"corner2"``, ...).
+            Defaults to ``"corner"``.
+        max_episode_steps (int, optional): truncation limit in simulator steps, at most
+            Meta-world's 500. Episodes never end on success. Defaults to ``500``.
+        render_quality (str, optional): one of :data:`RENDER_QUALITIES` (see
+            :func:`apply_render_quality`). Defaults to ``"fast"``.
+        seed (int, optional): fixes Meta-world's MT1 set of 50 goal / object variations and
+            the initial RNG. Defaults to ``0``.
+
+    Raises:
+        ValueError: if the task, render quality or a size is invalid.
+
+    Examples:
         >>> env = make_metaworld_gym_env("reach-v3")
         >>> obs, info = env.reset(seed=1)
         >>> env.close()
@@ -370,28 +387,39 @@ def make_metaworld_env(
     (never set by success) and ``"truncated"`` (set after ``max_episode_steps`` simulator steps).
 
     Args:
-        task: Meta-world v3 task name, e.g. ``"reach-v3"``.
-        image_size: height and width of the frames. Defaults to 64.
-        camera: MuJoCo camera name. Defaults to ``"corner"``.
-        max_episode_steps: episode length in simulator steps (at most 500); must be a multiple
-            of ``action_repeat``. Defaults to 500.
-        action_repeat: number of simulator steps per agent step (TorchRL
-            :class:`~torchrl.envs.FrameSkipTransform`, rewards summed; ``success`` is the one of
-            the last repeated step). Defaults to 1.
-        render_quality: ``"fast"`` (no shadows, no MSAA: about 3-7x faster renders than
-            ``"metaworld"``), ``"antialiased"`` (4x MSAA) or ``"metaworld"`` (MSAA and
-            shadows), see :data:`RENDER_QUALITIES`. Defaults to ``"fast"``.
-        seed: fixes Meta-world's set of 50 goal variations and the initial RNG; re-seed the
-            variation drawn at each reset with ``env.set_seed``.
-        pixels_only: drop the low-dimensional ``"observation"``. Defaults to ``False``.
-        device: device of the output tensordicts.
-        render_threads: rasteriser threads of Mesa's software renderer (llvmpipe) in this
-            process. llvmpipe starts one per core, so a single env already keeps every core
-            busy while it renders; with one env per core (``ParallelEnv`` workers) set 1.
-            Sets ``LP_NUM_THREADS``, read when the process creates its first GL context, so
-            it must be given to the first env a process makes. ``None`` keeps Mesa's default.
+        task (str): Meta-world v3 task name, e.g. ``"reach-v3"``.
 
-    Example:
+    Keyword Args:
+        image_size (int, optional): height and width of the frames. Defaults to ``64``.
+        camera (str, optional): MuJoCo camera name. Defaults to ``"corner"``.
+        max_episode_steps (int, optional): episode length in simulator steps (at most 500);
+            must be a multiple of ``action_repeat``. Defaults to ``500``.
+        action_repeat (int, optional): number of simulator steps per agent step (TorchRL
+            :class:`~torchrl.envs.FrameSkipTransform`, rewards summed; ``success`` is the one
+            of the last repeated step). Defaults to ``1``.
+        render_quality (str, optional): ``"fast"`` (no shadows, no MSAA: about 3-7x faster
+            renders than ``"metaworld"``), ``"antialiased"`` (4x MSAA) or ``"metaworld"``
+            (MSAA and shadows), see :data:`RENDER_QUALITIES`. Defaults to ``"fast"``.
+        seed (int, optional): fixes Meta-world's set of 50 goal variations and the initial
+            RNG; re-seed the variation drawn at each reset with ``env.set_seed``. Defaults to
+            ``0``.
+        pixels_only (bool, optional): drop the low-dimensional ``"observation"``. Defaults
+            to ``False``.
+        device (torch.device or str, optional): device of the output tensordicts. Defaults
+            to ``None``.
+        render_threads (int, optional): rasteriser threads of Mesa's software renderer
+            (llvmpipe) in this process. llvmpipe starts one per core, so a single env already
+            keeps every core busy while it renders; with one env per core (``ParallelEnv``
+            workers) set 1. Sets ``LP_NUM_THREADS``, read when the process creates its first
+            GL context, so it must be given to the first env a process makes. Defaults to
+            ``None`` (Mesa's default).
+
+    Raises:
+        ValueError: if ``max_episode_steps`` is not a multiple of ``action_repeat``, or a
+            setting is invalid.
+
+
+    Examples:
         >>> env = make_metaworld_env("reach-v3", max_episode_steps=20, action_repeat=2)
         >>> _ = env.set_seed(0)
         >>> td = env.rollout(100)
