@@ -17,6 +17,12 @@ def read_csv_scalars(csv_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndar
     ``"pretrain/loss"``). Rows repeated for a step (a resumed run logs again the steps after
     its last checkpoint) keep the last value.
 
+    Args:
+        csv_dir (str or Path): the logger's folder, searched recursively.
+
+    Returns:
+        a dict from series name to ``(steps, values)`` arrays.
+
     Examples:
         >>> import tempfile
         >>> from torchrl.record.loggers.csv import CSVLogger
@@ -51,6 +57,17 @@ def plot_curves(
     title to the series drawn together in it, with a legend; names missing from ``series``
     are left out, and so is a panel left empty. A series of fewer than 30 points (e.g.
     evaluations) is drawn as markers.
+
+    Args:
+        series (dict): series name to ``(steps, values)`` arrays, as
+            :func:`read_csv_scalars` returns them.
+        path (str or Path): the PNG file written.
+        names (sequence of str or Mapping[str, sequence of str], optional): the series
+            drawn. Defaults to ``None`` (every series, one panel each).
+        title (str, optional): the figure's title. Defaults to ``""`` (none).
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
 
     Examples:
         >>> import tempfile
@@ -118,6 +135,16 @@ def save_prediction_gif(
     A bar under the prediction is green for context frames (reconstructed from observations)
     and red for imagined ones.
 
+    Args:
+        truth (torch.Tensor): the observed clip, ``[T, C, H, W]`` in [-0.5, 0.5].
+        prediction (torch.Tensor): the predicted clip, of the same shape.
+        context (int): number of context (observed) steps.
+        path (str or Path): the GIF file written.
+        fps (int, optional): frames per second. Defaults to ``4``.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
+
     Examples:
         >>> import tempfile
         >>> clip = torch.zeros(4, 3, 8, 8)
@@ -144,7 +171,24 @@ def save_video_panels(
     for the first ``context`` steps (observed) and red afterwards (imagined). ``labels`` are
     written in a strip above the panels.
 
+    Args:
+        panels (sequence of torch.Tensor): the clips, ``[T, C, H, W]`` in [-0.5, 0.5].
+        path (str or Path): the GIF file written.
+
+    Keyword Args:
+        context (int): number of observed steps.
+        bars (sequence of bool): whether each panel has a context bar.
+        labels (sequence of str, optional): one label per panel. Defaults to ``None``.
+        fps (int, optional): frames per second. Defaults to ``4``.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: if ``bars`` or ``labels`` does not have one entry per panel.
+
     Examples:
+
         >>> import tempfile
         >>> clip = torch.zeros(4, 3, 8, 8)
         >>> path = Path(tempfile.mkdtemp()) / "p.gif"
