@@ -1,17 +1,17 @@
-"""Checkpoints of the preset format (written up to 2026-11-27, commit 2275562), brought up to date.
+"""Reading checkpoints of the preset format (the format of 2026-11-27).
 
-Those checkpoints named their world model by a preset of the library and overrides of it,
-``{"preset": "small", "overrides": {...}}`` (the ``"config"`` entry of a pre-trained model
-file, the ``"world_model_config"`` entry of a pre-training checkpoint), so they rebuilt
-differently whenever a preset changed. Checkpoints now hold the resolved arguments of the
-world model, ``"world_model_kwargs"``. :func:`upgrade_checkpoint` resolves the old entry with
-the presets and defaults as they were on 2026-11-27 (:data:`PRESETS_2275562`,
-:data:`DEFAULTS_2275562`, :data:`CONTEXT_DEFAULTS_2275562`), frozen here; the loaders of
-the library call it on every file they read, and the command writes a converted copy::
+A preset-format checkpoint names its world model by a preset of the library and overrides
+of it, ``{"preset": "small", "overrides": {...}}`` (the ``"config"`` entry of a pre-trained
+model file, the ``"world_model_config"`` entry of a pre-training checkpoint). Checkpoints of
+the library hold the resolved arguments of the world model, ``"world_model_kwargs"``, which
+rebuild the same model whatever the presets say. :func:`upgrade_checkpoint` resolves a
+preset-format entry with the presets and defaults of that format (:data:`PRESETS_2275562`,
+:data:`DEFAULTS_2275562`, :data:`CONTEXT_DEFAULTS_2275562`), frozen here; the loaders of the
+library call it on every file they read, and the command writes a converted copy::
 
     python -m torchrl_prelar.legacy convert runs/old/pretrained_world_model.pt new.pt
 
-Example:
+Examples:
     >>> kwargs = legacy_world_model_kwargs({"preset": "tiny", "overrides": {"rssm": {"deter": 32}}})
     >>> kwargs["rssm"], kwargs["encoder"]["depth"]
     ({'deter': 32, 'hidden': 64, 'categoricals': 8, 'classes': 8}, 8)
@@ -41,8 +41,8 @@ __all__ = [
     "upgrade_checkpoint",
 ]
 
-#: The library's world-model presets on 2026-11-27
-#: (``torchrl_prelar/configs/world_model/<preset>.yaml`` of commit 2275562).
+#: The world-model presets of the preset format (its
+#: ``torchrl_prelar/configs/world_model/<preset>.yaml`` files).
 PRESETS_2275562: dict[str, dict[str, Any]] = {
     "paper": {
         "image_size": 64,
@@ -110,14 +110,14 @@ PRESETS_2275562: dict[str, dict[str, Any]] = {
         "activation_checkpointing": False,
     },
 }
-#: What the 2275562 code used where a preset was silent: pixel encoders flatten their last
+#: The preset format's defaults where a preset is silent: pixel encoders flatten their last
 #: map and pad with zeros, no frame shift, no activation checkpointing.
 DEFAULTS_2275562: dict[str, Any] = {
     "encoder": {"pool": "flatten", "padding": "zeros"},
     "latent_action": {"shift": 0, "trunk": {"pool": "flatten", "padding": "zeros"}},
     "activation_checkpointing": False,
 }
-#: ContextWM's ``context`` settings where a 2275562 configuration was silent.
+#: ContextWM's ``context`` settings where a preset-format configuration is silent.
 CONTEXT_DEFAULTS_2275562: dict[str, Any] = {
     "resolutions": [16, 8],
     "heads": 4,
@@ -130,7 +130,7 @@ _OLD_ENTRIES = {"config": "world_model", "world_model_config": "trainer"}
 
 
 def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``overrides`` over ``base``, nested mappings key by key (the 2275562 merge)."""
+    """``overrides`` over ``base``, nested mappings key by key (the preset format's merge)."""
     merged = copy.deepcopy(dict(base))
     for key, value in overrides.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
@@ -143,10 +143,19 @@ def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, A
 def legacy_world_model_kwargs(
     config: Mapping[str, Any], *, contextwm: bool = False
 ) -> dict[str, Any]:
-    """The resolved world-model arguments of a 2275562 ``{"preset", "overrides"}`` entry.
+    """The resolved world-model arguments of a preset-format ``{"preset", "overrides"}`` entry.
 
-    ``contextwm``: the checkpoint holds a ContextWM model, whose ``context`` settings are
-    resolved too (other models ignored them).
+    Args:
+        config (Mapping[str, Any]): the ``{"preset", "overrides"}`` entry.
+
+    Keyword Args:
+        contextwm (bool, optional): the checkpoint holds a ContextWM model, whose
+            ``context`` settings are resolved too (other models ignore them). Defaults to
+            ``False``.
+
+    Returns:
+        the resolved arguments, as :func:`~torchrl_prelar.modules.resolve_world_model_kwargs`
+        (or :func:`~torchrl_prelar.baselines.resolve_contextwm_kwargs`) returns them.
 
     Raises:
         ValueError: if ``config`` names no preset of :data:`PRESETS_2275562`.
@@ -166,12 +175,15 @@ def legacy_world_model_kwargs(
 
 
 def upgrade_checkpoint(content: Mapping[str, Any]) -> dict[str, Any]:
-    """``content`` with its 2275562 world-model entry replaced by ``"world_model_kwargs"``.
+    """``content`` with its preset-format world-model entry replaced by ``"world_model_kwargs"``.
 
     A pre-trained model file's ``"config"`` and a pre-training checkpoint's
     ``"world_model_config"`` are resolved by :func:`legacy_world_model_kwargs` (a ContextWM
     model is told by its ``context_encoder.`` weights); a checkpoint without either is
     returned as it is.
+
+    Args:
+        content (Mapping[str, Any]): a loaded checkpoint.
 
     Examples:
         >>> old = {"world_model": {}, "config": {"preset": "small", "overrides": {}}}
@@ -196,14 +208,28 @@ def _has_context_encoder(names: Iterable[str]) -> bool:
 def load_world_model_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """:func:`~torchrl_prelar.io.load_checkpoint`, a 2275562 file upgraded on the way
-    (:func:`upgrade_checkpoint`)."""
+    """:func:`~torchrl_prelar.io.load_checkpoint`, a preset-format file upgraded on the way.
+
+    Args:
+        path (str or Path): the checkpoint file.
+        map_location (str or torch.device, optional): where tensors are loaded. Defaults to
+            ``"cpu"``.
+
+    Returns:
+        the checkpoint's content, passed through :func:`upgrade_checkpoint`.
+    """
     return upgrade_checkpoint(load_checkpoint(path, map_location))
 
 
 def convert_checkpoint(old: str | Path, new: str | Path) -> Path:
-    """Write ``new``: the checkpoint ``old`` with ``"world_model_kwargs"``
-    (:func:`upgrade_checkpoint`).
+    """Write ``new``: the checkpoint ``old`` with ``"world_model_kwargs"``.
+
+    Args:
+        old (str or Path): the preset-format checkpoint.
+        new (str or Path): where the converted copy (:func:`upgrade_checkpoint`) is written.
+
+    Returns:
+        ``new``, as a :class:`~pathlib.Path`.
 
     Raises:
         ValueError: if ``old`` holds no world-model entry to convert.
@@ -218,7 +244,16 @@ def convert_checkpoint(old: str | Path, new: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m torchrl_prelar.legacy convert OLD NEW``."""
+    """``python -m torchrl_prelar.legacy convert OLD NEW``.
+
+    Args:
+        argv (sequence of str, optional): the command-line arguments. Defaults to ``None``
+            (``sys.argv``).
+
+    Returns:
+        the path of the converted checkpoint.
+    """
+
     parser = argparse.ArgumentParser(
         prog="python -m torchrl_prelar.legacy",
         description="Convert a checkpoint of 2026-11-27 (world model named by a preset) to "
