@@ -1,4 +1,4 @@
-"""The bottom floor of file IO: atomic writes (a reader sees the old file or the new one,
+"""File IO: atomic writes (a reader sees the old file or the new one,
 never half of one), safe checkpoint loading, the run summary and the names of the files a run
 leaves.
 
@@ -42,9 +42,13 @@ PRETRAINED_MODEL = "pretrained_world_model.pt"
 
 
 def temporary_path(path: str | Path) -> Path:
-    """Where :func:`atomic_write` stages ``path``: a hidden ``.tmp`` file beside it, named
-    after the writing process and thread, so that concurrent writers of one file (several
-    runs sharing a data folder) never stage into the same file.
+    """Where :func:`atomic_write` stages ``path``: a hidden ``.tmp`` file beside it.
+
+    The file is named after the writing process and thread, so that concurrent writers of
+    one file (several runs sharing a data folder) never stage into the same file.
+
+    Args:
+        path (str or Path): the file to be written.
 
     Examples:
         >>> name = temporary_path("runs/a/last.pt").name
@@ -61,6 +65,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     The parent folder is created if needed and fsynced after the rename, so the new file
     survives a crash; if ``write`` raises, ``path`` is left as it was and the temporary file
     is removed.
+
+    Args:
+        path (str or Path): the file to write.
+        write (Callable[[IO[bytes]], None]): writes the content to the binary handle it is
+            given.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
 
     Examples:
         >>> import tempfile
@@ -90,6 +102,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """:func:`atomic_write` of UTF-8 ``text``.
 
+    Args:
+        path (str or Path): the file to write.
+        text (str): its content.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
+
     Examples:
         >>> import tempfile
         >>> atomic_write_text(Path(tempfile.mkdtemp()) / "a.json", "{}").read_text()
@@ -112,6 +131,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
     The rename is atomic on POSIX file systems: readers see the old file or the new one.
 
+    Args:
+        path (str or Path): the checkpoint file.
+        state (dict): tensors and plain Python values only, so that
+            :func:`load_checkpoint` accepts it.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
+
     Examples:
         >>> import tempfile
         >>> path = save_checkpoint(Path(tempfile.mkdtemp()) / "last.pt", {"step": 3})
@@ -128,11 +155,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ``None`` and the other types of PyTorch's weights-only allowlist (``torch.Size``,
     dtypes, devices, ``OrderedDict``); nothing else is unpickled.
 
+    Args:
+        path (str or Path): the checkpoint file.
+        map_location (str or torch.device, optional): where tensors are loaded. Defaults to
+            ``"cpu"``.
+
     Raises:
         FileNotFoundError: if there is no file at ``path``.
         UnsafeCheckpointError: if the file holds any other object (an arbitrary pickled
-            object, or the numpy random state of checkpoints written before safe loading);
-            it is refused before anything in it runs.
+            object, or a numpy random state); it is refused before anything in it runs.
         RuntimeError: if the file is corrupt or truncated.
 
     Examples:
@@ -158,9 +189,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise _corrupt(path, error.__context__ or error) from error
         raise UnsafeCheckpointError(
             f"Checkpoint {path} holds objects outside the allowed types (tensors and plain "
-            f"Python values), here {refused}, and will not be unpickled. Checkpoints of "
-            "torchrl_prelar written before safe loading (numpy random state) are refused "
-            "too: delete the file and run that stage again."
+            f"Python values), here {refused}, and will not be unpickled. A checkpoint holding "
+            "a numpy random state is refused too: delete the file and run that stage again."
         ) from None
     except Exception as error:
         raise _corrupt(path, error) from error
@@ -172,6 +202,11 @@ def check_no_pickles(folder: str | Path, suffixes: tuple[str, ...] = (".memmap",
     TorchRL's ``ReplayBuffer.loads`` unpickles ``prefetch.pkl`` and TensorDict's
     ``load_memmap`` unpickles non-tensor fields (``other.pickle``, ``pickle.pkl``); a folder of
     memory-mapped tensors and JSON metadata only gives them nothing to unpickle.
+
+    Args:
+        folder (str or Path): the saved folder.
+        suffixes (tuple of str, optional): the file suffixes accepted. Defaults to
+            ``(".memmap", ".json")``.
 
     Raises:
         UnsafeCheckpointError: naming the folder and the first few other files.
@@ -229,9 +264,20 @@ def update_summary(
 ) -> Path:
     """Write ``values`` as section ``section`` of ``run_dir/summary.json`` (atomically).
 
-    With ``merge`` the entries of ``values`` are added to the section, its others kept.
+    Args:
+        run_dir (str or Path): the run folder.
+        section (str): the top-level entry written.
+        values (dict): JSON-serialisable values of the section.
+
+    Keyword Args:
+        merge (bool, optional): add the entries of ``values`` to the section and keep its
+            others, instead of replacing it. Defaults to ``False``.
+
+    Returns:
+        the path of ``summary.json``.
 
     Examples:
+
         >>> import tempfile
         >>> run_dir = tempfile.mkdtemp()
         >>> path = update_summary(run_dir, "pretrain", {"updates": 3})
