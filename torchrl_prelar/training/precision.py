@@ -15,7 +15,12 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
 
     ``torch.backends.cpu.get_cpu_capability()`` tells AVX2 from AVX-512 machines; the
     ``avx512_bf16`` / ``amx_bf16`` flags tell which AVX-512 machines have bf16 units. On an
-    AVX2-only CPU bf16 matrix products are emulated, about 45x slower than fp32.
+    AVX2-only CPU bf16 matrix products are emulated, about 45x slower than fp32
+    (``docs/guide.md``).
+
+    Args:
+        cpuinfo (str, optional): the content of ``/proc/cpuinfo``. Defaults to ``None``
+            (read from that file).
 
     Examples:
         >>> isinstance(cpu_has_native_bf16(), bool)
@@ -35,6 +40,16 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
 
     ``"auto"`` picks bf16 on CUDA devices that support it and on CPUs with native bf16,
     fp32 otherwise.
+
+    Args:
+        precision (str): ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        device (torch.device or str): the device the model runs on.
+
+    Returns:
+        the autocast dtype, or ``None`` for fp32.
+
+    Raises:
+        ValueError: if ``precision`` is unknown, or ``"fp16"`` on a device other than CUDA.
 
     Examples:
         >>> resolve_precision("fp32", "cpu") is None
@@ -63,7 +78,12 @@ def autocast(
 ) -> contextlib.AbstractContextManager:
     """``torch.autocast`` on ``device`` with ``dtype``, or a no-op for fp32 (``dtype=None``).
 
+    Args:
+        device (torch.device or str): the device whose type autocast covers.
+        dtype (torch.dtype, optional): the autocast dtype; ``None`` runs in fp32.
+
     Examples:
+
         >>> with autocast("cpu", torch.bfloat16):
         ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
         torch.bfloat16
