@@ -20,8 +20,9 @@ def keep_freed_memory() -> bool:
     kernel and unmaps it when freed, so every new large tensor faults in and zeroes all its
     pages again. A fine-tuning update at 16 x 50 frames creates hundreds of such tensors
     (the 32 x 32 feature maps of 800 frames are 52 MB each): with the pages faulted in anew
-    each time, an element-wise operation on them took 2x as long (measured by
-    ``benchmarks/finetune_loop.py``). With ``M_MMAP_MAX=0`` large blocks come from the heap,
+    each time, an element-wise operation on them takes 2x as long
+    (``benchmarks/finetune_loop.py``). With ``M_MMAP_MAX=0`` large blocks come from the heap,
+
     and with ``M_TRIM_THRESHOLD`` at its maximum the freed heap stays with the process: its
     resident memory stays near its peak between updates instead of shrinking.
 
