@@ -1,7 +1,7 @@
 """Checkpoints of a training run: TorchRL directory checkpoints and the random states they
 carry.
 
-Single-file checkpoints and their safe loading are the bottom floor's
+Single-file checkpoints and their safe loading are in :mod:`torchrl_prelar.io`
 (:func:`~torchrl_prelar.io.save_checkpoint`, :func:`~torchrl_prelar.io.load_checkpoint`).
 Directory checkpoints are TorchRL's :class:`~torchrl.checkpoint.Checkpoint`, kept by a
 :class:`~torchrl.checkpoint.CheckpointRotation`: :func:`load_torchrl_checkpoint` refuses one
@@ -103,6 +103,19 @@ def load_torchrl_checkpoint(
     TensorDict payloads, the manifest, :class:`ReplayDumpAdapter` dumps), so nothing is
     unpickled. Every requested component must be in it (``strict="error"``).
 
+    Args:
+        checkpoint (Checkpoint): the components to restore.
+        path (str or Path): the checkpoint directory.
+
+    Keyword Args:
+        components (collection of str, optional): the components to restore. Defaults to
+            ``None`` (every registered component).
+        map_location (str or torch.device, optional): where tensors are loaded. Defaults to
+            ``None``.
+
+    Returns:
+        TorchRL's :class:`~torchrl.checkpoint.CheckpointLoadResult`.
+
     Raises:
         FileNotFoundError: if ``path`` is not a directory.
         UnsafeCheckpointError: if it holds any other file (checked before anything loads).
@@ -148,6 +161,9 @@ def check_memmap_sizes(folder: str | Path) -> None:
     truncated checkpoint into an error. Keys that TensorDict percent-encodes into file names
     (those with characters outside letters, digits, ``_``, ``.``, ``-``) are not checked.
 
+    Args:
+        folder (str or Path): the folder searched for ``meta.json`` files.
+
     Raises:
         torchrl.checkpoint.CheckpointError: naming the file, its size and the expected one.
 
@@ -191,6 +207,16 @@ def read_torchrl_checkpoint(path: str | Path) -> dict[str, Any]:
     State-dict components give their state dict, JSON components their value, dump/load
     components (a replay buffer) the folder of their dump, which their class can ``loads``.
     Loaded as safely as :func:`load_torchrl_checkpoint`.
+
+    Args:
+        path (str or Path): the checkpoint directory.
+
+    Returns:
+        a dict from component name to its saved state.
+
+    Raises:
+        torchrl.checkpoint.CheckpointError: if a component was saved by another adapter, or
+            as :func:`load_torchrl_checkpoint` raises.
 
     Examples:
         >>> import tempfile
@@ -244,6 +270,13 @@ def latest_checkpoint(directory: str | Path, prefix: str = "checkpoint") -> Path
     one, or from scratch, would silently lose training. Entries appear only by an atomic
     rename of a complete checkpoint, so a killed save never leaves an invalid one.
 
+    Args:
+        directory (str or Path): the rotation's directory.
+        prefix (str, optional): the checkpoints' name prefix. Defaults to ``"checkpoint"``.
+
+    Returns:
+        the newest checkpoint's path, or ``None`` if there is none.
+
     Raises:
         torchrl.checkpoint.CheckpointError: naming the newest entry if it is not a valid
             checkpoint.
@@ -287,6 +320,13 @@ def remove_interrupted_saves(directory: str | Path, prefix: str = "checkpoint") 
     behind; they are never read. Call it only from the process that writes the checkpoints,
     before it saves.
 
+    Args:
+        directory (str or Path): the rotation's directory.
+        prefix (str, optional): the checkpoints' name prefix. Defaults to ``"checkpoint"``.
+
+    Returns:
+        the paths deleted.
+
     Examples:
         >>> import tempfile
         >>> directory = Path(tempfile.mkdtemp())
@@ -311,6 +351,10 @@ def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     one GPU and must not create a CUDA context on the others. Every state is a tensor or
     plain Python values, so :func:`~torchrl_prelar.io.load_checkpoint` reads it with
     ``weights_only=True``.
+
+    Args:
+        device (torch.device, optional): the one GPU whose state is kept. Defaults to
+            ``None`` (every GPU's, when CUDA is available).
 
     Examples:
         >>> state = rng_state()
@@ -348,7 +392,13 @@ def _numpy_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     """Restore random states saved by :func:`rng_state` (a one-GPU state onto ``device``).
 
+    Args:
+        state (dict): what :func:`rng_state` returned.
+        device (torch.device, optional): the GPU a one-GPU state is restored onto. Defaults
+            to ``None``.
+
     Examples:
+
         >>> state = rng_state(); first = torch.rand(2)
         >>> set_rng_state(state); torch.equal(first, torch.rand(2))
         True
