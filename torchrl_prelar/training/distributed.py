@@ -57,6 +57,14 @@ def rank_seed(seed: int, rank: int, step: int) -> int:
     Mixed by NumPy's :class:`~numpy.random.SeedSequence`, so nearby ``(seed, rank, step)``
     give unrelated streams.
 
+    Args:
+        seed (int): the run's base seed.
+        rank (int): the global rank.
+        step (int): the update the stream starts at.
+
+    Raises:
+        ValueError: if an argument is negative.
+
     Examples:
         >>> rank_seed(0, 0, 0) == rank_seed(0, 0, 0), rank_seed(0, 0, 0) == rank_seed(0, 1, 0)
         (True, False)
@@ -70,6 +78,9 @@ def rank_seed(seed: int, rank: int, step: int) -> int:
 
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and every CUDA device), NumPy and Python's ``random`` with ``seed``.
+
+    Args:
+        seed (int): the seed; NumPy receives it modulo 2**32.
 
     Examples:
         >>> seed_everything(3); first = torch.rand(1)
@@ -88,6 +99,14 @@ def resolve_device(device: str | torch.device, local_rank: int, world_size: int)
 
     A device index is refused when several ranks run: each rank takes the GPU of its local
     rank, so that torchrun's ``--nproc-per-node`` is the number of GPUs used per machine.
+
+    Args:
+        device (str or torch.device): the requested device.
+        local_rank (int): the rank within its machine.
+        world_size (int): number of ranks.
+
+    Raises:
+        ValueError: if a GPU index is given while several ranks run.
 
     Examples:
         >>> resolve_device("cuda", local_rank=3, world_size=4)
@@ -109,6 +128,14 @@ def resolve_device(device: str | torch.device, local_rank: int, world_size: int)
 def choose_backend(device: torch.device, backend: str = "auto") -> str:
     """The process-group backend: ``auto`` is NCCL for CUDA devices and gloo otherwise.
 
+    Args:
+        device (torch.device): the rank's device.
+        backend (str, optional): ``"auto"``, ``"nccl"`` or ``"gloo"``. Defaults to
+            ``"auto"``.
+
+    Raises:
+        ValueError: if ``backend`` is unknown, or ``"nccl"`` without a CUDA device.
+
     Examples:
         >>> choose_backend(torch.device("cuda", 0)), choose_backend(torch.device("cpu"))
         ('nccl', 'gloo')
@@ -128,6 +155,14 @@ def scaled_lr(lr: float, world_size: int, scaling: str = "none") -> float:
     ``"none"`` keeps ``lr`` (the effective batch grows with the ranks, the step size does
     not); ``"linear"`` multiplies it by ``world_size`` (Goyal et al., 2017).
 
+    Args:
+        lr (float): the single-process learning rate.
+        world_size (int): number of ranks.
+        scaling (str, optional): ``"none"`` or ``"linear"``. Defaults to ``"none"``.
+
+    Raises:
+        ValueError: if ``scaling`` is unknown.
+
     Examples:
         >>> scaled_lr(3e-4, 4), scaled_lr(3e-4, 4, "linear")
         (0.0003, 0.0012)
@@ -142,17 +177,22 @@ class DistributedContext:
     """Where this process stands in a data-parallel job, and the collectives the loop uses.
 
     The default instance is a single process: every operation is then a no-op (``wrap``
-    returns the module itself, ``mean`` its input), which keeps single-process runs exactly
-    as they are without torch.distributed.
+    returns the module itself, ``mean`` its input), so single-process runs do not use
+    torch.distributed at all.
 
     Args:
-        rank: global rank (0 writes checkpoints, logs and media).
-        world_size: number of ranks.
-        local_rank: rank within its machine (selects the GPU).
-        device: this rank's device.
-        seed: base of the per-rank random streams (see :meth:`seed_rank`).
-        find_unused_parameters: passed to :class:`~torch.nn.parallel.DistributedDataParallel`.
-        sync_batchnorm: convert BatchNorm layers to :class:`~torch.nn.SyncBatchNorm` (CUDA only).
+        rank (int, optional): global rank; rank 0 writes checkpoints, logs and media.
+            Defaults to ``0``.
+        world_size (int, optional): number of ranks. Defaults to ``1``.
+        local_rank (int, optional): rank within its machine (selects the GPU). Defaults to
+            ``0``.
+        device (torch.device, optional): this rank's device. Defaults to the CPU.
+        seed (int, optional): base of the per-rank random streams (see :meth:`seed_rank`).
+            Defaults to ``0``.
+        find_unused_parameters (bool, optional): passed to
+            :class:`~torch.nn.parallel.DistributedDataParallel`. Defaults to ``False``.
+        sync_batchnorm (bool, optional): convert BatchNorm layers to
+            :class:`~torch.nn.SyncBatchNorm` (CUDA only). Defaults to ``False``.
 
     Examples:
         >>> context = DistributedContext()
@@ -285,14 +325,23 @@ def init_distributed(
     """Join the job torchrun started (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in ``env``).
 
     Args:
-        device: ``"cpu"`` or ``"cuda"``; with several ranks ``"cuda"`` becomes
-            ``cuda:LOCAL_RANK`` (see :func:`resolve_device`).
-        seed: base seed of the per-rank random streams.
-        backend: ``"auto"`` (NCCL on CUDA, gloo on CPU), ``"nccl"`` or ``"gloo"``.
-        timeout_s: how long a collective may wait for the other ranks before the job fails
-            (a dead or stuck rank never hangs the others longer than this).
-        find_unused_parameters, sync_batchnorm: see :class:`DistributedContext`.
-        env: the environment to read (``os.environ`` by default).
+        device (str or torch.device, optional): ``"cpu"`` or ``"cuda"``; with several ranks
+            ``"cuda"`` becomes ``cuda:LOCAL_RANK`` (see :func:`resolve_device`). Defaults to
+            ``"cpu"``.
+
+    Keyword Args:
+        seed (int, optional): base seed of the per-rank random streams. Defaults to ``0``.
+        backend (str, optional): ``"auto"`` (NCCL on CUDA, gloo on CPU), ``"nccl"`` or
+            ``"gloo"``. Defaults to ``"auto"``.
+        timeout_s (float, optional): how long a collective may wait for the other ranks
+            before the job fails (a dead or stuck rank never hangs the others longer than
+            this). Defaults to ``1800.0``.
+        find_unused_parameters (bool, optional): see :class:`DistributedContext`. Defaults
+            to ``False``.
+        sync_batchnorm (bool, optional): see :class:`DistributedContext`. Defaults to
+            ``False``.
+        env (Mapping[str, str], optional): the environment to read. Defaults to ``None``
+            (``os.environ``).
 
     Returns:
         A single-process context when ``WORLD_SIZE`` is unset or 1 (no process group),
@@ -350,7 +399,15 @@ def distributed_session(
 ) -> Iterator[DistributedContext]:
     """:func:`init_distributed` for the duration of a ``with`` block, then clean up.
 
+    Args:
+        device (str or torch.device, optional): as in :func:`init_distributed`. Defaults to
+            ``"cpu"``.
+
+    Keyword Args:
+        **kwargs: the keyword arguments of :func:`init_distributed`.
+
     Examples:
+
         >>> with distributed_session("cpu", env={}) as context:
         ...     context.rank
         0
