@@ -1,4 +1,4 @@
-"""The settings that define a run, recorded in its folder: a later call with others is refused.
+"""The settings that define a run, recorded in its folder: a call with other ones is refused.
 
 A checkpoint holds the state of the modules its settings built. Resumed under another objective
 or world model it fails deep in ``load_state_dict`` or, worse, resumes as if it had been made
@@ -6,9 +6,9 @@ with the new settings. :func:`check_run_settings` records, per stage, the settin
 :data:`RUN_DEFINING_KEYS` in ``<run_dir>/run_settings.json`` and refuses a later call that asks
 for other ones, before any file of the run folder is touched. Counts (updates, env steps,
 ``max_seconds``, threads) are not recorded: a run is extended or resumed by changing them.
-The world model is recorded as its resolved arguments; a record of 2026-11-27, which named it
-by a preset (``{"preset", "overrides"}``), is resolved as the checkpoints of that time are
-(:func:`~torchrl_prelar.legacy.legacy_world_model_kwargs`).
+The world model is recorded as its resolved arguments; a record in the preset format, which
+names it by a preset (``{"preset", "overrides"}``), is resolved as preset-format checkpoints
+are (:func:`~torchrl_prelar.legacy.legacy_world_model_kwargs`).
 """
 
 from __future__ import annotations
@@ -58,19 +58,20 @@ def check_run_settings(
     While the stage's ``checkpoint`` does not exist, nothing was run to conflict with: the
     stage's settings of ``config`` are recorded (rewritten if they changed) in
     ``<run_dir>/run_settings.json``. Once it exists, they are compared with the record and a
-    difference raises before anything is written. A run folder without a record for the stage
-    (written before the record existed) is accepted and the record is written.
+    difference raises before anything is written. A run folder with a checkpoint but no
+    record for the stage is accepted and the record is written.
 
     Args:
-        run_dir: the run folder.
-        stage: the stage called, e.g. ``"pretrain"``; each stage has its own record.
-        config: the call's configuration (nested mappings, read by dotted key).
+        run_dir (str or Path): the run folder.
+        stage (str): the stage called, e.g. ``"pretrain"``; each stage has its own record.
+        config (Mapping[str, Any]): the call's configuration (nested mappings, read by
+            dotted key).
 
     Keyword Args:
-        checkpoint: the stage's checkpoint file or folder (a folder counts once it holds
-            something).
-        keys: the dotted keys compared; defaults to ``RUN_DEFINING_KEYS[stage]``. Keys absent
-            from an older record are not compared.
+        checkpoint (str or Path): the stage's checkpoint file or folder (a folder counts
+            once it holds something).
+        keys (sequence of str, optional): the dotted keys compared. Keys absent from the
+            record are not compared. Defaults to ``None`` (``RUN_DEFINING_KEYS[stage]``).
 
     Raises:
         ValueError: naming every differing setting with the run's value and the call's, and
@@ -133,7 +134,8 @@ def _read_record(path: Path) -> dict[str, Any]:
 
 
 def _resolve_legacy_world_model(recorded: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``recorded`` with a 2026-11-27 ``world_model`` (preset and overrides) resolved."""
+    """``recorded`` with a preset-format ``world_model`` (preset and overrides) resolved."""
+
     world_model = (recorded or {}).get("world_model")
     if not isinstance(world_model, Mapping) or "preset" not in world_model:
         return recorded
