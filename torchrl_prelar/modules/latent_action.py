@@ -453,7 +453,13 @@ class LatentActionModel(TensorDictModuleBase):
         )
 
     def train(self, mode: bool = True) -> LatentActionModel:
-        """Set the training mode; the sampler's default interaction type follows it."""
+        """Set the training mode; the sampler's default interaction type follows it.
+
+        Args:
+            mode (bool, optional): training (random samples) or eval (the mode). Defaults to
+                ``True``.
+        """
+
         super().train(mode)
         self.sampler.default_interaction_type = (
             InteractionType.RANDOM if mode else InteractionType.DETERMINISTIC
@@ -503,8 +509,12 @@ class LatentActionModel(TensorDictModuleBase):
         """Return ``(latent_action, loc or logits, scale)`` for o_t and o_{t+1}, as
         :meth:`forward` writes them (under the same interaction type).
 
-        The inputs are frames, or embeddings in the ``"embedding"`` input mode. Entries an
-        output type does not have are ``None``.
+        Entries an output type does not have are ``None``.
+
+        Args:
+            pixels (torch.Tensor): o_t, a frame (or its embedding in the embedding input
+                modes).
+            next_pixels (torch.Tensor): o_{t+1}, likewise.
 
         Examples:
             >>> from torchrl_prelar.modules.networks import make_conv_encoder
@@ -527,6 +537,10 @@ class LatentActionModel(TensorDictModuleBase):
         ``[..., categoricals * classes]``, the latent action itself), or a
         :class:`ReparamDelta` at the code (deterministic). ``sampler`` draws the latent action
         from this distribution.
+
+        Args:
+            *params (torch.Tensor): the distribution's parameters, in the order of
+                :attr:`out_keys` after the latent action.
 
         Examples:
             >>> from torchrl_prelar.modules.networks import make_conv_encoder
