@@ -224,12 +224,15 @@ class PreLARWorldModel(TensorDictModuleBase):
 
     @property
     def in_keys(self) -> list[NestedKey]:
+        """The keys the model reads: those of its parts that no earlier part writes."""
         # o_t embeddings ("encoded_latents") are made here when the action model asks for them.
         return chain_in_keys(self._parts, made_inside={"encoded_latents"})
 
     @property
     def out_keys(self) -> list[NestedKey]:
+        """The keys the model writes, part by part."""
         return [key for part in self._parts for key in part.out_keys]
+
 
     @property
     def rssm_prior(self) -> RSSMPriorV3:
