@@ -168,14 +168,17 @@ class ActionFreeRSSM(TensorDictModuleBase):
 
     @property
     def prior(self) -> RSSMPriorV3:
+        """The action-free prior network."""
         return self.rssm.rssm_prior.module
 
     @property
     def posterior(self) -> RSSMPosteriorV3:
+        """The posterior network."""
         return self.rssm.rssm_posterior.module
 
     @property
     def stoch_dim(self) -> int:
+        """Size of the stochastic state, ``categoricals * classes``."""
         return self.prior.num_categoricals * self.prior.num_classes
 
     @property
@@ -290,11 +293,14 @@ class APVWorldModel(TensorDictModuleBase):
 
     @property
     def in_keys(self) -> list[NestedKey]:
+        """The keys the model reads: those of its parts that no earlier part writes."""
         return chain_in_keys(self._parts)
 
     @property
     def out_keys(self) -> list[NestedKey]:
+        """The keys the model writes, part by part."""
         return [key for part in self._parts for key in part.out_keys]
+
 
     @property
     def rssm_prior(self) -> RSSMPriorV3:
