@@ -95,6 +95,9 @@ def metaworld_task_names() -> list[str]:
 def check_metaworld_task(task: str) -> None:
     """Raise a ``ValueError`` listing the valid names if ``task`` is not a Meta-world v3 task.
 
+    Args:
+        task (str): the task name.
+
     Examples:
         >>> check_metaworld_task("reach-v3")
     """
@@ -108,6 +111,9 @@ def check_metaworld_task(task: str) -> None:
 def render_settings(model: mujoco.MjModel) -> dict[str, int]:
     """Return the render-quality settings of a MuJoCo model (shadow map size, MSAA samples).
 
+    Args:
+        model (mujoco.MjModel): the model.
+
     Examples:
         >>> render_settings(env.unwrapped.model)  # doctest: +SKIP
         {'shadowsize': 0, 'offsamples': 0}
@@ -120,6 +126,9 @@ def render_settings(model: mujoco.MjModel) -> dict[str, int]:
 
 def check_render_quality(quality: str) -> None:
     """Raise a ``ValueError`` naming the choices if ``quality`` is not in :data:`RENDER_QUALITIES`.
+
+    Args:
+        quality (str): the render quality.
 
     Examples:
         >>> check_render_quality("antialiased")
@@ -136,6 +145,11 @@ def apply_render_quality(model: mujoco.MjModel, quality: str) -> None:
     ``"fast"`` renders a 64x64 frame several times faster than Meta-world's setting. The
     settings are read when the rendering context is created, so call this before the first
     render (as :class:`MetaWorldRenderAdapter` does).
+
+    Args:
+        model (mujoco.MjModel): the model, modified in place.
+        quality (str): one of :data:`RENDER_QUALITIES`.
+
 
     Examples:
         >>> apply_render_quality(env.unwrapped.model, "fast")  # doctest: +SKIP
