@@ -213,6 +213,7 @@ class DistributedContext:
 
     @property
     def is_distributed(self) -> bool:
+        """True when more than one rank runs."""
         return self.world_size > 1
 
     @property
@@ -226,6 +227,12 @@ class DistributedContext:
         DDP broadcasts rank 0's parameters and buffers at construction and averages the
         gradients over the ranks during ``backward``. The wrapped module keeps its own
         ``state_dict`` (no ``module.`` prefix): save and load through it, not the wrapper.
+
+        Args:
+            module (nn.Module): the module to train.
+
+        Raises:
+            ValueError: if ``sync_batchnorm`` is set on a device other than CUDA.
         """
         if not self.is_distributed:
             return module
@@ -243,6 +250,7 @@ class DistributedContext:
         )
 
     def barrier(self) -> None:
+        """Wait for every rank (a no-op in one process)."""
         if self.is_distributed:
             dist.barrier()
 
@@ -251,6 +259,12 @@ class DistributedContext:
 
         For shared files such as the memory-mapped video buffer: rank 0 writes them, the
         others only reopen what rank 0 wrote and never race on its creation.
+
+        Args:
+            build (Callable[[], T]): makes the object; called once on every rank.
+
+        Returns:
+            what ``build`` returned on this rank.
         """
         result = build() if self.is_main else None
         self.barrier()
@@ -258,6 +272,9 @@ class DistributedContext:
 
     def mean(self, metrics: TensorDictBase) -> TensorDictBase:
         """Average a TensorDict of scalars over the ranks (one all-reduce); every rank calls it.
+
+        Args:
+            metrics (TensorDictBase): scalar entries.
 
         Examples:
             >>> DistributedContext().mean(TensorDict(loss=torch.tensor(2.0)))["loss"]
@@ -272,7 +289,11 @@ class DistributedContext:
         return TensorDict(dict(zip(keys, values.unbind(), strict=True)), [])
 
     def all_gather_object(self, value: Any) -> list[Any]:
-        """Every rank's ``value``, in rank order (a list of one outside a job)."""
+        """Every rank's ``value``, in rank order (a list of one outside a job).
+
+        Args:
+            value (Any): a picklable value of this rank.
+        """
         if not self.is_distributed:
             return [value]
         values: list[Any] = [None] * self.world_size
@@ -280,7 +301,11 @@ class DistributedContext:
         return values
 
     def seed_rank(self, step: int) -> None:
-        """Seed this process with :func:`rank_seed` of ``(seed, rank, step)``."""
+        """Seed this process with :func:`rank_seed` of ``(seed, rank, step)``.
+
+        Args:
+            step (int): the update the stream starts at.
+        """
         seed_everything(rank_seed(self.seed, self.rank, step))
 
     def gather_rng_states(self) -> list[dict[str, Any]]:
@@ -295,7 +320,12 @@ class DistributedContext:
         world size each rank restores its own, so the run continues sample for sample; at
         another world size the streams are re-derived from ``(seed, rank, step)``.
 
+        Args:
+            states (list of dict): the random states of the checkpoint, one per rank.
+            step (int): the update the run resumes at.
+
         Examples:
+
             >>> context = DistributedContext(seed=1)
             >>> context.restore_rng_states([rng_state(), rng_state()], step=5); a = torch.rand(1)
             >>> seed_everything(rank_seed(1, 0, 5)); torch.equal(a, torch.rand(1))
