@@ -115,13 +115,18 @@ class VideoIntrinsicBonus(TensorDictModuleBase):
 
     @property
     def queue_size(self) -> int:
+        """Capacity of the FIFO queue."""
         return self.queue.shape[0]
+
 
     def project(self, embedding: torch.Tensor) -> torch.Tensor:
         """Steps 1-2: smoothed and projected embeddings, ``[*batch, T, proj_dim]``.
 
         Always in fp32, also under autocast: the queue and the nearest-neighbour distances
         are fp32.
+
+        Args:
+            embedding (torch.Tensor): embeddings, ``[*batch, T, E]``.
         """
         with torch.autocast(embedding.device.type, enabled=False):
             smoothed = causal_moving_average(embedding.float(), self.window, dim=-2)
