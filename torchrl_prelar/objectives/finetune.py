@@ -28,6 +28,14 @@ def reward_error(prediction: torch.Tensor, target: torch.Tensor, loss: str) -> t
     ``"gaussian"`` is DreamerV2's negative log-likelihood of a unit-variance normal (less its
     constant): its gradient grows with the error, where symlog shrinks it for large rewards.
 
+    Args:
+        prediction (torch.Tensor): predicted rewards.
+        target (torch.Tensor): target rewards, of the same shape.
+        loss (str): ``"symlog_mse"`` or ``"gaussian"``.
+
+    Returns:
+        the mean loss, a scalar tensor.
+
     Examples:
         >>> reward_error(torch.tensor([3.0]), torch.tensor([1.0]), "gaussian")
         tensor(2.)
@@ -63,25 +71,70 @@ class FinetuneModelLoss(LossModule):
     imagination start states itself). Costs one extra encoder forward pass per update.
 
     Args:
-        prelar_loss: the world-model loss (its world model holds the action encoder and the
-            reward heads ``("next", "reward")`` and ``("next", "aux_reward")``).
-        bonus: the intrinsic bonus, or ``None`` to switch it off.
-        features: maps the batch to the ``[B, T, E]`` features the bonus reads, without
-            gradient (APV: :meth:`~torchrl_prelar.baselines.apv.APVWorldModel.
-            action_free_features`); ``None``: the encoder embedding of ``("next", pixels)``.
-        beta: bonus weight (1 in APV / PreLAR).
-        lambda_aux_reward: weight of the auxiliary reward term.
-        reward_loss: ``"symlog_mse"`` or ``"gaussian"`` (see :func:`reward_error`).
-        autocast_dtype: if given, the world model runs under :func:`torch.autocast` with this
-            dtype (``torch.bfloat16`` on a CPU with native bf16, see
-            :func:`~torchrl_prelar.training.precision.resolve_precision`). The bonus, the loss
-            values and the posterior states handed to imagination (:data:`POSTERIOR_KEYS`)
-            stay fp32, so the actor-critic update downstream runs in full precision.
+        prelar_loss (PreLARLoss): the world-model loss; its world model holds the action
+            encoder and the reward heads ``("next", "reward")`` and
+            ``("next", "aux_reward")``.
+        bonus (VideoIntrinsicBonus, optional): the intrinsic bonus; ``None`` switches it
+            off. Defaults to ``None``.
+
+    Keyword Args:
+        features (Callable[[TensorDictBase], torch.Tensor], optional): maps the batch to the
+            ``[B, T, E]`` features the bonus reads, without gradient (APV:
+            :meth:`~torchrl_prelar.baselines.apv.APVWorldModel.action_free_features`).
+            Defaults to ``None``: the encoder embedding of ``("next", pixels)``.
+        beta (float, optional): bonus weight. Defaults to ``1.0`` (APV's and PreLAR's).
+        lambda_aux_reward (float, optional): weight of the auxiliary reward term. Defaults
+            to ``1.0``.
+        reward_loss (str, optional): ``"symlog_mse"`` or ``"gaussian"`` (see
+            :func:`reward_error`). Defaults to ``"symlog_mse"``.
+        autocast_dtype (torch.dtype, optional): if given, the world model runs under
+            :func:`torch.autocast` with this dtype (``torch.bfloat16`` on a CPU with native
+            bf16, see :func:`~torchrl_prelar.training.precision.resolve_precision`). The
+            bonus, the loss values and the posterior states handed to imagination
+            (:data:`POSTERIOR_KEYS`) stay fp32, so the actor-critic update downstream runs in
+            full precision. Defaults to ``None``.
+
+    Returns:
+        ``forward`` returns ``(loss_td, model_td)`` as :class:`PreLARLoss` does, with
+        ``loss_model_aux_reward`` and the metrics ``env_reward`` and (with a bonus)
+        ``intrinsic_bonus`` added to ``loss_td``.
+
+    Raises:
+        ValueError: if ``reward_loss`` is not one of :data:`REWARD_LOSSES`.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl_prelar import FinetuneModelLoss, PreLARLoss, make_world_model
+        >>> model = make_world_model(action_dim=4,
+        ...                          reward_keys=[("next", "reward"), ("next", "aux_reward")])
+        >>> loss = FinetuneModelLoss(PreLARLoss(model))
+        >>> td = TensorDict({"action": torch.zeros(2, 3, 4),
+        ...                  "is_init": torch.arange(3).expand(2, 3)[..., None] == 0,
+        ...                  "next": {"pixels": torch.zeros(2, 3, 3, 64, 64, dtype=torch.uint8),
+        ...                           "reward": torch.ones(2, 3, 1)}}, [2, 3])
+        >>> losses, _ = loss(td)
+        >>> sorted(k for k in losses.keys() if k.startswith("loss_"))  # doctest: +NORMALIZE_WHITESPACE
+        ['loss_action_kl', 'loss_model_aux_reward', 'loss_model_dynamic', 'loss_model_reco',
+         'loss_model_representation', 'loss_model_reward']
     """
 
     @dataclass
     class _AcceptedKeys:
-        """Keys: ``pixels`` / ``reward`` / ``aux_reward`` (read under ``"next"``)."""
+        """Maintains default values for all configurable tensordict keys.
+
+        This class defines which tensordict keys can be set using
+        ``.set_keys(key_name=key_value)`` and their default values.
+
+        Attributes:
+            pixels (NestedKey): the frames the bonus embeds, read at ``("next", pixels)``.
+                Defaults to ``"pixels"``.
+            reward (NestedKey): the task reward, read at ``("next", reward)``. Defaults to
+                ``"reward"``.
+            aux_reward (NestedKey): the auxiliary head's plain-reward prediction, read at
+                ``("next", aux_reward)``. Defaults to ``"aux_reward"``.
+        """
+
 
         pixels: NestedKey = "pixels"
         reward: NestedKey = "reward"
@@ -115,7 +168,10 @@ class FinetuneModelLoss(LossModule):
 
     @property
     def world_model(self) -> PreLARWorldModel | APVWorldModel:
+        """The world model of ``prelar_loss``, as :class:`~torchrl.objectives.DreamerV3Loss`
+        reads it."""
         return self.prelar_loss.world_model
+
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
