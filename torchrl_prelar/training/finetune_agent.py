@@ -52,8 +52,10 @@ from torchrl.objectives import (
     DreamerV3Loss,
     DreamerV3ValueLoss,
     HardUpdate,
+    LossModule,
 )
 from torchrl.objectives.utils import ValueEstimators
+from torchrl.trainers import OptimizationStepper
 from torchrl.trainers.algorithms import DreamerV3OptimizationStepper
 
 from torchrl_prelar.baselines.apv import APVWorldModel, NoAction
@@ -408,6 +410,109 @@ def set_representation_frozen(optimizer: torch.optim.Optimizer, frozen: bool, lr
     for group in optimizer.param_groups:
         if group["name"] == "representation":
             group["lr"] = 0.0 if frozen else lr
+
+
+class WorldModelStepper(OptimizationStepper):
+    """The world-model half of :meth:`FinetuneAgent.update` alone: one optimisation step of a
+    world-model loss, without actor and critic.
+
+    The ``loss_*`` entries of ``loss_module`` are summed, back-propagated once, and
+    ``optimizer`` steps, as the agent's stepper does for its world-model terms. Build it with
+    :func:`make_world_model_stepper` for the agent's parameter groups and optimiser; as for
+    the agent, :func:`set_representation_frozen` sets the ``representation`` learning rate
+    before a step.
+
+    Args:
+        loss_module (LossModule): a world-model loss returning ``(losses, model_td)``, such as
+            :class:`~torchrl_prelar.objectives.PreLARLoss` or
+            :class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`.
+        optimizer (torch.optim.Optimizer): the optimiser of the loss's parameters.
+
+    Examples:
+        >>> from torchrl_prelar.data.synthetic import moving_square_batch
+        >>> model = build_finetune_world_model(2, init="dreamer", pretrained=None,
+        ...                                    rssm={"deter": 32})
+        >>> stepper = make_world_model_stepper(model)
+        >>> batch = moving_square_batch(2, 4, generator=torch.Generator().manual_seed(0))
+        >>> losses = stepper.step(None, batch.rename_key_("true_action", "action"))
+        >>> "loss_model_reco" in losses.keys(), losses["loss_model_reco"].requires_grad
+        (True, False)
+    """
+
+    def __init__(self, loss_module: LossModule, optimizer: torch.optim.Optimizer):
+        self.loss_module = loss_module
+        self.optimizer = optimizer
+
+    def step(self, trainer: Any, sub_batch: TensorDictBase) -> TensorDictBase:
+        """One update on ``sub_batch``; returns the detached losses and metrics of the loss.
+
+        Args:
+            trainer (Trainer or None): the owning :class:`~torchrl.trainers.Trainer`, or
+                ``None`` for a plain loop (not read).
+            sub_batch (TensorDictBase): ``[B, T]`` transitions the loss reads.
+        """
+        losses, _ = self.loss_module(sub_batch)
+        total = sum(
+            value.sum()
+            for key, value in losses.items()
+            if isinstance(key, str) and key.startswith("loss_")
+        )
+        self.optimizer.zero_grad(set_to_none=False)
+        total.backward()
+        self.optimizer.step()
+        return losses.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state_dict["optimizer"])
+
+
+def make_world_model_stepper(
+    world_model: FinetuneWorldModel,
+    *,
+    kl_balance: float = 0.8,
+    free_nats: float = 0.0,
+    lambda_reco: float = 0.5,
+    optimizer_factory: Callable[
+        [dict[str, list[nn.Parameter]]], torch.optim.Optimizer
+    ] = make_finetune_optimizer,
+) -> WorldModelStepper:
+    """A :class:`WorldModelStepper` fine-tuning ``world_model`` with the agent's world-model
+    loss less its reward terms and the agent's optimiser.
+
+    The loss is :class:`~torchrl_prelar.objectives.PreLARLoss` (reconstruction and balanced
+    state KL, the loss :func:`make_finetune_agent` wraps); the parameters are grouped as the
+    agent groups them (encoder + pre-trained RSSM in ``representation``, the rest of the
+    world model in ``model``, no ``actor`` or ``critic``) and handed to ``optimizer_factory``.
+
+    Args:
+        world_model (PreLARWorldModel or APVWorldModel): the world model to fine-tune, from
+            :func:`build_finetune_world_model` (reward heads, if any, are not trained).
+        kl_balance (float, optional): the state KL balance. Defaults to ``0.8``.
+        free_nats (float, optional): the state KL free nats. Defaults to ``0.0``.
+        lambda_reco (float, optional): the reconstruction weight. Defaults to ``0.5``.
+        optimizer_factory (callable, optional): builds the optimiser from the parameter
+            groups (e.g. ``functools.partial(make_finetune_optimizer, model_lr=1e-3)``).
+            Defaults to :func:`make_finetune_optimizer`.
+
+    Examples:
+        >>> model = build_finetune_world_model(4, init="dreamer", pretrained=None)
+        >>> stepper = make_world_model_stepper(model)
+        >>> [len(group["params"]) > 0 for group in stepper.optimizer.param_groups]
+        [True, True, False, False]
+    """
+    loss = PreLARLoss(
+        world_model, kl_balance=kl_balance, free_nats=free_nats, lambda_reco=lambda_reco
+    )
+    representation = {id(p) for p in representation_parameters(world_model)}
+    groups: dict[str, list[nn.Parameter]] = {name: [] for name in GROUPS}
+    for parameter in loss.parameters():
+        if parameter.requires_grad:
+            name = "representation" if id(parameter) in representation else "model"
+            groups[name].append(parameter)
+    return WorldModelStepper(loss, optimizer_factory(groups))
 
 
 def make_actor(
