@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The anchors' Meta-world protocol (preset=metaworld) for some arms and seeds, one run after
-# the other, then their curves beside the published DreamerV2 ones (scripts/anchor_curves.py).
+# the other, then their curves beside the published DreamerV2 ones (experiments/anchor_curves.py).
 # Every run is the example's own command and resumes where it stopped when run again.
 #
 #   DEVICE=cuda ARMS="dreamer" SEEDS="0 1" OUT=runs/metaworld bash scripts/metaworld_runs.sh
@@ -35,4 +35,4 @@ for arm in $ARMS; do
     report+=(--run "$arm=$run_dir")
   done
 done
-python scripts/anchor_curves.py "${report[@]}" --task "${TASK%-v3}" --out "$OUT/${TASK%-v3}"
+python experiments/anchor_curves.py "${report[@]}" --task "${TASK%-v3}" --out "$OUT/${TASK%-v3}"

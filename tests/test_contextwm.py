@@ -200,7 +200,7 @@ def test_contextwm_pretrain_then_finetune_end_to_end(tmp_path):
 
 def test_compare_finetune_contextwm_arm(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location(
-        "compare_finetune", REPO / "scripts" / "compare_finetune.py"
+        "compare_finetune", REPO / "experiments" / "compare_finetune.py"
     )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

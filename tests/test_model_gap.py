@@ -35,7 +35,7 @@ from torchrl_prelar.training.model_gap import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "model_gap.py"
+SCRIPT = REPO / "experiments" / "model_gap.py"
 # Seconds-long: one task, one 12-step episode per split, 3 updates (the first frozen), clips
 # of 2 observed + 3 imagined frames; pre-training with the example's `test` preset.
 SCRIPT_ARGS = [
@@ -59,7 +59,7 @@ def load_script():
 
 @pytest.fixture(scope="module")
 def script_run(tmp_path_factory):
-    """One run of scripts/model_gap.py into a temp folder (docs with other content first)."""
+    """One run of experiments/model_gap.py into a temp folder (docs with other content first)."""
     root = tmp_path_factory.mktemp("model_gap")
     out, docs = root / "out", root / "docs"
     docs.mkdir()
@@ -295,11 +295,11 @@ def test_script_resumes_and_replaces_only_its_section(script_run, monkeypatch):
 
 
 def test_a_whole_page_writer_keeps_the_section(tmp_path):
-    """scripts/compare_finetune.py rewrites results.md and keeps the marked sections."""
+    """experiments/compare_finetune.py rewrites results.md and keeps the marked sections."""
     page = tmp_path / "results.md"
-    write_section(page, "model_gap", "| gap |\n", generator="scripts/model_gap.py")
+    write_section(page, "model_gap", "| gap |\n", generator="experiments/model_gap.py")
     page.write_text("# Fine-tuning comparison\n\n" + marked_sections(page.read_text()))
-    write_section(page, "model_gap", "| gap, again |\n", generator="scripts/model_gap.py")
+    write_section(page, "model_gap", "| gap, again |\n", generator="experiments/model_gap.py")
     text = page.read_text()
     assert text.startswith("# Fine-tuning comparison\n")
     assert "| gap, again |" in text and "| gap |" not in text

@@ -1,4 +1,4 @@
-"""docs/results.md holds the tables its committed raw files give (scripts/results_report.py)."""
+"""docs/results.md holds the tables its committed raw files give (experiments/results_report.py)."""
 
 import re
 import shutil
@@ -21,7 +21,7 @@ def test_results_page_holds_the_tables_of_the_committed_files():
     tables = results_tables(REPO / "docs" / "results")
     assert set(tables) == set(TABLES)
     for name, table in tables.items():
-        assert section(page, name) == table, f"{name}: run python scripts/results_report.py"
+        assert section(page, name) == table, f"{name}: run python experiments/results_report.py"
 
 
 def test_writing_the_tables_twice_changes_nothing(tmp_path):

@@ -7,7 +7,7 @@ section (:func:`write_section`), delimited by ``<!-- <name>:start ... -->`` and
 ``<!-- <name>:end -->``.
 
 The tables of ``docs/results.md`` are made from the raw results under ``docs/results/`` by
-:func:`results_tables`; ``python scripts/results_report.py`` writes them into the page (and
+:func:`results_tables`; ``python experiments/results_report.py`` writes them into the page (and
 ``tests/test_results_tables.py`` checks that the page holds what the files say).
 """
 
@@ -65,8 +65,8 @@ def command_line(script: str | Path, argv: Sequence[str] | None = None) -> str:
     The script path is relative to the working directory when it lies below it.
 
     Example:
-        >>> command_line(Path.cwd() / "scripts" / "x.py", ["--out", "a b"])
-        "MUJOCO_GL=egl python scripts/x.py --out 'a b'"
+        >>> command_line(Path.cwd() / "experiments" / "x.py", ["--out", "a b"])
+        "MUJOCO_GL=egl python experiments/x.py --out 'a b'"
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     path = os.path.relpath(Path(script).resolve(), Path.cwd())
@@ -313,7 +313,8 @@ def write_results_tables(docs: str | Path) -> Path:
     """Write every table of :func:`results_tables` into ``docs/results.md``."""
     page = Path(docs) / "results.md"
     for name, body in results_tables(Path(docs) / "results").items():
-        write_section(page, name, body, generator=f"scripts/results_report.py from {TABLES[name]}")
+        generator = f"experiments/results_report.py from {TABLES[name]}"
+        write_section(page, name, body, generator=generator)
     return page
 
 

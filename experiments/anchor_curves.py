@@ -10,7 +10,7 @@ label given on the command line (one label per arm, one folder per seed), and wr
   (mean, min and max over its seeds) it is compared with;
 - ``OUT.png``: the success curves, the published one as a line with its min-max band.
 
-    python scripts/anchor_curves.py --run dreamer=runs/mw/dreamer_seed0 \
+    python experiments/anchor_curves.py --run dreamer=runs/mw/dreamer_seed0 \
         --run dreamer=runs/mw/dreamer_seed1 --task reach --out docs/results/metaworld_reach
 """
 
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     summary = summarise(runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "command": " ".join(["python", "scripts/anchor_curves.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "experiments/anchor_curves.py", *(argv or sys.argv[1:])]),
         "task": args.task,
         "published": {
             "algorithm": args.algorithm,
