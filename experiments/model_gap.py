@@ -1,6 +1,8 @@
 """Model-gap benchmark: held-out open-loop prediction from real actions after fine-tuning.
 
     MUJOCO_GL=egl python experiments/model_gap.py --out runs/model_gap
+    python experiments/results_report.py --show runs/model_gap/model_gap.json \\
+        --figure runs/model_gap/model_gap.png
 
 1. Renders real-action episodes of the six Meta-world evaluation tasks (never pre-trained
    on) with the noisy scripted experts: ``<out>/data/train`` and ``<out>/data/heldout``
@@ -16,8 +18,10 @@
    ``--horizon`` frames imagined from the encoded real actions
    (:mod:`torchrl_prelar.training.model_gap`). Results go to ``<out>/model_gap.json``
    after each run; a run already there is skipped, so the same command resumes.
-4. Writes the table into its own marked section of ``<docs>/results.md`` and the plot to
-   ``<docs>/results/model_gap.png``.
+4. Summarises the runs in the same file: one row per arm (mean and sample std over the
+   seeds) and the last observed frame, as variant ``--variant`` of the schema of
+   ``docs/results/model_gap.json``. ``experiments/results_report.py`` renders the tables
+   and the figure.
 
 Arguments after the options are Hydra ``key=value`` overrides of the pre-training (e.g.
 ``data.batch_size=8``).
@@ -26,7 +30,6 @@ Arguments after the options are Hydra ``key=value`` overrides of the pre-trainin
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
@@ -51,8 +54,6 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "dreamer_prelar.py"
 CONFIG_DIR = REPO / "examples" / "config"
 RESULTS_FILE = "model_gap.json"
-PLOT_FILE = "model_gap.png"
-SECTION = "model_gap"
 HORIZONS = (1, 5, 15)
 FINAL_LOSS_UPDATES = 10
 #: Set by this script for the pre-training; overriding them on the command line is an error.
@@ -66,14 +67,6 @@ OWN_KEYS = (
     "arm",
     "finetune.init",
 )
-COLOURS = {
-    "prelar": "tab:blue",
-    "prelar_no_action_learning": "tab:purple",
-    "apv": "tab:green",
-    "dreamer": "tab:orange",
-    "contextwm": "tab:red",
-}
-
 log = logging.getLogger("model_gap")
 
 
@@ -115,7 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="dreamer's world model if no arm is pre-trained (examples/config/world_model/)",
     )
     add("--threads", type=int, default=2, help="torch threads")
-    add("--docs", type=Path, default=Path("docs"), help="where results.md and results/ are")
+    add("--variant", default="default", help="name of these runs' summary in the results file")
     add("overrides", nargs="*", help="Hydra key=value overrides of the pre-training")
     args = parser.parse_args(argv)
     for override in args.overrides:
@@ -341,14 +334,14 @@ def run_arms(
         )
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- summary
 
 
-def _mean_std(values: Sequence[float], digits: int = 2) -> str:
+def _mean_std(values: Sequence[float], digits: int) -> dict[str, float | None]:
+    """Mean and sample std over seeds (``None`` for one seed), rounded to ``digits``."""
     values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return f"{values.mean():.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+    std = round(float(values.std(ddof=1)), digits) if len(values) > 1 else None
+    return {"mean": round(float(values.mean()), digits), "std": std}
 
 
 def arm_runs(results: Mapping[str, Any], arms: Sequence[str], seeds: Sequence[int]):
@@ -360,161 +353,65 @@ def arm_runs(results: Mapping[str, Any], arms: Sequence[str], seeds: Sequence[in
     return runs
 
 
-def table(runs: Mapping[str, list], baseline: Mapping[str, list], horizon: int) -> list[str]:
-    """Markdown rows: held-out PSNR at the horizons, mean over steps, final loss, time."""
+def summary_rows(
+    runs: Mapping[str, list], baseline: Mapping[str, list], horizon: int
+) -> list[dict[str, Any]]:
+    """One row per arm (``docs/results/model_gap.json``'s schema), then the last frame's."""
     horizons = [h for h in HORIZONS if h <= horizon]
-    header = ["arm", "seeds", *(f"PSNR @ {h}" for h in horizons), f"PSNR, mean 1-{horizon}"]
-    header += ["MSE, mean", f"final loss (mean of last {FINAL_LOSS_UPDATES})", "s / run"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for arm, arm_results in runs.items():
         if not arm_results:
             continue
         psnr = np.array([run["psnr"] for run in arm_results])
-        row = [arm, str(len(arm_results))]
-        row += [_mean_std(psnr[:, h - 1]) for h in horizons]
-        row += [_mean_std(psnr.mean(1))]
-        row += [_mean_std([np.mean(run["mse"]) for run in arm_results], 4)]
-        row += [_mean_std([np.mean(run["loss"][-FINAL_LOSS_UPDATES:]) for run in arm_results], 1)]
-        row += [f"{np.mean([run['seconds'] for run in arm_results]):.0f}"]
-        lines.append("| " + " | ".join(row) + " |")
-    row = ["last observed frame (no model)", "-"]
-    row += [f"{baseline['psnr'][h - 1]:.2f}" for h in horizons]
-    row += [f"{np.mean(baseline['psnr']):.2f}", f"{np.mean(baseline['mse']):.4f}", "-", "-"]
-    lines.append("| " + " | ".join(row) + " |")
-    return lines
-
-
-def describe(runs: Mapping[str, list]) -> str:
-    """Factual sentences: ranking by mean PSNR, and the two comparisons of the claim."""
-    means = {arm: np.array([np.mean(run["psnr"]) for run in r]) for arm, r in runs.items() if r}
-    ranking = sorted(means, key=lambda arm: -means[arm].mean())
-    parts = [
-        "Ranking by held-out PSNR averaged over the imagined steps: "
-        + " > ".join(f"{arm} ({means[arm].mean():.2f} dB)" for arm in ranking)
-        + "."
-    ]
-    for other in ("apv", "prelar_no_action_learning", "dreamer"):
-        if "prelar" not in means or other not in means:
-            continue
-        p, o = means["prelar"], means[other]
-        if min(len(p), len(o)) < 2:
-            spread = "one seed, no spread to compare with."
-        elif p.min() <= o.max() and o.min() <= p.max():
-            spread = "the seed ranges overlap."
-        else:
-            spread = "the seed ranges do not overlap."
-        parts.append(f"prelar - {other}: {p.mean() - o.mean():+.2f} dB; {spread}")
-    return " ".join(parts)
-
-
-def plot(runs: Mapping[str, list], baseline: Mapping[str, list], freeze: int, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for arm, arm_results in runs.items():
-        if not arm_results:
-            continue
-        colour = COLOURS.get(arm)
-        psnr = np.array([run["psnr"] for run in arm_results])
-        steps = np.arange(1, psnr.shape[1] + 1)
-        left.plot(steps, psnr.mean(0), color=colour, marker="o", markersize=3, label=arm)
-        left.fill_between(steps, psnr.min(0), psnr.max(0), color=colour, alpha=0.2, linewidth=0)
-        loss = np.array([run["loss"] for run in arm_results])
-        updates = np.arange(1, loss.shape[1] + 1)
-        right.plot(updates, loss.mean(0), color=colour, label=arm)
-        right.fill_between(updates, loss.min(0), loss.max(0), color=colour, alpha=0.2, lw=0)
-    steps = np.arange(1, len(baseline["psnr"]) + 1)
-    left.plot(steps, baseline["psnr"], color="grey", linestyle="--", label="last observed frame")
-    left.set_xlabel("imagined step")
-    left.set_ylabel("held-out PSNR (dB)")
-    left.set_title("open loop from real actions (band: min-max over seeds)", fontsize=9)
-    left.xaxis.get_major_locator().set_params(integer=True)
-    right.axvline(
-        freeze + 0.5, color="grey", linestyle=":", label=f"encoder + RSSM frozen to {freeze}"
+        row: dict[str, Any] = {"arm": arm, "seeds": len(arm_results)}
+        row.update({f"psnr_{h}": _mean_std(psnr[:, h - 1], 2) for h in horizons})
+        row[f"psnr_mean_1_{horizon}"] = _mean_std(psnr.mean(1), 2)
+        row["mse_mean"] = _mean_std([np.mean(run["mse"]) for run in arm_results], 4)
+        row[f"final_loss_last{FINAL_LOSS_UPDATES}"] = _mean_std(
+            [np.mean(run["loss"][-FINAL_LOSS_UPDATES:]) for run in arm_results], 1
+        )
+        row["s_per_run"] = round(float(np.mean([run["seconds"] for run in arm_results])))
+        rows.append(row)
+    floor: dict[str, Any] = {"arm": "last observed frame (no model)", "seeds": None}
+    floor.update(
+        {f"psnr_{h}": {"mean": round(baseline["psnr"][h - 1], 2), "std": None} for h in horizons}
     )
-    right.set_yscale("log")
-    right.set_xlabel("fine-tuning update")
-    right.set_ylabel("world-model loss (train batches)")
-    right.set_title("fine-tuning loss (band: min-max over seeds)", fontsize=9)
-    for axis in (left, right):
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    floor[f"psnr_mean_1_{horizon}"] = {
+        "mean": round(float(np.mean(baseline["psnr"])), 2),
+        "std": None,
+    }
+    floor["mse_mean"] = {"mean": round(float(np.mean(baseline["mse"])), 4), "std": None}
+    floor[f"final_loss_last{FINAL_LOSS_UPDATES}"] = None
+    floor["s_per_run"] = None
+    return [*rows, floor]
 
 
-def section(
-    args: argparse.Namespace,
-    results: Mapping[str, Any],
-    runs: Mapping[str, list],
-    baseline: Mapping[str, list],
-    image: Path,
-    command: str,
-) -> str:
-    """The markdown of this benchmark's section of results.md."""
-    from results_report import machine_description
-
-    from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
-
+def describe(args: argparse.Namespace, results: Mapping[str, Any]) -> str:
+    """What the runs of ``results`` are, in one paragraph (its ``what``)."""
     s = results["settings"]
-    pretrain = results["pretrain"]
     pretrained = ", ".join(
-        f"{arm}: `{info['path']}` ({info['updates']} updates)" for arm, info in pretrain.items()
+        f"{arm} {info['updates']} updates" for arm, info in results["pretrain"].items()
     )
-    seconds = sum(run["seconds"] for arm_results in runs.values() for run in arm_results)
-    evaluation_only = set(s["tasks"]) <= set(METAWORLD_EVAL_TASKS)
-    unseen = "; evaluation tasks, not in the default pre-training videos" if evaluation_only else ""
-    lines = [
-        "## Model gap: held-out open-loop prediction from real actions after fine-tuning",
-        "",
-        f"Generated by `experiments/model_gap.py` on {datetime.date.today().isoformat()}:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"Machine: {machine_description(args.threads)}.",
-        "",
-        f"Each arm's world model (no reward heads, new action encoder) is fine-tuned alone for "
-        f"K = {s['updates']} updates on real-action episodes of {', '.join(s['tasks'])} "
-        f"(scripted experts, action noise {s['noise']}; {s['train_episodes']} train episode(s) "
-        f"per task of {s['episode_length']} steps{unseen}): "
-        f"batch {s['batch_size']} x {s['batch_length']}, lr {s['lr']}, encoder + pre-trained "
-        f"RSSM at lr 0 for the first {s['freeze_updates']} updates (SPEC section 3), "
-        "reconstruction + balanced state KL. Then, on "
-        f"{results['heldout_clips']} held-out clips ({s['heldout_episodes']} episode(s) per task "
-        "with other seeds, cut into consecutive clips), "
-        f"{s['context']} frames are "
-        f"observed and {s['horizon']} imagined from the encoded real actions alone; PSNR per "
-        "clip and step, averaged over clips, then mean ± sample std over fine-tuning seeds. "
-        "Pre-training (one per arm, same videos and budget, `examples/dreamer_prelar.py "
-        f"stage=pretrain preset={args.preset}`): {pretrained or 'none'}. `dreamer` starts "
-        "from random weights with the same schedule.",
-        "",
-        f"Wall time: {seconds / 60:.1f} min of fine-tuning and scoring in all; pre-training "
-        "(the first one also renders the pre-training videos) "
-        + ", ".join(f"{arm} {info['seconds'] / 60:.1f} min" for arm, info in pretrain.items())
-        + " (summed over the invocations that ran them; 0 for a given run dir).",
-        "",
-        *table(runs, baseline, s["horizon"]),
-        "",
-        describe(runs),
-        "",
-        f"![model gap]({image.relative_to(args.docs).as_posix()})",
-    ]
-    return "\n".join(lines) + "\n"
+    return (
+        f"Held-out open-loop prediction from real actions after fine-tuning each arm's world "
+        f"model alone for {s['updates']} updates on real-action episodes of "
+        f"{', '.join(s['tasks'])} (scripted experts, action noise {s['noise']}, "
+        f"{s['train_episodes']} train episodes of {s['episode_length']} steps per task, batch "
+        f"{s['batch_size']} x {s['batch_length']}, lr {s['lr']}, encoder and pre-trained RSSM "
+        f"at lr 0 for the first {s['freeze_updates']} updates). Scored on "
+        f"{results['heldout_clips']} held-out clips: {s['context']} frames observed, "
+        f"{s['horizon']} imagined from the encoded real actions. PSNR in dB per imagined "
+        "step, averaged over clips; mean and sample std over the fine-tuning seeds. "
+        f"Pre-training (examples/dreamer_prelar.py stage=pretrain preset={args.preset}): "
+        f"{pretrained or 'none'}."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     import torch
-    from results_report import command_line, write_section
+    from results_report import command_line, machine_description
 
     from torchrl_prelar.training.model_gap import (
         MODEL_GAP_ARMS,
@@ -543,14 +440,18 @@ def main(argv: Sequence[str] | None = None) -> Path:
     results["heldout_clips"] = clips.shape[0]
     run_arms(args, buffer.sample, clips, models, results)
     baseline = last_frame_scores(clips, context=args.context)
+    results["last_frame"] = baseline
     runs = arm_runs(results, args.arms, args.seeds)
-    image = plot(runs, baseline, args.freeze_updates, args.docs / "results" / PLOT_FILE)
-    text = section(args, results, runs, baseline, image, command_line(__file__, argv))
-    report = write_section(
-        args.docs / "results.md", SECTION, text, generator="experiments/model_gap.py"
-    )
-    log.info("wrote %s, %s and %s", path, report, image)
-    return report
+    results["what"] = describe(args, results)
+    results["machine"] = machine_description(args.threads)
+    results["tasks"] = list(args.tasks)
+    results.setdefault("variants", {})[args.variant] = {
+        "commands": [command_line(__file__, argv)],
+        "rows": summary_rows(runs, baseline, args.horizon),
+    }
+    save_results(path, results)
+    log.info("wrote %s", path)
+    return path
 
 
 if __name__ == "__main__":

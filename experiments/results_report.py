@@ -1,14 +1,30 @@
-"""What a generated report says about how it was made, its own section of a shared page, and
-the tables of ``docs/results.md`` made from the committed results.
+"""The one report writer: the markdown tables of the experiments, made from their JSON.
 
-Several scripts write into ``docs/results.md``. One that owns the whole page keeps the marked
-sections of the others (:func:`marked_sections`); one that owns a section replaces only that
-section (:func:`write_section`), delimited by ``<!-- <name>:start ... -->`` and
-``<!-- <name>:end -->``.
+The drivers of ``experiments/`` write JSON only (``experiments/model_gap.py``,
+``experiments/compare_finetune.py``); this module renders every table from such a file:
 
-The tables of ``docs/results.md`` are made from the raw results under ``docs/results/`` by
-:func:`results_tables`; ``python experiments/results_report.py`` writes them into the page (and
-``tests/test_results_tables.py`` checks that the page holds what the files say).
+- ``python experiments/results_report.py --docs docs`` writes the tables of
+  ``docs/results.md`` from the committed files under ``docs/results/`` (:func:`results_tables`;
+  ``tests/test_results_tables.py`` checks that the page holds what the files say);
+- ``python experiments/results_report.py --show FILE [--figure PNG]`` prints the tables of one
+  driver's JSON (:func:`show`) and, for a model-gap file with its runs, draws its figure.
+
+The two schemas:
+
+- model gap (``docs/results/model_gap.json``): ``variants`` maps a variant name to its
+  ``commands`` and ``rows``; a row has ``arm``, ``seeds`` and, each a ``{"mean", "std"}`` over
+  fine-tuning seeds, ``psnr_<step>``, ``psnr_mean_1_<horizon>``, ``mse_mean`` and
+  ``final_loss_last10`` (``None`` where it does not apply). ``experiments/model_gap.py`` adds
+  ``settings``, ``pretrain``, ``heldout_clips``, ``last_frame`` and ``runs`` (every run's loss
+  curve and per-step scores, by arm and seed), from which it resumes and the figure is drawn.
+- fine-tuning comparison (``docs/results/reach35k.json``): ``eval_episodes`` and ``runs``, one
+  per arm and seed with ``env_steps``, ``updates``, ``final_wm_loss``, ``eval_success``
+  (success rate by env step), ``last_eval_return`` and ``wall_s``.
+  ``experiments/compare_finetune.py`` adds ``settings``.
+
+Pages several writers share keep each writer's part as a marked section
+(:func:`write_section`, :func:`marked_sections`), delimited by ``<!-- <name>:start ... -->``
+and ``<!-- <name>:end -->``.
 """
 
 from __future__ import annotations
@@ -26,9 +42,15 @@ from pathlib import Path
 
 __all__ = [
     "command_line",
+    "comparison_tables",
     "machine_description",
     "marked_sections",
+    "model_gap_differences",
+    "model_gap_figure",
+    "model_gap_table",
     "results_tables",
+    "show",
+    "welch_test",
     "write_section",
     "write_results_tables",
 ]
@@ -137,13 +159,20 @@ GAP_PAIRS = (
 )
 EMBEDDING_PAIRS = (("prelar, embedding", "prelar_no_action_learning, embedding"),)
 _GAP_COLUMNS = {
-    "psnr_1": "PSNR @ 1",
-    "psnr_5": "PSNR @ 5",
-    "psnr_15": "PSNR @ 15",
-    "psnr_mean_1_15": "PSNR, mean 1-15",
     "mse_mean": "MSE, mean",
     "final_loss_last10": "final loss (mean of last 10)",
 }
+_PSNR_STEP = re.compile(r"psnr_(\d+)")
+_PSNR_MEAN = re.compile(r"psnr_mean_1_(\d+)")
+
+
+def _gap_column(name: str) -> str | None:
+    """The header of a model-gap row entry (``None``: not a table column)."""
+    if match := _PSNR_STEP.fullmatch(name):
+        return f"PSNR @ {match.group(1)}"
+    if match := _PSNR_MEAN.fullmatch(name):
+        return f"PSNR, mean 1-{match.group(1)}"
+    return _GAP_COLUMNS.get(name)
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -171,7 +200,7 @@ def model_gap_table(results: dict, variant: str) -> str:
         | a | 3 | 25.00 ± 0.10 |
     """
     rows = results["variants"][variant]["rows"]
-    columns = [name for name in _GAP_COLUMNS if any(name in row for row in rows)]
+    columns = [name for name in dict.fromkeys(k for row in rows for k in row) if _gap_column(name)]
     body = [
         [
             row["arm"],
@@ -183,7 +212,7 @@ def model_gap_table(results: dict, variant: str) -> str:
         ]
         for row in rows
     ]
-    return _markdown(["arm", "seeds", *(_GAP_COLUMNS[name] for name in columns)], body)
+    return _markdown(["arm", "seeds", *(_gap_column(name) for name in columns)], body)
 
 
 def welch_test(first: dict, second: dict, n_first: int, n_second: int) -> tuple[float, float]:
@@ -208,8 +237,16 @@ def welch_test(first: dict, second: dict, n_first: int, n_second: int) -> tuple[
     return float(result.statistic), float(result.pvalue)
 
 
+def _mean_over_steps(row: dict) -> dict:
+    """The ``psnr_mean_1_<horizon>`` entry of a model-gap row."""
+    for name, value in row.items():
+        if _PSNR_MEAN.fullmatch(name):
+            return value
+    raise KeyError(f"model-gap row {row['arm']!r} has no 'psnr_mean_1_<horizon>' entry")
+
+
 def model_gap_differences(results: dict, variant: str, pairs: Sequence[tuple[str, str]]) -> str:
-    """Differences of held-out PSNR (mean over the 15 imagined steps) between arm ``pairs`` of
+    """Differences of held-out PSNR (mean over the imagined steps) between arm ``pairs`` of
     one ``variant``, with Welch's t-test over the fine-tuning seeds.
 
     Example:
@@ -225,12 +262,18 @@ def model_gap_differences(results: dict, variant: str, pairs: Sequence[tuple[str
     body = []
     for first, second in pairs:
         a, b = rows[first], rows[second]
-        t, p = welch_test(a["psnr_mean_1_15"], b["psnr_mean_1_15"], a["seeds"], b["seeds"])
-        difference = a["psnr_mean_1_15"]["mean"] - b["psnr_mean_1_15"]["mean"]
+        mean_a, mean_b = _mean_over_steps(a), _mean_over_steps(b)
+        difference = f"{mean_a['mean'] - mean_b['mean']:+.2f}"
+        if min(a["seeds"], b["seeds"]) < 2:  # no spread: no test
+            body.append(
+                [f"{first} - {second}", difference, "-", "-", f"{a['seeds']} + {b['seeds']}"]
+            )
+            continue
+        t, p = welch_test(mean_a, mean_b, a["seeds"], b["seeds"])
         body.append(
             [
                 f"{first} - {second}",
-                f"{difference:+.2f}",
+                difference,
                 f"{t:.2f}",
                 f"{p:.4f}",
                 f"{a['seeds']} + {b['seeds']}",
@@ -239,13 +282,32 @@ def model_gap_differences(results: dict, variant: str, pairs: Sequence[tuple[str
     return _markdown(["pair", "difference (dB)", "Welch t", "p", "n"], body)
 
 
-def reach35k_runs_table(results: dict) -> str:
-    """One row per run of ``docs/results/reach35k.json``: successes per evaluation point."""
+def _steps(step: str | int) -> str:
+    """Env steps as the tables write them: thousands as ``k``.
+
+    Example:
+        >>> _steps("35010"), _steps(40)
+        ('35k', '40')
+    """
+    step = int(step)
+    return f"{step // 1000}k" if step >= 1000 else str(step)
+
+
+def comparison_runs_table(results: dict) -> str:
+    """One row per run of a fine-tuning comparison (``docs/results/reach35k.json``'s schema):
+    successes per evaluation point.
+
+    Example:
+        >>> run = {"arm": "a", "seed": 0, "updates": 5, "final_wm_loss": 9.87,
+        ...        "eval_success": {"20": 0.0, "40": 1.0}, "last_eval_return": 12.3}
+        >>> comparison_runs_table({"eval_episodes": 1, "runs": [run]}).splitlines()[-1]
+        '| a | 0 | 5 | 9.9 | 20: 0/1, 40: 1/1 | 1/2 | 12 |'
+    """
     episodes = results["eval_episodes"]
     body = []
     for run in results["runs"]:
         points = ", ".join(
-            f"{int(step) // 1000}k: {round(rate * episodes)}/{episodes}"
+            f"{_steps(step)}: {round(rate * episodes)}/{episodes}"
             for step, rate in run["eval_success"].items()
         )
         successes = round(sum(run["eval_success"].values()) * episodes)
@@ -273,9 +335,10 @@ def reach35k_runs_table(results: dict) -> str:
     return _markdown(header, body)
 
 
-def reach35k_arms_table(results: dict) -> str:
-    """Per arm of ``docs/results/reach35k.json``: successes over every evaluation episode of
-    every seed, and the final world-model loss (mean ± sample std over seeds)."""
+def comparison_arms_table(results: dict) -> str:
+    """Per arm of a fine-tuning comparison (``docs/results/reach35k.json``'s schema): successes
+    over every evaluation episode of every seed, and the final world-model loss (mean ± sample
+    std over seeds)."""
     episodes = results["eval_episodes"]
     arms: dict[str, list[dict]] = {}
     for run in results["runs"]:
@@ -304,8 +367,8 @@ def results_tables(results_dir: str | Path) -> dict[str, str]:
         "table-model-gap-embedding": model_gap_table(gap, "embedding"),
         "table-model-gap-differences": model_gap_differences(gap, "pixel_trunk", GAP_PAIRS)
         + model_gap_differences(gap, "embedding", EMBEDDING_PAIRS).split("\n", 2)[2],
-        "table-reach35k-runs": reach35k_runs_table(reach),
-        "table-reach35k-arms": reach35k_arms_table(reach),
+        "table-reach35k-runs": comparison_runs_table(reach),
+        "table-reach35k-arms": comparison_arms_table(reach),
     }
 
 
@@ -318,10 +381,125 @@ def write_results_tables(docs: str | Path) -> Path:
     return page
 
 
-def main() -> None:
+def model_gap_pairs(results: dict, variant: str) -> list[tuple[str, str]]:
+    """``prelar`` against every other arm of ``variant`` (the comparisons of the claim).
+
+    Example:
+        >>> rows = [{"arm": "prelar", "seeds": 3}, {"arm": "apv", "seeds": 3},
+        ...         {"arm": "last observed frame (no model)", "seeds": None}]
+        >>> model_gap_pairs({"variants": {"v": {"rows": rows}}}, "v")
+        [('prelar', 'apv')]
+    """
+    arms = [row["arm"] for row in results["variants"][variant]["rows"] if row["seeds"]]
+    return [("prelar", arm) for arm in arms if arm != "prelar"] if "prelar" in arms else []
+
+
+def comparison_tables(results: dict) -> str:
+    """The per-run and per-arm tables of a fine-tuning comparison, one after the other."""
+    return comparison_runs_table(results) + "\n" + comparison_arms_table(results)
+
+
+def show(results: dict) -> str:
+    """The markdown tables of one driver's JSON: per variant the model-gap table and the
+    differences of ``prelar`` with the other arms (:func:`model_gap_pairs`), or the tables of
+    a fine-tuning comparison.
+
+    Example:
+        >>> row = {"arm": "a", "seeds": 1, "psnr_mean_1_3": {"mean": 25.0, "std": None}}
+        >>> print(show({"variants": {"v": {"rows": [row]}}}), end="")
+        ### v
+        <BLANKLINE>
+        | arm | seeds | PSNR, mean 1-3 |
+        |---|---|---|
+        | a | 1 | 25.00 |
+    """
+    if "variants" in results:
+        parts = []
+        for variant in results["variants"]:
+            parts += [f"### {variant}\n", model_gap_table(results, variant)]
+            pairs = model_gap_pairs(results, variant)
+            if pairs:
+                parts.append(model_gap_differences(results, variant, pairs))
+        return "\n".join(parts)
+    if isinstance(results.get("runs"), list):
+        return comparison_tables(results)
+    raise ValueError(
+        "expected a model-gap JSON (with 'variants') or a fine-tuning comparison JSON (with a "
+        f"list of 'runs'), got the keys {sorted(results)}"
+    )
+
+
+#: Line colours of the model-gap figure.
+COLOURS = {
+    "prelar": "tab:blue",
+    "prelar_no_action_learning": "tab:purple",
+    "apv": "tab:green",
+    "dreamer": "tab:orange",
+    "contextwm": "tab:red",
+}
+
+
+def model_gap_figure(results: dict, path: str | Path) -> Path:
+    """Held-out PSNR per imagined step and the fine-tuning loss of every arm of a model-gap
+    JSON with its ``runs`` (band: min-max over seeds), the last observed frame as a floor."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "runs" not in results:
+        raise ValueError("the model-gap figure needs the 'runs' of experiments/model_gap.py")
+    freeze = results["settings"]["freeze_updates"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for arm, seeds in results["runs"].items():
+        colour = COLOURS.get(arm)
+        psnr = np.array([run["psnr"] for run in seeds.values()])
+        steps = np.arange(1, psnr.shape[1] + 1)
+        left.plot(steps, psnr.mean(0), color=colour, marker="o", markersize=3, label=arm)
+        left.fill_between(steps, psnr.min(0), psnr.max(0), color=colour, alpha=0.2, linewidth=0)
+        loss = np.array([run["loss"] for run in seeds.values()])
+        updates = np.arange(1, loss.shape[1] + 1)
+        right.plot(updates, loss.mean(0), color=colour, label=arm)
+        right.fill_between(updates, loss.min(0), loss.max(0), color=colour, alpha=0.2, lw=0)
+    floor = results["last_frame"]["psnr"]
+    left.plot(np.arange(1, len(floor) + 1), floor, color="grey", linestyle="--", label="last frame")
+    left.set_xlabel("imagined step")
+    left.set_ylabel("held-out PSNR (dB)")
+    left.set_title("open loop from real actions (band: min-max over seeds)", fontsize=9)
+    left.xaxis.get_major_locator().set_params(integer=True)
+    right.axvline(
+        freeze + 0.5, color="grey", linestyle=":", label=f"encoder + RSSM frozen to {freeze}"
+    )
+    right.set_yscale("log")
+    right.set_xlabel("fine-tuning update")
+    right.set_ylabel("world-model loss (train batches)")
+    right.set_title("fine-tuning loss (band: min-max over seeds)", fontsize=9)
+    for axis in (left, right):
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", default="docs", help="the folder holding results.md")
-    print(write_results_tables(parser.parse_args().docs))
+    parser.add_argument(
+        "--show", type=Path, help="print the tables of this JSON instead of writing the docs"
+    )
+    parser.add_argument("--figure", type=Path, help="with --show: draw the model-gap figure")
+    args = parser.parse_args(argv)
+    if args.show is None:
+        print(write_results_tables(args.docs))
+        return
+    results = json.loads(args.show.read_text())
+    print(show(results), end="")
+    if args.figure is not None:
+        print(model_gap_figure(results, args.figure))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import WORLD_MODELS
+from results_report import show
 
 from torchrl_prelar.io import load_checkpoint
 
@@ -60,19 +60,16 @@ def pretrained(tmp_path_factory):
     return run_dir / "pretrained_world_model.pt"
 
 
-def table_rows(text, heading):
-    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
-    return [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in section.splitlines()
-        if line.startswith("|") and not line.startswith("|---")
-    ][1:]
+def last_logged(run_dir: Path, name: str) -> float:
+    """The last value of a CSV scalar, read without the library's reader."""
+    (path,) = run_dir.glob(f"csv/**/{name}.csv")
+    return float(path.read_text().strip().splitlines()[-1].split(",")[1])
 
 
-def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, monkeypatch):
-    out, docs = tmp_path / "runs", tmp_path / "docs"
+def test_compare_runs_both_arms_writes_json_and_resumes(pretrained, tmp_path, monkeypatch):
+    out = tmp_path / "runs"
     argv = ["--pretrained", str(pretrained), "--out", str(out), "--seeds", "0", "1"]
-    argv += ["--preset", "test", "--docs", str(docs), *TINY]
+    argv += ["--preset", "test", *TINY]
     result = subprocess.run(
         [sys.executable, str(SCRIPT), *argv],
         env={**os.environ, "MUJOCO_GL": "egl"},
@@ -95,57 +92,42 @@ def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, 
             assert cfg["seed"] == seed and cfg["world_model"] == stored
             assert (cfg["finetune"]["pretrained"] is not None) == (arm == "prelar")
 
-    image = docs / "results" / "finetune_comparison.png"
-    assert image.read_bytes()[:4] == b"\x89PNG" and image.stat().st_size > 5000
-    text = (docs / "results.md").read_text()
-    assert "(results/finetune_comparison.png)" in text
-    assert "experiments/compare_finetune.py --pretrained" in text
-    assert "finetune.env_steps=40" in text
-    assert "Machine:" in text and "torch " in text and "Wall time:" in text
-
-    number = re.compile(r"^-?\d+\.\d+( ± \d+\.\d+)?$")
-    per_arm = table_rows(text, "## Per arm")
-    assert [row[0] for row in per_arm] == ["prelar", "dreamer"]
-    for row in per_arm:
-        assert row[1] == "0, 1"
-        assert len(row) == 7  # first, final, last-5 loss + success at 20 and 40 env steps
-        assert all(number.match(cell) and "±" in cell for cell in row[2:]), row
-    per_run = table_rows(text, "## Per run")
-    assert [(row[0], row[1]) for row in per_run] == [
-        ("prelar", "0"),
-        ("prelar", "1"),
-        ("dreamer", "0"),
-        ("dreamer", "1"),
+    # The summary: one record per run, from the run's own summary and logs.
+    path = out / "comparison.json"
+    results = json.loads(path.read_text())
+    assert "experiments/compare_finetune.py --pretrained" in results["commands"][0]
+    assert "torch " in results["machine"] and results["eval_episodes"] == 1
+    assert results["settings"]["env_steps"] == 40 and results["settings"]["task"] == "reach-v3"
+    runs = results["runs"]
+    assert [(run["arm"], run["seed"]) for run in runs] == [
+        ("prelar", 0),
+        ("dreamer", 0),
+        ("prelar", 1),
+        ("dreamer", 1),
     ]
-    for row in per_run:
-        assert row[2] == "40" and row[3] == "5"
-        assert number.match(row[4]), row
-        assert re.fullmatch(r"20: [01]\.\d\d, 40: [01]\.\d\d", row[5]), row
-        assert float(row[7]) > 0
+    for run in runs:
+        run_dir = out / f"{run['arm']}_seed{run['seed']}"
+        evaluations = json.loads((run_dir / "summary.json").read_text())["finetune"]["evaluations"]
+        assert (run["env_steps"], run["updates"]) == (40, 5)
+        assert sorted(run["eval_success"], key=int) == ["20", "40"]
+        assert run["last_eval_return"] == evaluations[-1]["eval_return"]
+        assert run["final_wm_loss"] == pytest.approx(
+            last_logged(run_dir, "world_model_loss"), rel=1e-6
+        )
+        assert run["wall_s"] > 0
+    assert "| prelar | 0 | 5 |" in show(results) and "| dreamer | 2 |" in show(results)
 
     # A second invocation skips every finished run (it must not fine-tune again) and
-    # rewrites the report.
+    # writes the same runs.
     module = load_script()
 
     def no_run(cfg):
         raise AssertionError(f"finished run {cfg['run_dir']} was run again")
 
     monkeypatch.setattr("dreamer_prelar.run_finetune", no_run)
-    (docs / "results.md").unlink()
-    assert module.main(argv) == docs / "results.md"
-    assert table_rows((docs / "results.md").read_text(), "## Per run") == per_run
-
-    # --section writes the same report as a marked section, one heading level down, and
-    # leaves the rest of the page as it was.
-    page = (docs / "results.md").read_text()
-    module.main([*argv, "--section", "tiny_run"])
-    text = (docs / "results.md").read_text()
-    assert text.startswith(page.rstrip("\n"))
-    section = text[len(page.rstrip("\n")) :]
-    assert "<!-- tiny_run:start (generated by experiments/compare_finetune.py) -->" in section
-    assert "\n### Per run" in section and "(results/finetune_tiny_run.png)" in section
-    assert table_rows(section, "### Per run") == per_run
-    assert (docs / "results" / "finetune_tiny_run.png").read_bytes()[:4] == b"\x89PNG"
+    path.unlink()
+    assert module.main(argv) == path
+    assert json.loads(path.read_text())["runs"] == runs
 
     # Changing a setting other than env_steps for the same folder is refused.
     with pytest.raises(ValueError, match="another configuration"):
@@ -161,31 +143,19 @@ def test_compare_runs_both_arms_writes_report_and_resumes(pretrained, tmp_path, 
     with pytest.raises(ValueError, match="another configuration"):
         module.main([*argv, "finetune.max_seconds=600", "finetune.batch_size=3"])
 
-    # Without --docs the runs are checked (and resumed) but no page is written.
-    (docs / "results.md").unlink()
-    assert module.main([a for a in argv if a not in ("--docs", str(docs))]) is None
-    assert not (docs / "results.md").exists()
-
-    # --report-only runs nothing (run_finetune is still the failing stand-in) and reports the
-    # finished runs of arms x seeds: not the unfinished dreamer seed 1, nor those never run.
+    # --collect-only runs nothing (run_finetune is still the failing stand-in) and summarises
+    # the finished runs of arms x seeds: not the unfinished dreamer seed 1, nor those never run.
     summary_path = out / "dreamer_seed1" / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary["finetune"]["env_steps"] = 20
     summary_path.write_text(json.dumps(summary))
-    report_argv = ["--out", str(out), "--docs", str(docs), "--report-only"]
-    report_argv += ["--arms", "prelar", "dreamer", "apv", "--seeds", "0", "1", "2"]
-    assert module.main(report_argv) == docs / "results.md"
-    rows = table_rows((docs / "results.md").read_text(), "## Per run")
-    assert [(row[0], row[1]) for row in rows] == [
-        ("prelar", "0"),
-        ("prelar", "1"),
-        ("dreamer", "0"),
-    ]
-    assert rows == [row for row in per_run if (row[0], row[1]) != ("dreamer", "1")]
+    collect_argv = ["--out", str(out), "--collect-only"]
+    collect_argv += ["--arms", "prelar", "dreamer", "apv", "--seeds", "0", "1", "2"]
+    assert module.main(collect_argv) == path
+    collected = json.loads(path.read_text())["runs"]
+    assert collected == [run for run in runs if (run["arm"], run["seed"]) != ("dreamer", 1)]
     with pytest.raises(SystemExit, match="no finished run"):
-        module.main([*report_argv[:5], "--arms", "apv"])
-    with pytest.raises(SystemExit):
-        module.parse_args(["--out", str(out), "--report-only"])
+        module.main([*collect_argv[:3], "--arms", "apv"])
 
 
 def test_apv_arm_needs_its_action_free_checkpoint(tmp_path, capsys):

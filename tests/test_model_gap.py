@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
-from results_report import marked_sections, write_section
+from results_report import model_gap_figure, show
 
 from torchrl_prelar.baselines.contextwm import STACKED_BASELINES
 from torchrl_prelar.data.synthetic import moving_square_episodes
@@ -59,12 +59,10 @@ def load_script():
 
 @pytest.fixture(scope="module")
 def script_run(tmp_path_factory):
-    """One run of experiments/model_gap.py into a temp folder (docs with other content first)."""
+    """One run of experiments/model_gap.py into a temp folder."""
     root = tmp_path_factory.mktemp("model_gap")
-    out, docs = root / "out", root / "docs"
-    docs.mkdir()
-    (docs / "results.md").write_text("# Results\n\nAnother generator's text.\n")
-    argv = ["--out", str(out), "--docs", str(docs), *SCRIPT_ARGS]
+    out = root / "out"
+    argv = ["--out", str(out), *SCRIPT_ARGS]
     result = subprocess.run(
         [sys.executable, str(SCRIPT), *argv],
         env={**os.environ, "MUJOCO_GL": "egl"},
@@ -73,7 +71,7 @@ def script_run(tmp_path_factory):
         text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return out, docs, argv
+    return out, argv
 
 
 def _checkpoint(path: Path, world_model) -> Path:
@@ -252,8 +250,8 @@ def test_arms():
 # ----------------------------------------------------------------------------- script
 
 
-def test_script_writes_json_table_and_plot(script_run):
-    out, docs, _ = script_run
+def test_script_writes_the_runs_and_their_summary(script_run, tmp_path):
+    out, _ = script_run
     results = json.loads((out / "model_gap.json").read_text())
     assert results["settings"]["updates"] == 3
     for arm in ("prelar", "apv", "dreamer"):
@@ -261,45 +259,47 @@ def test_script_writes_json_table_and_plot(script_run):
         run = results["runs"][arm]["0"]
         assert len(run["loss"]) == 3 and len(run["psnr"]) == 3
     assert results["pretrain"]["apv"]["updates"] == 6  # the `test` preset's pre-training
-    assert (docs / "results" / "model_gap.png").stat().st_size > 0
-    text = (docs / "results.md").read_text()
-    assert text.startswith("# Results\n\nAnother generator's text.\n")
-    section = text.split("<!-- model_gap:start", 1)[1]
-    rows = [line for line in section.splitlines() if line.startswith("| ")]
-    assert [row.split("|")[1].strip() for row in rows[1:]] == [
+    assert "for 3 updates" in results["what"] and "torch" in results["machine"]
+
+    rows = results["variants"]["default"]["rows"]
+    assert [row["arm"] for row in rows] == [
         "prelar",
         "apv",
         "dreamer",
         "last observed frame (no model)",
     ]
-    assert "K = 3 updates" in section
+    for row in rows[:-1]:  # the summary against the runs it summarises
+        runs = [results["runs"][row["arm"]][seed] for seed in ("0", "1")]
+        psnr = np.array([run["psnr"] for run in runs])
+        assert row["seeds"] == 2
+        assert row["psnr_1"]["mean"] == pytest.approx(psnr[:, 0].mean(), abs=0.006)
+        assert row["psnr_mean_1_3"]["mean"] == pytest.approx(psnr.mean(), abs=0.006)
+        assert row["psnr_mean_1_3"]["std"] == pytest.approx(psnr.mean(1).std(ddof=1), abs=0.006)
+        losses = [np.mean(run["loss"][-10:]) for run in runs]
+        assert row["final_loss_last10"]["mean"] == pytest.approx(np.mean(losses), abs=0.051)
+    floor = rows[-1]
+    assert floor["seeds"] is None and floor["final_loss_last10"] is None
+    assert floor["psnr_1"]["mean"] == pytest.approx(results["last_frame"]["psnr"][0], abs=0.006)
+
+    # The report writer renders it: the table, prelar against the other arms, the figure.
+    text = show(results)
+    assert "| prelar | 2 |" in text and "| prelar - apv |" in text and "2 + 2" in text
+    assert model_gap_figure(results, tmp_path / "gap.png").stat().st_size > 0
 
 
 def _must_not_run(*args, **kwargs):
     raise AssertionError("resumed benchmark ran again what was done")
 
 
-def test_script_resumes_and_replaces_only_its_section(script_run, monkeypatch):
-    out, docs, argv = script_run
-    before = json.loads((out / "model_gap.json").read_text())["runs"]
+def test_script_resumes(script_run, monkeypatch):
+    out, argv = script_run
+    before = json.loads((out / "model_gap.json").read_text())
     module = load_script()
     monkeypatch.setattr(module, "subprocess", SimpleNamespace(run=_must_not_run))  # no pre-training
     monkeypatch.setattr("torchrl_prelar.training.model_gap.run_model_gap_arm", _must_not_run)
-    module.main(argv)
-    assert json.loads((out / "model_gap.json").read_text())["runs"] == before
-    text = (docs / "results.md").read_text()
-    assert text.count("<!-- model_gap:start") == 1 and text.count("<!-- model_gap:end -->") == 1
-    assert text.startswith("# Results\n\nAnother generator's text.\n")
+    assert module.main(argv) == out / "model_gap.json"
+    after = json.loads((out / "model_gap.json").read_text())
+    assert after["runs"] == before["runs"]
+    assert after["variants"]["default"]["rows"] == before["variants"]["default"]["rows"]
     with pytest.raises(ValueError, match="updates"):
         module.main([*argv, "--updates", "4"])
-
-
-def test_a_whole_page_writer_keeps_the_section(tmp_path):
-    """experiments/compare_finetune.py rewrites results.md and keeps the marked sections."""
-    page = tmp_path / "results.md"
-    write_section(page, "model_gap", "| gap |\n", generator="experiments/model_gap.py")
-    page.write_text("# Fine-tuning comparison\n\n" + marked_sections(page.read_text()))
-    write_section(page, "model_gap", "| gap, again |\n", generator="experiments/model_gap.py")
-    text = page.read_text()
-    assert text.startswith("# Fine-tuning comparison\n")
-    assert "| gap, again |" in text and "| gap |" not in text

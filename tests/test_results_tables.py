@@ -1,11 +1,25 @@
-"""docs/results.md holds the tables its committed raw files give (experiments/results_report.py)."""
+"""The one report writer (experiments/results_report.py): docs/results.md holds the tables its
+committed raw files give; any driver's JSON renders the same way."""
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from results_report import TABLES, reach35k_arms_table, results_tables, write_results_tables
+from results_report import (
+    TABLES,
+    comparison_arms_table,
+    main,
+    marked_sections,
+    model_gap_differences,
+    model_gap_table,
+    results_tables,
+    show,
+    welch_test,
+    write_results_tables,
+    write_section,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +51,7 @@ def test_arm_summary_counts_every_episode_of_every_seed():
         {"arm": "a", "eval_success": {"5000": 0.2, "10000": 0.4}, "final_wm_loss": 10.0},
         {"arm": "a", "eval_success": {"5000": 0.0, "10000": 0.2}, "final_wm_loss": 12.0},
     ]
-    table = reach35k_arms_table({"eval_episodes": 5, "runs": runs})
+    table = comparison_arms_table({"eval_episodes": 5, "runs": runs})
     assert "| a | 2 | 4/20 | 11.0 ± 1.4 |" in table
 
 
@@ -45,3 +59,57 @@ def test_a_missing_raw_file_is_named(tmp_path):
     (tmp_path / "model_gap.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="reach35k.json"):
         results_tables(tmp_path)
+
+
+def test_welch_test_matches_the_formula():
+    first, second = {"mean": 24.68, "std": 0.05}, {"mean": 24.21, "std": 0.14}
+    t, p = welch_test(first, second, 3, 3)
+    error = (0.05**2 / 3 + 0.14**2 / 3) ** 0.5
+    assert t == pytest.approx((24.68 - 24.21) / error)
+    assert 0.01 < p < 0.05
+
+
+def _gap_row(arm, seeds, mean, std):
+    return {"arm": arm, "seeds": seeds, "psnr_1": {"mean": mean + 1, "std": std},
+            "psnr_mean_1_3": {"mean": mean, "std": std}, "s_per_run": 5}  # fmt: skip
+
+
+def test_model_gap_columns_follow_the_horizon_and_one_seed_has_no_test():
+    results = {"variants": {"v": {"rows": [_gap_row("prelar", 1, 25.0, None),
+                                           _gap_row("apv", 1, 24.5, None)]}}}  # fmt: skip
+    table = model_gap_table(results, "v")
+    assert table.splitlines()[0] == "| arm | seeds | PSNR @ 1 | PSNR, mean 1-3 |"
+    assert "| prelar | 1 | 26.00 | 25.00 |" in table
+    differences = model_gap_differences(results, "v", [("prelar", "apv")])
+    assert differences.splitlines()[-1] == "| prelar - apv | +0.50 | - | - | 1 + 1 |"
+
+
+def test_show_renders_a_model_gap_file_with_its_comparisons():
+    results = json.loads((REPO / "docs" / "results" / "model_gap.json").read_text())
+    text = show(results)
+    assert text.startswith("### pixel_trunk\n")
+    assert model_gap_table(results, "pixel_trunk") in text
+    # prelar against every other arm with seeds, not against the last-frame row
+    assert "| prelar - dreamer | +0.54 | 14.61 | 0.0002 | 3 + 3 |" in text
+    assert "last observed frame" not in text.split("| pair |", 1)[1].split("###")[0]
+
+
+def test_show_renders_a_comparison_file_and_refuses_others(tmp_path, capsys):
+    path = REPO / "docs" / "results" / "reach35k.json"
+    main(["--show", str(path)])
+    text = capsys.readouterr().out
+    page = (REPO / "docs" / "results.md").read_text()
+    for name in ("table-reach35k-runs", "table-reach35k-arms"):
+        assert section(page, name) in text
+    with pytest.raises(ValueError, match="'variants'"):
+        show({"runs": {}})
+
+
+def test_a_whole_page_writer_keeps_the_marked_sections(tmp_path):
+    page = tmp_path / "results.md"
+    write_section(page, "model_gap", "| gap |\n", generator="x.py")
+    page.write_text("# Another page\n\n" + marked_sections(page.read_text()))
+    write_section(page, "model_gap", "| gap, again |\n", generator="x.py")
+    text = page.read_text()
+    assert text.startswith("# Another page\n")
+    assert "| gap, again |" in text and "| gap |" not in text
