@@ -99,10 +99,18 @@ def load_pretrained_world_model(
 
     Every entry of the file is checked, shape by shape, against ``world_model``; the reward
     heads are new and stay as they are, and so does an :class:`ActionEncoder` (a fine-tuning
-    world model's): the file's latent action model is then left out. A file of 2026-11-27
+    world model's): the file's latent action model is then left out. A preset-format file
     (world model named by a preset) is read through
-    :func:`~torchrl_prelar.legacy.upgrade_checkpoint`. Returns the names of the loaded
-    entries.
+    :func:`~torchrl_prelar.legacy.upgrade_checkpoint`.
+
+    Args:
+        world_model (PreLARWorldModel): the model loaded into, in place.
+        path (str or Path): the pre-trained model file.
+        configured (Mapping[str, Any], optional): the world-model arguments of
+            ``world_model``, named in the error message. Defaults to ``None``.
+
+    Returns:
+        the names of the loaded entries.
 
     Raises:
         ValueError: naming every parameter whose shape differs, or that is missing / extra,
@@ -188,7 +196,25 @@ class _Carry(nn.Module):
 
 @dataclass
 class FinetuneAgent:
-    """Everything fine-tuning trains or acts with (see :func:`make_finetune_agent`)."""
+    """Everything fine-tuning trains or acts with (see :func:`make_finetune_agent`).
+
+    Args:
+        world_model (PreLARWorldModel or APVWorldModel): the fine-tuned world model.
+        loss (DreamerV3Loss): TorchRL's loss of world model, actor and critic.
+        policy (TensorDictSequential): the acting policy, from frames to ``"action"``.
+        actor (ProbabilisticTensorDictSequential): the policy head on the model state.
+        value (TensorDictModule): the critic.
+        optimizer (torch.optim.Adam): the one optimiser, a parameter group per
+            :data:`GROUPS` entry.
+        stepper (CPUAutocastStepper): TorchRL's optimisation stepper of :meth:`update`.
+        groups (dict): the parameters of each group.
+        carried (dict): recurrent entries the policy carries from step to step, with their
+            sizes (the environment primes them with zeros).
+        actor_critic_dtype (torch.dtype, optional): autocast dtype of the actor-critic half of
+            :meth:`update` on a CPU. Defaults to ``None`` (fp32).
+        target_critic (TargetCritic, optional): DreamerV2's slow critic that imagination
+            bootstraps from (``critic_target="slow"``). Defaults to ``None``.
+    """
 
     world_model: FinetuneWorldModel
     loss: DreamerV3Loss
@@ -213,7 +239,13 @@ class FinetuneAgent:
         The precision of each half is set where the agent is built: the world-model loss
         autocasts itself (:class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`),
         the :attr:`stepper` autocasts the actor-critic half with :attr:`actor_critic_dtype`
-        (:class:`CPUAutocastStepper`). Returns the stepper's detached losses and metrics.
+        (:class:`CPUAutocastStepper`).
+
+        Args:
+            batch (TensorDictBase): ``[B, T]`` replay transitions.
+
+        Returns:
+            the stepper's detached losses and metrics.
         """
         metrics = self.stepper.step(None, batch)
         if self.target_critic is not None:
@@ -231,6 +263,16 @@ class CPUAutocastStepper(DreamerV3OptimizationStepper):
     ``cpu_autocast_dtype`` (``None``: off, exactly TorchRL's step); the loss values are
     summed in fp32 and the backward pass is TorchRL's. Used for imagination, actor and
     critic in bf16 on CPUs with native bf16 (the world model sets its own precision).
+
+    Args:
+        *args: the positional arguments of
+            :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper`.
+
+    Keyword Args:
+        cpu_autocast_dtype (torch.dtype, optional): autocast dtype of the losses' forward
+            pass on a CPU. Defaults to ``None`` (off).
+        **kwargs: the keyword arguments of
+            :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper`.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -302,13 +344,21 @@ def build_finetune_world_model(
     default).
 
     Args:
-        action_dim: real action size.
-        init: ``"prelar"``, ``"dreamer"``, ``"apv"`` or ``"contextwm"``.
-        pretrained: the pre-trained model file (``None`` for ``"dreamer"``).
-        reward_keys: one reward head per key.
+        action_dim (int): real action size.
+
+    Keyword Args:
+        init (str): ``"prelar"``, ``"dreamer"``, ``"apv"`` or ``"contextwm"``.
+        pretrained (str or Path, optional): the pre-trained model file; ``None`` for
+            ``"dreamer"``.
+        reward_keys (list of NestedKey, optional): one reward head per key. Defaults to
+            ``None``.
         **world_model_kwargs: the arguments of
             :func:`~torchrl_prelar.modules.make_world_model` (and ``context`` for
             ``"contextwm"``), those of the pre-training.
+
+    Raises:
+        ValueError: if ``init`` is unknown, ``pretrained`` is missing, or the pre-trained
+            file does not match the world model (:func:`load_pretrained_world_model`).
 
     Examples:
         >>> model = build_finetune_world_model(4, init="dreamer", pretrained=None)
@@ -353,6 +403,23 @@ def make_finetune_optimizer(
     reference clips each optimiser). The ``representation`` learning rate is set by
     :func:`set_representation_frozen`.
 
+    Args:
+        groups (Mapping[str, list of nn.Parameter]): the parameters of each of
+            :data:`GROUPS`.
+
+    Keyword Args:
+        model_lr (float, optional): learning rate of ``representation`` and ``model``.
+            Defaults to ``3e-4``.
+        actor_lr (float, optional): learning rate of ``actor``. Defaults to ``8e-5``.
+        critic_lr (float, optional): learning rate of ``critic``. Defaults to ``8e-5``.
+        eps (float, optional): Adam's epsilon. Defaults to ``1e-5``.
+        weight_decay (float, optional): L2 weight decay. Defaults to ``1e-6``.
+        grad_clip (float, optional): largest gradient norm of each group. Defaults to
+            ``100.0``.
+
+    Raises:
+        ValueError: if a group of :data:`GROUPS` is missing.
+
     Examples:
         >>> weight = nn.Parameter(torch.zeros(2))
         >>> groups = {"representation": [weight], "model": [], "actor": [], "critic": []}
@@ -386,6 +453,9 @@ def representation_parameters(world_model: FinetuneWorldModel) -> list[nn.Parame
     """Encoder + the pre-trained RSSM (the action-free one for APV), and ContextWM's context
     encoder (part of its encoder there): frozen at first.
 
+    Args:
+        world_model (PreLARWorldModel or APVWorldModel): the fine-tuning world model.
+
     Examples:
         >>> model = build_finetune_world_model(4, init="dreamer", pretrained=None)
         >>> n = len(representation_parameters(model))
@@ -406,6 +476,11 @@ def set_representation_frozen(optimizer: torch.optim.Optimizer, frozen: bool, lr
 
     With lr 0, Adam leaves these parameters exactly unchanged (its moments still accumulate,
     as in the reference, which sets the learning rate of that optimiser to 0).
+
+    Args:
+        optimizer (torch.optim.Optimizer): an optimiser of :func:`make_finetune_optimizer`.
+        frozen (bool): freeze the group (learning rate 0).
+        lr (float): the group's learning rate when not frozen.
     """
     for group in optimizer.param_groups:
         if group["name"] == "representation":
@@ -463,9 +538,11 @@ class WorldModelStepper(OptimizationStepper):
         return losses.detach()
 
     def state_dict(self) -> dict[str, Any]:
+        """The optimiser's state dict, under ``"optimizer"``."""
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict` into the optimiser."""
         self.optimizer.load_state_dict(state_dict["optimizer"])
 
 
@@ -490,6 +567,8 @@ def make_world_model_stepper(
     Args:
         world_model (PreLARWorldModel or APVWorldModel): the world model to fine-tune, from
             :func:`build_finetune_world_model` (reward heads, if any, are not trained).
+
+    Keyword Args:
         kl_balance (float, optional): the state KL balance. Defaults to ``0.8``.
         free_nats (float, optional): the state KL free nats. Defaults to ``0.0``.
         lambda_reco (float, optional): the reconstruction weight. Defaults to ``0.5``.
@@ -531,6 +610,19 @@ def make_actor(
     (:class:`~torchrl_prelar.modules.actor.TruncatedNormalActor`, scale floor ``min_std``,
     0.1 in DreamerV2) with a :class:`~torchrl.modules.TruncatedNormal` on [-1, 1]. The
     distribution's parameters are fp32 under autocast too.
+
+    Args:
+        action_dim (int): size of the action.
+
+    Keyword Args:
+        depth (int, optional): hidden layers. Defaults to ``4``.
+        hidden (int, optional): units per hidden layer. Defaults to ``400``.
+        distribution (str, optional): ``"tanh_normal"`` or ``"trunc_normal"``. Defaults to
+            ``"tanh_normal"``.
+        min_std (float, optional): the scale floor. Defaults to ``1e-4``.
+
+    Raises:
+        ValueError: if ``distribution`` is not one of :data:`ACTOR_DISTRIBUTIONS`.
 
     Examples:
         >>> actor = make_actor(4, depth=2, hidden=16, distribution="trunc_normal", min_std=0.1)
@@ -577,6 +669,10 @@ class TargetCritic(TensorDictModuleBase):
     Args:
         critic (TensorDictModule): the online critic (read, never trained, by this module).
         every (int): updates between two copies (DreamerV2: 100).
+
+    Raises:
+        ValueError: if ``every < 1``.
+
 
     Examples:
         >>> critic = TensorDictModule(nn.Linear(3, 1), in_keys=["x"], out_keys=["state_value"])
@@ -737,49 +833,89 @@ def make_finetune_agent(
     ``replay_value_loss_weight`` is 0 (DreamerV2 has no replay value term).
 
     Args:
-        world_model: the world model to fine-tune (with its two reward heads).
-        action_dim: size of the environment's action.
-        device: where the agent lives.
-        precision: see :func:`~torchrl_prelar.training.precision.resolve_precision`. On a
-            CPU the world-model loss runs under bf16 autocast where the CPU has native bf16,
-            the actor-critic update in fp32; on CUDA TorchRL's stepper autocasts the step.
-        seed: seed of the intrinsic bonus's random projection.
-        actor_hidden, actor_depth, critic_hidden, critic_depth: the two MLPs.
-        actor_distribution, actor_min_std: the policy's distribution and its scale floor
-            (see :func:`make_actor`).
-        imagination_horizon, gamma, lmbda, entropy, return_normalization: the actor loss
-            (:class:`~torchrl.objectives.DreamerV3ActorLoss`, TD(lambda) returns).
-        critic_target: what imagination's lambda returns bootstrap from: ``"online"`` (the
-            critic being trained, TorchRL's DreamerV3) or ``"slow"`` (DreamerV2's target
-            critic, :class:`TargetCritic`, stepped by :meth:`FinetuneAgent.update`).
-        slow_critic, target_update_every: weight of the target-critic regulariser (0: no
-            target critic) and updates between two hard copies.
-        lambda_aux_reward: weight of the auxiliary reward head's loss.
-        reward_loss: loss of both reward heads, ``"symlog_mse"`` (TorchRL's DreamerV3) or
-            ``"gaussian"`` (DreamerV2's unit-variance log-likelihood, see
-            :class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`).
-        kl_balance, free_nats, lambda_reco: the world model's
-            :class:`~torchrl_prelar.objectives.PreLARLoss` terms.
-        intrinsic: add the video intrinsic bonus
-            (:class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`) with weight
-            ``intrinsic_beta`` and its ``window``, ``proj_dim``, ``queue_size`` and ``k``.
-        optimizer_factory: builds the optimiser from the parameter groups ``representation``,
-            ``model``, ``actor`` and ``critic`` (e.g. ``functools.partial(
-            make_finetune_optimizer, model_lr=1e-4)``; default: its default settings).
-        compile_train_step, cudagraph: passed to TorchRL's
-            :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper`.
-        compile_networks: ``torch.compile`` the world model's networks in place
-            (:meth:`~torchrl_prelar.modules.PreLARWorldModel.compile_networks`; parameter
-            names do not change, so checkpoints are the same). On a CPU this fuses the
-            channel RMS norms of the convolutional encoder and decoder; the first updates
-            pay the compilation (about 20 s for ``small``).
-        channels_last: store the convolution weights (hence activations) channels-last.
-        actor_critic_precision: precision of imagination, actor and critic on a CPU (see
-            :func:`~torchrl_prelar.training.precision.resolve_precision`; applied by
-            :class:`CPUAutocastStepper`). ``"auto"`` is bf16 where the CPU has native bf16;
+        world_model (PreLARWorldModel or APVWorldModel): the world model to fine-tune, with
+            its two reward heads.
+        action_dim (int): size of the environment's action.
+
+    Keyword Args:
+        device (str or torch.device, optional): where the agent lives. Defaults to
+            ``"cpu"``.
+        precision (str, optional): see
+            :func:`~torchrl_prelar.training.precision.resolve_precision`. On a CPU the
+            world-model loss runs under bf16 autocast where the CPU has native bf16, the
+            actor-critic update in fp32; on CUDA TorchRL's stepper autocasts the step.
+            Defaults to ``"fp32"``.
+        seed (int, optional): seed of the intrinsic bonus's random projection. Defaults to
+            ``0``.
+        actor_hidden (int, optional): units per hidden layer of the actor. Defaults to
+            ``400``.
+        actor_depth (int, optional): hidden layers of the actor. Defaults to ``4``.
+        actor_distribution (str, optional): the policy's distribution (see
+            :func:`make_actor`). Defaults to ``"tanh_normal"``.
+        actor_min_std (float, optional): the policy's scale floor. Defaults to ``1e-4``.
+        critic_hidden (int, optional): units per hidden layer of the critic. Defaults to
+            ``400``.
+        critic_depth (int, optional): hidden layers of the critic. Defaults to ``4``.
+        imagination_horizon (int, optional): imagined steps of the actor loss
+            (:class:`~torchrl.objectives.DreamerV3ActorLoss`). Defaults to ``15``.
+        gamma (float, optional): discount of the TD(lambda) returns. Defaults to ``0.99``.
+        lmbda (float, optional): lambda of the TD(lambda) returns. Defaults to ``0.95``.
+        entropy (float, optional): entropy bonus of the actor loss. Defaults to ``1e-4``.
+        return_normalization (bool, optional): normalise the returns in the actor loss.
+            Defaults to ``False``.
+        slow_critic (float, optional): weight of the target-critic regulariser; ``0`` builds
+            no target critic. Defaults to ``1.0``.
+        target_update_every (int, optional): updates between two hard copies of the target
+            critic. Defaults to ``100``.
+        critic_target (str, optional): what imagination's lambda returns bootstrap from:
+            ``"online"`` (the critic being trained, TorchRL's DreamerV3) or ``"slow"``
+            (DreamerV2's target critic, :class:`TargetCritic`, stepped by
+            :meth:`FinetuneAgent.update`). Defaults to ``"online"``.
+        lambda_aux_reward (float, optional): weight of the auxiliary reward head's loss.
+            Defaults to ``1.0``.
+        reward_loss (str, optional): loss of both reward heads, ``"symlog_mse"`` (TorchRL's
+            DreamerV3) or ``"gaussian"`` (DreamerV2's unit-variance log-likelihood, see
+            :class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`). Defaults to
+            ``"symlog_mse"``.
+        kl_balance (float, optional): the state KL balance of the world model's
+            :class:`~torchrl_prelar.objectives.PreLARLoss`. Defaults to ``0.8``.
+        free_nats (float, optional): its state KL free nats. Defaults to ``0.0``.
+        lambda_reco (float, optional): its reconstruction weight. Defaults to ``0.5``.
+        intrinsic (bool, optional): add the video intrinsic bonus
+            (:class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`). Defaults to
+            ``True``.
+        intrinsic_beta (float, optional): weight of the bonus. Defaults to ``1.0``.
+        intrinsic_window (int, optional): the bonus's moving-average window. Defaults to
+            ``5``.
+        intrinsic_proj_dim (int, optional): the bonus's projection size. Defaults to
+            ``128``.
+        intrinsic_queue_size (int, optional): the bonus's queue capacity. Defaults to
+            ``4096``.
+        intrinsic_k (int, optional): the bonus's nearest neighbours. Defaults to ``16``.
+        optimizer_factory (Callable, optional): builds the optimiser from the parameter
+            groups ``representation``, ``model``, ``actor`` and ``critic`` (e.g.
+            ``functools.partial(make_finetune_optimizer, model_lr=1e-4)``). Defaults to
+            :func:`make_finetune_optimizer`.
+        compile_train_step (bool, optional): passed to TorchRL's
+            :class:`~torchrl.trainers.algorithms.DreamerV3OptimizationStepper`. Defaults to
+            ``False``.
+        cudagraph (bool, optional): passed to the same stepper. Defaults to ``False``.
+        compile_networks (bool, optional): ``torch.compile`` the world model's networks in
+            place (:meth:`~torchrl_prelar.modules.PreLARWorldModel.compile_networks`;
+            parameter names do not change, so checkpoints are the same). On a CPU this fuses
+            the channel RMS norms of the convolutional encoder and decoder; the first updates
+            pay the compilation time. Defaults to ``False``.
+        channels_last (bool, optional): store the convolution weights (hence activations)
+            channels-last. Defaults to ``False``.
+        actor_critic_precision (str, optional): precision of imagination, actor and critic on
+            a CPU (see :func:`~torchrl_prelar.training.precision.resolve_precision`; applied
+            by :class:`CPUAutocastStepper`). ``"auto"`` is bf16 where the CPU has native bf16;
             actor and critic gradients keep the direction of fp32
             (``tests/test_finetune_speed.py``). Ignored on CUDA, where ``precision`` covers
-            the whole step.
+            the whole step. Defaults to ``"fp32"``.
+
+    Raises:
+        ValueError: if ``world_model`` has no reward head, or ``critic_target`` is unknown.
 
     Examples:
         >>> model = build_finetune_world_model(
