@@ -20,10 +20,13 @@ from torchrl_prelar.evaluation.open_loop import open_loop_rollout
 from torchrl_prelar.io import save_checkpoint
 from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.modules.pixels import centred_pixels
-from torchrl_prelar.training.finetune_agent import INITS, representation_parameters
+from torchrl_prelar.training.finetune_agent import (
+    INITS,
+    make_world_model_stepper,
+    representation_parameters,
+)
 from torchrl_prelar.training.model_gap import (
     MODEL_GAP_ARMS,
-    WorldModelFinetuner,
     available_arms,
     finetune_world_model,
     generate_model_gap_splits,
@@ -176,27 +179,57 @@ def test_frozen_schedule(arm, checkpoints, squares):
     frozen = representation_parameters(model)
     new = model.action_model.parameters() if arm == "prelar" else model.rssm.parameters()
     trained_from_start = [*new, *model.decoder.parameters()]
-    finetuner = WorldModelFinetuner(model, lr=1e-3, freeze_updates=2)
+    # the parameters before each update and after the last
+    snapshots, gradients = [], []
+
+    def sample():
+        snapshots.append((_snapshot(frozen), _snapshot(trained_from_start)))
+        gradients.append(all(p.grad is not None for p in model.encoder.parameters()))
+        return buffer.sample()
+
+    finetune_world_model(model, sample, updates=3, freeze_updates=2, lr=1e-3)
+    snapshots.append((_snapshot(frozen), _snapshot(trained_from_start)))
+    for update in (0, 1):
+        (frozen_before, trained_before), (frozen_after, trained_after) = snapshots[
+            update : update + 2
+        ]
+        assert not _changed(frozen_before, frozen_after)
+        assert _changed(trained_before, trained_after)
+    # frozen by lr 0, not by a missing gradient (the action-free prior head of APV and
+    # ContextWM has none: its KL is not trained at fine-tuning)
+    assert gradients[1:] == [True, True]
+    assert _changed(snapshots[2][0], snapshots[3][0])
+
+
+def test_the_update_is_the_agents_world_model_step(squares):
+    """finetune_world_model's update equals one step of the agent's world-model stepper."""
+    buffer, _ = squares
+    batch = buffer.sample()
+    models = []
     for _ in range(2):
-        frozen_before, trained_before = _snapshot(frozen), _snapshot(trained_from_start)
-        finetuner.step(buffer.sample())
-        assert not _changed(frozen_before, frozen)
-        # frozen by lr 0, not by a missing gradient (the action-free prior head of APV and
-        # ContextWM has none: its KL is not trained at fine-tuning)
-        assert all(p.grad is not None for p in model.encoder.parameters())
-        assert _changed(trained_before, trained_from_start)
-    frozen_before = _snapshot(frozen)
-    finetuner.step(buffer.sample())
-    assert _changed(frozen_before, frozen)
+        torch.manual_seed(0)
+        models.append(make_model_gap_world_model("dreamer", action_dim=2, world_model_kwargs=TINY))
+
+    def sample():
+        torch.manual_seed(1)  # the same RSSM samples in both updates
+        return batch.clone()
+
+    curve = finetune_world_model(models[0], sample, updates=1, freeze_updates=0)
+    stepper = make_world_model_stepper(models[1].train())  # lr 3e-4, the default of both
+    losses = stepper.step(None, sample())
+    total = sum(value.sum() for key, value in losses.items() if key.startswith("loss_"))
+    assert curve[0]["loss"] == pytest.approx(total.item(), rel=1e-6)
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_finetuning_loss_falls(squares):
     buffer, _ = squares
     torch.manual_seed(0)
     model = make_model_gap_world_model("dreamer", action_dim=2, world_model_kwargs=TINY)
-    finetuner = WorldModelFinetuner(model, lr=1e-3, freeze_updates=0)
-    curve = [step["loss"] for step in finetune_world_model(finetuner, buffer.sample, updates=20)]
-    assert np.mean(curve[-3:]) < 0.7 * np.mean(curve[:3])
+    curve = finetune_world_model(model, buffer.sample, updates=20, freeze_updates=0, lr=1e-3)
+    losses = [step["loss"] for step in curve]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
 
 
 # ----------------------------------------------------------------------------- scores

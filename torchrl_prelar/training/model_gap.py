@@ -13,9 +13,10 @@ pre-training), one *arm* per initialisation:
 2. model: :func:`make_model_gap_world_model` builds the fine-tuning world model of an arm
    (pre-trained encoder / RSSM / decoder and a new action encoder; APV's stacked RSSMs;
    ``dreamer`` from scratch), without reward heads;
-3. fine-tuning: :class:`WorldModelFinetuner` trains the world model alone with SPEC section
-   3's schedule (encoder + pre-trained RSSM at learning rate 0 for the first
-   ``freeze_updates``), :func:`finetune_world_model` records the loss curve;
+3. fine-tuning: :func:`finetune_world_model` trains the world model alone with the agent's
+   world-model update (:func:`~torchrl_prelar.training.finetune_agent.
+   make_world_model_stepper`) and SPEC section 3's schedule (encoder + pre-trained RSSM at
+   learning rate 0 for the first ``freeze_updates``), and records the loss curve;
 4. score: :func:`open_loop_scores` observes ``context`` frames of each held-out clip, then
    imagines the rest from the encoded real actions alone
    (:func:`~torchrl_prelar.evaluation.open_loop.open_loop_rollout`) and reports PSNR and MSE
@@ -38,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,13 +62,12 @@ from torchrl_prelar.evaluation.latent_actions import episodes_to_clips, load_epi
 from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr
 from torchrl_prelar.legacy import load_world_model_checkpoint
 from torchrl_prelar.modules.pixels import centred_pixels
-from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.finetune_agent import (
     INITS,
     FinetuneWorldModel,
     build_finetune_world_model,
     make_finetune_optimizer,
-    representation_parameters,
+    make_world_model_stepper,
     set_representation_frozen,
 )
 
@@ -74,7 +75,6 @@ __all__ = [
     "MODEL_GAP_ARMS",
     "ModelGapArm",
     "ModelGapSplits",
-    "WorldModelFinetuner",
     "available_arms",
     "checkpoint_world_model_kwargs",
     "finetune_world_model",
@@ -346,107 +346,70 @@ def make_model_gap_world_model(
 # ----------------------------------------------------------------------------- fine-tuning
 
 
-class WorldModelFinetuner:
-    """Fine-tune a world model alone with SPEC section 3's schedule.
+def finetune_world_model(
+    world_model: FinetuneWorldModel,
+    sample: Callable[[], TensorDictBase],
+    *,
+    updates: int,
+    freeze_updates: int,
+    lr: float = 3e-4,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Fine-tune ``world_model`` alone for ``updates`` updates on batches from ``sample``.
 
-    The loss is :class:`~torchrl_prelar.objectives.PreLARLoss` without reward: reconstruction
-    and the balanced state KL (fine-tuning's world-model loss less its reward terms). One
-    Adam (:func:`~torchrl_prelar.training.finetune_agent.make_finetune_optimizer`) with the
-    ``representation`` group (encoder + pre-trained RSSM, the action-free one for APV) at
-    learning rate 0 for the first ``freeze_updates`` updates and ``lr`` after, and the
-    ``model`` group (action encoder, decoder, APV's new RSSM) at ``lr`` from the start; each
-    group's gradient norm is clipped to ``grad_clip``.
+    Each update is the world-model half of the agent's
+    (:func:`~torchrl_prelar.training.finetune_agent.make_world_model_stepper`:
+    :class:`~torchrl_prelar.objectives.PreLARLoss`, reconstruction and the balanced state KL;
+    one Adam with the ``representation`` and ``model`` groups at ``lr``, each group's
+    gradient norm clipped), with the agent's schedule: the ``representation`` group (encoder
+    + pre-trained RSSM, the action-free one for APV) at learning rate 0 for the first
+    ``freeze_updates`` updates
+    (:func:`~torchrl_prelar.training.finetune_agent.set_representation_frozen`).
+
+    Args:
+        world_model (PreLARWorldModel or APVWorldModel): the world model to fine-tune.
+        sample (callable): returns a ``[B, T]`` batch of transitions with ``"action"``.
+        updates (int): number of updates.
+        freeze_updates (int): updates with the ``representation`` group frozen.
+        lr (float, optional): the learning rate. Defaults to ``3e-4``.
+        progress (bool, optional): show a progress bar. Defaults to ``False``.
+
+    Returns:
+        One entry per update: ``"loss"`` (the sum of the loss terms), ``"reco_mse"`` and
+        ``"state_kl"``.
 
     Example:
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
         >>> model = make_model_gap_world_model("dreamer", action_dim=2)
         >>> buffer = make_transition_buffer(moving_square_episodes(2, 10), num_transitions=4,
         ...                                 batch_size=2)
-        >>> finetuner = WorldModelFinetuner(model, freeze_updates=1)
-        >>> sorted(finetuner.step(buffer.sample()))
-        ['loss', 'loss_model_reco', 'reco_mse', 'state_kl']
+        >>> curve = finetune_world_model(model, buffer.sample, updates=2, freeze_updates=1)
+        >>> len(curve), sorted(curve[0])
+        (2, ['loss', 'reco_mse', 'state_kl'])
     """
-
-    def __init__(
-        self,
-        world_model: FinetuneWorldModel,
-        *,
-        lr: float = 3e-4,
-        freeze_updates: int = 100,
-        eps: float = 1e-5,
-        weight_decay: float = 1e-6,
-        grad_clip: float = 100.0,
-        kl_balance: float = 0.8,
-        free_nats: float = 0.0,
-        lambda_reco: float = 0.5,
-    ):
-        if freeze_updates < 0:
-            raise ValueError(f"freeze_updates must be >= 0, got {freeze_updates}.")
-        self.world_model = world_model
-        self.lr = lr
-        self.freeze_updates = freeze_updates
-        self.updates = 0
-        self.loss = PreLARLoss(
-            world_model, kl_balance=kl_balance, free_nats=free_nats, lambda_reco=lambda_reco
-        )
-        representation = representation_parameters(world_model)
-        frozen_ids = {id(p) for p in representation}
-        groups = {
-            "representation": representation,
-            "model": [p for p in world_model.parameters() if id(p) not in frozen_ids],
-            "actor": [],
-            "critic": [],
-        }
-        self.optimizer = make_finetune_optimizer(
-            groups,
-            model_lr=lr,
-            actor_lr=0.0,
-            critic_lr=0.0,
-            eps=eps,
-            weight_decay=weight_decay,
-            grad_clip=grad_clip,
-        )
-
-    def step(self, batch: TensorDictBase) -> dict[str, float]:
-        """One update on ``batch``; returns the total loss and its main terms."""
-        set_representation_frozen(self.optimizer, self.updates < self.freeze_updates, self.lr)
-        self.world_model.train()
-        losses, _ = self.loss(batch)
-        total = sum(value.sum() for key, value in losses.items() if key.startswith("loss_"))
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
-        self.updates += 1
-        return {
-            "loss": total.item(),
-            "loss_model_reco": losses["loss_model_reco"].sum().item(),
-            "state_kl": losses["state_kl"].item(),
-            "reco_mse": losses["reco_mse"].item(),
-        }
-
-
-def finetune_world_model(
-    finetuner: WorldModelFinetuner,
-    sample: Callable[[], TensorDictBase],
-    *,
-    updates: int,
-    progress: bool = False,
-) -> list[dict[str, float]]:
-    """Run ``updates`` updates on batches from ``sample``; return the metrics of each.
-
-    Example:
-        >>> curve = finetune_world_model(finetuner, buffer.sample, updates=3)  # doctest: +SKIP
-        >>> len(curve)  # doctest: +SKIP
-        3
-    """
+    if freeze_updates < 0:
+        raise ValueError(f"freeze_updates must be >= 0, got {freeze_updates}.")
+    stepper = make_world_model_stepper(
+        world_model, optimizer_factory=functools.partial(make_finetune_optimizer, model_lr=lr)
+    )
     steps: Iterable[int] = range(updates)
     if progress:
         from tqdm import tqdm
 
         steps = tqdm(steps, desc="fine-tuning", unit="update", leave=False)
+    world_model.train()
     curve = []
-    for _ in steps:
-        curve.append(finetuner.step(sample()))
+    for update in steps:
+        set_representation_frozen(stepper.optimizer, update < freeze_updates, lr)
+        losses = stepper.step(None, sample())
+        total = sum(value.sum() for key, value in losses.items() if key.startswith("loss_"))
+        curve.append(
+            {
+                "loss": total.item(),
+                "reco_mse": losses["reco_mse"].item(),
+                "state_kl": losses["state_kl"].item(),
+            }
+        )
         if progress:
             steps.set_postfix(loss=f"{curve[-1]['loss']:.1f}")
     return curve
@@ -555,8 +518,14 @@ def run_model_gap_arm(
         pretrained=pretrained,
         world_model_kwargs=world_model_kwargs,
     )
-    finetuner = WorldModelFinetuner(world_model, lr=lr, freeze_updates=freeze_updates)
-    curve = finetune_world_model(finetuner, sample, updates=updates, progress=progress)
+    curve = finetune_world_model(
+        world_model,
+        sample,
+        updates=updates,
+        freeze_updates=freeze_updates,
+        lr=lr,
+        progress=progress,
+    )
     scores = open_loop_scores(world_model, clips, context=context, seed=seed)
     return {
         "loss": [step["loss"] for step in curve],
