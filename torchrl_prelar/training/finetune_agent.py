@@ -557,16 +557,19 @@ def make_world_model_stepper(
     ] = make_finetune_optimizer,
 ) -> WorldModelStepper:
     """A :class:`WorldModelStepper` fine-tuning ``world_model`` with the agent's world-model
-    loss less its reward terms and the agent's optimiser.
+    loss, without the video bonus and the auxiliary reward head, and the agent's optimiser.
 
     The loss is :class:`~torchrl_prelar.objectives.PreLARLoss` (reconstruction and balanced
-    state KL, the loss :func:`make_finetune_agent` wraps); the parameters are grouped as the
-    agent groups them (encoder + pre-trained RSSM in ``representation``, the rest of the
-    world model in ``model``, no ``actor`` or ``critic``) and handed to ``optimizer_factory``.
+    state KL, and the first reward head's term against ``("next", "reward")`` where the world
+    model has reward heads: the loss :func:`make_finetune_agent` wraps); the parameters are
+    grouped as the agent groups them (encoder + pre-trained RSSM in ``representation``, the
+    rest of the world model in ``model``, no ``actor`` or ``critic``) and handed to
+    ``optimizer_factory``.
 
     Args:
         world_model (PreLARWorldModel or APVWorldModel): the world model to fine-tune, from
-            :func:`build_finetune_world_model` (reward heads, if any, are not trained).
+            :func:`build_finetune_world_model` (without ``reward_keys`` for the world
+            model alone).
 
     Keyword Args:
         kl_balance (float, optional): the state KL balance. Defaults to ``0.8``.
