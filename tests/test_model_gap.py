@@ -21,7 +21,11 @@ from torchrl_prelar.io import save_checkpoint
 from torchrl_prelar.modules import make_world_model
 from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.training.finetune_agent import (
+    AUX_REWARD_KEY,
     INITS,
+    REWARD_KEY,
+    build_finetune_world_model,
+    make_finetune_agent,
     make_world_model_stepper,
     representation_parameters,
 )
@@ -221,6 +225,29 @@ def test_the_update_is_the_agents_world_model_step(squares):
     assert curve[0]["loss"] == pytest.approx(total.item(), rel=1e-6)
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_the_stepper_loss_is_the_agents_world_model_loss(squares):
+    """The shared update's terms are those of the agent's world-model loss on the same batch
+    (bonus off), less the auxiliary reward head."""
+    buffer, _ = squares
+    batch = buffer.sample()
+    batch["next", "reward"] = torch.zeros(*batch.shape, 1)
+    torch.manual_seed(0)
+    model = build_finetune_world_model(
+        2, init="dreamer", pretrained=None, reward_keys=[REWARD_KEY, AUX_REWARD_KEY], **TINY
+    )
+    agent = make_finetune_agent(model, 2, actor_hidden=16, critic_hidden=16, intrinsic=False)
+    stepper = make_world_model_stepper(model)
+    torch.manual_seed(1)
+    agent_losses, _ = agent.loss.model_loss(batch.clone())
+    torch.manual_seed(1)
+    losses, _ = stepper.loss_module(batch.clone())
+    terms = {key for key in losses.keys() if key.startswith("loss_")}
+    agent_terms = {key for key in agent_losses.keys() if key.startswith("loss_")}
+    assert terms == agent_terms - {"loss_model_aux_reward"}
+    for key in terms:
+        torch.testing.assert_close(losses[key], agent_losses[key])
 
 
 def test_finetuning_loss_falls(squares):
