@@ -22,8 +22,8 @@ pre-training), one *arm* per initialisation:
    (:func:`~torchrl_prelar.evaluation.open_loop.open_loop_rollout`) and reports PSNR and MSE
    per imagined step, averaged over clips.
 
-:func:`run_model_gap_arm` chains 2-4 for one arm and seed; ``experiments/model_gap.py`` runs the
-arms x seeds and writes the report.
+:func:`run_model_gap_arm` chains 2-4 for one arm and seed; ``experiments/model_gap.py`` runs
+the arms x seeds and writes their results as JSON.
 
 Example:
     >>> from torchrl_prelar.data.synthetic import moving_square_episodes
