@@ -4,8 +4,10 @@ The drivers of ``experiments/`` write JSON only (``experiments/model_gap.py``,
 ``experiments/compare_finetune.py``); this module renders every table from such a file:
 
 - ``python experiments/results_report.py --docs docs`` writes the tables of
-  ``docs/results.md`` from the committed files under ``docs/results/`` (:func:`results_tables`;
-  ``tests/test_results_tables.py`` checks that the page holds what the files say);
+  ``docs/results.md`` from the committed files under ``docs/results/`` (:func:`results_tables`)
+  and those of ``docs/performance.md`` from the files under ``benchmarks/results/``
+  (:func:`performance_tables`); ``tests/test_results_tables.py`` checks that each page holds
+  what its files say;
 - ``python experiments/results_report.py --show FILE [--figure PNG]`` prints the tables of one
   driver's JSON (:func:`show`) and, for a model-gap file with its runs, draws its figure.
 
@@ -48,9 +50,12 @@ __all__ = [
     "model_gap_differences",
     "model_gap_figure",
     "model_gap_table",
+    "performance_tables",
+    "preset_schedule",
     "results_tables",
     "show",
     "welch_test",
+    "write_performance_tables",
     "write_section",
     "write_results_tables",
 ]
@@ -381,6 +386,408 @@ def write_results_tables(docs: str | Path) -> Path:
     return page
 
 
+#: The generated tables of ``docs/performance.md``, each with the raw files under
+#: ``benchmarks/results/`` it is made from.
+PERFORMANCE_TABLES = {
+    "table-latest": ("latest.json",),
+    "table-render-quality": ("env_render_quality.json",),
+    "table-finetune-update": ("finetune_step_small_16x50.json", "finetune_step_small_50x50.json"),
+    "table-finetune-update-parts": (
+        "finetune_step_small_16x50.json",
+        "finetune_step_small_50x50.json",
+    ),
+    "table-finetune-projection": (
+        "finetune_step_small_16x50.json",
+        "finetune_step_small_50x50.json",
+    ),
+    "table-finetune-fresh-clone": ("reach35k_summary_24a9aeb.json",),
+    "table-finetune-loop": ("finetune_loop_1thread.json",),
+    "table-gpu-pretrain-update": ("gpu_h200_2026-11-27.json",),
+    "table-gpu-finetune-arms": (
+        "gpu_h200_2026-11-27.json",
+        "gpu_h200_2026-11-27_finetune_losses.json",
+    ),
+    "table-pretrain-update-history": ("pretrain_update_history_2026-11-25.json",),
+}
+#: The example's Hydra configuration, whose presets give the update schedule of a run.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "examples" / "config"
+_RENDER_QUALITY = {
+    "fast": "`fast` (no MSAA, no shadows; the default)",
+    "antialiased": "`antialiased` (4x MSAA)",
+    "metaworld": "`metaworld` (4x MSAA, 4096 shadow map)",
+}
+_UPDATE_PARTS = {
+    "wm_forward": "world model forward",
+    "wm_backward": "world model backward",
+    "actor_forward": "imagination + actor loss forward",
+    "actor_backward": "actor backward",
+    "critic_forward": "critic forward",
+    "critic_backward": "critic backward",
+    "optimizer": "optimiser",
+}
+_LOOP_PARTS = {
+    "world_model": "world-model update (forward + backward)",
+    "actor_critic": "actor-critic (imagination, actor, critic, backward)",
+    "env": "env step incl. render",
+    "policy": "policy inference",
+    "optimizer": "optimiser (clipping, Adam)",
+    "replay": "replay (write + sample)",
+    "update_other": "other, inside the update",
+    "other": "other (collector bookkeeping, logging)",
+}
+
+
+def _verdict(met: bool | None) -> str:
+    return "-" if met is None else ("yes" if met else "NO")
+
+
+def latest_table(latest: dict) -> str:
+    """The figures of ``benchmarks/run_all.py`` (``benchmarks/results/latest.json``'s ``rows``)
+    with their targets.
+
+    Example:
+        >>> row = {"figure": "  its fraction", "measured": "0.59", "target": ">= 0.75",
+        ...        "met": False}
+        >>> latest_table({"rows": [row]}).splitlines()[-1]
+        '| its fraction | 0.59 | >= 0.75 | NO |'
+    """
+    body = [
+        [row["figure"].strip(), row["measured"], row["target"], _verdict(row["met"])]
+        for row in latest["rows"]
+    ]
+    return _markdown(["figure", "measured", "target", "met"], body)
+
+
+def render_quality_table(record: dict) -> str:
+    """Env steps per second at each ``render_quality`` (``benchmarks/env_steps.py --json``).
+
+    Example:
+        >>> render_quality_table({"steps_per_s": {"fast": 100.0}}).splitlines()[-1]
+        '| `fast` (no MSAA, no shadows; the default) | 100.0 | 10.0 |'
+    """
+    body = [
+        [_RENDER_QUALITY.get(name, f"`{name}`"), f"{rate:.1f}", f"{1000 / rate:.1f}"]
+        for name, rate in record["steps_per_s"].items()
+    ]
+    return _markdown(["`render_quality`", "steps / s", "ms / step"], body)
+
+
+def _code(record: dict, label: str) -> str:
+    """The commit a ``benchmarks/finetune_step.py`` result was measured on."""
+    return record["working_tree_commit"] if label == "working tree" else label
+
+
+def _batch(record: dict) -> str:
+    return f"{record['batch']} x {record['length']}"
+
+
+def finetune_update_table(records: Sequence[dict]) -> str:
+    """Seconds per fine-tuning update, before and after, from ``benchmarks/finetune_step.py``
+    results (one per batch size), with the fraction of the bf16 GEMM peak.
+
+    Example:
+        >>> result = {"seconds_per_update": 0.857, "frames_per_s": 933.7,
+        ...           "speedup_vs_first": 1.4, "gflop_per_update": 196.5,
+        ...           "fraction_of_gemm_peak": 0.281}
+        >>> record = {"batch": 16, "length": 50, "preset": "reach35k",
+        ...           "working_tree_commit": "5c6b67b", "results": {"working tree": result}}
+        >>> finetune_update_table([record]).splitlines()[-1]
+        '| 16 x 50 (`reach35k`) | 5c6b67b | 0.857 | 934 | 1.40 | 196.5 | 28.1% |'
+    """
+    body = [
+        [
+            f"{_batch(record)} (`{record['preset']}`)",
+            _code(record, label),
+            f"{result['seconds_per_update']:.3f}",
+            f"{result['frames_per_s']:.0f}",
+            f"{result['speedup_vs_first']:.2f}",
+            f"{result['gflop_per_update']:.1f}",
+            f"{result['fraction_of_gemm_peak']:.1%}",
+        ]
+        for record in records
+        for label, result in record["results"].items()
+    ]
+    header = [
+        "batch",
+        "code",
+        "s / update",
+        "replayed frames / s",
+        "speed-up",
+        "GFLOP / update",
+        "fraction of the bf16 peak",
+    ]
+    return _markdown(header, body)
+
+
+def finetune_parts_table(records: Sequence[dict]) -> str:
+    """Seconds of each part of the fine-tuning update, one column per batch and commit."""
+    columns = [
+        (f"{_batch(record)}, {_code(record, label)}", result["parts_s"])
+        for record in records
+        for label, result in record["results"].items()
+    ]
+    body = [
+        [name, *(f"{parts[key]:.3f}" for _, parts in columns)]
+        for key, name in _UPDATE_PARTS.items()
+    ]
+    return _markdown(["part (s)", *(title for title, _ in columns)], body)
+
+
+def preset_schedule(preset: str, config_dir: str | Path = CONFIG_DIR) -> dict[str, int]:
+    """Env steps, prefill, updates after the prefill and env steps per update of a fine-tuning
+    run with ``preset=<preset>`` of the example's configuration, and its number of updates.
+
+    Example:
+        >>> preset_schedule("metaworld")["updates"]
+        6100
+    """
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base=None):
+        finetune = compose("config", overrides=[f"preset={preset}"]).finetune
+    schedule = {
+        key: int(finetune[key])
+        for key in ("env_steps", "prefill", "prefill_updates", "update_every")
+    }
+    schedule["updates"] = schedule["prefill_updates"] + (
+        (schedule["env_steps"] - schedule["prefill"]) // schedule["update_every"]
+    )
+    return schedule
+
+
+def finetune_projection_table(records: Sequence[dict], config_dir: str | Path = CONFIG_DIR) -> str:
+    """Hours of updates of a whole run of each result's preset at the measured pace of its
+    newest code (:func:`preset_schedule` counts the updates)."""
+    body = []
+    for record in records:
+        schedule = preset_schedule(record["preset"], config_dir)
+        seconds = record["results"]["working tree"]["seconds_per_update"]
+        body.append(
+            [
+                f"`{record['preset']}`",
+                _batch(record),
+                f"{schedule['env_steps']:,}",
+                f"{schedule['prefill_updates']} + {schedule['env_steps'] - schedule['prefill']:,}"
+                f" / {schedule['update_every']} = {schedule['updates']:,}",
+                f"{seconds:.3f}",
+                f"{schedule['updates'] * seconds / 3600:.2f}",
+            ]
+        )
+    header = [
+        "preset",
+        "batch",
+        "env steps",
+        "updates (after the prefill + one per update_every env steps)",
+        "s / update",
+        "hours of updates",
+    ]
+    return _markdown(header, body)
+
+
+def fresh_clone_table(record: dict, config_dir: str | Path = CONFIG_DIR) -> str:
+    """The pace of a fine-tuning command's ``summary.json`` and of its steady state, and the
+    update alone: the steady pace less the env steps between two updates."""
+    summary = record["summary"]
+    preset = re.search(r"preset=(\w+)", record["command"]).group(1)
+    every = preset_schedule(preset, config_dir)["update_every"]
+    steady = record["steady_seconds_per_update_incl_env_steps"]
+    env_step = summary["seconds_per_env_step"]
+    body = [
+        [
+            f"`summary.json` of {summary['env_steps']:,} env steps at {record['commit']}:"
+            f" {summary['updates']} updates, the first one compiling the networks",
+            f"{summary['seconds_per_update']:.3f}",
+        ],
+        [
+            f"steady pace at {record['commit']}, each update with its {every} env steps",
+            f"{steady:.3f}",
+        ],
+        [
+            f"the update alone: the steady pace less {every} env steps of {env_step:.4f} s",
+            f"{steady - every * env_step:.3f}",
+        ],
+        [record["before"]["source"], record["before"]["seconds_per_update"]],
+    ]
+    return _markdown(["record", "s / update"], body)
+
+
+def finetune_loop_table(record: dict) -> str:
+    """Milliseconds per env step of each part of the fine-tuning loop, one column per variant
+    of ``benchmarks/finetune_loop.py``, speeds relative to the first variant."""
+    variants = record["variants"]
+    first = variants[0]["env_steps_per_s"]
+    header = ["ms per env step (share)"] + [
+        f"#{index}, every {variant['update_every']}" for index, variant in enumerate(variants)
+    ]
+
+    def ratio(value: float) -> str:
+        return "" if value == first else f" ({value / first:.2f}x)"
+
+    body = [
+        ["env steps/s, whole loop"]
+        + [f"{v['env_steps_per_s']:.2f}{ratio(v['env_steps_per_s'])}" for v in variants],
+        ["s per update"] + [f"{v['seconds_per_update']:.2f}" for v in variants],
+        ["hours for 35k env steps at this rate"]
+        + [f"{35000 / v['env_steps_per_s'] / 3600:.1f}" for v in variants],
+    ]
+    for key, name in _LOOP_PARTS.items():
+        cells = []
+        for variant in variants:
+            ms, share = variant["ms_per_env_step"][key], variant["fraction"][key]
+            percent = f"{share:.0%}" if round(share * 100) >= 1 else "<1%"
+            cells.append(f"{ms:.0f} ({percent})" if ms >= 20 else f"{ms:.1f} ({percent})")
+        body.append([name, *cells])
+    legend = "".join(
+        f"- #{index}: `{variant['variant']}`\n"
+        if variant["variant"] not in ("", "(base)")
+        else f"- #{index}: no override\n"
+        for index, variant in enumerate(variants)
+    )
+    return legend + "\n" + _markdown(header, body)
+
+
+def gpu_pretrain_table(record: dict) -> str:
+    """Pre-training update on one GPU, ours beside the reference's
+    (``benchmarks/gpu_figures.py``)."""
+    updates = record["updates"]
+    references = {
+        "fp32": updates["reference fp32"]["seconds_per_update"],
+        "fp16 AMP": updates["reference fp16 AMP"]["seconds_per_update"],
+    }
+    body = []
+    for name, run in updates.items():
+        seconds = run["seconds_per_update"]
+        ratios = [f"{reference / seconds:.2f}x" for reference in references.values()]
+        if name.startswith("reference"):
+            kind = "fp32" if run["precision"] == 32 else "fp16 AMP"
+            label = f"reference, {kind} (`--precision {run['precision']}`)"
+            body.append([label, f"{seconds:.3f}", *ratios, "-", "-", "-"])
+            continue
+        precision = "bf16" if run["precision"] == "bfloat16" else run["precision"]
+        body.append(
+            [
+                f"ours, {precision}, latent action from `{run['latent_action_input']}`",
+                f"{seconds:.3f}",
+                *ratios,
+                f"{run['tflop_per_update']:.2f} TFLOP, {run['achieved_gflop_s'] / 1000:.1f}"
+                f" TFLOP/s ({run['fraction_of_gemm_peak']:.2f} of the"
+                f" {run['gemm_peak_gflop_s'] / 1000:.0f} TFLOP/s {precision} GEMM measured)",
+                f"{run['aten_operators_per_update']:,}",
+                f"{run['peak_memory_gib']:.1f} GiB",
+            ]
+        )
+    header = [
+        "update",
+        "s per update",
+        "vs reference fp32",
+        "vs reference fp16 AMP",
+        "FLOPs, achieved rate",
+        "ATen operators",
+        "peak GPU memory",
+    ]
+    return _markdown(header, body)
+
+
+def _loss(value: float) -> str:
+    return f"{value:.0f}" if value >= 1000 else f"{value:.1f}"
+
+
+def gpu_finetune_table(record: dict, losses: dict) -> str:
+    """The fine-tuning runs of ``benchmarks/gpu_figures.py``, one row per arm, with the
+    world-model loss at the updates of ``losses`` and at the last logged update."""
+    body = []
+    for arm, losses_of_arm in losses["world_model_loss"].items():
+        run = record["finetune"][arm]
+        last = run["last_metrics"]
+        points = [*losses_of_arm.values(), last["world_model_loss"]]
+        body.append(
+            [
+                arm,
+                run["env_steps"],
+                run["updates"],
+                f"{run['seconds_per_update']:.3f}",
+                f"{run['seconds_per_env_step']:.4f}",
+                " / ".join(_loss(value) for value in points),
+                ", ".join(
+                    f"{e['env_steps']}: {e['eval_success_rate']:.1f}, {e['eval_return']:.0f}"
+                    for e in run["evaluations"]
+                ),
+            ]
+        )
+    updates = [*next(iter(losses["world_model_loss"].values())), str(last["updates"])]
+    header = [
+        "arm",
+        "env steps",
+        "updates",
+        "s per update (card shared by 2 runs)",
+        "s per env step of collection",
+        f"world-model loss at update {' / '.join(updates)}",
+        "evaluation (env steps: success, return)",
+    ]
+    return _markdown(header, body)
+
+
+def pretrain_history_table(record: dict) -> str:
+    """The pre-training update after each change, with its ratio to the reference's update.
+
+    Example:
+        >>> row = {"change": "first", "seconds_per_update": {"fp32": 17.68, "bf16": 6.9},
+        ...        "speedup_vs_reference": {"fp32": 0.81, "bf16": 0.87},
+        ...        "reference_seconds": {"fp32": 14.289, "bf16": 6.042}}
+        >>> pretrain_history_table({"rows": [row]}).splitlines()[-1]
+        '| first | 17.68 s (0.81x) | 6.90 s (0.87x) | 14.29 s / 6.04 s |'
+    """
+    body = [
+        [row["change"]]
+        + [
+            f"{row['seconds_per_update'][p]:.2f} s ({row['speedup_vs_reference'][p]:.2f}x)"
+            for p in ("fp32", "bf16")
+        ]
+        + [" / ".join(f"{row['reference_seconds'][p]:.2f} s" for p in ("fp32", "bf16"))]
+        for row in record["rows"]
+    ]
+    return _markdown(["change", "fp32 update", "bf16 update", "reference, fp32 / bf16"], body)
+
+
+def performance_tables(
+    results_dir: str | Path, config_dir: str | Path = CONFIG_DIR
+) -> dict[str, str]:
+    """Every generated table of ``docs/performance.md``, by section name, from the raw files
+    of ``results_dir`` (``benchmarks/results/``) and the presets of ``config_dir``."""
+    results_dir = Path(results_dir)
+    names = {name for files in PERFORMANCE_TABLES.values() for name in files}
+    raw = {name: json.loads((results_dir / name).read_text()) for name in sorted(names)}
+    steps = [raw["finetune_step_small_16x50.json"], raw["finetune_step_small_50x50.json"]]
+    gpu = raw["gpu_h200_2026-11-27.json"]
+    return {
+        "table-latest": latest_table(raw["latest.json"]),
+        "table-render-quality": render_quality_table(raw["env_render_quality.json"]),
+        "table-finetune-update": finetune_update_table(steps),
+        "table-finetune-update-parts": finetune_parts_table(steps),
+        "table-finetune-projection": finetune_projection_table(steps, config_dir),
+        "table-finetune-fresh-clone": fresh_clone_table(
+            raw["reach35k_summary_24a9aeb.json"], config_dir
+        ),
+        "table-finetune-loop": finetune_loop_table(raw["finetune_loop_1thread.json"]),
+        "table-gpu-pretrain-update": gpu_pretrain_table(gpu),
+        "table-gpu-finetune-arms": gpu_finetune_table(
+            gpu, raw["gpu_h200_2026-11-27_finetune_losses.json"]
+        ),
+        "table-pretrain-update-history": pretrain_history_table(
+            raw["pretrain_update_history_2026-11-25.json"]
+        ),
+    }
+
+
+def write_performance_tables(docs: str | Path, results_dir: str | Path) -> Path:
+    """Write every table of :func:`performance_tables` into ``docs/performance.md``."""
+    page = Path(docs) / "performance.md"
+    for name, body in performance_tables(results_dir).items():
+        generator = "experiments/results_report.py from " + ", ".join(PERFORMANCE_TABLES[name])
+        write_section(page, name, body, generator=generator)
+    return page
+
+
 def model_gap_pairs(results: dict, variant: str) -> list[tuple[str, str]]:
     """``prelar`` against every other arm of ``variant`` (the comparisons of the claim).
 
@@ -487,7 +894,14 @@ def model_gap_figure(results: dict, path: str | Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", default="docs", help="the folder holding results.md")
+    parser.add_argument(
+        "--docs", default="docs", help="the folder holding results.md and performance.md"
+    )
+    parser.add_argument(
+        "--benchmarks",
+        default="benchmarks/results",
+        help="the folder of the raw files of performance.md",
+    )
     parser.add_argument(
         "--show", type=Path, help="print the tables of this JSON instead of writing the docs"
     )
@@ -495,6 +909,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.show is None:
         print(write_results_tables(args.docs))
+        print(write_performance_tables(args.docs, args.benchmarks))
         return
     results = json.loads(args.show.read_text())
     print(show(results), end="")

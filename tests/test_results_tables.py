@@ -1,5 +1,6 @@
-"""The one report writer (experiments/results_report.py): docs/results.md holds the tables its
-committed raw files give; any driver's JSON renders the same way."""
+"""The one report writer (experiments/results_report.py): docs/results.md and
+docs/performance.md hold the tables their committed raw files give; any driver's JSON renders
+the same way."""
 
 import json
 import re
@@ -8,25 +9,32 @@ from pathlib import Path
 
 import pytest
 from results_report import (
+    PERFORMANCE_TABLES,
     TABLES,
     comparison_arms_table,
+    fresh_clone_table,
     main,
     marked_sections,
     model_gap_differences,
     model_gap_table,
+    performance_tables,
+    preset_schedule,
+    render_quality_table,
     results_tables,
     show,
     welch_test,
+    write_performance_tables,
     write_results_tables,
     write_section,
 )
 
 REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks" / "results"
 
 
 def section(text: str, name: str) -> str:
     match = re.search(rf"<!-- {name}:start[^\n]*-->\n(.*?)<!-- {name}:end -->", text, re.S)
-    assert match, f"docs/results.md has no section {name}"
+    assert match, f"the page has no section {name}"
     return match.group(1)
 
 
@@ -113,3 +121,77 @@ def test_a_whole_page_writer_keeps_the_marked_sections(tmp_path):
     text = page.read_text()
     assert text.startswith("# Another page\n")
     assert "| gap, again |" in text and "| gap |" not in text
+
+
+def test_performance_page_holds_the_tables_of_the_committed_files():
+    page = (REPO / "docs" / "performance.md").read_text()
+    tables = performance_tables(BENCHMARKS)
+    assert set(tables) == set(PERFORMANCE_TABLES)
+    for name, table in tables.items():
+        assert section(page, name) == table, f"{name}: run python experiments/results_report.py"
+
+
+def test_writing_the_performance_tables_twice_changes_nothing(tmp_path):
+    shutil.copy(REPO / "docs" / "performance.md", tmp_path / "performance.md")
+    before = (tmp_path / "performance.md").read_text()
+    write_performance_tables(tmp_path, BENCHMARKS)
+    write_performance_tables(tmp_path, BENCHMARKS)
+    assert (tmp_path / "performance.md").read_text() == before
+
+
+def test_a_missing_benchmark_file_is_named(tmp_path):
+    for path in BENCHMARKS.glob("*.json"):
+        if path.name != "env_render_quality.json":
+            shutil.copy(path, tmp_path / path.name)
+    with pytest.raises(FileNotFoundError, match="env_render_quality.json"):
+        performance_tables(tmp_path)
+
+
+def test_render_quality_milliseconds_are_the_inverse_rate():
+    table = render_quality_table({"steps_per_s": {"fast": 80.0, "custom": 25.0}})
+    assert table.splitlines()[2].endswith("| 80.0 | 12.5 |")
+    assert table.splitlines()[3] == "| `custom` | 25.0 | 40.0 |"
+
+
+def _config(folder: Path, **finetune) -> Path:
+    (folder / "preset").mkdir(parents=True)
+    (folder / "config.yaml").write_text(
+        "defaults:\n  - _self_\n  - preset: null\nfinetune:\n  env_steps: 1000\n"
+        "  prefill: 100\n  prefill_updates: 0\n  update_every: 10\n"
+    )
+    lines = "".join(f"  {key}: {value}\n" for key, value in finetune.items())
+    (folder / "preset" / "p.yaml").write_text("# @package _global_\nfinetune:\n" + lines)
+    return folder
+
+
+def test_preset_schedule_counts_the_updates_of_a_run(tmp_path):
+    config = _config(tmp_path, env_steps=2100, prefill=600, prefill_updates=7, update_every=3)
+    schedule = preset_schedule("p", config)
+    assert schedule == {"env_steps": 2100, "prefill": 600, "prefill_updates": 7,
+                        "update_every": 3, "updates": 7 + 1500 // 3}  # fmt: skip
+
+
+def test_fresh_clone_update_alone_is_the_steady_pace_less_its_env_steps(tmp_path):
+    config = _config(tmp_path, update_every=12)
+    record = {
+        "command": "python examples/dreamer_prelar.py preset=p",
+        "commit": "abc1234",
+        "summary": {"env_steps": 900, "updates": 70, "seconds_per_update": 1.25,
+                    "seconds_per_env_step": 0.02},
+        "steady_seconds_per_update_incl_env_steps": 1.1,
+        "before": {"seconds_per_update": "1.3-1.4", "source": "older code"},
+    }  # fmt: skip
+    rows = fresh_clone_table(record, config).splitlines()[2:]
+    assert rows[0].endswith("| 1.250 |")
+    assert "its 12 env steps | 1.100 |" in rows[1]
+    assert rows[2].endswith(f"| {1.1 - 12 * 0.02:.3f} |")
+    assert rows[3] == "| older code | 1.3-1.4 |"
+
+
+def test_performance_projection_uses_the_newest_code_and_the_preset():
+    table = performance_tables(BENCHMARKS)["table-finetune-projection"]
+    record = json.loads((BENCHMARKS / "finetune_step_small_50x50.json").read_text())
+    seconds = record["results"]["working tree"]["seconds_per_update"]
+    schedule = preset_schedule("metaworld")
+    row = next(line for line in table.splitlines() if line.startswith("| `metaworld`"))
+    assert row.endswith(f"| {seconds:.3f} | {schedule['updates'] * seconds / 3600:.2f} |")
