@@ -5,9 +5,10 @@ The drivers of ``experiments/`` write JSON only (``experiments/model_gap.py``,
 
 - ``python experiments/results_report.py --docs docs`` writes the tables of
   ``docs/results.md`` from the committed files under ``docs/results/`` (:func:`results_tables`)
-  and those of ``docs/performance.md`` from the files under ``benchmarks/results/``
-  (:func:`performance_tables`); ``tests/test_results_tables.py`` checks that each page holds
-  what its files say;
+  those of ``docs/performance.md`` from the files under ``benchmarks/results/``
+  (:func:`performance_tables`) and those of ``docs/latent_actions.md`` from the files under
+  ``docs/latent_actions/`` (:func:`latent_action_tables`); ``tests/test_results_tables.py``
+  checks that each page holds what its files say;
 - ``python experiments/results_report.py --show FILE [--figure PNG]`` prints the tables of one
   driver's JSON (:func:`show`) and, for a model-gap file with its runs, draws its figure.
 
@@ -45,6 +46,7 @@ from pathlib import Path
 __all__ = [
     "command_line",
     "comparison_tables",
+    "latent_action_tables",
     "machine_description",
     "marked_sections",
     "model_gap_differences",
@@ -55,6 +57,7 @@ __all__ = [
     "results_tables",
     "show",
     "welch_test",
+    "write_latent_action_tables",
     "write_performance_tables",
     "write_section",
     "write_results_tables",
@@ -788,6 +791,430 @@ def write_performance_tables(docs: str | Path, results_dir: str | Path) -> Path:
     return page
 
 
+#: The generated tables of ``docs/latent_actions.md``, each with the raw files under
+#: ``docs/latent_actions/`` it is made from.
+LATENT_ACTION_TABLES = {
+    "table-default-job": ("default_job_656f7c0.json", "default_job_motion_probe.json"),
+    "table-render-quality": ("default_job_656f7c0.json", "default_job_antialiased_24a9aeb.json"),
+    "table-probe-ceiling": ("diagnosis.json",),
+    "table-supervised-reference": ("supervised_reference.json",),
+    "table-code-content": ("diagnosis.json",),
+    "table-objectives": ("objectives_short_runs.json",),
+    "table-objectives-prelar-run": ("objectives_short_runs.json",),
+    "table-input-settings": ("quick_job_settings_cpu.json",),
+    "table-sweep": ("sweep_h200.json",),
+    "table-long-preset": ("long_preset_cpu.json",),
+    "table-toy-grid": ("toy_results.json",),
+}
+_CEILING_ROWS = {
+    "state change": "true change of hand position and gripper opening -> action",
+    "state pair, 256 features": "256 random ELU features of the true state at t and t+1 -> action",
+    "state change -> the previous action": "true change -> the action of the step before",
+}
+_CODE_MODELS = {
+    "default": "default job (300 updates)",
+    "fresh_default_job": "default job, another run (300)",
+    "prior2_quick": "`loss=prelar_prior2` (300)",
+    "long3000": "`preset=long loss=prelar` (3000)",
+    "concat": "pixel trunk, `concat` (300)",
+    "concat_shift4": "`concat`, `shift=4` (300)",
+    "embdiff": "`embedding_difference` (300)",
+}
+_CODE_TARGETS = {
+    "latent -> action": "code -> action (the evaluation's probe)",
+    "latent, 256 features -> action": "code, 256 random features -> action",
+    "latent -> state change": "code -> change of the hand state",
+    "latent -> state at t+1": "code -> hand state at t+1",
+    "latent + state at t -> action": "code + true state at t -> action",
+    "state at t -> action": "true state at t alone -> action",
+    "latent -> the previous action": "code -> the action of the step before",
+}
+
+
+def _signed(value: float) -> str:
+    """A difference in dB: signed, without a sign when it rounds to zero.
+
+    Example:
+        >>> _signed(0.956), _signed(-0.001), _signed(-0.33)
+        ('+0.96', '0.00', '-0.33')
+    """
+    return "0.00" if round(value, 2) == 0 else f"{value:+.2f}"
+
+
+def _pair(first: float | None, second: float | None, form=lambda value: f"{value:.2f}") -> str:
+    """``first / second`` (``-`` where both are missing)."""
+    if first is None and second is None:
+        return "-"
+    return " / ".join("-" if value is None else form(value) for value in (first, second))
+
+
+def _with_dims(value: float, dims: Sequence[float] | None) -> str:
+    """An R^2 with its per-dimension values (x, y, z, gripper) when there are some."""
+    if not dims:
+        return f"{value:.2f}"
+    return f"{value:.2f} (" + ", ".join(f"{dim:.2f}" for dim in dims) + ")"
+
+
+def default_job_table(runs: Sequence[tuple[str, dict]]) -> str:
+    """The held-out figures of the end-of-job evaluation of runs of the default job, one row
+    per run (``label``, its evaluation JSON) and held-out set.
+
+    Example:
+        >>> figures = {"probe_r2": 0.29, "probe_r2_per_dim": [0.1, 0.4, 0.2, 0.5],
+        ...            "probe_r2_action_xyz": 0.2, "probe_r2_state_only": 0.23,
+        ...            "probe_r2_with_state": 0.38, "probe_r2_motion": 0.26,
+        ...            "probe_r2_motion_state_only": 0.21, "probe_r2_motion_with_state": 0.39,
+        ...            "state_kl": 1.3, "shuffled_state_kl": 3.9,
+        ...            "state_kl_shuffled_ratio": 3.0, "delta_psnr": 0.96}
+        >>> row = default_job_table([("", {"seen": figures})]).splitlines()[-1]
+        >>> row.split(" | ")[:2], row.split(" | ")[-2:]
+        (['| seen tasks', '0.29 (0.10, 0.40, 0.20, 0.50)'], ['1.30 / 3.90 (3.00x)', '+0.96 |'])
+    """
+    body = []
+    for label, run in runs:
+        for held_out in ("seen", "unseen"):
+            if held_out not in run:
+                continue
+            f = run[held_out]
+            body.append(
+                [
+                    f"{held_out} tasks{label}",
+                    _with_dims(f["probe_r2"], f.get("probe_r2_per_dim")),
+                    f"{f['probe_r2_action_xyz']:.2f}",
+                    f"{f['probe_r2_state_only']:.2f}",
+                    f"{f['probe_r2_with_state']:.2f}",
+                    f"{f['probe_r2_motion']:.2f} / {f['probe_r2_motion_state_only']:.2f} / "
+                    f"{f['probe_r2_motion_with_state']:.2f}",
+                    f"{f['state_kl']:.2f} / {f['shuffled_state_kl']:.2f} "
+                    f"({f['state_kl_shuffled_ratio']:.2f}x)",
+                    _signed(f["delta_psnr"]),
+                ]
+            )
+    header = [
+        "held-out set",
+        "action R^2 (x, y, z, gripper)",
+        "action R^2, x y z only",
+        "state alone -> action",
+        "code + state -> action",
+        "motion R^2: code / state alone / both",
+        "state KL own / shuffled",
+        "delta-PSNR (dB)",
+    ]
+    return _markdown(header, body)
+
+
+def render_quality_runs_table(runs: Sequence[tuple[str, dict]]) -> str:
+    """The default job at each ``render_quality``: one row per (quality, evaluation JSON),
+    seen / unseen figures, and the commands below the table."""
+    body = [
+        [
+            f"`{quality}`",
+            run["commit"],
+            _pair(run["seen"]["probe_r2_motion"], run["unseen"]["probe_r2_motion"]),
+            _pair(run["seen"]["probe_r2_action_xyz"], run["unseen"]["probe_r2_action_xyz"]),
+            _pair(run["seen"]["state_kl_shuffled_ratio"], run["unseen"]["state_kl_shuffled_ratio"]),
+            _pair(run["seen"]["delta_psnr"], run["unseen"]["delta_psnr"], _signed),
+            f"{run['pretrain_seconds']:.0f}",
+        ]
+        for quality, run in runs
+    ]
+    header = [
+        "`render_quality`",
+        "commit",
+        "hand-displacement R^2, seen / unseen",
+        "action x, y, z R^2, seen / unseen",
+        "state-KL ratio, seen / unseen",
+        "delta-PSNR seen / unseen (dB)",
+        "pre-training (s)",
+    ]
+    commands = "".join(f"- `{quality}`: `{run['command']}`\n" for quality, run in runs)
+    machines = "; ".join(sorted({run["machine"] for _, run in runs}))
+    return f"{_markdown(header, body)}\n{commands}\nMachine: {machines}. One run per row (n = 1).\n"
+
+
+def probe_ceiling_table(diagnosis: dict) -> str:
+    """The probe on the true state (``scripts/latent_action_ceiling.py``), seen and unseen."""
+    body = [
+        [
+            name,
+            *(
+                _with_dims(diagnosis[held_out][key]["r2"], diagnosis[held_out][key]["r2_per_dim"])
+                for held_out in ("seen", "unseen")
+            ),
+        ]
+        for key, name in _CEILING_ROWS.items()
+    ]
+    header = ["features -> target", "R^2 seen (x, y, z, gripper)", "R^2 unseen (x, y, z, gripper)"]
+    return _markdown(header, body)
+
+
+def supervised_table(record: dict) -> str:
+    """The supervised reference: the code of a latent action model trained on the true
+    actions, probed as the evaluation does."""
+    body = [
+        [
+            f"`{row['input_mode']}`",
+            row["updates"],
+            _with_dims(row["r2_seen"], row.get("r2_seen_per_dim")),
+            f"{row['r2_unseen']:.2f}",
+            _pair(row["with_state_seen"], row["with_state_unseen"]),
+            "-" if row["train_mse"] is None else f"{row['train_mse']:.3f}",
+        ]
+        for row in record["rows"]
+    ]
+    header = [
+        "latent action model",
+        "updates",
+        "R^2 seen (x, y, z, gripper)",
+        "R^2 unseen",
+        "code + state, seen / unseen",
+        "training MSE",
+    ]
+    return _markdown(header, body)
+
+
+def code_content_table(diagnosis: dict) -> str:
+    """What each run's code predicts (``scripts/latent_action_ceiling.py --model``), seen /
+    unseen R^2, one column per run."""
+    models = [name for name in _CODE_MODELS if name in diagnosis["seen"]]
+    body = []
+    for key, target in _CODE_TARGETS.items():
+        cells = []
+        for model in models:
+            seen, unseen = diagnosis["seen"][model].get(key), diagnosis["unseen"][model].get(key)
+            cells.append("-" if seen is None else _pair(seen["r2"], unseen["r2"]))
+        body.append([target, *cells])
+    return _markdown(["features -> target", *(_CODE_MODELS[m] for m in models)], body)
+
+
+def _kl(value: float | None) -> str:
+    """An action KL in nats, to three significant digits.
+
+    Example:
+        >>> _kl(0.0001), _kl(1.54), _kl(0.037), _kl(None)
+        ('1e-4', '1.54', '0.037', '-')
+    """
+    if value is None:
+        return "-"
+    return f"{value:.0e}".replace("e-0", "e-") if value < 0.001 else f"{value:.3g}"
+
+
+def objectives_table(record: dict) -> str:
+    """Short runs of each objective (``scripts/latent_action_variants.py``): state KL with the
+    own and shuffled latent actions, delta-PSNR and action KL."""
+    body = [
+        [
+            row["variant"],
+            "-" if row["loss"] is None else f"`{row['loss']}`",
+            row["updates"],
+            f"{row['state_kl_own_seen']:.3f} / {row['state_kl_shuffled_seen']:.3f} "
+            f"({row['state_kl_shuffled_seen'] / row['state_kl_own_seen']:.2f}x)",
+            _pair(row["delta_psnr_seen"], row["delta_psnr_unseen"], _signed),
+            _kl(row["action_kl_train"]),
+        ]
+        for row in record["rows"]
+    ]
+    header = [
+        "objective",
+        "`--loss`",
+        "updates",
+        "state KL own / shuffled, seen",
+        "delta-PSNR seen / unseen (dB)",
+        "action KL (nats)",
+    ]
+    return _markdown(header, body)
+
+
+def _ratio_rows(rows: Sequence[dict], first: Sequence[object]) -> list[list[object]]:
+    return [
+        [
+            *first,
+            row["updates"],
+            _pair(row["ratio_seen"], row["ratio_unseen"]),
+            _pair(row["delta_psnr_seen"], row["delta_psnr_unseen"], _signed),
+        ]
+        for row in rows
+    ]
+
+
+def objectives_prelar_run_table(record: dict) -> str:
+    """The longer ``loss=prelar`` run with the pixel trunk: state-KL ratio and delta-PSNR."""
+    body = _ratio_rows(record["prelar_2000_update_run"]["rows"], [])
+    return _markdown(
+        ["updates", "state KL ratio, seen / unseen", "delta-PSNR seen / unseen (dB)"], body
+    )
+
+
+def input_settings_table(record: dict) -> str:
+    """The default job with one setting changed, evaluated by the job."""
+    body = [
+        [
+            f"`{row['setting']}`" if row["setting"] else "(none: the default)",
+            _pair(row["r2_seen"], row["r2_unseen"]),
+            _pair(row["ratio_seen"], row["ratio_unseen"]),
+            _pair(row["delta_psnr_seen"], row["delta_psnr_unseen"], _signed),
+            f"{row['action_kl_train']:.3g}",
+        ]
+        for row in record["rows"]
+    ]
+    header = [
+        "`SETTING`",
+        "R^2 seen / unseen",
+        "state KL ratio, seen / unseen",
+        "delta-PSNR seen / unseen (dB)",
+        "action KL (train)",
+    ]
+    return _markdown(header, body)
+
+
+_SWEEP_LABELS = {
+    "default": "default (`loss=prelar`, `embedding`)",
+    "default_seed1": "default, `seed=1`",
+    "paper": "`loss=paper`, `concat` (the paper's)",
+    "prior2": "`loss=prelar_prior2`",
+    "dim8": "8-d latent action (default 16)",
+    "dim4": "4-d latent action",
+    "discrete": "discrete code",
+    "difference": "pixel trunk on frame differences",
+}
+#: The updates of ``docs/latent_actions.md``'s sweep table.
+SWEEP_UPDATES = ("300", "1200", "3000")
+
+
+def sweep_table(record: dict, updates: Sequence[str] = SWEEP_UPDATES) -> str:
+    """The sweep (``scripts/latent_action_sweep.py``): seen / unseen R^2, state-KL ratio and
+    delta-PSNR at ``updates``, one row per variant (``-``: the run stopped before)."""
+    measures = (
+        ("probe_r2", lambda value: f"{value:.2f}"),
+        ("state_kl_shuffled_ratio", lambda value: f"{value:.2f}"),
+        ("delta_psnr", _signed),
+    )
+    body = []
+    for name, variant in record["variants"].items():
+        figures = variant["figures"]
+        cells = [
+            _pair(figures[f"{key}_seen"].get(step), figures[f"{key}_unseen"].get(step), form)
+            for key, form in measures
+            for step in updates
+        ]
+        body.append([_SWEEP_LABELS.get(name, f"`{name}`"), *cells])
+    header = ["variant"]
+    for title in ("R^2", "KL ratio", "delta-PSNR (dB)"):
+        header += [f"{title} at {updates[0]}", *updates[1:]]
+    return _markdown(header, body)
+
+
+def long_preset_table(record: dict) -> str:
+    """``preset=long`` on the CPU, both objectives, at each evaluation kept."""
+    body = []
+    for objective in ("prelar_prior2", "prelar"):
+        for row in record[objective]["rows"]:
+            psnr = row.get("psnr_own_seen")
+            body.append(
+                [
+                    f"`loss={objective}`",
+                    row["updates"],
+                    _pair(row["r2_seen"], row["r2_unseen"]),
+                    _pair(row["ratio_seen"], row["ratio_unseen"]),
+                    _pair(row["delta_psnr_seen"], row["delta_psnr_unseen"], _signed),
+                    "-" if psnr is None else f"{psnr:.1f}",
+                ]
+            )
+    header = [
+        "objective",
+        "updates",
+        "R^2 seen / unseen",
+        "KL ratio seen / unseen",
+        "delta-PSNR seen / unseen (dB)",
+        "PSNR own, seen (dB)",
+    ]
+    return _markdown(header, body)
+
+
+def _spread(values: Sequence[float], digits: int, joiner: str = "-") -> str:
+    """One value, or the range of several.
+
+    Example:
+        >>> _spread([0.9, 1.0, 0.93], 2), _spread([-0.11, -0.05], 2, " to "), _spread([5.0], 1)
+        ('0.90-1.00', '-0.11 to -0.05', '5.0')
+    """
+    low, high = min(values), max(values)
+    if low == high:
+        return f"{low:.{digits}f}"
+    return f"{low:.{digits}f}{joiner}{high:.{digits}f}"
+
+
+def toy_grid_table(record: dict) -> str:
+    """The grid-world toy (``scripts/latent_action_probe.py --toy grid``), one row per setting
+    (its seeds' range where there are several)."""
+    settings: dict[str, list[dict]] = {}
+    for row in record["grid_world"]["rows"]:
+        settings.setdefault(row["flags"], []).append(row)
+    body = []
+    for flags, rows in settings.items():
+        steps = list(rows[0]["r2_move"])
+        negative = min(row["r2_next_position"] for row in rows) < 0
+        shuffled = [row["state_kl_shuffled"] for row in rows]
+        body.append(
+            [
+                f"{rows[0]['setting']} (`{flags}`)" if flags else f"{rows[0]['setting']} (no flag)",
+                len(rows),
+                " / ".join(_spread([r["r2_move"][s] for r in rows], 2) for s in steps),
+                _spread([r["r2_next_position"] for r in rows], 2, " to " if negative else "-"),
+                f"{_spread([r['state_kl_own'] for r in rows], 2)} / "
+                + _spread(shuffled, 2 if max(shuffled) < 10 else 1),
+                _spread([r["action_kl"] for r in rows], 2),
+            ]
+        )
+    steps = " / ".join(next(iter(settings.values()))[0]["r2_move"])
+    header = [
+        "setting (`FLAGS`)",
+        "seeds",
+        f"R^2 move at {steps} updates",
+        "R^2 next position",
+        "state KL own / shuffled",
+        "action KL (nats)",
+    ]
+    return _markdown(header, body)
+
+
+def latent_action_tables(results_dir: str | Path) -> dict[str, str]:
+    """Every generated table of ``docs/latent_actions.md``, by section name, from the raw files
+    of ``results_dir`` (``docs/latent_actions/``)."""
+    results_dir = Path(results_dir)
+    names = {name for files in LATENT_ACTION_TABLES.values() for name in files}
+    raw = {name: json.loads((results_dir / name).read_text()) for name in sorted(names)}
+    fresh = raw["default_job_656f7c0.json"]
+    return {
+        "table-default-job": default_job_table(
+            [("", fresh), (", earlier run", raw["default_job_motion_probe.json"])]
+        ),
+        "table-render-quality": render_quality_runs_table(
+            [("fast", fresh), ("antialiased", raw["default_job_antialiased_24a9aeb.json"])]
+        ),
+        "table-probe-ceiling": probe_ceiling_table(raw["diagnosis.json"]),
+        "table-supervised-reference": supervised_table(raw["supervised_reference.json"]),
+        "table-code-content": code_content_table(raw["diagnosis.json"]),
+        "table-objectives": objectives_table(raw["objectives_short_runs.json"]),
+        "table-objectives-prelar-run": objectives_prelar_run_table(
+            raw["objectives_short_runs.json"]
+        ),
+        "table-input-settings": input_settings_table(raw["quick_job_settings_cpu.json"]),
+        "table-sweep": sweep_table(raw["sweep_h200.json"]),
+        "table-long-preset": long_preset_table(raw["long_preset_cpu.json"]),
+        "table-toy-grid": toy_grid_table(raw["toy_results.json"]),
+    }
+
+
+def write_latent_action_tables(docs: str | Path) -> Path:
+    """Write every table of :func:`latent_action_tables` into ``docs/latent_actions.md``."""
+    page = Path(docs) / "latent_actions.md"
+    for name, body in latent_action_tables(Path(docs) / "latent_actions").items():
+        generator = "experiments/results_report.py from " + ", ".join(LATENT_ACTION_TABLES[name])
+        write_section(page, name, body, generator=generator)
+    return page
+
+
 def model_gap_pairs(results: dict, variant: str) -> list[tuple[str, str]]:
     """``prelar`` against every other arm of ``variant`` (the comparisons of the claim).
 
@@ -895,7 +1322,9 @@ def model_gap_figure(results: dict, path: str | Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--docs", default="docs", help="the folder holding results.md and performance.md"
+        "--docs",
+        default="docs",
+        help="the folder of results.md, performance.md, latent_actions.md and their raw files",
     )
     parser.add_argument(
         "--benchmarks",
@@ -910,6 +1339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.show is None:
         print(write_results_tables(args.docs))
         print(write_performance_tables(args.docs, args.benchmarks))
+        print(write_latent_action_tables(args.docs))
         return
     results = json.loads(args.show.read_text())
     print(show(results), end="")
