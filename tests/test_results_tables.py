@@ -1,6 +1,6 @@
-"""The one report writer (experiments/results_report.py): docs/results.md and
-docs/performance.md hold the tables their committed raw files give; any driver's JSON renders
-the same way."""
+"""The one report writer (experiments/results_report.py): docs/results.md, docs/performance.md
+and docs/latent_actions.md hold the tables their committed raw files give; any driver's JSON
+renders the same way."""
 
 import json
 import re
@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 from results_report import (
+    LATENT_ACTION_TABLES,
     PERFORMANCE_TABLES,
     TABLES,
     comparison_arms_table,
     fresh_clone_table,
+    latent_action_tables,
     main,
     marked_sections,
     model_gap_differences,
@@ -22,7 +24,10 @@ from results_report import (
     render_quality_table,
     results_tables,
     show,
+    sweep_table,
+    toy_grid_table,
     welch_test,
+    write_latent_action_tables,
     write_performance_tables,
     write_results_tables,
     write_section,
@@ -30,6 +35,7 @@ from results_report import (
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks" / "results"
+LATENT_ACTIONS = REPO / "docs" / "latent_actions"
 
 
 def section(text: str, name: str) -> str:
@@ -195,3 +201,54 @@ def test_performance_projection_uses_the_newest_code_and_the_preset():
     schedule = preset_schedule("metaworld")
     row = next(line for line in table.splitlines() if line.startswith("| `metaworld`"))
     assert row.endswith(f"| {seconds:.3f} | {schedule['updates'] * seconds / 3600:.2f} |")
+
+
+def test_latent_actions_page_holds_the_tables_of_the_committed_files():
+    page = (REPO / "docs" / "latent_actions.md").read_text()
+    tables = latent_action_tables(LATENT_ACTIONS)
+    assert set(tables) == set(LATENT_ACTION_TABLES)
+    for name, table in tables.items():
+        assert section(page, name) == table, f"{name}: run python experiments/results_report.py"
+
+
+def test_writing_the_latent_action_tables_twice_changes_nothing(tmp_path):
+    shutil.copytree(REPO / "docs", tmp_path / "docs")
+    before = (tmp_path / "docs" / "latent_actions.md").read_text()
+    write_latent_action_tables(tmp_path / "docs")
+    write_latent_action_tables(tmp_path / "docs")
+    assert (tmp_path / "docs" / "latent_actions.md").read_text() == before
+
+
+def test_render_quality_rows_hold_each_run_and_say_n_is_one():
+    table = latent_action_tables(LATENT_ACTIONS)["table-render-quality"]
+    for quality, name in (("fast", "default_job_656f7c0.json"),
+                          ("antialiased", "default_job_antialiased_24a9aeb.json")):  # fmt: skip
+        run = json.loads((LATENT_ACTIONS / name).read_text())
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{quality}` |"))
+        motion = f"{run['seen']['probe_r2_motion']:.2f} / {run['unseen']['probe_r2_motion']:.2f}"
+        assert f"| {run['commit']} | {motion} |" in row
+        assert row.endswith(f"| {run['pretrain_seconds']:.0f} |")
+        assert f"- `{quality}`: `{run['command']}`" in table
+    assert "One run per row (n = 1)." in table
+
+
+def test_sweep_marks_the_updates_a_run_did_not_reach():
+    figures = {f"{key}_{held_out}": {"300": 1.0} for held_out in ("seen", "unseen")
+               for key in ("probe_r2", "state_kl_shuffled_ratio", "delta_psnr")}  # fmt: skip
+    table = sweep_table({"variants": {"v": {"figures": figures}}}, updates=("300", "600"))
+    assert table.splitlines()[-1] == (
+        "| `v` | 1.00 / 1.00 | - | 1.00 / 1.00 | - | +1.00 / +1.00 | - |"
+    )
+
+
+def test_toy_settings_show_the_range_over_their_seeds():
+    rows = [
+        {"setting": "s", "flags": "--f", "r2_move": {"0": move, "9": move + 0.1},
+         "r2_next_position": position, "state_kl_own": 0.1, "state_kl_shuffled": shuffled,
+         "action_kl": 1.5}
+        for move, position, shuffled in ((0.5, -0.1, 20.0), (0.7, -0.05, 30.0))
+    ]  # fmt: skip
+    table = toy_grid_table({"grid_world": {"rows": rows}})
+    assert table.splitlines()[-1] == (
+        "| s (`--f`) | 2 | 0.50-0.70 / 0.60-0.80 | -0.10 to -0.05 | 0.10 / 20.0-30.0 | 1.50 |"
+    )
