@@ -179,7 +179,9 @@ def pretrain(
         bar.update(1)
         if step % log_every == 0 or step == num_updates:
             last = {key: value.item() for key, value in context.mean(metrics).items()}
-            bar.set_postfix(loss=f"{last['loss']:.2f}", action_kl=f"{last['action_kl']:.2f}")
+            bar.set_postfix(
+                {key: f"{last[key]:.2f}" for key in ("loss", "action_kl") if key in last}
+            )
             if log is not None and context.is_main:
                 log(last, step)
         if on_step is not None and context.is_main:
@@ -216,7 +218,7 @@ def _run_pretrain(
     seed_everything(cfg["seed"])
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
     buffer = job.main_first(lambda: make_pretrain_buffer(cfg, run_dir))
-    loss = make_pretrain_loss(cfg)
+    loss = make_pretrain_loss(cfg, buffer)
     train = cfg["pretrain"]
     lr = scaled_lr(train["lr"], job.world_size, lr_scaling)
     trainer = PreLARPretrainer(

@@ -61,7 +61,7 @@ from torchrl_prelar.modules import (
     make_world_model,
     resolve_world_model_kwargs,
 )
-from torchrl_prelar.objectives import PreLARLoss
+from torchrl_prelar.objectives import PreLARLoss, SupervisedLatentActionLoss
 from torchrl_prelar.training.checkpoint import (
     ReplayDumpAdapter,
     latest_checkpoint,
@@ -368,12 +368,29 @@ def world_model_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return resolve_world_model_kwargs(**settings)
 
 
-def make_pretrain_loss(cfg: Mapping[str, Any]) -> PreLARLoss:
+def make_pretrain_loss(
+    cfg: Mapping[str, Any], buffer: VideoExperienceReplay | None = None
+) -> PreLARLoss | SupervisedLatentActionLoss:
     """The world model of ``cfg["world_model"]`` (the arguments of
     :func:`~torchrl_prelar.modules.make_world_model`, or of the APV / ContextWM pre-training
-    model of ``finetune.init``) inside a :class:`PreLARLoss`."""
+    model of ``finetune.init``) inside the loss of ``cfg["loss"]``: a :class:`PreLARLoss`, or,
+    with ``objective: supervised`` (``loss=supervised_action``,
+    ``loss=supervised_displacement``), the supervised reference
+    :class:`~torchrl_prelar.objectives.SupervisedLatentActionLoss`, whose target width is read
+    from the pre-training ``buffer``."""
     init = cfg.get("finetune", {}).get("init")
     loss_settings = dict(cfg["loss"])
+    if loss_settings.get("objective") == "supervised":
+        if init in STACKED_BASELINES:
+            raise ValueError(
+                f"loss.objective=supervised trains a latent action model; arm={init} "
+                "pre-trains a world model without one."
+            )
+        if buffer is None:
+            raise ValueError("loss.objective=supervised reads its target width from the buffer.")
+        return make_supervised_loss(
+            make_world_model(**cfg["world_model"]).to(cfg["device"]), loss_settings, buffer
+        )
     if init in STACKED_BASELINES:  # APV / ContextWM pre-train an action-free RSSM
         world_model = STACKED_BASELINES[init][0](**cfg["world_model"])
         # No latent action: the terms that decode through one do not apply.
@@ -381,6 +398,38 @@ def make_pretrain_loss(cfg: Mapping[str, Any]) -> PreLARLoss:
     else:
         world_model = make_world_model(**cfg["world_model"])
     return PreLARLoss(world_model.to(cfg["device"]), **loss_settings)
+
+
+def make_supervised_loss(
+    world_model: PreLARWorldModel, settings: Mapping[str, Any], buffer: VideoExperienceReplay
+) -> SupervisedLatentActionLoss:
+    """The supervised reference of ``settings`` (``config/loss/supervised_*.yaml``): the
+    entry ``target`` of the videos, its first ``leading_dims`` dims (``None``: all), as
+    stored in ``buffer``.
+
+    Raises:
+        ValueError: if the videos carry no ``target`` entry (naming the entries they carry),
+            or ``settings`` holds an unknown key.
+    """
+    unknown = sorted(set(settings) - {"objective", "target", "leading_dims"})
+    if unknown:
+        raise ValueError(
+            f"loss.{unknown[0]}: not a setting of the supervised reference (objective, target, "
+            "leading_dims)."
+        )
+    key, leading = settings["target"], settings.get("leading_dims")
+    row = buffer.storage[0]
+    if key not in row.keys():
+        raise ValueError(
+            f"loss.target={key}: the pre-training videos carry no {key!r} entry (they carry "
+            f"{sorted(row.keys())}); the scripted Meta-world and synthetic videos carry "
+            "'true_action', 'true_state' and 'true_state_change'."
+        )
+    width = row[key].shape[-1]
+    dims = list(range(width if leading is None else min(leading, width)))
+    loss = SupervisedLatentActionLoss(world_model, target_dims=dims)
+    loss.set_keys(target=key)
+    return loss
 
 
 def make_latent_action_monitor(

@@ -12,7 +12,7 @@ from torchrl_prelar.modules import (
     resolve_world_model_kwargs,
 )
 from torchrl_prelar.modules.intrinsic import VideoIntrinsicBonus
-from torchrl_prelar.objectives import FinetuneModelLoss, PreLARLoss
+from torchrl_prelar.objectives import FinetuneModelLoss, PreLARLoss, SupervisedLatentActionLoss
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "LatentActionModel",
     "PreLARLoss",
     "PreLARWorldModel",
+    "SupervisedLatentActionLoss",
     "VideoClipTransform",
     "VideoExperienceReplay",
     "VideoIntrinsicBonus",

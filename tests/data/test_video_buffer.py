@@ -96,6 +96,44 @@ def test_true_action_alignment(root):
     assert torch.equal(action[..., 0], episode)
 
 
+def test_true_state_and_its_change_alignment(root):
+    # States [ep, frame index squared]: the change from o_t to o_t+1 is [0, 2t + 1].
+    episodes = []
+    for ep in range(4):
+        episode = make_episode(ep, 10 + ep, actions=True)
+        index = np.arange(episode.num_frames, dtype=np.float32)
+        episode.states = np.stack([np.full_like(index, ep), index**2], -1)
+        episodes.append(episode)
+    episodes.append(make_episode(4, 12))  # no states: NaN
+    rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=32, root=root)
+    if root is not None:  # the stored widths are checked on reopening
+        rb = VideoExperienceReplay(root=root, num_transitions=T, batch_size=32)
+    assert rb.stats.state_dim == 2
+    batch = rb.sample()
+    frame_t = batch["pixels"][:, :, 1, 0, 0].float()
+    episode = batch["pixels"][:, :, 0, 0, 0].float()
+    state, change = batch["true_state"], batch["true_state_change"]
+    assert state.shape == change.shape == (32, T, 2) and change.dtype == torch.float32
+    labelled = episode[:, 0] < 4
+    assert labelled.any() and (~labelled).any()
+    assert torch.equal(state[labelled][..., 1], frame_t[labelled] ** 2)
+    assert torch.equal(change[labelled][..., 1], 2 * frame_t[labelled] + 1)
+    assert torch.equal(change[labelled][..., 0], torch.zeros_like(frame_t[labelled]))
+    assert state[~labelled].isnan().all() and change[~labelled].isnan().all()
+
+
+def test_buffer_without_states_keeps_its_keys_and_drops_later_states(tmp_path):
+    root = tmp_path / "buffer"
+    VideoExperienceReplay(
+        [make_episode(0, 12)], num_transitions=T, batch_size=2, root=root, capacity=30
+    )
+    later = make_episode(1, 12)
+    later.states = np.zeros((12, 3), np.float32)
+    rb = VideoExperienceReplay([later], num_transitions=T, batch_size=2, root=root)
+    assert rb.stats.episodes == 2 and rb.stats.state_dim == 0
+    assert "true_state" not in rb.sample().keys()
+
+
 def test_mixed_sources_actions_nan_where_unknown():
     episodes = [make_episode(0, 12, actions=True), make_episode(1, 12)]
     rb = VideoExperienceReplay(episodes, num_transitions=T, batch_size=32)

@@ -13,26 +13,33 @@ an episode boundary, and :class:`~torchrl_prelar.data.clips.VideoClipTransform` 
 
 Folder layout (``root``), JSON and memory-mapped tensors only (nothing is unpickled):
 
-=========================  ==========================================================
-``video_dataset.json``     :class:`~torchrl_prelar.data.writer.VideoDatasetStats`:
-                           episodes and frames per source, skipped items, episode names
-``storage/``               the TorchRL storage (``meta.json``, ``storage_metadata.json``
-                           and one ``.memmap`` file per key, below)
-``writer/metadata.json``   the storage writer's cursor
-=========================  ==========================================================
+===========================  ==========================================================
+``video_dataset.json``     :class:`~torchrl_p  relar.data.writer.VideoDatasetStats`:
+                             episodes and frames per source, skipped items, episode names
+``storage/``               the TorchRL storag  e (``meta.json``, ``storage_metadata.json``
+                             and one ``.memmap`` file per key, below)
+``writer/metadata.json``   the storage writer  's cursor
+===========================  ==========================================================
 
 Stored keys (one row per frame, flat first dimension):
 
-=================  ==========================  ================================================
-key                dtype / shape               meaning
-=================  ==========================  ================================================
-``"pixels"``       uint8 ``[N, 3, H, W]``      frame o_t, channels first (converted once, at
-                                               write time, so sampling never permutes)
-``"episode"``      int64 ``[N]``               episode id, the sampler's ``traj_key``
-``"true_action"``  float32 ``[N, A]``          only if a source has actions: the action taken
-                                               between o_t and o_{t+1} (last frame: zeros;
-                                               episodes without actions: NaN)
-=================  ==========================  ================================================
+=======================  ======================  ===============================================
+key                      dtype / shape           meaning
+=======================  ======================  ===============================================
+``"pixels"``             uint8 ``[N, 3, H, W]``  frame o_t, channels first (converted once,
+                                                 at write time, so sampling never permutes)
+``"episode"``            int64 ``[N]``           episode id, the sampler's ``traj_key``
+``"true_action"``        float32 ``[N, A]``      only if a source has actions: the action taken
+                                                 between o_t and o_{t+1} (last frame: zeros;
+                                                 episodes without actions: NaN)
+``"true_state"``         float32 ``[N, S]``      only if a source has states (the scripted
+                                                 Meta-world videos: hand position and gripper
+                                                 opening): the state at o_t (episodes without
+                                                 states: NaN)
+``"true_state_change"``  float32 ``[N, S]``      with ``"true_state"``: its change from o_t to
+                                                 o_{t+1} (last frame: zeros)
+=======================  ======================  ===============================================
+
 
 Action convention: sources hand over actions in the APV/DreamerV2 convention, ``actions[t]`` =
 action taken just *before* frame t (``actions[0]`` is the reset padding). The writer is the one
@@ -44,6 +51,8 @@ Sample (output of :class:`VideoClipTransform`, shape ``[B, T]``):
 * ``("next", "pixels")``: same, frame o_{t+1}; both are views of one ``[B, T + 1]`` tensor;
 * ``"is_init"``: bool ``[B, T, 1]``, True at t = 0 of every clip;
 * ``"true_action"``: float32 ``[B, T, A]`` (only when stored), for evaluation only;
+* ``"true_state"``, ``"true_state_change"``: float32 ``[B, T, S]`` (only when stored), for
+  evaluation and the supervised reference only;
 * ``"episode"``: int64 ``[B, T]``, the stored episode id.
 
 Example:
@@ -82,6 +91,8 @@ from torchrl_prelar.data.episodes import (
     ACTION_KEY,
     EPISODE_KEY,
     PIXELS_KEY,
+    STATE_CHANGE_KEY,
+    STATE_KEY,
     Episode,
     EpisodeSource,
     SkippedEpisode,
@@ -351,6 +362,9 @@ def _check_storage_meta(storage_dir: Path, stats: VideoDatasetStats) -> int:
     }
     if stats.action_dim:
         expected[ACTION_KEY] = (torch.float32, [capacity, stats.action_dim])
+    if stats.state_dim:
+        for key in (STATE_KEY, STATE_CHANGE_KEY):
+            expected[key] = (torch.float32, [capacity, stats.state_dim])
     entries = {key: value for key, value in meta.items() if key not in ("shape", "device", "_type")}
     if set(entries) != set(expected):
         raise VideoDatasetError(

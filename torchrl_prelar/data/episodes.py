@@ -32,8 +32,11 @@ __all__ = [
     "Episode",
     "EpisodeError",
     "EpisodeSource",
+    "STATE_CHANGE_KEY",
+    "STATE_KEY",
     "SkippedEpisode",
     "resize_frames",
+    "state_changes",
     "transition_actions",
     "validate_frames",
 ]
@@ -41,6 +44,8 @@ __all__ = [
 PIXELS_KEY = "pixels"
 EPISODE_KEY = "episode"
 ACTION_KEY = "true_action"
+STATE_KEY = "true_state"
+STATE_CHANGE_KEY = "true_state_change"
 INIT_KEY = "is_init"
 
 
@@ -77,7 +82,9 @@ class Episode:
         source: name of the dataset the episode comes from.
         states: optional float array ``[L + 1, S]``: a low-dimensional state at every frame
             (the scripted Meta-world videos keep the hand position and gripper opening), used
-            only by the latent-action evaluation.
+            only by the latent-action evaluation and the supervised reference
+            (:class:`~torchrl_prelar.objectives.SupervisedLatentActionLoss`), never by
+            pre-training.
 
     Example:
         >>> ep = Episode(np.zeros((25, 64, 64, 3), np.uint8), name="demo-0", source="synthetic")
@@ -213,6 +220,20 @@ def transition_actions(actions: torch.Tensor) -> torch.Tensor:
     transition = torch.zeros_like(actions)
     transition[:-1] = actions[1:]
     return transition
+
+
+def state_changes(states: torch.Tensor) -> torch.Tensor:
+    """The change of a per-frame state from each frame to the next: row t holds
+    ``states[t + 1] - states[t]`` (what o_t and o_{t+1} show; the hand displacement in
+    Meta-world), the last row zeros.
+
+    Example:
+        >>> state_changes(torch.tensor([[0.0], [1.0], [3.0]])).flatten().tolist()
+        [1.0, 2.0, 0.0]
+    """
+    change = torch.zeros_like(states)
+    change[:-1] = states[1:] - states[:-1]
+    return change
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

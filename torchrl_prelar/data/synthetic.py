@@ -38,7 +38,10 @@ def moving_square_batch(
     ``("next", "pixels")`` (``[3, image_size, image_size]``, channels first), ``"is_init"``
     (True at t = 0) and ``"true_action"``: the float displacement (dy, dx) from o_t to
     o_{t+1}, in pixels, and ``"true_next_position"``: the (row, column) of the first square's
-    corner in o_{t+1}.
+    corner in o_{t+1}; ``"true_state"``: that corner in o_t, unwrapped (not taken modulo the
+    frame), and ``"true_state_change"``: its change from o_t to o_{t+1}, the displacement in
+    pixels (the keys :func:`~torchrl_prelar.evaluation.latent_actions.episodes_to_clips`
+    writes from an episode's states).
 
     Examples:
         >>> td = moving_square_batch(2, 5, generator=torch.Generator().manual_seed(0))
@@ -71,8 +74,8 @@ def grid_square_batch(
     move" is a small table the prior can learn in a few hundred updates.
 
     Returns the keys of :func:`moving_square_batch`; ``"true_action"`` is ``(dy, dx)`` in
-    cells and ``"true_next_position"`` the (row, column) of the square's corner in o_{t+1},
-    in pixels.
+    cells, ``"true_next_position"``, ``"true_state"`` and ``"true_state_change"`` are in
+    pixels.
 
     Examples:
         >>> td = grid_square_batch(2, 5, generator=torch.Generator().manual_seed(0))
@@ -107,7 +110,11 @@ def _square_clips(
     layers = masks[..., None, :, :] * colours[..., None, None]
     frames = layers.amax(1).to(torch.uint8)
     return transitions_from_frames(
-        frames, true_action=shifts.float(), true_next_position=positions[:, 0, 1:].float()
+        frames,
+        true_action=shifts.float(),
+        true_next_position=positions[:, 0, 1:].float(),
+        true_state=(start[:, 0] + offsets[:, :-1]).float(),
+        true_state_change=shifts.float(),
     )
 
 
@@ -118,21 +125,31 @@ def moving_square_episodes(
 
     Frames are ``[length + 1, H, W, 3]`` uint8 and actions ``[length + 1, 2]`` in the APV
     convention (``actions[0]`` is zero padding, ``actions[t]`` leads into frame t), so they go
-    through the same writer as every other source. ``kwargs`` go to
-    :func:`moving_square_batch`.
+    through the same writer as every other source; states ``[length + 1, 2]`` are the first
+    square's unwrapped corner at every frame, so the change of the state from a frame to the
+    next is the square's displacement. ``kwargs`` go to :func:`moving_square_batch`.
 
     Examples:
         >>> episodes = moving_square_episodes(2, 10)
-        >>> episodes[0].frames.shape, episodes[0].actions.shape
-        ((11, 64, 64, 3), (11, 2))
+        >>> episodes[0].frames.shape, episodes[0].actions.shape, episodes[0].states.shape
+        ((11, 64, 64, 3), (11, 2), (11, 2))
     """
     batch = moving_square_batch(
         num_episodes, length, generator=torch.Generator().manual_seed(seed), **kwargs
     )
+    return _episodes(batch, f"square-{seed}")
+
+
+def _episodes(batch: TensorDict, prefix: str) -> list[Episode]:
+    """The clips of a toy batch as whole episodes (APV action convention, per-frame states)."""
+    num_episodes = batch.shape[0]
     frames = torch.cat([batch["pixels"][:, :1], batch["next", "pixels"]], 1)
     frames = frames.permute(0, 1, 3, 4, 2).numpy()
-    actions = torch.cat([torch.zeros(num_episodes, 1, 2), batch["true_action"]], 1).numpy()
+    action = batch["true_action"]
+    actions = torch.cat([torch.zeros_like(action[:, :1]), action], 1).numpy()
+    state, change = batch["true_state"], batch["true_state_change"]
+    states = torch.cat([state, state[:, -1:] + change[:, -1:]], 1).numpy()
     return [
-        Episode(frames[i], actions[i], name=f"square-{seed}-{i}", source="synthetic")
+        Episode(frames[i], actions[i], name=f"{prefix}-{i}", source="synthetic", states=states[i])
         for i in range(num_episodes)
     ]

@@ -24,10 +24,13 @@ from torchrl_prelar.data.episodes import (
     ACTION_KEY,
     EPISODE_KEY,
     PIXELS_KEY,
+    STATE_CHANGE_KEY,
+    STATE_KEY,
     Episode,
     EpisodeError,
     EpisodeSource,
     SkippedEpisode,
+    state_changes,
     transition_actions,
     validate_frames,
 )
@@ -86,6 +89,7 @@ class VideoDatasetStats:
     min_frames: int = 0
     frame_shape: list[int] | None = None
     action_dim: int | None = None
+    state_dim: int | None = None
     sources: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     written: dict[str, list[str]] = field(default_factory=dict)
@@ -179,6 +183,7 @@ _STATS_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "null or [3, H, W]",
     ),
     "action_dim": (lambda v: v is None or _is_count(v), "null or a count"),
+    "state_dim": (lambda v: v is None or _is_count(v), "null or a count"),
     "sources": (
         lambda v: (
             isinstance(v, dict)
@@ -330,6 +335,7 @@ class VideoEpisodeWriter:
         if self.stats.frame_shape is None:
             self.stats.frame_shape = list(data[PIXELS_KEY].shape[1:])
             self.stats.action_dim = data[ACTION_KEY].shape[-1] if ACTION_KEY in data.keys() else 0
+            self.stats.state_dim = data[STATE_KEY].shape[-1] if STATE_KEY in data.keys() else 0
         self.stats.add_episode(item.source, data.shape[0], item.name or None)
         self._dirty = True
         if item.name:
@@ -365,7 +371,35 @@ class VideoEpisodeWriter:
         actions = self._transition_actions(episode, name)
         if actions is not None:
             data[ACTION_KEY] = actions
+        states = self._states(episode, name)
+        if states is not None:
+            data[STATE_KEY] = states
+            data[STATE_CHANGE_KEY] = state_changes(states)
         return TensorDict(data, batch_size=[num_frames])
+
+    def _states(self, episode: Episode, name: str) -> torch.Tensor | None:
+        """The episode's per-frame states as float32 ``[L + 1, S]`` (NaN when the buffer holds
+        states and the episode has none)."""
+        num_frames = episode.num_frames
+        stored_dim = self.stats.state_dim
+        if episode.states is None:
+            if not stored_dim:
+                return None
+            return torch.full((num_frames, stored_dim), float("nan"))
+        states = torch.as_tensor(np.asarray(episode.states), dtype=torch.float32)
+        if states.ndim != 2 or states.shape[0] != num_frames:
+            raise EpisodeError(
+                f"{name}: states have shape {tuple(states.shape)}, expected "
+                f"[{num_frames}, S] (one per frame)"
+            )
+        if stored_dim == 0:
+            torchrl_logger.warning(f"{name}: states dropped, the buffer was created without them")
+            return None
+        if stored_dim is not None and states.shape[-1] != stored_dim:
+            raise EpisodeError(
+                f"{name}: states have {states.shape[-1]} dims, the buffer holds {stored_dim}"
+            )
+        return states
 
     def _transition_actions(self, episode: Episode, name: str) -> torch.Tensor | None:
         """Maps APV actions (``a[t]`` leads into frame t) to transitions (``a[t]`` leaves it)."""

@@ -208,7 +208,9 @@ def _write_square_episodes(
             continue
         atomic_write(
             path,
-            lambda handle, e=episode: np.savez_compressed(handle, image=e.frames, action=e.actions),
+            lambda handle, e=episode: np.savez_compressed(
+                handle, image=e.frames, action=e.actions, state=e.states
+            ),
         )
 
 

@@ -6,5 +6,12 @@ from torchrl_prelar.objectives.prelar import (
     categorical_kl_to_uniform,
     gaussian_kl_to_prior,
 )
+from torchrl_prelar.objectives.supervised import SupervisedLatentActionLoss
 
-__all__ = ["FinetuneModelLoss", "PreLARLoss", "categorical_kl_to_uniform", "gaussian_kl_to_prior"]
+__all__ = [
+    "FinetuneModelLoss",
+    "PreLARLoss",
+    "SupervisedLatentActionLoss",
+    "categorical_kl_to_uniform",
+    "gaussian_kl_to_prior",
+]
