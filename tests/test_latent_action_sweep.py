@@ -1,4 +1,4 @@
-"""scripts/latent_action_sweep.py: variants run side by side on shared data, figures gathered."""
+"""experiments/latent_action_sweep.py: variants side by side on shared data, figures gathered."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "latent_action_sweep.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "latent_action_sweep.py"
 
 
 def load_script():

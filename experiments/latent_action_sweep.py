@@ -15,7 +15,7 @@ start-up and evaluations included) and the curves ``<out>/sweep.png``.
 the same command resumes it), so a fixed lease (a GPU, say) still returns every figure
 computed so far.
 
-    python scripts/latent_action_sweep.py --out runs/sweep --data runs/prelar_quick \\
+    python experiments/latent_action_sweep.py --out runs/sweep --data runs/prelar_quick \\
         --variant default "" \\
         --variant paper "loss=paper world_model.latent_action.input_mode=concat" \\
         --common preset=long evaluation.probe_every=300 --jobs 2
@@ -60,9 +60,10 @@ HEADERS = (
 LOSS_WINDOW = 10
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """The command line of a driver that runs variants of the example side by side."""
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, required=True, help="folder of the variants' runs")
     parser.add_argument(
@@ -72,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--variant",
         nargs=2,
         action="append",
-        required=True,
+        default=[],
         metavar=("NAME", "OVERRIDES"),
         help="a variant: its name and its Hydra overrides as one string ('' for the defaults)",
     )
@@ -81,7 +82,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-seconds", type=float, default=None, help="wall time of each variant's process"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse (``parser.error``) no variant, repeated or unusable names, ``--jobs`` below 1,
+    and an override that is not ``key=value`` or sets what the driver sets."""
+    if not args.variant:
+        parser.error("give at least one --variant NAME OVERRIDES")
     names = [name for name, _ in args.variant]
     if len(set(names)) != len(names):
         parser.error(f"variant names must differ, got {names}")
@@ -96,6 +104,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if override.split("=", 1)[0].lstrip("+~") in ("stage", "run_dir", "data.video_dir"):
             parser.error(f"{override!r}: stage, run_dir and data.video_dir are set by this script")
     return args
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = make_parser(__doc__.split("\n\n")[0])
+    return check_args(parser, parser.parse_args(argv))
 
 
 def command(args: argparse.Namespace, name: str, overrides: str) -> list[str]:
