@@ -269,10 +269,11 @@ def make_video_sources(
 ) -> list[EpisodeSource | list]:
     """The episode sources named by ``data["source"]``.
 
-    ``synthetic``: moving squares; ``metaworld``: scripted Meta-world videos generated into
-    ``data["video_dir"]`` (resumable); ``rlbench``: a folder of APV ``.npz`` episodes;
-    ``ssv2``: Something-Something-V2 frame folders with a list file; ``video_folder``: video
-    files or image-sequence folders.
+    ``synthetic``: the toy of ``data["synthetic"]`` (moving squares or the grid world, see
+    :func:`~torchrl_prelar.data.synthetic.toy_episodes`); ``metaworld``: scripted Meta-world
+    videos generated into ``data["video_dir"]`` (resumable); ``rlbench``: a folder of APV
+    ``.npz`` episodes; ``ssv2``: Something-Something-V2 frame folders with a list file;
+    ``video_folder``: video files or image-sequence folders.
     """
     kind = data["source"]
     needed = {"rlbench": ("path",), "ssv2": ("path", "list_file"), "video_folder": ("path",)}
@@ -283,9 +284,10 @@ def make_video_sources(
             f"videos (and the list file of ssv2), e.g. data.path=/data/{kind}."
         )
     if kind == "synthetic":
-        from torchrl_prelar.data.synthetic import moving_square_episodes
+        from torchrl_prelar.data.synthetic import toy_episodes
 
-        return [moving_square_episodes(data["episodes"], data["episode_length"], seed=0)]
+        toy = data.get("synthetic") or {}
+        return [toy_episodes(data["episodes"], data["episode_length"], seed=data["seed"], **toy)]
     if kind == "metaworld":
         from torchrl_prelar.data.sources.metaworld_scripted import (
             ScriptedVideoConfig,
@@ -441,7 +443,7 @@ def make_latent_action_monitor(
     """The held-out latent-action evaluation of ``cfg["evaluation"]``.
 
     Writes (or completes) the held-out episodes under ``evaluation.dir`` (default
-    ``<run_dir>/heldout``): Meta-world scripted episodes, or moving squares when the run
+    ``<run_dir>/heldout``): Meta-world scripted episodes, or episodes of the run's toy when it
     pre-trains on synthetic video. ``None`` when ``evaluation.enabled`` is false or the world
     model has no latent action (APV, ContextWM).
     """
@@ -457,11 +459,16 @@ def make_latent_action_monitor(
             {"noise": data["noise"], "render_quality": cfg["render_quality"], **settings}
         ),
         synthetic=data["source"] == "synthetic",
+        toy=data.get("synthetic"),
         pretrain_tasks=data.get("tasks") if data["source"] == "metaworld" else None,
     )
     return LatentActionMonitor(
         world_model,
-        load_clip_sets(folders, num_transitions=settings["num_transitions"]),
+        load_clip_sets(
+            folders,
+            num_transitions=settings["num_transitions"],
+            image_size=cfg["world_model"]["image_size"],
+        ),
         context=settings["context"],
         every=settings["probe_every"],
         last_step=cfg["pretrain"]["updates"],

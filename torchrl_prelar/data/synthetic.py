@@ -8,9 +8,14 @@ latent action against it measures how much of the action PreLAR recovered.
   pixels per axis.
 * :func:`grid_square_batch`: a coarse grid world (by default 16x16 frames, a 4x4 grid of
   4-pixel cells) where the square moves by at most one cell per axis.
+
+:func:`toy_batch` and :func:`toy_episodes` name the toy (:data:`TOYS`), as the example's
+``data.synthetic`` block does.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from tensordict import TensorDict
@@ -138,6 +143,107 @@ def moving_square_episodes(
         num_episodes, length, generator=torch.Generator().manual_seed(seed), **kwargs
     )
     return _episodes(batch, f"square-{seed}")
+
+
+def grid_square_episodes(
+    num_episodes: int, length: int, *, seed: int = 0, **kwargs
+) -> list[Episode]:
+    """Grid-world videos (:func:`grid_square_batch`) as whole episodes, with the actions
+    (moves in cells) and states (the square's unwrapped corner, in pixels) of
+    :func:`moving_square_episodes`. ``kwargs`` go to :func:`grid_square_batch`.
+
+    Examples:
+        >>> episodes = grid_square_episodes(2, 10)
+        >>> episodes[0].frames.shape, episodes[0].actions.shape, episodes[0].states.shape
+        ((11, 16, 16, 3), (11, 2), (11, 2))
+    """
+    batch = grid_square_batch(
+        num_episodes, length, generator=torch.Generator().manual_seed(seed), **kwargs
+    )
+    return _episodes(batch, f"grid-{seed}")
+
+
+#: The toys by name: their batch of clips and their episodes.
+TOYS: dict[str, tuple[Callable[..., TensorDict], Callable[..., list[Episode]]]] = {
+    "square": (moving_square_batch, moving_square_episodes),
+    "grid": (grid_square_batch, grid_square_episodes),
+}
+
+
+def _toy_settings(
+    toy: str, image_size: int, square: int, num_squares: int, max_shift: int, cell: int
+) -> dict[str, int]:
+    if toy == "square":
+        return {
+            "image_size": image_size,
+            "square": square,
+            "num_squares": num_squares,
+            "max_shift": max_shift,
+        }
+    if toy == "grid":
+        return {"image_size": image_size, "square": square, "cell": cell}
+    raise ValueError(f"toy must be one of {sorted(TOYS)}, got {toy!r}.")
+
+
+def toy_batch(
+    batch_size: int,
+    steps: int,
+    *,
+    toy: str = "square",
+    image_size: int = 64,
+    square: int = 12,
+    num_squares: int = 1,
+    max_shift: int = 4,
+    cell: int = 4,
+    generator: torch.Generator | None = None,
+) -> TensorDict:
+    """Clips of the toy ``toy`` (``"square"``: :func:`moving_square_batch`, ``"grid"``:
+    :func:`grid_square_batch`).
+
+    Args:
+        batch_size (int): clips.
+        steps (int): transitions per clip.
+
+    Keyword Args:
+        toy (str, optional): ``"square"`` or ``"grid"``. Defaults to ``"square"``.
+        image_size (int, optional): frame side, in pixels. Defaults to 64.
+        square (int, optional): square side, in pixels. Defaults to 12.
+        num_squares (int, optional): squares per clip (``"square"`` only). Defaults to 1.
+        max_shift (int, optional): largest shift per axis and step, in pixels (``"square"``
+            only). Defaults to 4.
+        cell (int, optional): grid cell side, in pixels (``"grid"`` only). Defaults to 4.
+        generator (torch.Generator, optional): random stream. Defaults to the global one.
+
+    Examples:
+        >>> toy_batch(2, 3, toy="grid", image_size=16, square=8)["pixels"].shape
+        torch.Size([2, 3, 3, 16, 16])
+    """
+    settings = _toy_settings(toy, image_size, square, num_squares, max_shift, cell)
+    return TOYS[toy][0](batch_size, steps, generator=generator, **settings)
+
+
+def toy_episodes(
+    num_episodes: int,
+    length: int,
+    *,
+    toy: str = "square",
+    image_size: int = 64,
+    square: int = 12,
+    num_squares: int = 1,
+    max_shift: int = 4,
+    cell: int = 4,
+    seed: int = 0,
+) -> list[Episode]:
+    """Episodes of the toy ``toy`` (:func:`moving_square_episodes` or
+    :func:`grid_square_episodes`); the settings are those of :func:`toy_batch`, ``seed`` seeds
+    the episodes.
+
+    Examples:
+        >>> [episode.name for episode in toy_episodes(2, 4, toy="grid", image_size=16)]
+        ['grid-0-0', 'grid-0-1']
+    """
+    settings = _toy_settings(toy, image_size, square, num_squares, max_shift, cell)
+    return TOYS[toy][1](num_episodes, length, seed=seed, **settings)
 
 
 def _episodes(batch: TensorDict, prefix: str) -> list[Episode]:

@@ -7,8 +7,9 @@ Two sets, each a folder of APV-format ``.npz`` episodes (``<root>/seen``, ``<roo
   pre-training.
 
 They are rendered by the scripted Meta-world generator (resumable: only missing episodes are
-rendered), or, for runs pre-trained on synthetic video, written as moving-square episodes
-(``unseen``: two smaller squares instead of one). :class:`LatentActionMonitor` runs
+rendered), or, for runs pre-trained on synthetic video, written as episodes of the run's toy
+(:func:`~torchrl_prelar.data.synthetic.toy_episodes`; moving squares by default, whose
+``unseen`` set shows two smaller squares instead of one). :class:`LatentActionMonitor` runs
 :func:`~torchrl_prelar.evaluation.latent_actions.evaluate_latent_actions` on both sets during
 pre-training; :func:`save_latent_action_results` writes the figures of a run.
 """
@@ -114,6 +115,7 @@ def generate_held_out_sets(
     config: HeldOutConfig,
     *,
     synthetic: bool = False,
+    toy: Mapping[str, Any] | None = None,
     pretrain_tasks: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write (or complete) the ``seen`` and ``unseen`` folders under ``root``; return them.
@@ -130,7 +132,7 @@ def generate_held_out_sets(
     folders = {name: Path(root) / name for name in HELD_OUT_SETS}
     for name, folder in folders.items():
         generate_held_out_set(
-            folder, name, config, synthetic=synthetic, pretrain_tasks=pretrain_tasks
+            folder, name, config, synthetic=synthetic, toy=toy, pretrain_tasks=pretrain_tasks
         )
     return folders
 
@@ -141,13 +143,17 @@ def generate_held_out_set(
     config: HeldOutConfig,
     *,
     synthetic: bool = False,
+    toy: Mapping[str, Any] | None = None,
     pretrain_tasks: Sequence[str] | None = None,
 ) -> Path:
     """Write (or complete) held-out set ``name`` (``"seen"`` or ``"unseen"``) in ``folder``.
 
     Meta-world episodes come from the scripted generator (``pretrain_tasks``: the pre-training
-    tasks, default all but the evaluation tasks), moving squares with ``synthetic``. Episodes
-    already written are kept, so an interrupted call resumes.
+    tasks, default all but the evaluation tasks); with ``synthetic``, episodes of the toy
+    ``toy`` (the keyword arguments of :func:`~torchrl_prelar.data.synthetic.toy_episodes` but
+    ``seed``; ``None``: moving squares), the ``unseen`` set of the square toy with
+    :data:`UNSEEN_SQUARES`, that of other toys with another seed only. Episodes already
+    written are kept, so an interrupted call resumes.
 
     Examples:
         >>> import tempfile
@@ -162,8 +168,10 @@ def generate_held_out_set(
     episodes = config.seen_episodes if name == "seen" else config.unseen_episodes
     seed = config.seen_seed if name == "seen" else config.unseen_seed
     if synthetic:
-        squares = UNSEEN_SQUARES if name == "unseen" else {}
-        _write_square_episodes(folder, episodes, config, seed, **squares)
+        toy = dict(toy or {})
+        if name == "unseen" and toy.get("toy", "square") == "square":
+            toy.update(UNSEEN_SQUARES)
+        _write_toy_episodes(folder, episodes, config, seed, toy)
         return folder
     from torchrl_prelar.data.sources.metaworld_scripted import default_pretrain_tasks
     from torchrl_prelar.envs.metaworld import METAWORLD_EVAL_TASKS
@@ -195,15 +203,16 @@ def _render_scripted(
         generate_scripted_videos(folder, video_config, episodes, on_episode=bar.update)
 
 
-def _write_square_episodes(
-    folder: Path, episodes: int, config: HeldOutConfig, seed: int, **squares: int
+def _write_toy_episodes(
+    folder: Path, episodes: int, config: HeldOutConfig, seed: int, toy: Mapping[str, Any]
 ) -> None:
-    from torchrl_prelar.data.synthetic import moving_square_episodes
+    from torchrl_prelar.data.synthetic import toy_episodes
 
     folder.mkdir(parents=True, exist_ok=True)
     length = config.episode_length
-    for index, episode in enumerate(moving_square_episodes(episodes, length, seed=seed, **squares)):
-        path = folder / f"synthetic-square_{seed}_{index:05d}-{length}.npz"
+    name = toy.get("toy", "square")
+    for index, episode in enumerate(toy_episodes(episodes, length, seed=seed, **toy)):
+        path = folder / f"synthetic-{name}_{seed}_{index:05d}-{length}.npz"
         if path.exists():
             continue
         atomic_write(
@@ -215,9 +224,10 @@ def _write_square_episodes(
 
 
 def load_clip_sets(
-    folders: Mapping[str, str | Path], *, num_transitions: int
+    folders: Mapping[str, str | Path], *, num_transitions: int, image_size: int = 64
 ) -> dict[str, TensorDict]:
-    """The ``[B, T]`` clips of each held-out folder (see :func:`episodes_to_clips`).
+    """The ``[B, T]`` clips of each held-out folder (see :func:`episodes_to_clips`), whose
+    frames are ``image_size`` pixels square.
 
     Examples:
         >>> import tempfile
@@ -228,7 +238,9 @@ def load_clip_sets(
         {'seen': torch.Size([4, 4]), 'unseen': torch.Size([4, 4])}
     """
     return {
-        name: episodes_to_clips(load_episodes(folder), num_transitions=num_transitions)
+        name: episodes_to_clips(
+            load_episodes(folder, image_size=image_size), num_transitions=num_transitions
+        )
         for name, folder in folders.items()
     }
 

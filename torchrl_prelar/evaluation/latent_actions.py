@@ -60,10 +60,11 @@ MIN_IMAGINED = 5
 _CLIP_KEYS = ("pixels", ("next", "pixels"), "is_init", "true_action", "episode")
 
 
-def load_episodes(folder: str | Path) -> list[Episode]:
+def load_episodes(folder: str | Path, *, image_size: int = 64) -> list[Episode]:
     """The episodes of a folder of APV-format ``.npz`` files, in file-name order.
 
-    Every episode must carry its true actions (key ``"action"``); unreadable files raise.
+    Every episode must carry its true actions (key ``"action"``) and frames of
+    ``image_size`` x ``image_size`` pixels; unreadable files raise.
 
     Examples:
         >>> import tempfile
@@ -76,7 +77,8 @@ def load_episodes(folder: str | Path) -> list[Episode]:
     from torchrl_prelar.data.sources.rlbench import RLBenchSource
 
     episodes = []
-    for item in RLBenchSource(folder, name=Path(folder).name):
+    source = RLBenchSource(folder, image_size=(image_size, image_size), name=Path(folder).name)
+    for item in source:
         if not isinstance(item, Episode):
             raise ValueError(f"held-out episode {item.name} unusable: {item.reason}")
         if item.actions is None:
