@@ -1,4 +1,4 @@
-"""scripts/latent_action_ceiling.py: the probe ceiling from the true state change."""
+"""experiments/latent_action_ceiling.py: the probe ceiling from the true state change."""
 
 import importlib.util
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "latent_action_ceiling.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "latent_action_ceiling.py"
 
 
 @pytest.fixture(scope="module")

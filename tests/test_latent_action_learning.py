@@ -1,7 +1,7 @@
 """PreLAR on synthetic video whose square moves by a hidden action: what the latent action learns.
 
 Two toys (run with ``-s`` to see the figures; ``docs/latent_actions.md``, "Toys with a known
-action", has the measurements at several seeds and ``scripts/latent_action_probe.py``
+action", has the measurements at several seeds and ``experiments/latent_action_probe.py``
 reproduces them):
 
 * 64x64 squares, the reference objective and latent action model, 100 updates: the loss falls

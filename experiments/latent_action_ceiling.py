@@ -25,9 +25,9 @@ action with the linear probe and with the 256-feature nonlinear one (is the acti
 not linearly?), and linear R^2 against the state change and against the state at t+1 (does the
 code carry the motion, or where the hand ends up?).
 
-    MUJOCO_GL=egl python scripts/latent_action_ceiling.py
-    MUJOCO_GL=egl python scripts/latent_action_ceiling.py --episodes 4
-    MUJOCO_GL=egl python scripts/latent_action_ceiling.py --model default=runs/prelar_quick
+    MUJOCO_GL=egl python experiments/latent_action_ceiling.py
+    MUJOCO_GL=egl python experiments/latent_action_ceiling.py --episodes 4
+    MUJOCO_GL=egl python experiments/latent_action_ceiling.py --model default=runs/prelar_quick
 """
 
 from __future__ import annotations
