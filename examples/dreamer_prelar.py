@@ -3,6 +3,7 @@
     python examples/dreamer_prelar.py                      # quick CPU demo
     python examples/dreamer_prelar.py preset=paper device=cuda data.path=/data/rlbench
     python examples/dreamer_prelar.py stage=pretrain pretrain.updates=1000 loss.beta_action=0.5
+    python examples/dreamer_prelar.py stage=pretrain loss=supervised_displacement
     python examples/dreamer_prelar.py stage=finetune finetune.task=drawer-open-v3
     python examples/dreamer_prelar.py stage=finetune arm=dreamer   # DreamerV2, no pre-training
     python examples/dreamer_prelar.py arm=apv        # APV baseline (both stages)

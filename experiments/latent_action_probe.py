@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from torchrl_prelar.data.synthetic import toy_batch
 from torchrl_prelar.evaluation.__main__ import load_pretrained_run
@@ -178,8 +179,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     overrides = overrides_of(args)
     run_dir = Path(overrides[-1].split("=", 1)[1])
     subprocess.run([sys.executable, str(EXAMPLE), *overrides], check=True)
-    from omegaconf import OmegaConf
-
     config = OmegaConf.to_container(OmegaConf.load(run_dir / "hydra" / "config.yaml"))
     figures = logged_figures(run_dir)
     probe = final_probe(run_dir, config["data"], config["seed"])
