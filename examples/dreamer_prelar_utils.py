@@ -425,7 +425,8 @@ def make_supervised_loss(
         raise ValueError(
             f"loss.target={key}: the pre-training videos carry no {key!r} entry (they carry "
             f"{sorted(row.keys())}); the scripted Meta-world and synthetic videos carry "
-            "'true_action', 'true_state' and 'true_state_change'."
+            "'true_action', 'true_state' and 'true_state_change', and a buffer keeps the "
+            f"entries it was preprocessed with: delete {buffer.root} to preprocess them again."
         )
     width = row[key].shape[-1]
     dims = list(range(width if leading is None else min(leading, width)))

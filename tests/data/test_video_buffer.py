@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,14 @@ def test_buffer_without_states_keeps_its_keys_and_drops_later_states(tmp_path):
     rb = VideoExperienceReplay([later], num_transitions=T, batch_size=2, root=root)
     assert rb.stats.episodes == 2 and rb.stats.state_dim == 0
     assert "true_state" not in rb.sample().keys()
+    # statistics written without the state_dim field read as a buffer without states
+    stats = json.loads((root / "video_dataset.json").read_text())
+    del stats["state_dim"]
+    (root / "video_dataset.json").write_text(json.dumps(stats))
+    third = make_episode(2, 6)
+    third.states = np.zeros((6, 3), np.float32)
+    rb = VideoExperienceReplay([third], num_transitions=T, batch_size=2, root=root)
+    assert rb.stats.episodes == 3 and "true_state" not in rb.sample().keys()
 
 
 def test_mixed_sources_actions_nan_where_unknown():

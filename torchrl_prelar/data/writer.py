@@ -272,6 +272,8 @@ class VideoEpisodeWriter:
         stats_path = self._stats_path
         if stats_path is not None and stats_path.exists():
             self.stats = VideoDatasetStats.from_json(stats_path)
+            if self.stats.frame_shape is not None and self.stats.state_dim is None:
+                self.stats.state_dim = 0  # statistics without the field: no states stored
         else:
             self.stats = VideoDatasetStats(min_frames=self.min_frames)
         self._known = self.stats.known_names()
