@@ -933,7 +933,7 @@ def render_quality_runs_table(runs: Sequence[tuple[str, dict]]) -> str:
 
 
 def probe_ceiling_table(diagnosis: dict) -> str:
-    """The probe on the true state (``scripts/latent_action_ceiling.py``), seen and unseen."""
+    """The probe on the true state (``experiments/latent_action_ceiling.py``), seen and unseen."""
     body = [
         [
             name,
@@ -974,7 +974,7 @@ def supervised_table(record: dict) -> str:
 
 
 def code_content_table(diagnosis: dict) -> str:
-    """What each run's code predicts (``scripts/latent_action_ceiling.py --model``), seen /
+    """What each run's code predicts (``experiments/latent_action_ceiling.py --model``), seen /
     unseen R^2, one column per run."""
     models = [name for name in _CODE_MODELS if name in diagnosis["seen"]]
     body = []
@@ -1000,7 +1000,7 @@ def _kl(value: float | None) -> str:
 
 
 def objectives_table(record: dict) -> str:
-    """Short runs of each objective (``scripts/latent_action_variants.py``): state KL with the
+    """Short runs of each objective (``experiments/latent_action_variants.py``): state KL with the
     own and shuffled latent actions, delta-PSNR and action KL."""
     body = [
         [
@@ -1082,7 +1082,7 @@ SWEEP_UPDATES = ("300", "1200", "3000")
 
 
 def sweep_table(record: dict, updates: Sequence[str] = SWEEP_UPDATES) -> str:
-    """The sweep (``scripts/latent_action_sweep.py``): seen / unseen R^2, state-KL ratio and
+    """The sweep (``experiments/latent_action_sweep.py``): seen / unseen R^2, state-KL ratio and
     delta-PSNR at ``updates``, one row per variant (``-``: the run stopped before)."""
     measures = (
         ("probe_r2", lambda value: f"{value:.2f}"),
@@ -1145,7 +1145,7 @@ def _spread(values: Sequence[float], digits: int, joiner: str = "-") -> str:
 
 
 def toy_grid_table(record: dict) -> str:
-    """The grid-world toy (``scripts/latent_action_probe.py --toy grid``), one row per setting
+    """The grid-world toy (``experiments/latent_action_probe.py --toy grid``), one row per setting
     (its seeds' range where there are several)."""
     settings: dict[str, list[dict]] = {}
     for row in record["grid_world"]["rows"]:

@@ -6,10 +6,10 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-# The pipeline (examples/dreamer_prelar.py and its builders) and the scripts' helpers are
-# importable by the tests as they are by the scripts: as top-level modules of their folders.
+# The pipeline (examples/dreamer_prelar.py and its builders) and the experiment drivers are
+# importable by the tests as they are by the drivers: as top-level modules of their folders.
 REPO = Path(__file__).resolve().parents[1]
-for folder in ("examples", "scripts", "experiments"):
+for folder in ("examples", "experiments"):
     if str(REPO / folder) not in sys.path:
         sys.path.insert(0, str(REPO / folder))
 
