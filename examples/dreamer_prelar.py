@@ -423,9 +423,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 )
                 metrics = agent.update(sample_batch(buffer, tune, device))
                 agent.loss.eval()
-                progress.updates += 1
-                progress.updates_this_run += 1
-                progress.update_seconds += time.time() - tick
+                progress.record_update(time.time() - tick)
                 if progress.updates % tune["log_every"] == 0 or progress.updates == 1:
                     last_metrics = update_metrics(metrics, agent)
                     last_metrics["updates"] = progress.updates
@@ -480,7 +478,8 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "last_metrics": last_metrics,
         "seconds_this_run": round(time.time() - started, 1),
         "seconds_total": round(progress.elapsed_seconds, 1),
-        "seconds_per_update": progress.update_seconds / max(1, progress.updates_this_run),
+        "seconds_per_update": progress.seconds_per_update(),  # after this run's first update
+        "first_update_seconds": progress.first_update_seconds,
         "seconds_per_env_step": progress.collect_seconds / max(1, progress.collected_this_run),
     }
     update_summary(run_dir, "finetune", summary)

@@ -725,7 +725,19 @@ def evaluate(env: EnvBase, policy: Callable, episodes: int, max_steps: int) -> d
 class FinetuneProgress:
     """Counters and running statistics of fine-tuning; the first seven are checkpointed
     (``elapsed_seconds``: wall time of the run over all its invocations, up to the last
-    checkpoint)."""
+    checkpoint).
+
+    The update timing of one invocation keeps its first update apart (it compiles the
+    networks with ``finetune.compile_networks`` and warms the allocator), so
+    :meth:`seconds_per_update` is the steady pace.
+
+    Examples:
+        >>> progress = FinetuneProgress()
+        >>> for seconds in (30.0, 1.0, 0.5):
+        ...     progress.record_update(seconds)
+        >>> progress.updates, progress.first_update_seconds, progress.seconds_per_update()
+        (3, 30.0, 0.75)
+    """
 
     def __init__(self) -> None:
         self.env_steps = 0
@@ -735,10 +747,27 @@ class FinetuneProgress:
         self.next_traj_id = 0
         self.env_workers = 1
         self.eval_history: list[dict[str, float]] = []
-        self.update_seconds = 0.0
+        self.first_update_seconds: float | None = None
+        self.update_seconds = 0.0  # the updates of this invocation after its first
         self.collect_seconds = 0.0
         self.collected_this_run = 0
         self.updates_this_run = 0
+
+    def record_update(self, seconds: float) -> None:
+        """Count one update that took ``seconds`` of wall time."""
+        if self.updates_this_run == 0:
+            self.first_update_seconds = seconds
+        else:
+            self.update_seconds += seconds
+        self.updates += 1
+        self.updates_this_run += 1
+
+    def seconds_per_update(self) -> float | None:
+        """Mean wall time of this invocation's updates after its first (the first alone when
+        there is one; ``None`` before any)."""
+        if self.updates_this_run <= 1:
+            return self.first_update_seconds
+        return self.update_seconds / (self.updates_this_run - 1)
 
     def state_dict(self) -> dict[str, Any]:
         keys = (
