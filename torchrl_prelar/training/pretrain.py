@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from torchrl.objectives import LossModule
 
 from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.distributed import DistributedContext
@@ -52,8 +53,11 @@ class PreLARPretrainer:
     ``channels_last``, to the channels-last memory format.
 
     Args:
-        loss (PreLARLoss): the :class:`~torchrl_prelar.PreLARLoss`, which owns the world
-            model.
+        loss (LossModule): a loss that owns the world model as ``loss.world_model`` and
+            returns ``(losses, output)``, its terms named ``loss_*``:
+            :class:`~torchrl_prelar.PreLARLoss`, or
+            :class:`~torchrl_prelar.objectives.SupervisedLatentActionLoss` for the supervised
+            reference.
         optimizer (torch.optim.Optimizer): optimiser over ``loss.parameters()``.
 
     Keyword Args:
@@ -91,7 +95,7 @@ class PreLARPretrainer:
 
     def __init__(
         self,
-        loss: PreLARLoss,
+        loss: LossModule,
         optimizer: torch.optim.Optimizer,
         *,
         grad_clip: float = 100.0,
