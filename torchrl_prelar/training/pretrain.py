@@ -17,7 +17,6 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import LossModule
 
-from torchrl_prelar.objectives import PreLARLoss
 from torchrl_prelar.training.distributed import DistributedContext
 from torchrl_prelar.training.precision import autocast, resolve_precision
 
@@ -84,7 +83,7 @@ class PreLARPretrainer:
         ValueError: if ``grad_clip`` is not a number > 0 (NaN included).
 
     Examples:
-        >>> from torchrl_prelar import make_world_model
+        >>> from torchrl_prelar import PreLARLoss, make_world_model
         >>> from torchrl_prelar.data.synthetic import moving_square_batch
         >>> loss = PreLARLoss(make_world_model())
         >>> trainer = PreLARPretrainer(loss, make_optimizer(loss.parameters()), precision="fp32")
