@@ -301,7 +301,6 @@ class APVWorldModel(TensorDictModuleBase):
         """The keys the model writes, part by part."""
         return [key for part in self._parts for key in part.out_keys]
 
-
     @property
     def rssm_prior(self) -> RSSMPriorV3:
         """The action-conditional prior (imagination runs on it)."""

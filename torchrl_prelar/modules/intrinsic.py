@@ -118,7 +118,6 @@ class VideoIntrinsicBonus(TensorDictModuleBase):
         """Capacity of the FIFO queue."""
         return self.queue.shape[0]
 
-
     def project(self, embedding: torch.Tensor) -> torch.Tensor:
         """Steps 1-2: smoothed and projected embeddings, ``[*batch, T, proj_dim]``.
 

@@ -233,7 +233,6 @@ class PreLARWorldModel(TensorDictModuleBase):
         """The keys the model writes, part by part."""
         return [key for part in self._parts for key in part.out_keys]
 
-
     @property
     def rssm_prior(self) -> RSSMPriorV3:
         """The prior network (GRU + prior head), e.g. for imagination."""

@@ -114,9 +114,14 @@ class FinetuneModelLoss(LossModule):
         ...                  "next": {"pixels": torch.zeros(2, 3, 3, 64, 64, dtype=torch.uint8),
         ...                           "reward": torch.ones(2, 3, 1)}}, [2, 3])
         >>> losses, _ = loss(td)
-        >>> sorted(k for k in losses.keys() if k.startswith("loss_"))  # doctest: +NORMALIZE_WHITESPACE
-        ['loss_action_kl', 'loss_model_aux_reward', 'loss_model_dynamic', 'loss_model_reco',
-         'loss_model_representation', 'loss_model_reward']
+        >>> for key in sorted(k for k in losses.keys() if k.startswith("loss_")):
+        ...     print(key)
+        loss_action_kl
+        loss_model_aux_reward
+        loss_model_dynamic
+        loss_model_reco
+        loss_model_representation
+        loss_model_reward
     """
 
     @dataclass
@@ -134,7 +139,6 @@ class FinetuneModelLoss(LossModule):
             aux_reward (NestedKey): the auxiliary head's plain-reward prediction, read at
                 ``("next", aux_reward)``. Defaults to ``"aux_reward"``.
         """
-
 
         pixels: NestedKey = "pixels"
         reward: NestedKey = "reward"
@@ -171,7 +175,6 @@ class FinetuneModelLoss(LossModule):
         """The world model of ``prelar_loss``, as :class:`~torchrl.objectives.DreamerV3Loss`
         reads it."""
         return self.prelar_loss.world_model
-
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass

@@ -629,7 +629,6 @@ class PreLARLoss(LossModule):
         """The world model trained by this loss (inside the model loss's wrapper)."""
         return self.model_loss.world_model.world_model
 
-
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         keys = {key: getattr(self.tensor_keys, key) for key in _MODEL_LOSS_KEYS}
         self.model_loss.set_keys(**keys)
