@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, make_clip_batch
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "guide.md"
@@ -106,8 +106,12 @@ def _check(namespace: dict) -> None:
         encoder = namespace["world_model"].encoder
         assert all(parameter.grad is not None for parameter in encoder.parameters())
         assert {"loss_forward_reco", "loss_prior_reco"} <= set(namespace["losses"].keys())
-    elif "make_action_encoder" in namespace:
-        assert isinstance(namespace["world_model"].action_model, ActionEncoder)
+    elif "make_action_encoder" in namespace:  # fine-tuning: the real action drives the RSSM
+        world_model = namespace["world_model"]
+        assert isinstance(world_model.action_model, ActionEncoder)
+        batch = make_clip_batch()
+        batch["action"] = torch.ones(*batch.shape, 4)
+        assert world_model(batch)["latent_action"].shape == (*batch.shape, 16)
     elif "reference" in namespace:
         assert namespace["losses"]["loss_supervised"].item() > 0
     elif "figures" in namespace:
