@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY, tiny
@@ -25,7 +26,7 @@ def batch(seed: int = 0):
 def test_value_is_the_mean_squared_error_of_a_linear_readout_of_the_mean():
     torch.manual_seed(0)
     world_model = make_world_model(**TINY)
-    loss = SupervisedLatentActionLoss(world_model, target_dims=[1])
+    loss = SupervisedLatentActionLoss(world_model, target_dims=[1], standardize=False)
     loss.set_keys(target="true_state_change")
     data = batch()
     data["true_state_change"][1, 2] = float("nan")  # left out, as the sequence starts are
@@ -39,6 +40,26 @@ def test_value_is_the_mean_squared_error_of_a_linear_readout_of_the_mean():
     expected = (prediction[..., 0] - data["true_state_change"][..., 1])[used].pow(2).mean()
     torch.testing.assert_close(value, expected)
     assert "latent_action" not in data.keys()  # the batch is left as it was
+
+
+def test_standardized_target_is_scale_free_and_matches_numpy():
+    torch.manual_seed(0)
+    world_model = make_world_model(**TINY)
+    loss = SupervisedLatentActionLoss(world_model, target_dim=2)
+    data = batch()
+    value = loss(data)[0]["loss_supervised"]
+
+    used = ~data["is_init"].squeeze(-1).numpy()
+    target = data["true_action"].numpy()[used].astype(np.float64)
+    standardized = (target - target.mean(0)) / target.std(0, ddof=1)
+    mean = world_model.infer_latent_action(data.clone())["latent_action_loc"]
+    prediction = (mean @ loss.readout.weight.T + loss.readout.bias).detach().numpy()[used]
+    expected = ((prediction - standardized) ** 2).mean()
+    assert abs(float(value) - expected) < 1e-5
+
+    # Millimetre-sized targets give the same loss as unit-sized ones.
+    data["true_action"] = data["true_action"] * 1e-3
+    torch.testing.assert_close(loss(data)[0]["loss_supervised"], value)
 
 
 @pytest.mark.parametrize("output_type", ["gaussian", "deterministic"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
 from tensordict.utils import NestedKey
@@ -25,7 +26,8 @@ class SupervisedLatentActionLoss(LossModule):
     .. code-block:: text
 
         loss_supervised = mean over transitions t (not sequence starts) and target dims d of
-                          (W a~_t + b - y_t)_d^2,   a~_t = mode of q(a~ | o_t, o_{t+1})
+                          (W a~_t + b - z_t)_d^2,   a~_t = mode of q(a~ | o_t, o_{t+1})
+        z_t = (y_t - mean(y)) / std(y)   (per dim, over the batch's used transitions, detached)
 
     ``y`` is the entry ``target`` (``"true_action"`` by default), restricted to
     ``target_dims`` when given: ``set_keys(target="true_state_change")`` with
@@ -35,6 +37,13 @@ class SupervisedLatentActionLoss(LossModule):
     pre-training, it is the reference the unsupervised code is judged against: how much of
     the target this network reads from two frames when it is told the answer. Transitions
     whose target is not finite (episodes without that entry) are left out.
+
+    With ``standardize`` (the default) the target is standardised per dim over the batch, so
+    the loss is the fraction of the target's variance the read-out misses on that batch
+    (1 - R^2), whatever the target's units. Hand displacements are millimetres in metres
+    (a variance of about 1e-5): regressed raw, their gradients fall below Adam's ``eps``
+    (1e-5 in :func:`~torchrl_prelar.training.pretrain.make_optimizer`) and the network
+    hardly learns.
 
     Only the latent action model (and, in the ``"embedding"`` input mode, the encoder it
     reads) gets gradients; the RSSM and the decoder are not run.
@@ -49,6 +58,8 @@ class SupervisedLatentActionLoss(LossModule):
             given. Defaults to ``None``.
         target_dims (sequence of int, optional): the dims of the target entry's last
             dimension that are regressed. Defaults to ``None`` (all ``target_dim`` of them).
+        standardize (bool, optional): regress each target dim standardised over the batch's
+            used transitions. Defaults to ``True``.
 
     Raises:
         ValueError: if the world model has no :class:`~torchrl_prelar.LatentActionModel`, or
@@ -94,6 +105,7 @@ class SupervisedLatentActionLoss(LossModule):
         *,
         target_dim: int | None = None,
         target_dims: Sequence[int] | None = None,
+        standardize: bool = True,
     ):
         action_model = getattr(world_model, "action_model", None)
         if not isinstance(action_model, LatentActionModel):
@@ -125,6 +137,7 @@ class SupervisedLatentActionLoss(LossModule):
         super().__init__()
         self.world_model = world_model
         self.target_dims = target_dims
+        self.standardize = standardize
         self.readout = nn.Linear(action_model.action_dim, target_dim)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -154,6 +167,19 @@ class SupervisedLatentActionLoss(LossModule):
                 f"target_dims), expected {tuple(prediction.shape)}: [B, T, target_dim]."
             )
         used = ~output.get(keys.is_init).reshape(output.shape) & target.isfinite().all(-1)
-        error = (prediction - target.nan_to_num()).pow(2).mean(-1)
+        target = target.nan_to_num()
+        if self.standardize:
+            target = _standardized(target, used)
+        error = (prediction - target).pow(2).mean(-1)
         value = (error * used).sum() / used.sum().clamp_min(1)
         return TensorDict({"loss_supervised": value}, batch_size=[]), output
+
+
+def _standardized(target: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """``target`` with each last-dim entry standardised over the ``used`` positions (detached
+    mean and standard deviation; a constant dim is only centred)."""
+    values = target[used].detach()
+    if values.shape[0] < 2:
+        return target
+    mean, std = values.mean(0), values.std(0)
+    return (target - mean) / torch.where(std > 0, std, torch.ones_like(std))
