@@ -382,49 +382,59 @@ class VideoEpisodeWriter:
     def _states(self, episode: Episode, name: str) -> torch.Tensor | None:
         """The episode's per-frame states as float32 ``[L + 1, S]`` (NaN when the buffer holds
         states and the episode has none)."""
-        num_frames = episode.num_frames
-        stored_dim = self.stats.state_dim
-        if episode.states is None:
-            if not stored_dim:
-                return None
-            return torch.full((num_frames, stored_dim), float("nan"))
-        states = torch.as_tensor(np.asarray(episode.states), dtype=torch.float32)
-        if states.ndim != 2 or states.shape[0] != num_frames:
-            raise EpisodeError(
-                f"{name}: states have shape {tuple(states.shape)}, expected "
-                f"[{num_frames}, S] (one per frame)"
-            )
-        if stored_dim == 0:
-            torchrl_logger.warning(f"{name}: states dropped, the buffer was created without them")
-            return None
-        if stored_dim is not None and states.shape[-1] != stored_dim:
-            raise EpisodeError(
-                f"{name}: states have {states.shape[-1]} dims, the buffer holds {stored_dim}"
-            )
-        return states
+        return self._per_frame(
+            episode.states,
+            episode.num_frames,
+            self.stats.state_dim,
+            name=name,
+            what="states",
+            shape="S] (one per frame)",
+        )
 
     def _transition_actions(self, episode: Episode, name: str) -> torch.Tensor | None:
         """Maps APV actions (``a[t]`` leads into frame t) to transitions (``a[t]`` leaves it)."""
-        num_frames = episode.num_frames
-        stored_dim = self.stats.action_dim
-        if episode.actions is None:
+        actions = self._per_frame(
+            episode.actions,
+            episode.num_frames,
+            self.stats.action_dim,
+            name=name,
+            what="actions",
+            shape="A] (one per frame, APV convention)",
+        )
+        if episode.actions is None or actions is None:
+            return actions
+        return transition_actions(actions)
+
+    @staticmethod
+    def _per_frame(
+        values: Any,
+        num_frames: int,
+        stored_dim: int | None,
+        *,
+        name: str,
+        what: str,
+        shape: str,
+    ) -> torch.Tensor | None:
+        """``values`` (one row per frame) as float32 ``[num_frames, D]``, checked against the
+        buffer's width ``stored_dim`` (``None``: not fixed yet; 0: the buffer holds none, so
+        they are dropped); NaN rows when the buffer holds ``what`` and the episode has none."""
+        if values is None:
             if not stored_dim:
                 return None
             return torch.full((num_frames, stored_dim), float("nan"))
-        actions = torch.as_tensor(np.asarray(episode.actions), dtype=torch.float32)
-        if actions.ndim != 2 or actions.shape[0] != num_frames:
+        values = torch.as_tensor(np.asarray(values), dtype=torch.float32)
+        if values.ndim != 2 or values.shape[0] != num_frames:
             raise EpisodeError(
-                f"{name}: actions have shape {tuple(actions.shape)}, expected "
-                f"[{num_frames}, A] (one per frame, APV convention)"
+                f"{name}: {what} have shape {tuple(values.shape)}, expected [{num_frames}, {shape}"
             )
         if stored_dim == 0:
-            torchrl_logger.warning(f"{name}: actions dropped, the buffer was created without them")
+            torchrl_logger.warning(f"{name}: {what} dropped, the buffer was created without them")
             return None
-        if stored_dim is not None and actions.shape[-1] != stored_dim:
+        if stored_dim is not None and values.shape[-1] != stored_dim:
             raise EpisodeError(
-                f"{name}: actions have {actions.shape[-1]} dims, the buffer holds {stored_dim}"
+                f"{name}: {what} have {values.shape[-1]} dims, the buffer holds {stored_dim}"
             )
-        return transition_actions(actions)
+        return values
 
     def flush(self) -> None:
         """Saves storage length, writer cursor and stats to ``root``.
