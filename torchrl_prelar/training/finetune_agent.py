@@ -303,14 +303,18 @@ class CPUAutocastStepper(DreamerV3OptimizationStepper):
             return super()._forward_backward(sample)
         with torch.autocast("cpu", dtype=dtype):
             losses = self.loss_module(sample)
-        total = sum(
-            value.float()
-            for key, value in losses.items()
-            if isinstance(key, str) and key.startswith("loss_")
-        )
         self.optimizer.zero_grad(set_to_none=False)
-        total.backward()
+        _loss_total(losses).backward()
         return losses.detach()
+
+
+def _loss_total(losses: TensorDictBase) -> torch.Tensor:
+    """The sum of the ``loss_*`` entries of ``losses``, in fp32."""
+    return sum(
+        value.float().sum()
+        for key, value in losses.items()
+        if isinstance(key, str) and key.startswith("loss_")
+    )
 
 
 def _critic_mlp(in_features: int, hidden: int, depth: int) -> MLP:
@@ -527,13 +531,8 @@ class WorldModelStepper(OptimizationStepper):
             sub_batch (TensorDictBase): ``[B, T]`` transitions the loss reads.
         """
         losses, _ = self.loss_module(sub_batch)
-        total = sum(
-            value.sum()
-            for key, value in losses.items()
-            if isinstance(key, str) and key.startswith("loss_")
-        )
         self.optimizer.zero_grad(set_to_none=False)
-        total.backward()
+        _loss_total(losses).backward()
         self.optimizer.step()
         return losses.detach()
 
