@@ -287,7 +287,13 @@ def make_video_sources(
         from torchrl_prelar.data.synthetic import toy_episodes
 
         toy = data.get("synthetic") or {}
-        return [toy_episodes(data["episodes"], data["episode_length"], seed=data["seed"], **toy)]
+        try:
+            episodes = toy_episodes(
+                data["episodes"], data["episode_length"], seed=data["seed"], **toy
+            )
+        except ValueError as error:  # names the toy's setting: say where it is set
+            raise ValueError(f"data.synthetic: {error}") from None
+        return [episodes]
     if kind == "metaworld":
         from torchrl_prelar.data.sources.metaworld_scripted import (
             ScriptedVideoConfig,

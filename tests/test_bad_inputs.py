@@ -166,6 +166,18 @@ CASES = {
             "at least 9 frames",
         ),
     ),
+    "synthetic toy with an empty square": Case(
+        lambda x: x.pretrain(
+            x.fresh("toy_square_0"), "data.source=synthetic", "data.synthetic.square=0"
+        ),
+        ValueError,
+        ("data.synthetic", "square must be an integer in [1, 64], got 0"),
+    ),
+    "synthetic toy of no known kind": Case(
+        lambda x: x.pretrain(x.fresh("toy_foo"), "data.source=synthetic", "data.synthetic.toy=foo"),
+        ValueError,
+        ("data.synthetic", "toy must be one of ['grid', 'square'], got 'foo'"),
+    ),
     "rlbench frames of another size": Case(
         lambda x: x.source("rlbench", "rlbench_small"),
         VideoDatasetError,

@@ -173,6 +173,24 @@ TOYS: dict[str, tuple[Callable[..., TensorDict], Callable[..., list[Episode]]]] 
 def _toy_settings(
     toy: str, image_size: int, square: int, num_squares: int, max_shift: int, cell: int
 ) -> dict[str, int]:
+    """The settings ``toy`` takes, each checked: a square of 1 to ``image_size`` pixels, at
+    least one square, shifts >= 0, cells of 1 to ``image_size`` pixels."""
+    limits = {
+        "image_size": (image_size, 1, None),
+        "square": (square, 1, image_size),
+        "num_squares": (num_squares, 1, None),
+        "max_shift": (max_shift, 0, None),
+        "cell": (cell, 1, image_size),
+    }
+    for name, (value, least, most) in limits.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < least
+            or (most is not None and value > most)
+        ):
+            span = f">= {least}" if most is None else f"in [{least}, {most}]"
+            raise ValueError(f"{name} must be an integer {span}, got {value!r}.")
     if toy == "square":
         return {
             "image_size": image_size,
