@@ -548,9 +548,9 @@ class WorldModelStepper(OptimizationStepper):
 def make_world_model_stepper(
     world_model: FinetuneWorldModel,
     *,
-    kl_balance: float = 0.8,
-    free_nats: float = 0.0,
-    lambda_reco: float = 0.5,
+    kl_balance: float | None = None,
+    free_nats: float | None = None,
+    lambda_reco: float | None = None,
     optimizer_factory: Callable[
         [dict[str, list[nn.Parameter]]], torch.optim.Optimizer
     ] = make_finetune_optimizer,
@@ -571,9 +571,12 @@ def make_world_model_stepper(
             model alone).
 
     Keyword Args:
-        kl_balance (float, optional): the state KL balance. Defaults to ``0.8``.
-        free_nats (float, optional): the state KL free nats. Defaults to ``0.0``.
-        lambda_reco (float, optional): the reconstruction weight. Defaults to ``0.5``.
+        kl_balance (float, optional): the state KL balance. Defaults to ``None``
+            (:class:`~torchrl_prelar.objectives.PreLARLoss`'s, the reference 0.8).
+        free_nats (float, optional): the state KL free nats. Defaults to ``None``
+            (``PreLARLoss``'s, 0).
+        lambda_reco (float, optional): the reconstruction weight. Defaults to ``None``
+            (``PreLARLoss``'s, 0.5).
         optimizer_factory (callable, optional): builds the optimiser from the parameter
             groups (e.g. ``functools.partial(make_finetune_optimizer, model_lr=1e-3)``).
             Defaults to :func:`make_finetune_optimizer`.
@@ -802,9 +805,9 @@ def make_finetune_agent(
     critic_target: str = "online",
     lambda_aux_reward: float = 1.0,
     reward_loss: str = "symlog_mse",
-    kl_balance: float = 0.8,
-    free_nats: float = 0.0,
-    lambda_reco: float = 0.5,
+    kl_balance: float | None = None,
+    free_nats: float | None = None,
+    lambda_reco: float | None = None,
     intrinsic: bool = True,
     intrinsic_beta: float = 1.0,
     intrinsic_window: int = 5,
@@ -880,9 +883,12 @@ def make_finetune_agent(
             :class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss`). Defaults to
             ``"symlog_mse"``.
         kl_balance (float, optional): the state KL balance of the world model's
-            :class:`~torchrl_prelar.objectives.PreLARLoss`. Defaults to ``0.8``.
-        free_nats (float, optional): its state KL free nats. Defaults to ``0.0``.
-        lambda_reco (float, optional): its reconstruction weight. Defaults to ``0.5``.
+            :class:`~torchrl_prelar.objectives.PreLARLoss`. Defaults to ``None``
+            (``PreLARLoss``'s, the reference 0.8).
+        free_nats (float, optional): its state KL free nats. Defaults to ``None``
+            (``PreLARLoss``'s, 0).
+        lambda_reco (float, optional): its reconstruction weight. Defaults to ``None``
+            (``PreLARLoss``'s, 0.5).
         intrinsic (bool, optional): add the video intrinsic bonus
             (:class:`~torchrl_prelar.modules.intrinsic.VideoIntrinsicBonus`). Defaults to
             ``True``.
