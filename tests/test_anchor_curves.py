@@ -1,4 +1,6 @@
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,30 @@ def test_report_refuses_a_malformed_run_argument(tmp_path):
         main(["--run", "dreamer", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="no folder"):
         main(["--run", f"dreamer={tmp_path / 'missing'}", "--out", str(tmp_path / "x")])
+
+
+def test_gpu_protocol_script_runs_reports_and_resumes_on_the_cpu(tmp_path):
+    """``scripts/metaworld_runs.sh``: the runs, then the report; run again, nothing re-runs."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "metaworld_runs.sh"
+    out = tmp_path / "mw"
+    env = {
+        **os.environ,
+        "DEVICE": "cpu",
+        "PRESET": "test",
+        "ENV_STEPS": "100",
+        "SEEDS": "0",
+        "OUT": str(out),
+        "THREADS": "1",
+    }
+    subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True)
+    report = json.loads((out / "reach.json").read_text())
+    run = str(out / "dreamer_seed0")
+    assert [p["env_steps"] for p in report["arms"]["dreamer"]["runs"][run]] == [100]
+    assert (out / "reach.png").stat().st_size > 10_000
+    summary = (out / "dreamer_seed0" / "summary.json").read_text()
+
+    subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True)
+    again = json.loads((out / "dreamer_seed0" / "summary.json").read_text())["finetune"]
+    first = json.loads(summary)["finetune"]
+    for key in ("env_steps", "updates", "episodes", "evaluations"):
+        assert again[key] == first[key], key  # resumed at its end: nothing collected or trained
