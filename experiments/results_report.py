@@ -795,7 +795,7 @@ def write_performance_tables(docs: str | Path, results_dir: str | Path) -> Path:
 #: ``docs/latent_actions/`` it is made from.
 LATENT_ACTION_TABLES = {
     "table-default-job": ("default_job_656f7c0.json", "default_job_motion_probe.json"),
-    "table-render-quality": ("default_job_656f7c0.json", "default_job_antialiased_24a9aeb.json"),
+    "table-render-quality": ("render_quality.json",),
     "table-probe-ceiling": ("diagnosis.json",),
     "table-supervised-reference": ("supervised_reference.json",),
     "table-code-content": ("diagnosis.json",),
@@ -903,33 +903,97 @@ def default_job_table(runs: Sequence[tuple[str, dict]]) -> str:
     return _markdown(header, body)
 
 
-def render_quality_runs_table(runs: Sequence[tuple[str, dict]]) -> str:
-    """The default job at each ``render_quality``: one row per (quality, evaluation JSON),
-    seen / unseen figures, and the commands below the table."""
+def render_quality_runs_table(record: dict) -> str:
+    """The default job's pre-training at each ``render_quality`` (``render_quality.json``): one
+    row per run (PreLAR's code and the supervised hand-displacement reference), then per
+    quality the mean of the PreLAR runs and its ratio to the reference, the commands below.
+
+    Examples:
+        >>> figures = {"probe_r2_motion": 0.2, "probe_r2_action_xyz": 0.1,
+        ...            "state_kl_shuffled_ratio": 2.0, "delta_psnr": 1.0}
+        >>> run = {"render_quality": "fast", "seed": 0, "commit": "abc", "command": "c",
+        ...        "seen": figures, "unseen": figures}
+        >>> reference = {**run, "objective": "supervised_displacement", "seen":
+        ...              {**figures, "probe_r2_motion": 0.4}}
+        >>> table = render_quality_runs_table({"machine": "m", "runs": [
+        ...     {**run, "objective": "prelar"}, reference]})
+        >>> table.splitlines()[7]
+        '| `fast` | 1 | 0.20 / 0.20 | 0.40 / 0.20 | 0.50 / 1.00 |'
+    """
+    runs = record["runs"]
     body = [
         [
-            f"`{quality}`",
+            f"`{run['render_quality']}`",
+            f"`{run['objective']}`",
+            run["seed"],
             run["commit"],
             _pair(run["seen"]["probe_r2_motion"], run["unseen"]["probe_r2_motion"]),
             _pair(run["seen"]["probe_r2_action_xyz"], run["unseen"]["probe_r2_action_xyz"]),
             _pair(run["seen"]["state_kl_shuffled_ratio"], run["unseen"]["state_kl_shuffled_ratio"]),
             _pair(run["seen"]["delta_psnr"], run["unseen"]["delta_psnr"], _signed),
-            f"{run['pretrain_seconds']:.0f}",
         ]
-        for quality, run in runs
+        for run in runs
     ]
     header = [
         "`render_quality`",
+        "objective",
+        "seed",
         "commit",
         "hand-displacement R^2, seen / unseen",
         "action x, y, z R^2, seen / unseen",
         "state-KL ratio, seen / unseen",
         "delta-PSNR seen / unseen (dB)",
-        "pre-training (s)",
     ]
-    commands = "".join(f"- `{quality}`: `{run['command']}`\n" for quality, run in runs)
-    machines = "; ".join(sorted({run["machine"] for _, run in runs}))
-    return f"{_markdown(header, body)}\n{commands}\nMachine: {machines}. One run per row (n = 1).\n"
+    summary = []
+    for quality in dict.fromkeys(run["render_quality"] for run in runs):
+        code = [r for r in runs if r["render_quality"] == quality and r["objective"] == "prelar"]
+        references = [
+            r
+            for r in runs
+            if r["render_quality"] == quality and r["objective"] == "supervised_displacement"
+        ]
+        means = [
+            sum(r[held_out]["probe_r2_motion"] for r in code) / len(code)
+            for held_out in ("seen", "unseen")
+        ]
+        reference = references[0] if references else None
+        ratios = (
+            [
+                mean / reference[held_out]["probe_r2_motion"]
+                for mean, held_out in zip(means, ("seen", "unseen"), strict=True)
+            ]
+            if reference
+            else [None, None]
+        )
+        summary.append(
+            [
+                f"`{quality}`",
+                len(code),
+                _pair(*means),
+                "-"
+                if reference is None
+                else _pair(
+                    reference["seen"]["probe_r2_motion"], reference["unseen"]["probe_r2_motion"]
+                ),
+                _pair(*ratios),
+            ]
+        )
+    summary_header = [
+        "`render_quality`",
+        "PreLAR runs",
+        "PreLAR hand-displacement R^2, mean, seen / unseen",
+        "supervised reference, seen / unseen",
+        "PreLAR / reference, seen / unseen",
+    ]
+    commands = "".join(
+        f"- `{run['render_quality']}`, `{run['objective']}`, seed {run['seed']}: "
+        f"`{run['command']}`\n"
+        for run in runs
+    )
+    return (
+        f"{_markdown(header, body)}\n{_markdown(summary_header, summary)}\n{commands}\n"
+        f"Machine: {record['machine']}.\n"
+    )
 
 
 def probe_ceiling_table(diagnosis: dict) -> str:
@@ -1189,9 +1253,7 @@ def latent_action_tables(results_dir: str | Path) -> dict[str, str]:
         "table-default-job": default_job_table(
             [("", fresh), (", earlier run", raw["default_job_motion_probe.json"])]
         ),
-        "table-render-quality": render_quality_runs_table(
-            [("fast", fresh), ("antialiased", raw["default_job_antialiased_24a9aeb.json"])]
-        ),
+        "table-render-quality": render_quality_runs_table(raw["render_quality.json"]),
         "table-probe-ceiling": probe_ceiling_table(raw["diagnosis.json"]),
         "table-supervised-reference": supervised_table(raw["supervised_reference.json"]),
         "table-code-content": code_content_table(raw["diagnosis.json"]),

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from results_report import (
     LATENT_ACTION_TABLES,
@@ -219,17 +220,26 @@ def test_writing_the_latent_action_tables_twice_changes_nothing(tmp_path):
     assert (tmp_path / "docs" / "latent_actions.md").read_text() == before
 
 
-def test_render_quality_rows_hold_each_run_and_say_n_is_one():
+def test_render_quality_rows_hold_each_run_and_the_means_against_the_reference():
     table = latent_action_tables(LATENT_ACTIONS)["table-render-quality"]
-    for quality, name in (("fast", "default_job_656f7c0.json"),
-                          ("antialiased", "default_job_antialiased_24a9aeb.json")):  # fmt: skip
-        run = json.loads((LATENT_ACTIONS / name).read_text())
-        row = next(line for line in table.splitlines() if line.startswith(f"| `{quality}` |"))
+    record = json.loads((LATENT_ACTIONS / "render_quality.json").read_text())
+    lines = table.splitlines()
+    for run in record["runs"]:
         motion = f"{run['seen']['probe_r2_motion']:.2f} / {run['unseen']['probe_r2_motion']:.2f}"
+        start = f"| `{run['render_quality']}` | `{run['objective']}` | {run['seed']} |"
+        row = next(line for line in lines if line.startswith(start))
         assert f"| {run['commit']} | {motion} |" in row
-        assert row.endswith(f"| {run['pretrain_seconds']:.0f} |")
-        assert f"- `{quality}`: `{run['command']}`" in table
-    assert "One run per row (n = 1)." in table
+        assert f"`{run['command']}`" in table
+    for quality in ("fast", "antialiased"):
+        code = [r for r in record["runs"]
+                if r["render_quality"] == quality and r["objective"] == "prelar"]  # fmt: skip
+        (reference,) = [r for r in record["runs"] if r["render_quality"] == quality
+                        and r["objective"] == "supervised_displacement"]  # fmt: skip
+        seen = np.mean([r["seen"]["probe_r2_motion"] for r in code])
+        ratio = seen / reference["seen"]["probe_r2_motion"]
+        row = next(line for line in lines if line.startswith(f"| `{quality}` | {len(code)} |"))
+        assert row.split(" | ")[2].startswith(f"{seen:.2f} / ")
+        assert row.split(" | ")[4].startswith(f"{ratio:.2f} / ")
 
 
 def test_sweep_marks_the_updates_a_run_did_not_reach():
