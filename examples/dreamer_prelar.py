@@ -463,8 +463,9 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     plot_curves(
         series,
         run_dir / "finetune_curves.png",
-        list(FINETUNE_CURVES),
-        title=f"PreLAR fine-tuning, {tune['task']}",
+        FINETUNE_CURVES,
+        title=f"Fine-tuning {tune['task']}, arm={tune['arm']}",
+        xlabel="env step",
     )
     summary = {
         "stage": "finetune",

@@ -120,11 +120,11 @@ PRETRAIN_CURVES = {
     ],
     "delta-PSNR of imagination (dB)": ["pretrain/delta_psnr_seen", "pretrain/delta_psnr_unseen"],
 }
-FINETUNE_CURVES = (
-    "finetune/eval_success_rate",
-    "finetune/eval_return",
-    "finetune/world_model_loss",
-)
+FINETUNE_CURVES = {
+    "evaluation success rate": ["finetune/eval_success_rate"],
+    "return per episode": ["finetune/eval_return", "finetune/train_return"],
+    "world-model loss": ["finetune/world_model_loss"],
+}
 
 
 # ----------------------------------------------------------------------------- logging
@@ -502,7 +502,11 @@ def write_pretrain_media(
     )
     series = read_csv_scalars(run_dir / "csv")
     plot_curves(
-        series, run_dir / "pretrain_curves.png", PRETRAIN_CURVES, title="PreLAR pre-training"
+        series,
+        run_dir / "pretrain_curves.png",
+        PRETRAIN_CURVES,
+        title="PreLAR pre-training",
+        xlabel="update",
     )
 
 

@@ -50,6 +50,7 @@ def plot_curves(
     path: str | Path,
     names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     title: str = "",
+    xlabel: str = "step",
 ) -> Path:
     """Plot the named series into a PNG, one panel per name or per group of names.
 
@@ -65,6 +66,7 @@ def plot_curves(
         names (sequence of str or Mapping[str, sequence of str], optional): the series
             drawn. Defaults to ``None`` (every series, one panel each).
         title (str, optional): the figure's title. Defaults to ``""`` (none).
+        xlabel (str, optional): the label of every panel's x axis. Defaults to ``"step"``.
 
     Returns:
         ``path``, as a :class:`~pathlib.Path`.
@@ -107,7 +109,7 @@ def plot_curves(
                 label=name.rsplit("/", 1)[-1],
             )
         axis.set_title(panel, fontsize=10)
-        axis.set_xlabel("step")
+        axis.set_xlabel(xlabel)
         if len(members) > 1:
             axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(panels) :]:
