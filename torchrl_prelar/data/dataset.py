@@ -55,7 +55,7 @@ Sample (output of :class:`VideoClipTransform`, shape ``[B, T]``):
   evaluation and the supervised reference only;
 * ``"episode"``: int64 ``[B, T]``, the stored episode id.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> episodes = [Episode(np.zeros((30, 64, 64, 3), np.uint8), name=f"ep{i}") for i in range(3)]
     >>> data = VideoExperienceReplay(episodes, num_transitions=24, batch_size=4)
@@ -131,24 +131,37 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
     already written or skipped are not decoded again.
 
     Args:
-        sources: episode sources (see :mod:`torchrl_prelar.data.sources`), a single iterable of
-            :class:`~torchrl_prelar.data.episodes.Episode`, or several; written with
-            :class:`~torchrl_prelar.data.writer.VideoEpisodeWriter` (frames are checked,
-            episodes shorter than ``T + 1`` frames are skipped and counted).
+        sources (iterable, optional): episode sources (see :mod:`torchrl_prelar.data.sources`),
+            a single iterable of :class:`~torchrl_prelar.data.episodes.Episode`, or several;
+            written with :class:`~torchrl_prelar.data.writer.VideoEpisodeWriter` (frames are
+            checked, episodes shorter than ``T + 1`` frames are skipped and counted).
+            Defaults to ``()`` (reopen ``root``, or fill the buffer later with
+            :meth:`write_episodes`).
 
     Keyword Args:
-        num_transitions: T, transitions per clip (the reference uses 24, i.e. 25 frames).
-        batch_size: clips per sample (reference: 16).
-        root: folder of the dataset (:class:`~torchrl.data.LazyMemmapStorage`). ``None`` keeps
-            the frames in memory (:class:`~torchrl.data.LazyTensorStorage`; nothing to reopen).
-        capacity: maximum number of frames; defaults to the frame count the sources announce,
-            and to the stored capacity when ``root`` holds a dataset.
-        resize: optional ``(H, W)`` to resize frames to at sampling time.
-        transform: transform applied after :class:`VideoClipTransform`, to ``[B, T]`` samples.
-        replacement: sample clips with replacement (``SliceSampler``) or without
-            (``SliceSamplerWithoutReplacement``).
-        prefetch: number of batches prepared ahead by background threads.
-        flush_interval: seconds between two flushes of the on-disk metadata while writing.
+        num_transitions (int, optional): T, transitions per clip (the reference uses 24,
+            i.e. 25 frames). Defaults to ``24``.
+        batch_size (int, optional): clips per sample (the reference uses 16). Defaults to
+            ``16``.
+        root (str or Path, optional): folder of the dataset
+            (:class:`~torchrl.data.LazyMemmapStorage`). ``None`` keeps the frames in memory
+            (:class:`~torchrl.data.LazyTensorStorage`; nothing to reopen). Defaults to
+            ``None``.
+        capacity (int, optional): maximum number of frames. ``None`` takes the frame count
+            the sources announce, or the stored capacity when ``root`` holds a dataset.
+            Defaults to ``None``.
+        resize (tuple of int, optional): ``(H, W)`` to resize frames to at sampling time.
+            Defaults to ``None`` (frames as stored).
+        transform (Transform, optional): transform applied after
+            :class:`~torchrl_prelar.data.clips.VideoClipTransform`, to ``[B, T]`` samples.
+            Defaults to ``None``.
+        replacement (bool, optional): sample clips with replacement
+            (:class:`~torchrl.data.SliceSampler`) or without
+            (:class:`~torchrl.data.SliceSamplerWithoutReplacement`). Defaults to ``True``.
+        prefetch (int, optional): number of batches prepared ahead by background threads.
+            Defaults to ``None`` (no prefetching).
+        flush_interval (float, optional): seconds between two flushes of the on-disk metadata
+            while writing. Defaults to ``10.0``.
 
     Raises:
         VideoDatasetError: if ``root`` holds a dataset whose files are corrupt, truncated or of
@@ -160,7 +173,7 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
             known: no sources, or a source that does not announce its size.
         UnsafeCheckpointError: if ``root`` holds files other than JSON and ``.memmap`` ones.
 
-    Example:
+    Examples:
         >>> import numpy as np, tempfile
         >>> eps = [Episode(np.zeros((26, 64, 64, 3), np.uint8), name=str(i)) for i in range(2)]
         >>> root = tempfile.mkdtemp()
@@ -267,9 +280,13 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
     def is_preprocessed(root: str | Path) -> bool:
         """Whether ``root`` holds a video dataset (written at least in part).
 
-        A caller whose sources are expensive to build (rendered videos) can skip them then.
+        A caller whose sources are expensive to build (rendered videos) can skip them when it
+        does.
 
-        Example:
+        Args:
+            root (str or Path): the folder to look into.
+
+        Examples:
             >>> import tempfile
             >>> VideoExperienceReplay.is_preprocessed(tempfile.mkdtemp())
             False
@@ -290,7 +307,15 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
     ) -> VideoDatasetStats:
         """Appends the episodes not written yet (saved to ``root``) and returns :attr:`stats`.
 
-        Example:
+        Episodes whose ``(source, name)`` is already written or skipped are left out.
+
+        Args:
+            episodes (EpisodeSource or iterable of Episode): the episodes to write.
+
+        Returns:
+            the dataset's :class:`~torchrl_prelar.data.writer.VideoDatasetStats`.
+
+        Examples:
             >>> import numpy as np
             >>> data = VideoExperienceReplay(num_transitions=4, batch_size=2, capacity=20)
             >>> data.write_episodes([Episode(np.zeros((10, 8, 8, 3), np.uint8), name="a")]).frames
@@ -301,14 +326,23 @@ class VideoExperienceReplay(BaseDatasetExperienceReplay):
     def sample(
         self, batch_size: int | None = None, return_info: bool = False
     ) -> TensorDictBase | tuple[TensorDictBase, dict[str, Any]]:
-        """``batch_size`` clips (default: the constructor's) as ``[B, T]`` transitions.
+        """Samples ``batch_size`` clips as ``[B, T]`` transitions.
 
         The sampler's information (``"index"``: the storage indices of the sampled frames, flat,
         ``B * (T + 1)`` of them) is returned with ``return_info=True``. Unlike
         :class:`~torchrl.data.TensorDictReplayBuffer`, it is not written into the sample,
         which has one row per transition (``[B, T]``), not per frame.
 
-        Example:
+        Args:
+            batch_size (int, optional): clips to sample. Defaults to ``None`` (the
+                constructor's ``batch_size``).
+            return_info (bool, optional): also return the sampler's information. Defaults to
+                ``False``.
+
+        Returns:
+            the ``[B, T]`` sample, and the information dictionary with ``return_info=True``.
+
+        Examples:
             >>> import numpy as np
             >>> eps = [Episode(np.zeros((10, 8, 8, 3), np.uint8), name="a")]
             >>> batch, info = VideoExperienceReplay(eps, num_transitions=4).sample(
