@@ -17,13 +17,24 @@ __all__ = ["VideoClipTransform", "transitions_from_frames"]
 def transitions_from_frames(
     frames: torch.Tensor, *, device: torch.device | None = None, **extra: torch.Tensor
 ) -> TensorDict:
-    """``B`` clips of ``T + 1`` frames ``[B, T + 1, C, H, W]`` as ``[B, T]`` transitions.
+    """Turns ``B`` clips of ``T + 1`` frames into a ``[B, T]`` TensorDict of transitions.
 
     ``"pixels"`` is o_t and ``("next", "pixels")`` o_{t+1} (two views of ``frames``);
     ``"is_init"`` (``[B, T, 1]``) is True at t = 0 of every clip. ``extra`` entries
     (``[B, T, ...]``) are added as they are.
 
-    Example:
+    Args:
+        frames (torch.Tensor): the clips, ``[B, T + 1, C, H, W]``.
+
+    Keyword Args:
+        device (torch.device, optional): the device of the returned TensorDict. Defaults to
+            ``None``.
+        **extra (torch.Tensor): further ``[B, T, ...]`` entries, stored under their names.
+
+    Returns:
+        a :class:`~tensordict.TensorDict` of batch size ``[B, T]``.
+
+    Examples:
         >>> td = transitions_from_frames(torch.zeros(2, 4, 3, 8, 8), step=torch.zeros(2, 3))
         >>> td.batch_size, td["is_init"][0, :, 0].tolist()
         (torch.Size([2, 3]), [True, False, False])
@@ -61,18 +72,28 @@ class VideoClipTransform(Transform):
     are those of o_t. A clip whose ``episode_key`` changes along it is an error.
 
     Args:
-        num_transitions: T, the number of transitions per clip (clips hold ``T + 1`` frames).
+        num_transitions (int): T, the number of transitions per clip (clips hold ``T + 1``
+            frames).
 
     Keyword Args:
-        resize: optional ``(H, W)`` to resize frames to (antialiased bilinear, rounded back to
-            uint8).
-        in_keys: frame keys. Defaults to ``["pixels"]``.
-        out_keys: where o_{t+1} of each ``in_keys`` entry goes. Defaults to
-            ``[("next", key) for key in in_keys]``.
-        episode_key: episode id of each frame, checked when present. Defaults to ``"episode"``.
-        init_key: the first-step flag written. Defaults to ``"is_init"``.
+        resize (tuple of int, optional): ``(H, W)`` to resize frames to (antialiased bilinear,
+            rounded back to uint8). Defaults to ``None`` (frames as stored).
+        in_keys (list of NestedKey, optional): frame keys. Defaults to ``["pixels"]``.
+        out_keys (list of NestedKey, optional): where o_{t+1} of each ``in_keys`` entry goes.
+            Defaults to ``[("next", key) for key in in_keys]``.
+        episode_key (NestedKey, optional): episode id of each frame, checked when present.
+            Defaults to ``"episode"``.
+        init_key (NestedKey, optional): the first-step flag written. Defaults to
+            ``"is_init"``.
 
-    Example:
+    Raises:
+        ValueError: if ``num_transitions`` is below 1, if ``out_keys`` and ``in_keys`` differ
+            in length, or (when called) if the sample is not a flat batch of ``B * (T + 1)``
+            frames, a clip crosses an episode boundary, or frames are not uint8
+            ``[N, 3, H, W]``.
+        KeyError: (when called) if the sample lacks an ``in_keys`` entry.
+
+    Examples:
         >>> t = VideoClipTransform(num_transitions=2)
         >>> flat = TensorDict(
         ...     pixels=torch.zeros(6, 3, 8, 8, dtype=torch.uint8),
