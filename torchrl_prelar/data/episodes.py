@@ -8,7 +8,7 @@ Action convention: sources hand over actions in the APV/DreamerV2 convention, ``
 action taken just *before* frame t (``actions[0]`` is the reset padding);
 :func:`transition_actions` maps them to TorchRL's transition convention (``a[t]`` leaves o_t).
 
-Example:
+Examples:
     >>> ep = Episode(np.zeros((25, 64, 64, 3), np.uint8), name="demo-0", source="synthetic")
     >>> validate_frames(ep.frames, ep.name, (64, 64)).shape
     (25, 64, 64, 3)
@@ -53,10 +53,11 @@ class EpisodeError(ValueError):
     """An episode that cannot be used; the message names the file and what was expected.
 
     Args:
-        message: names the file and the expectation.
-        kind: category for the statistics (see :class:`SkippedEpisode`).
+        message (str): names the file and the expectation.
+        kind (str, optional): category for the statistics (see :class:`SkippedEpisode`).
+            Defaults to ``"corrupt"``.
 
-    Example:
+    Examples:
         >>> EpisodeError("a.npz: frames are 32x32, expected 64x64", kind="wrong_size").kind
         'wrong_size'
     """
@@ -72,21 +73,26 @@ class EpisodeError(ValueError):
 
 @dataclass
 class Episode:
-    """One video episode as handed to :class:`VideoEpisodeWriter`.
+    """One video episode as handed to :class:`~torchrl_prelar.data.writer.VideoEpisodeWriter`.
 
     Args:
-        frames: uint8 array or tensor ``[L + 1, H, W, 3]`` (channels last, as decoders return it).
-        actions: optional float array ``[L + 1, A]`` in the APV convention: ``actions[t]`` is the
-            action taken just before frame t, ``actions[0]`` is padding.
-        name: unique name within its source (file name, video id), used to resume writing.
-        source: name of the dataset the episode comes from.
-        states: optional float array ``[L + 1, S]``: a low-dimensional state at every frame
-            (the scripted Meta-world videos keep the hand position and gripper opening), used
-            only by the latent-action evaluation and the supervised reference
+        frames (np.ndarray or torch.Tensor): uint8 ``[L + 1, H, W, 3]`` (channels last, as
+            decoders return it).
+        actions (np.ndarray or torch.Tensor, optional): float ``[L + 1, A]`` in the APV
+            convention: ``actions[t]`` is the action taken just before frame t,
+            ``actions[0]`` is padding. Defaults to ``None`` (an action-free video).
+        name (str, optional): unique name within its source (file name, video id), used to
+            resume writing. Defaults to ``""``.
+        source (str, optional): name of the dataset the episode comes from. Defaults to
+            ``"unknown"``.
+        states (np.ndarray or torch.Tensor, optional): float ``[L + 1, S]``: a
+            low-dimensional state at every frame (the scripted Meta-world videos keep the hand
+            position and gripper opening), used only by the latent-action evaluation and the
+            supervised reference
             (:class:`~torchrl_prelar.objectives.SupervisedLatentActionLoss`), never by
-            pre-training.
+            pre-training. Defaults to ``None``.
 
-    Example:
+    Examples:
         >>> ep = Episode(np.zeros((25, 64, 64, 3), np.uint8), name="demo-0", source="synthetic")
         >>> ep.num_frames
         25
@@ -100,6 +106,7 @@ class Episode:
 
     @property
     def num_frames(self) -> int:
+        """The number of frames, ``L + 1``."""
         return int(self.frames.shape[0])
 
 
@@ -108,13 +115,14 @@ class SkippedEpisode:
     """An episode a source or the writer could not use.
 
     Args:
-        name: file or video id.
-        source: dataset name.
-        reason: human-readable message naming the file and the expectation.
-        kind: short category used in the statistics (``"corrupt"``, ``"too_short"``,
-            ``"wrong_size"``, ``"missing"``, ``"buffer_full"``...).
+        name (str): file or video id.
+        source (str): dataset name.
+        reason (str): human-readable message naming the file and the expectation.
+        kind (str, optional): short category used in the statistics (``"corrupt"``,
+            ``"too_short"``, ``"wrong_size"``, ``"missing"``, ``"buffer_full"``...).
+            Defaults to ``"corrupt"``.
 
-    Example:
+    Examples:
         >>> SkippedEpisode("a.npz", "rlbench", "a.npz: truncated file", kind="corrupt").kind
         'corrupt'
     """
@@ -131,7 +139,7 @@ class EpisodeSource(abc.ABC):
     Subclasses implement :meth:`episodes`; bad items are yielded as :class:`SkippedEpisode` (never
     raised) so one corrupt file does not stop a long write.
 
-    Example:
+    Examples:
         >>> class Blank(EpisodeSource):
         ...     name = "blank"
         ...     def episodes(self, exclude=frozenset(), min_frames=0):
@@ -151,6 +159,12 @@ class EpisodeSource(abc.ABC):
         Excluded items are not decoded. Sources that know an item's length without decoding
         yield it as a ``"too_short"`` :class:`SkippedEpisode` when it has fewer than
         ``min_frames`` frames.
+
+        Args:
+            exclude (collection of str, optional): names to leave out. Defaults to an empty
+                set.
+            min_frames (int, optional): the fewest frames a usable episode has. Defaults to
+                ``0``.
         """
 
     def __iter__(self) -> Iterator[Episode | SkippedEpisode]:
@@ -163,7 +177,7 @@ class EpisodeSource(abc.ABC):
     def __repr__(self) -> str:
         """The class and the folder read (``root``), which error messages name.
 
-        Example:
+        Examples:
             >>> class Folder(EpisodeSource):
             ...     root = "videos/"
             ...     def episodes(self, exclude=frozenset(), min_frames=0):
@@ -183,10 +197,19 @@ def validate_frames(
 ) -> np.ndarray:
     """Checks that ``frames`` is uint8 ``[N, H, W, 3]`` (with ``(H, W) == image_size`` if given).
 
+    Args:
+        frames (np.ndarray): the frames to check.
+        name (str): the episode's name, for the error message.
+        image_size (tuple of int, optional): the expected ``(H, W)``. Defaults to ``None``
+            (any size).
+
+    Returns:
+        ``frames``, unchanged.
+
     Raises:
         EpisodeError: naming ``name`` and what was expected.
 
-    Example:
+    Examples:
         >>> validate_frames(np.zeros((2, 64, 64, 3), np.uint8), "a.npz", (64, 64)).shape
         (2, 64, 64, 3)
     """
@@ -210,10 +233,14 @@ def validate_frames(
 def transition_actions(actions: torch.Tensor) -> torch.Tensor:
     """Maps APV actions (``a[t]`` leads into frame t) to transitions (``a[t]`` leaves frame t).
 
-    ``actions`` is ``[L + 1, A]`` (``actions[0]`` is the reset padding); the result holds at
-    row t the action taken at o_t that leads to o_{t+1}, and zeros at the last frame.
+    The result holds at row t the action taken at o_t that leads to o_{t+1}, and zeros at the
+    last frame.
 
-    Example:
+    Args:
+        actions (torch.Tensor): ``[L + 1, A]`` in the APV convention (``actions[0]`` is the
+            reset padding).
+
+    Examples:
         >>> transition_actions(torch.tensor([[0.0], [1.0], [2.0]])).flatten().tolist()
         [1.0, 2.0, 0.0]
     """
@@ -223,11 +250,15 @@ def transition_actions(actions: torch.Tensor) -> torch.Tensor:
 
 
 def state_changes(states: torch.Tensor) -> torch.Tensor:
-    """The change of a per-frame state from each frame to the next: row t holds
-    ``states[t + 1] - states[t]`` (what o_t and o_{t+1} show; the hand displacement in
-    Meta-world), the last row zeros.
+    """The change of a per-frame state from each frame to the next.
 
-    Example:
+    Row t holds ``states[t + 1] - states[t]`` (what o_t and o_{t+1} show; the hand
+    displacement in Meta-world), the last row zeros.
+
+    Args:
+        states (torch.Tensor): ``[L + 1, S]``, one state per frame.
+
+    Examples:
         >>> state_changes(torch.tensor([[0.0], [1.0], [3.0]])).flatten().tolist()
         [1.0, 2.0, 0.0]
     """
@@ -239,7 +270,12 @@ def state_changes(states: torch.Tensor) -> torch.Tensor:
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resizes uint8 frames ``[N, H, W, 3]`` to ``[N, *size, 3]`` (antialiased bilinear).
 
-    Example:
+    Args:
+        frames (np.ndarray): uint8 ``[N, H, W, 3]``.
+        size (tuple of int): the target ``(H, W)``; frames of that size are returned as they
+            are.
+
+    Examples:
         >>> resize_frames(np.zeros((2, 128, 96, 3), np.uint8), (64, 64)).shape
         (2, 64, 64, 3)
     """
