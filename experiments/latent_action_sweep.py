@@ -35,29 +35,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from results_report import LOSS_WINDOW, SWEEP_FIGURES, SWEEP_HEADERS, sweep_runs_table
+
 from torchrl_prelar.media import read_csv_scalars
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "dreamer_prelar.py"
-#: The held-out figures the example logs (``LOGGED_FIGURES`` of each set), in table order.
-FIGURES = (
-    "probe_r2_seen",
-    "probe_r2_unseen",
-    "state_kl_shuffled_ratio_seen",
-    "state_kl_shuffled_ratio_unseen",
-    "delta_psnr_seen",
-    "delta_psnr_unseen",
-)
-HEADERS = (
-    "R^2 seen",
-    "R^2 unseen",
-    "KL ratio seen",
-    "KL ratio unseen",
-    "dPSNR seen",
-    "dPSNR unseen",
-)
-#: Logged losses averaged into a table row's "loss" (the last ones up to its step).
-LOSS_WINDOW = 10
 
 
 def make_parser(description: str) -> argparse.ArgumentParser:
@@ -182,7 +165,7 @@ def gather(args: argparse.Namespace, status: dict[str, dict[str, Any]]) -> dict[
         updates = series.get("pretrain/loss", ([0], [0]))[0]
         figures = {
             figure: dict(zip(*(a.tolist() for a in series[f"pretrain/{figure}"]), strict=True))
-            for figure in FIGURES
+            for figure in SWEEP_FIGURES
             if f"pretrain/{figure}" in series
         }
         if "pretrain/loss" in series:  # at each evaluation step, the last losses logged by then
@@ -207,29 +190,6 @@ def gather(args: argparse.Namespace, status: dict[str, dict[str, Any]]) -> dict[
     return {"common": args.common, "data": str(args.data), "variants": variants}
 
 
-def table(report: dict[str, Any]) -> str:
-    """Markdown: one row per variant and evaluation step (of a report, or of its JSON,
-    whose steps are strings)."""
-    headers = [*HEADERS, f"loss (last {LOSS_WINDOW} logged)", "s / update"]
-    lines = [
-        "| variant | overrides | updates | " + " | ".join(headers) + " |",
-        "|---" * (3 + len(headers)) + "|",
-    ]
-    for name, variant in report["variants"].items():
-        steps = sorted({int(s) for f in variant["figures"].values() for s in f})
-        per_update = variant.get("seconds_per_update")
-        for step in steps:
-            cells = []
-            for figure in (*FIGURES, "loss"):
-                values = {int(s): v for s, v in variant["figures"].get(figure, {}).items()}
-                value = values.get(step)
-                cells.append("-" if value is None else f"{value:.2f}")
-            cells.append("-" if per_update is None else f"{per_update:.2f}")
-            overrides = f"`{variant['overrides']}`" if variant["overrides"] else "(defaults)"
-            lines.append(f"| {name} | {overrides} | {step} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def plot(report: dict[str, Any], path: Path) -> Path:
     """One panel per figure, one line per variant, against pre-training updates."""
     import matplotlib
@@ -238,7 +198,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(3, 2, figsize=(10, 9), squeeze=False)
-    for axis, name, header in zip(axes.flat, FIGURES, HEADERS, strict=True):
+    for axis, name, header in zip(axes.flat, SWEEP_FIGURES, SWEEP_HEADERS, strict=True):
         for variant_name, variant in report["variants"].items():
             values = variant["figures"].get(name, {})
             steps = sorted(values, key=int)
@@ -265,9 +225,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     status = run_variants(args)
     report = gather(args, status)
     (args.out / "sweep.json").write_text(json.dumps(report, indent=2))
-    (args.out / "sweep.md").write_text(table(report))
+    (args.out / "sweep.md").write_text(sweep_runs_table(report))
     plot(report, args.out / "sweep.png")
-    print(table(report), flush=True)
+    print(sweep_runs_table(report), flush=True)
     return report
 
 

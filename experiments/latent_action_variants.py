@@ -27,20 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from latent_action_sweep import check_args, make_parser, run_variants
+from results_report import variants_table
 
 #: The supervised references ``--references`` adds: name -> overrides.
 REFERENCES = {
     "supervised_action": "loss=supervised_action",
     "supervised_displacement": "loss=supervised_displacement",
 }
-#: The held-out figures of the table, each on the seen and unseen sets, with their headers.
-FIGURES = {
-    "probe_r2_motion": "hand R^2",
-    "probe_r2_action_xyz": "action xyz R^2",
-    "state_kl_shuffled_ratio": "KL ratio",
-    "delta_psnr": "dPSNR",
-}
-SETS = ("seen", "unseen")
 
 
 def gather(out: Path, variants: Sequence[Sequence[str]], status: dict[str, Any]) -> dict:
@@ -51,26 +44,6 @@ def gather(out: Path, variants: Sequence[Sequence[str]], status: dict[str, Any])
         summary = json.loads(path.read_text()).get("pretrain", {}) if path.is_file() else {}
         gathered[name] = {"overrides": overrides, **status.get(name, {}), "summary": summary}
     return gathered
-
-
-def table(variants: dict[str, Any]) -> str:
-    """Markdown: one row per variant, the :data:`FIGURES` on each held-out set."""
-    headers = [f"{header} {name}" for header in FIGURES.values() for name in SETS]
-    lines = [
-        "| variant | overrides | updates | " + " | ".join(headers) + " |",
-        "|---" * (3 + len(headers)) + "|",
-    ]
-    for name, variant in variants.items():
-        results = variant["summary"].get("latent_actions", {})
-        cells = []
-        for figure in FIGURES:
-            for held_out in SETS:
-                value = results.get(held_out, {}).get(figure)
-                cells.append("-" if value is None else f"{value:.2f}")
-        overrides = f"`{variant['overrides']}`" if variant["overrides"] else "(defaults)"
-        updates = variant["summary"].get("updates", "-")
-        lines.append(f"| {name} | {overrides} | {updates} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -90,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "variants": gather(args.out, args.variant, status),
     }
     (args.out / "variants.json").write_text(json.dumps(report, indent=2))
-    print(table(report["variants"]), flush=True)
+    print(variants_table(report["variants"]), flush=True)
     return report
 
 

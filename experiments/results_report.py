@@ -1145,6 +1145,83 @@ _SWEEP_LABELS = {
 SWEEP_UPDATES = ("300", "1200", "3000")
 
 
+#: The held-out figures the example logs (``LOGGED_FIGURES`` of each set), in the sweep's
+#: table order (``experiments/latent_action_sweep.py``), and their headers.
+SWEEP_FIGURES = (
+    "probe_r2_seen",
+    "probe_r2_unseen",
+    "state_kl_shuffled_ratio_seen",
+    "state_kl_shuffled_ratio_unseen",
+    "delta_psnr_seen",
+    "delta_psnr_unseen",
+)
+SWEEP_HEADERS = (
+    "R^2 seen",
+    "R^2 unseen",
+    "KL ratio seen",
+    "KL ratio unseen",
+    "dPSNR seen",
+    "dPSNR unseen",
+)
+#: Logged losses averaged into a table row's "loss" (the last ones up to its step).
+LOSS_WINDOW = 10
+
+
+def sweep_runs_table(report: dict) -> str:
+    """The runs of ``experiments/latent_action_sweep.py``: one row per variant and evaluation
+    step (of a report, or of its JSON, whose steps are strings)."""
+    headers = [*SWEEP_HEADERS, f"loss (last {LOSS_WINDOW} logged)", "s / update"]
+    lines = [
+        "| variant | overrides | updates | " + " | ".join(headers) + " |",
+        "|---" * (3 + len(headers)) + "|",
+    ]
+    for name, variant in report["variants"].items():
+        steps = sorted({int(s) for f in variant["figures"].values() for s in f})
+        per_update = variant.get("seconds_per_update")
+        for step in steps:
+            cells = []
+            for figure in (*SWEEP_FIGURES, "loss"):
+                values = {int(s): v for s, v in variant["figures"].get(figure, {}).items()}
+                value = values.get(step)
+                cells.append("-" if value is None else f"{value:.2f}")
+            cells.append("-" if per_update is None else f"{per_update:.2f}")
+            overrides = f"`{variant['overrides']}`" if variant["overrides"] else "(defaults)"
+            lines.append(f"| {name} | {overrides} | {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+#: The held-out figures of the variants table (``experiments/latent_action_variants.py``),
+#: each on the seen and unseen sets, with their headers.
+VARIANT_FIGURES = {
+    "probe_r2_motion": "hand R^2",
+    "probe_r2_action_xyz": "action xyz R^2",
+    "state_kl_shuffled_ratio": "KL ratio",
+    "delta_psnr": "dPSNR",
+}
+VARIANT_SETS = ("seen", "unseen")
+
+
+def variants_table(variants: dict) -> str:
+    """The runs of ``experiments/latent_action_variants.py``: one row per variant, the
+    :data:`VARIANT_FIGURES` on each held-out set."""
+    headers = [f"{header} {name}" for header in VARIANT_FIGURES.values() for name in VARIANT_SETS]
+    lines = [
+        "| variant | overrides | updates | " + " | ".join(headers) + " |",
+        "|---" * (3 + len(headers)) + "|",
+    ]
+    for name, variant in variants.items():
+        results = variant["summary"].get("latent_actions", {})
+        cells = []
+        for figure in VARIANT_FIGURES:
+            for held_out in VARIANT_SETS:
+                value = results.get(held_out, {}).get(figure)
+                cells.append("-" if value is None else f"{value:.2f}")
+        overrides = f"`{variant['overrides']}`" if variant["overrides"] else "(defaults)"
+        updates = variant["summary"].get("updates", "-")
+        lines.append(f"| {name} | {overrides} | {updates} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def sweep_table(record: dict, updates: Sequence[str] = SWEEP_UPDATES) -> str:
     """The sweep (``experiments/latent_action_sweep.py``): seen / unseen R^2, state-KL ratio and
     delta-PSNR at ``updates``, one row per variant (``-``: the run stopped before)."""

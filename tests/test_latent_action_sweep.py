@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from results_report import SWEEP_FIGURES, sweep_runs_table
 
 SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "latent_action_sweep.py"
 
@@ -32,7 +33,7 @@ def test_sweep_runs_variants_and_gathers_their_held_out_figures(tmp_path):
         variant = report["variants"][name]
         assert variant["returncode"] == 0 and not variant["stopped_by_max_seconds"]
         assert variant["last_logged_update"] == 6
-        assert set(variant["figures"]) == {*module.FIGURES, "loss"}
+        assert set(variant["figures"]) == {*SWEEP_FIGURES, "loss"}
         assert all(set(values) == {3, 6} for values in variant["figures"].values())
         assert (out / name / "pretrained_world_model.pt").exists()
     config = (out / "paper" / "hydra" / "config.yaml").read_text()
@@ -50,7 +51,7 @@ def test_sweep_runs_variants_and_gathers_their_held_out_figures(tmp_path):
 
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["variants"].keys() == {"default", "paper"}
-    assert module.table(saved) == module.table(report)  # the JSON's steps are strings
+    assert sweep_runs_table(saved) == sweep_runs_table(report)  # the JSON's steps are strings
     rows = [line for line in (out / "sweep.md").read_text().splitlines()[2:] if line]
     assert [row.split("|")[1].strip() for row in rows] == ["default"] * 2 + ["paper"] * 2
     cells = [cell.strip() for cell in rows[1].strip("|").split("|")]

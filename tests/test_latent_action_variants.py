@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from results_report import variants_table
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -51,7 +52,7 @@ def test_variants_and_references_run_through_the_example(tmp_path, monkeypatch):
     assert "target: true_state_change" in config
 
     assert json.loads((out / "variants.json").read_text()) == report
-    rows = module.table(report["variants"]).splitlines()[2:]
+    rows = variants_table(report["variants"]).splitlines()[2:]
     assert [row.split("|")[1].strip() for row in rows] == names
     motion = report["variants"]["paper"]["summary"]["latent_actions"]["seen"]["probe_r2_motion"]
     assert rows[0].split("|")[4].strip() == f"{motion:.2f}"  # hand R^2 seen
