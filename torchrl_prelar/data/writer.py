@@ -46,16 +46,24 @@ WRITER_DIR = "writer"
 class VideoDatasetError(ValueError):
     """A video dataset folder that cannot be opened; the message names the file and the expectation.
 
-    Example:
+    Examples:
         >>> issubclass(VideoDatasetError, ValueError)
         True
     """
 
 
 def read_json(path: Path, expected: str) -> Any:
-    """The JSON value in ``path``, or a :class:`VideoDatasetError` naming it and ``expected``.
+    """Reads the JSON value in ``path``.
 
-    Example:
+    Args:
+        path (Path): the JSON file.
+        expected (str): what the file should hold, named in the error message.
+
+    Raises:
+        VideoDatasetError: if the file cannot be read or parsed, naming ``path`` and
+            ``expected``.
+
+    Examples:
         >>> import tempfile
         >>> path = Path(tempfile.mkdtemp()) / "a.json"
         >>> _ = path.write_text("{")
@@ -77,7 +85,27 @@ def read_json(path: Path, expected: str) -> Any:
 class VideoDatasetStats:
     """What a video buffer holds: episodes, frames, per-source counts and skipped items.
 
-    Example:
+    Stored as ``video_dataset.json`` in a dataset folder (:meth:`to_json`,
+    :meth:`from_json`).
+
+    Args:
+        episodes (int, optional): episodes written. Defaults to ``0``.
+        frames (int, optional): frames written. Defaults to ``0``.
+        min_frames (int, optional): the shortest episode kept. Defaults to ``0``.
+        frame_shape (list of int, optional): the stored ``[3, H, W]``. Defaults to ``None``
+            (nothing written yet).
+        action_dim (int, optional): the width of ``"true_action"``; ``0`` when no action is
+            stored. Defaults to ``None`` (nothing written yet).
+        state_dim (int, optional): the width of ``"true_state"``; ``0`` when no state is
+            stored. Defaults to ``None`` (nothing written yet).
+        sources (dict, optional): per source, ``{"episodes": n, "frames": n}``. Defaults to
+            ``{}``.
+        skipped (list of dict, optional): the skipped items, as :class:`SkippedEpisode`
+            fields. Defaults to ``[]``.
+        written (dict, optional): per source, the names of the episodes written. Defaults to
+            ``{}``.
+
+    Examples:
         >>> stats = VideoDatasetStats()
         >>> stats.add_episode("rlbench", 25)
         >>> print(stats.summary().splitlines()[0])
@@ -95,6 +123,7 @@ class VideoDatasetStats:
     written: dict[str, list[str]] = field(default_factory=dict)
 
     def add_episode(self, source: str, num_frames: int, name: str | None = None) -> None:
+        """Counts one written episode of ``num_frames`` frames from ``source``, named ``name``."""
         self.episodes += 1
         self.frames += num_frames
         entry = self.sources.setdefault(source, {"episodes": 0, "frames": 0})
@@ -104,6 +133,7 @@ class VideoDatasetStats:
             self.written.setdefault(source, []).append(name)
 
     def add_skip(self, skip: SkippedEpisode) -> None:
+        """Records a skipped item."""
         self.skipped.append(asdict(skip))
 
     def known_names(self) -> dict[str, set[str]]:
@@ -114,6 +144,7 @@ class VideoDatasetStats:
         return known
 
     def summary(self) -> str:
+        """A human-readable summary: totals, per-source counts, skipped items and why."""
         lines = [f"video dataset: {self.episodes} episodes, {self.frames} frames"]
         for source, entry in sorted(self.sources.items()):
             lines.append(
@@ -136,7 +167,10 @@ class VideoDatasetStats:
 
     @classmethod
     def from_json(cls, path: Path) -> VideoDatasetStats:
-        """The stats written by :meth:`to_json`, checked field by field.
+        """Reads the stats written by :meth:`to_json`, checked field by field.
+
+        Args:
+            path (Path): the JSON file.
 
         Raises:
             VideoDatasetError: if the file is not JSON or a field is missing, unknown or of the
@@ -237,14 +271,22 @@ class VideoEpisodeWriter:
     Each episode's id is the storage index of its first frame, so ids never repeat.
 
     Args:
-        buffer: the replay buffer (its storage must be empty or hold data written by this class).
-        root: folder of the on-disk buffer, ``None`` for an in-memory one.
+        buffer (ReplayBuffer): the replay buffer (its storage must be empty or hold data
+            written by this class).
+        root (str or Path, optional): folder of the on-disk buffer. Defaults to ``None`` (an
+            in-memory buffer).
 
     Keyword Args:
-        min_frames: shortest episode kept, defaults to the sampler's ``slice_len`` (``T + 1``).
-        flush_interval: seconds between two flushes of the on-disk metadata while writing.
+        min_frames (int, optional): shortest episode kept. Defaults to ``None`` (the
+            sampler's ``slice_len``, ``T + 1``).
+        flush_interval (float, optional): seconds between two flushes of the on-disk metadata
+            while writing. Defaults to ``10.0``.
 
-    Example:
+    Raises:
+        ValueError: if ``min_frames`` is not given and the buffer's sampler has no
+            ``slice_len``.
+
+    Examples:
         >>> from torchrl.data import LazyTensorStorage, ReplayBuffer
         >>> rb = ReplayBuffer(storage=LazyTensorStorage(100))
         >>> writer = VideoEpisodeWriter(rb, min_frames=5)
@@ -287,7 +329,14 @@ class VideoEpisodeWriter:
     def write(self, episodes: Iterable[Episode | SkippedEpisode]) -> VideoDatasetStats:
         """Appends ``episodes`` (an :class:`EpisodeSource` or any iterable) and returns the stats.
 
-        Episodes whose ``(source, name)`` was already written or skipped are left out.
+        Episodes whose ``(source, name)`` is already written or skipped are left out.
+
+        Args:
+            episodes (EpisodeSource or iterable of Episode): the episodes to write; items
+                that are :class:`SkippedEpisode` are counted as skipped.
+
+        Returns:
+            the writer's :class:`VideoDatasetStats`.
         """
         if isinstance(episodes, EpisodeSource):
             known = frozenset(self._known.get(episodes.name, ()))
