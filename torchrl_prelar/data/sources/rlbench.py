@@ -34,21 +34,24 @@ _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZ
 class RLBenchSource(EpisodeSource):
     """Episodes from a folder of APV-format ``.npz`` files (sorted by file name).
 
+    A corrupt or truncated file, a missing ``"image"`` key or frames of the wrong size are
+    yielded as :class:`~torchrl_prelar.data.episodes.SkippedEpisode` naming the file.
+
     Args:
-        root: folder holding the ``.npz`` files (not searched recursively).
+        root (str or Path): folder holding the ``.npz`` files (not searched recursively).
 
     Keyword Args:
-        image_size: expected ``(H, W)`` of the frames.
-        resize: resize frames of another size to ``image_size`` instead of skipping them.
-        name: source name in the statistics (e.g. ``"metaworld"`` for generated videos).
+        image_size (tuple of int, optional): expected ``(H, W)`` of the frames. Defaults to
+            ``(64, 64)``.
+        resize (bool, optional): resize frames of another size to ``image_size`` instead of
+            skipping them. Defaults to ``False``.
+        name (str, optional): source name in the statistics (e.g. ``"metaworld"`` for
+            generated videos). Defaults to ``"rlbench"``.
 
     Raises:
         FileNotFoundError: if ``root`` does not exist or holds no ``.npz`` file.
 
-    A corrupt or truncated file, a missing ``"image"`` key or frames of the wrong size are
-    yielded as :class:`~torchrl_prelar.data.episodes.SkippedEpisode` naming the file.
-
-    Example:
+    Examples:
         >>> import tempfile
         >>> root = Path(tempfile.mkdtemp())
         >>> np.savez_compressed(root / "20240101T000000-abc-24.npz",
@@ -83,8 +86,11 @@ class RLBenchSource(EpisodeSource):
         return len(self.files)
 
     def num_frames_hint(self) -> int:
-        """Frames of all files: from their names, or from the ``"image"`` array's header in
-        files named otherwise (0 for a file whose header cannot be read: it is corrupt)."""
+        """Frames of all files, counted without decoding them.
+
+        A file's count comes from its name, or from the ``"image"`` array's header in files
+        named otherwise (0 for a file whose header cannot be read: it is corrupt).
+        """
         total = 0
         for path in self.files:
             length = _length_from_name(path)
