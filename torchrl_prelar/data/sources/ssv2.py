@@ -36,24 +36,26 @@ class _ListEntry:
 class SSv2Source(EpisodeSource):
     """Episodes from Something-Something-V2 frame folders listed in a list file.
 
+    A listed video whose folder is missing, whose frame count does not match the list, or with a
+    corrupt jpg is yielded as :class:`~torchrl_prelar.data.episodes.SkippedEpisode`.
+
     Args:
-        root: folder holding one sub-folder of ``%06d.jpg`` frames per video.
-        list_file: text file with lines ``<video_id> <num_frames> <label>``.
+        root (str or Path): folder holding one sub-folder of ``%06d.jpg`` frames per video.
+        list_file (str or Path): text file with lines ``<video_id> <num_frames> <label>``.
 
     Keyword Args:
-        image_size: expected ``(H, W)`` of the frames.
-        resize: resize frames of another size to ``image_size`` instead of skipping the video.
-        name: source name in the statistics.
+        image_size (tuple of int, optional): expected ``(H, W)`` of the frames. Defaults to
+            ``(64, 64)``.
+        resize (bool, optional): resize frames of another size to ``image_size`` instead of
+            skipping the video. Defaults to ``False``.
+        name (str, optional): source name in the statistics. Defaults to ``"ssv2"``.
 
     Raises:
         FileNotFoundError: if ``root`` or ``list_file`` is missing.
         ValueError: if a line of the list file is malformed (naming file and line) or the list
             is empty.
 
-    A listed video whose folder is missing, whose frame count does not match the list, or with a
-    corrupt jpg is yielded as :class:`~torchrl_prelar.data.episodes.SkippedEpisode`.
-
-    Example:
+    Examples:
         >>> import tempfile, imageio.v3 as iio
         >>> root = Path(tempfile.mkdtemp())
         >>> (root / "42").mkdir()
@@ -91,6 +93,7 @@ class SSv2Source(EpisodeSource):
         return len(self.entries)
 
     def num_frames_hint(self) -> int:
+        """Frames of all listed videos, as the list file counts them."""
         return sum(entry.num_frames for entry in self.entries)
 
     def episodes(
