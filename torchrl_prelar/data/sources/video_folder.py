@@ -56,10 +56,13 @@ def _to_rgb(image: np.ndarray, path: Path) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Decodes one image file to uint8 RGB ``[H, W, 3]``.
 
+    Args:
+        path (str or Path): the image file.
+
     Raises:
         EpisodeError: if the file cannot be decoded (corrupt or truncated), naming it.
 
-    Example:
+    Examples:
         >>> import tempfile, imageio.v3 as iio
         >>> path = Path(tempfile.mkdtemp()) / "000001.jpg"
         >>> iio.imwrite(path, np.zeros((64, 64, 3), np.uint8))
@@ -81,6 +84,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def read_video(path: str | Path) -> np.ndarray:
     """Decodes all frames of a video file to uint8 RGB ``[N, H, W, 3]``.
+
+    Args:
+        path (str or Path): the video file.
 
     Raises:
         EpisodeError: if the file cannot be decoded (corrupt or truncated), naming it.
@@ -113,17 +119,18 @@ class VideoFolderSource(EpisodeSource):
     """Episodes from the video files and image-sequence folders found under ``root``.
 
     Args:
-        root: folder searched recursively.
+        root (str or Path): folder searched recursively.
 
     Keyword Args:
-        image_size: ``(H, W)`` every frame is resized to; ``None`` keeps the native size (then
-            every video must have the same size, or the writer skips the odd ones).
-        name: source name in the statistics.
+        image_size (tuple of int, optional): ``(H, W)`` every frame is resized to; ``None``
+            keeps the native size (then every video must have the same size, or the writer
+            skips the odd ones). Defaults to ``(64, 64)``.
+        name (str, optional): source name in the statistics. Defaults to ``"video_folder"``.
 
     Raises:
         FileNotFoundError: if ``root`` is missing or holds no video file and no image folder.
 
-    Example:
+    Examples:
         >>> import tempfile, imageio.v3 as iio
         >>> root = Path(tempfile.mkdtemp())
         >>> frames = np.arange(30, dtype=np.uint8)[:, None, None, None].repeat(96, 1)
@@ -168,10 +175,12 @@ class VideoFolderSource(EpisodeSource):
         return len(self.items)
 
     def num_frames_hint(self) -> int | None:
-        """Frames of all items, counted without decoding them to arrays: the images of each
-        folder, the frame count of each video file (0 for a file that cannot be read: it is
-        skipped as corrupt when decoded). ``None`` if a video's count cannot be known
-        (a container without one, and no ``imageio-ffmpeg`` to count its frames).
+        """Frames of all items, counted without decoding them to arrays.
+
+        The count is the images of each folder and the frame count of each video file (0 for
+        a file that cannot be read: it is skipped as corrupt when decoded); ``None`` if a
+        video's count cannot be known (a container without one, and no ``imageio-ffmpeg`` to
+        count its frames).
         """
         total = 0
         for path in self.items:
