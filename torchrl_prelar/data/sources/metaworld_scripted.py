@@ -6,13 +6,15 @@ used for the RLBench pre-training videos:
 - ``image``: ``(L + 1, H, W, 3)`` uint8, frame 0 is the reset frame;
 - ``action``: ``(L + 1, A)`` float32, ``action[0] = 0`` and ``action[t]`` is the action taken
   just before frame ``t`` (kept for evaluation only, pre-training never reads it);
-- ``reward``: ``(L + 1,)`` float32 and ``success``: ``(L + 1,)`` bool, both 0 at frame 0.
+- ``reward``: ``(L + 1,)`` float32 and ``success``: ``(L + 1,)`` bool, both 0 at frame 0;
+- ``state``: ``(L + 1, 4)`` float32, the hand position and gripper opening at every frame
+  (kept for evaluation only).
 
 Files are named ``<time>-<id>-<L>.npz`` with ``<id> = <task with "_" for "-">_<index>``
 (e.g. ``20250101T120000-pick_place_v3_00003-500.npz``). Each (task, index) episode has its own
 seed derived from the base seed, so an interrupted run resumes to exactly the same episodes.
 
-Example:
+Examples:
     >>> from torchrl_prelar.data.sources.metaworld_scripted import (
     ...     ScriptedVideoConfig, generate_scripted_videos)
     >>> config = ScriptedVideoConfig(tasks=("pick-place-v3",), episode_length=20)
@@ -75,7 +77,7 @@ _TMP_SUFFIX = ".tmp"
 def default_pretrain_tasks() -> tuple[str, ...]:
     """All Meta-world v3 tasks except the six PreLAR evaluation tasks.
 
-    Example:
+    Examples:
         >>> "reach-v3" in default_pretrain_tasks()
         False
     """
@@ -87,17 +89,25 @@ class ScriptedVideoConfig:
     """Settings that define the generated episodes (recorded in ``metadata.json``).
 
     Args:
-        tasks: Meta-world v3 task names. Defaults to :func:`default_pretrain_tasks`.
-        noise_std: standard deviation of the Gaussian noise added to expert actions, which are
-            then clipped to the action space. Defaults to 0.1.
-        episode_length: number of actions ``L`` per episode (``L + 1`` frames), at most 500.
-        image_size: frame height and width. Defaults to 64.
-        camera: MuJoCo camera name. Defaults to ``"corner"``.
-        render_quality: ``"fast"``, ``"antialiased"`` or ``"metaworld"`` (see
+        tasks (tuple of str, optional): Meta-world v3 task names. Defaults to
+            :func:`default_pretrain_tasks`.
+        noise_std (float, optional): standard deviation of the Gaussian noise added to expert
+            actions, which are then clipped to the action space. Defaults to ``0.1``.
+        episode_length (int, optional): number of actions ``L`` per episode (``L + 1``
+            frames), at most 500. Defaults to ``500``.
+        image_size (int, optional): frame height and width. Defaults to ``64``.
+        camera (str, optional): MuJoCo camera name. Defaults to ``"corner"``.
+        render_quality (str, optional): ``"fast"``, ``"antialiased"`` or ``"metaworld"`` (see
             :data:`~torchrl_prelar.envs.metaworld.RENDER_QUALITIES`). Defaults to ``"fast"``.
-        seed: base seed; episode seeds derive from it, the task and the episode index.
+        seed (int, optional): base seed; episode seeds derive from it, the task and the
+            episode index. Defaults to ``0``.
 
-    Example:
+    Raises:
+        ValueError: if ``tasks`` is empty, repeats a task or names an unknown one, or if
+            ``noise_std``, ``episode_length``, ``image_size`` or ``render_quality`` is out of
+            range.
+
+    Examples:
         >>> ScriptedVideoConfig(tasks=("pick-place-v3",), noise_std=0.0).episode_length
         500
     """
@@ -127,7 +137,7 @@ class ScriptedVideoConfig:
         check_render_quality(self.render_quality)
 
     def metadata(self) -> dict[str, Any]:
-        """Return the settings as a JSON-serialisable dict, render quality included."""
+        """Returns the settings as a JSON-serialisable dict, render quality included."""
         data = asdict(self)
         data["tasks"] = list(self.tasks)
         data["render_settings"] = dict(RENDER_QUALITIES[self.render_quality])
@@ -142,7 +152,15 @@ class IncompatibleOutputError(ValueError):
 
 @dataclass
 class GenerationSummary:
-    """What a call to :func:`generate_scripted_videos` did."""
+    """What a call to :func:`generate_scripted_videos` did.
+
+    Args:
+        written (int, optional): episodes written. Defaults to ``0``.
+        skipped (int, optional): episodes already present, left as they are. Defaults to
+            ``0``.
+        frames (int, optional): frames written. Defaults to ``0``.
+        seconds (float, optional): wall-clock time of the call. Defaults to ``0.0``.
+    """
 
     written: int = 0
     skipped: int = 0
@@ -157,9 +175,13 @@ class GenerationSummary:
 
 
 def episode_id(task: str, index: int) -> str:
-    """Return the stable, hyphen-free id of episode ``index`` of ``task``.
+    """Returns the stable, hyphen-free id of episode ``index`` of ``task``.
 
-    Example:
+    Args:
+        task (str): Meta-world v3 task name.
+        index (int): episode index within the task.
+
+    Examples:
         >>> episode_id("pick-place-v3", 3)
         'pick_place_v3_00003'
     """
@@ -167,9 +189,14 @@ def episode_id(task: str, index: int) -> str:
 
 
 def episode_seed(base_seed: int, task: str, index: int) -> int:
-    """Return the seed of episode ``index`` of ``task``; independent of the task list.
+    """Returns the seed of episode ``index`` of ``task``; independent of the task list.
 
-    Example:
+    Args:
+        base_seed (int): the generation's base seed (:attr:`ScriptedVideoConfig.seed`).
+        task (str): Meta-world v3 task name.
+        index (int): episode index within the task.
+
+    Examples:
         >>> episode_seed(0, "pick-place-v3", 0) == episode_seed(0, "pick-place-v3", 0)
         True
     """
@@ -178,9 +205,12 @@ def episode_seed(base_seed: int, task: str, index: int) -> int:
 
 
 def parse_episode_filename(name: str) -> tuple[str, str, int] | None:
-    """Split ``<time>-<id>-<length>.npz`` into its parts, or return ``None`` if it does not fit.
+    """Splits ``<time>-<id>-<length>.npz`` into its parts, or returns ``None`` if it does not fit.
 
-    Example:
+    Args:
+        name (str): a file name.
+
+    Examples:
         >>> parse_episode_filename("20250101T120000-reach_v3_00000-500.npz")
         ('20250101T120000', 'reach_v3_00000', 500)
     """
@@ -199,11 +229,12 @@ class MetaWorldExpertPolicy(TensorDictModuleBase):
     ``[-1, 1]``.
 
     Args:
-        task: Meta-world v3 task name.
-        noise_std: standard deviation of the Gaussian action noise. Defaults to 0.
-        seed: seed of the noise generator.
+        task (str): Meta-world v3 task name.
+        noise_std (float, optional): standard deviation of the Gaussian action noise.
+            Defaults to ``0.0``.
+        seed (int, optional): seed of the noise generator. Defaults to ``None``.
 
-    Example:
+    Examples:
         >>> env = make_metaworld_env("reach-v3", max_episode_steps=10)
         >>> td = env.rollout(10, policy=MetaWorldExpertPolicy("reach-v3", noise_std=0.1))
     """
@@ -234,7 +265,7 @@ class MetaWorldExpertPolicy(TensorDictModuleBase):
 def rollout_expert_episode(
     env: EnvBase, task: str, *, noise_std: float, seed: int, length: int
 ) -> dict[str, np.ndarray]:
-    """Run one noisy expert episode of ``length`` actions and return it in the APV layout.
+    """Runs one noisy expert episode of ``length`` actions and returns it in the APV layout.
 
     Beside ``"image"``, ``"action"``, ``"reward"`` and ``"success"`` it keeps ``"state"``
     (``[length + 1, 4]``): the hand position and the gripper opening at every frame, the first
@@ -242,14 +273,24 @@ def rollout_expert_episode(
     state baseline of its probe.
 
     Args:
-        env: an env from :func:`~torchrl_prelar.envs.metaworld.make_metaworld_env` for ``task``
-            with the low-dimensional observation kept.
-        task: the task of ``env``; selects the expert.
-        noise_std: Gaussian action-noise standard deviation.
-        seed: seeds both the env (goal / object variation) and the noise.
-        length: number of actions; the env must not truncate before.
+        env (EnvBase): an env from :func:`~torchrl_prelar.envs.metaworld.make_metaworld_env`
+            for ``task`` with the low-dimensional observation kept.
+        task (str): the task of ``env``; selects the expert.
 
-    Example:
+    Keyword Args:
+        noise_std (float): Gaussian action-noise standard deviation.
+        seed (int): seeds both the env (goal / object variation) and the noise.
+        length (int): number of actions; the env must not truncate before.
+
+    Returns:
+        a dict of numpy arrays, ``"image"`` uint8 ``[length + 1, H, W, 3]`` and
+        ``"action"``, ``"reward"``, ``"success"``, ``"state"`` with one row per frame (row 0
+        is the reset padding, except for ``"state"``).
+
+    Raises:
+        RuntimeError: if the env ends the episode before ``length`` steps.
+
+    Examples:
         >>> env = make_metaworld_env("reach-v3", max_episode_steps=10)
         >>> episode = rollout_expert_episode(env, "reach-v3", noise_std=0.1, seed=0, length=10)
         >>> episode["image"].shape, episode["action"].shape, episode["state"].shape
@@ -275,9 +316,13 @@ def rollout_expert_episode(
 
 
 def save_episode(path: str | os.PathLike, episode: dict[str, np.ndarray]) -> None:
-    """Atomically write an episode as a compressed ``.npz``.
+    """Atomically writes an episode as a compressed ``.npz``.
 
-    Example:
+    Args:
+        path (str or os.PathLike): the file to write.
+        episode (dict): numpy arrays by name, as :func:`rollout_expert_episode` returns them.
+
+    Examples:
         >>> path = "/tmp/videos/20250101T000000-reach_v3_00000-10.npz"
         >>> save_episode(path, episode)  # doctest: +SKIP
     """
@@ -347,7 +392,7 @@ def generate_scripted_videos(
     *,
     on_episode: Callable[[], None] | None = None,
 ) -> GenerationSummary:
-    """Render ``episodes_per_task`` expert episodes per task into ``out_dir``; resumable.
+    """Renders ``episodes_per_task`` expert episodes per task into ``out_dir``; resumable.
 
     Episodes whose final file already exists are skipped; leftover temporary files of an
     interrupted run are removed before the missing episodes are written. Only one generator
@@ -355,12 +400,22 @@ def generate_scripted_videos(
     of runs may call this on it at once (to check it).
 
     Args:
-        out_dir: output folder (created if needed).
-        config: generation settings.
-        episodes_per_task: number of episodes per task.
-        on_episode: called after each episode written or skipped (e.g. a progress bar update).
+        out_dir (str or os.PathLike): output folder (created if needed).
+        config (ScriptedVideoConfig): generation settings.
+        episodes_per_task (int): number of episodes per task.
 
-    Example:
+    Keyword Args:
+        on_episode (Callable, optional): called after each episode written or skipped (e.g. a
+            progress bar update). Defaults to ``None``.
+
+    Returns:
+        a :class:`GenerationSummary`.
+
+    Raises:
+        ValueError: if ``episodes_per_task`` is below 1.
+        IncompatibleOutputError: if ``out_dir`` holds episodes generated with other settings.
+
+    Examples:
         >>> config = ScriptedVideoConfig(tasks=("pick-place-v3",), episode_length=20)
         >>> print(generate_scripted_videos("/tmp/videos", config, 2))  # doctest: +SKIP
         2 episodes written (42 frames), 0 already present, 3.1 s
