@@ -34,19 +34,34 @@ def moving_square_batch(
     max_shift: int = 4,
     generator: torch.Generator | None = None,
 ) -> TensorDict:
-    """Sample ``batch_size`` clips of ``steps`` transitions as a PreLAR training batch.
+    """Samples ``batch_size`` clips of ``steps`` transitions as a PreLAR training batch.
 
     Each clip shows ``num_squares`` squares of side ``square`` at random places and colours,
     all displaced by the same random shift at every step (wrapping around the borders).
 
-    Returns a ``[batch_size, steps]`` TensorDict with uint8 ``"pixels"`` and
-    ``("next", "pixels")`` (``[3, image_size, image_size]``, channels first), ``"is_init"``
-    (True at t = 0) and ``"true_action"``: the float displacement (dy, dx) from o_t to
-    o_{t+1}, in pixels, and ``"true_next_position"``: the (row, column) of the first square's
-    corner in o_{t+1}; ``"true_state"``: that corner in o_t, unwrapped (not taken modulo the
-    frame), and ``"true_state_change"``: its change from o_t to o_{t+1}, the displacement in
-    pixels (the keys :func:`~torchrl_prelar.evaluation.latent_actions.episodes_to_clips`
-    writes from an episode's states).
+    Args:
+        batch_size (int): clips.
+        steps (int): transitions per clip.
+
+    Keyword Args:
+        image_size (int, optional): frame side, in pixels. Defaults to ``64``.
+        square (int, optional): square side, in pixels. Defaults to ``12``.
+        num_squares (int, optional): squares per clip. Defaults to ``1``.
+        max_shift (int, optional): largest shift per axis and step, in pixels. Defaults to
+            ``4``.
+        generator (torch.Generator, optional): random stream. Defaults to ``None`` (the
+            global one).
+
+    Returns:
+        a ``[batch_size, steps]`` TensorDict with uint8 ``"pixels"`` and
+        ``("next", "pixels")`` (``[3, image_size, image_size]``, channels first), ``"is_init"``
+        (True at t = 0) and ``"true_action"``: the float displacement (dy, dx) from o_t to
+        o_{t+1}, in pixels, and ``"true_next_position"``: the (row, column) of the first
+        square's corner in o_{t+1}; ``"true_state"``: that corner in o_t, unwrapped (not taken
+        modulo the frame), and ``"true_state_change"``: its change from o_t to o_{t+1}, the
+        displacement in pixels (the keys
+        :func:`~torchrl_prelar.evaluation.latent_actions.episodes_to_clips` writes from an
+        episode's states).
 
     Examples:
         >>> td = moving_square_batch(2, 5, generator=torch.Generator().manual_seed(0))
@@ -78,9 +93,24 @@ def grid_square_batch(
     few cells the RSSM's categorical state can hold the square's cell exactly, and "cell +
     move" is a small table the prior can learn in a few hundred updates.
 
-    Returns the keys of :func:`moving_square_batch`; ``"true_action"`` is ``(dy, dx)`` in
-    cells, ``"true_next_position"``, ``"true_state"`` and ``"true_state_change"`` are in
-    pixels.
+    Args:
+        batch_size (int): clips.
+        steps (int): transitions per clip.
+
+    Keyword Args:
+        image_size (int, optional): frame side, in pixels, a multiple of ``cell``. Defaults
+            to ``16``.
+        cell (int, optional): grid cell side, in pixels. Defaults to ``4``.
+        square (int, optional): square side, in pixels. Defaults to ``8``.
+        generator (torch.Generator, optional): random stream. Defaults to ``None`` (the
+            global one).
+
+    Returns:
+        the keys of :func:`moving_square_batch`; ``"true_action"`` is ``(dy, dx)`` in cells,
+        ``"true_next_position"``, ``"true_state"`` and ``"true_state_change"`` are in pixels.
+
+    Raises:
+        ValueError: if ``image_size`` is not a multiple of ``cell``.
 
     Examples:
         >>> td = grid_square_batch(2, 5, generator=torch.Generator().manual_seed(0))
@@ -104,7 +134,7 @@ def grid_square_batch(
 def _square_clips(
     start: torch.Tensor, shifts: torch.Tensor, colours: torch.Tensor, square: int, image_size: int
 ) -> TensorDict:
-    """Render squares at ``start`` ([B, N, 1, 2]) moved by ``shifts`` ([B, T, 2]) on a torus."""
+    """Renders squares at ``start`` ([B, N, 1, 2]) moved by ``shifts`` ([B, T, 2]) on a torus."""
     batch_size, steps = shifts.shape[:2]
     offsets = torch.cat([torch.zeros(batch_size, 1, 2, dtype=shifts.dtype), shifts.cumsum(1)], 1)
     positions = (start + offsets[:, None]) % image_size
@@ -132,7 +162,16 @@ def moving_square_episodes(
     convention (``actions[0]`` is zero padding, ``actions[t]`` leads into frame t), so they go
     through the same writer as every other source; states ``[length + 1, 2]`` are the first
     square's unwrapped corner at every frame, so the change of the state from a frame to the
-    next is the square's displacement. ``kwargs`` go to :func:`moving_square_batch`.
+    next is the square's displacement.
+
+    Args:
+        num_episodes (int): episodes.
+        length (int): transitions per episode (``length + 1`` frames).
+
+    Keyword Args:
+        seed (int, optional): seeds the episodes; their names are ``square-<seed>-<i>``.
+            Defaults to ``0``.
+        **kwargs: settings of :func:`moving_square_batch`.
 
     Examples:
         >>> episodes = moving_square_episodes(2, 10)
@@ -148,9 +187,19 @@ def moving_square_episodes(
 def grid_square_episodes(
     num_episodes: int, length: int, *, seed: int = 0, **kwargs
 ) -> list[Episode]:
-    """Grid-world videos (:func:`grid_square_batch`) as whole episodes, with the actions
-    (moves in cells) and states (the square's unwrapped corner, in pixels) of
-    :func:`moving_square_episodes`. ``kwargs`` go to :func:`grid_square_batch`.
+    """Grid-world videos (:func:`grid_square_batch`) as whole episodes.
+
+    The actions (moves in cells) and states (the square's unwrapped corner, in pixels) follow
+    :func:`moving_square_episodes`.
+
+    Args:
+        num_episodes (int): episodes.
+        length (int): transitions per episode (``length + 1`` frames).
+
+    Keyword Args:
+        seed (int, optional): seeds the episodes; their names are ``grid-<seed>-<i>``.
+            Defaults to ``0``.
+        **kwargs: settings of :func:`grid_square_batch`.
 
     Examples:
         >>> episodes = grid_square_episodes(2, 10)
@@ -173,8 +222,11 @@ TOYS: dict[str, tuple[Callable[..., TensorDict], Callable[..., list[Episode]]]] 
 def _toy_settings(
     toy: str, image_size: int, square: int, num_squares: int, max_shift: int, cell: int
 ) -> dict[str, int]:
-    """The settings ``toy`` takes, each checked: a square of 1 to ``image_size`` pixels, at
-    least one square, shifts >= 0, cells of 1 to ``image_size`` pixels."""
+    """The settings ``toy`` takes, each checked.
+
+    A square of 1 to ``image_size`` pixels, at least one square, shifts >= 0, cells of 1 to
+    ``image_size`` pixels.
+    """
     limits = {
         "image_size": (image_size, 1, None),
         "square": (square, 1, image_size),
@@ -215,8 +267,10 @@ def toy_batch(
     cell: int = 4,
     generator: torch.Generator | None = None,
 ) -> TensorDict:
-    """Clips of the toy ``toy`` (``"square"``: :func:`moving_square_batch`, ``"grid"``:
-    :func:`grid_square_batch`).
+    """Samples clips of the toy named ``toy``, its settings checked first.
+
+    ``"square"`` is :func:`moving_square_batch` and ``"grid"`` :func:`grid_square_batch`;
+    each takes only its own settings.
 
     Args:
         batch_size (int): clips.
@@ -224,13 +278,17 @@ def toy_batch(
 
     Keyword Args:
         toy (str, optional): ``"square"`` or ``"grid"``. Defaults to ``"square"``.
-        image_size (int, optional): frame side, in pixels. Defaults to 64.
-        square (int, optional): square side, in pixels. Defaults to 12.
-        num_squares (int, optional): squares per clip (``"square"`` only). Defaults to 1.
+        image_size (int, optional): frame side, in pixels. Defaults to ``64``.
+        square (int, optional): square side, in pixels. Defaults to ``12``.
+        num_squares (int, optional): squares per clip (``"square"`` only). Defaults to ``1``.
         max_shift (int, optional): largest shift per axis and step, in pixels (``"square"``
-            only). Defaults to 4.
-        cell (int, optional): grid cell side, in pixels (``"grid"`` only). Defaults to 4.
-        generator (torch.Generator, optional): random stream. Defaults to the global one.
+            only). Defaults to ``4``.
+        cell (int, optional): grid cell side, in pixels (``"grid"`` only). Defaults to ``4``.
+        generator (torch.Generator, optional): random stream. Defaults to ``None`` (the
+            global one).
+
+    Raises:
+        ValueError: if ``toy`` is unknown or a setting is out of range (naming it).
 
     Examples:
         >>> toy_batch(2, 3, toy="grid", image_size=16, square=8)["pixels"].shape
@@ -252,9 +310,27 @@ def toy_episodes(
     cell: int = 4,
     seed: int = 0,
 ) -> list[Episode]:
-    """Episodes of the toy ``toy`` (:func:`moving_square_episodes` or
-    :func:`grid_square_episodes`); the settings are those of :func:`toy_batch`, ``seed`` seeds
-    the episodes.
+    """Episodes of the toy named ``toy``, its settings checked first.
+
+    ``"square"`` is :func:`moving_square_episodes` and ``"grid"``
+    :func:`grid_square_episodes`; the settings are those of :func:`toy_batch`.
+
+    Args:
+        num_episodes (int): episodes.
+        length (int): transitions per episode (``length + 1`` frames).
+
+    Keyword Args:
+        toy (str, optional): ``"square"`` or ``"grid"``. Defaults to ``"square"``.
+        image_size (int, optional): frame side, in pixels. Defaults to ``64``.
+        square (int, optional): square side, in pixels. Defaults to ``12``.
+        num_squares (int, optional): squares per clip (``"square"`` only). Defaults to ``1``.
+        max_shift (int, optional): largest shift per axis and step, in pixels (``"square"``
+            only). Defaults to ``4``.
+        cell (int, optional): grid cell side, in pixels (``"grid"`` only). Defaults to ``4``.
+        seed (int, optional): seeds the episodes. Defaults to ``0``.
+
+    Raises:
+        ValueError: if ``toy`` is unknown or a setting is out of range (naming it).
 
     Examples:
         >>> [episode.name for episode in toy_episodes(2, 4, toy="grid", image_size=16)]
