@@ -7,7 +7,7 @@ Usage::
 
 Re-running the same command after an interruption writes only the missing episodes.
 
-Example:
+Examples:
     >>> from torchrl_prelar.data.generate import main
     >>> main(["--out", "/tmp/videos", "--episodes-per-task", "1",
     ...       "--tasks", "pick-place-v3", "--episode-length", "10"])  # doctest: +SKIP
@@ -34,7 +34,12 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the command-line parser of the generator."""
+    """Returns the command-line parser of the generator.
+
+    Examples:
+        >>> build_parser().parse_args(["--out", "videos", "--episodes-per-task", "2"]).noise
+        0.1
+    """
     parser = argparse.ArgumentParser(
         prog="python -m torchrl_prelar.data.generate",
         description="Render Meta-world scripted-expert episodes as APV-format .npz videos.",
@@ -76,7 +81,19 @@ def _config_from_args(args: argparse.Namespace) -> ScriptedVideoConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> GenerationSummary:
-    """Run the generator with command-line arguments ``argv`` and print a summary."""
+    """Runs the generator with command-line arguments ``argv`` and prints a summary.
+
+    Args:
+        argv (sequence of str, optional): the arguments. Defaults to ``None``
+            (``sys.argv[1:]``).
+
+    Returns:
+        the :class:`~torchrl_prelar.data.sources.metaworld_scripted.GenerationSummary`.
+
+    Raises:
+        SystemExit: with a usage message if an argument is out of range, ``--out`` is a file,
+            or ``--out`` holds episodes generated with other settings.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.episodes_per_task < 1:
