@@ -61,10 +61,21 @@ _CLIP_KEYS = ("pixels", ("next", "pixels"), "is_init", "true_action", "episode")
 
 
 def load_episodes(folder: str | Path, *, image_size: int = 64) -> list[Episode]:
-    """The episodes of a folder of APV-format ``.npz`` files, in file-name order.
+    """Loads the episodes of a folder of APV-format ``.npz`` files, in file-name order.
 
     Every episode must carry its true actions (key ``"action"``) and frames of
-    ``image_size`` x ``image_size`` pixels; unreadable files raise.
+    ``image_size`` x ``image_size`` pixels.
+
+    Args:
+        folder (str or Path): the folder (read by
+            :class:`~torchrl_prelar.data.sources.RLBenchSource`).
+
+    Keyword Args:
+        image_size (int, optional): frame height and width. Defaults to ``64``.
+
+    Raises:
+        ValueError: naming the episode that cannot be read or has no ``"action"`` key.
+        FileNotFoundError: if ``folder`` does not exist or holds no ``.npz`` file.
 
     Examples:
         >>> import tempfile
@@ -91,21 +102,32 @@ def load_episodes(folder: str | Path, *, image_size: int = 64) -> list[Episode]:
 
 
 def episodes_to_clips(episodes: Sequence[Episode], *, num_transitions: int) -> TensorDict:
-    """Cut episodes into non-overlapping clips of ``num_transitions`` transitions.
+    """Cuts episodes into non-overlapping clips of ``num_transitions`` transitions.
 
     An episode of ``L + 1`` frames gives ``L // T`` clips (frames ``kT .. (k+1)T``); the
-    remaining transitions are left out. Returns a ``[B, T]`` TensorDict with uint8
-    ``"pixels"`` (o_t) and ``("next", "pixels")`` (o_{t+1}), ``[3, H, W]``; ``"is_init"``
-    (True at t = 0 of every clip); ``"true_action"``: the action taken at o_t that leads to
-    o_{t+1} (TorchRL's transition convention, APV ``action[t + 1]``, mapped by
-    :func:`~torchrl_prelar.data.episodes.transition_actions`); ``"episode"``: the index of the
-    clip's episode in ``episodes``; ``"task"``: the index of its task (:func:`episode_task`)
-    among the sorted distinct tasks of ``episodes``; ``"true_state"``: the episode's state at
-    o_t, when every episode has states (:attr:`Episode.states`).
+    remaining transitions are left out.
+
+    Args:
+        episodes (sequence of Episode): the episodes, each with its actions.
+
+    Keyword Args:
+        num_transitions (int): T, transitions per clip.
+
+    Returns:
+        a ``[B, T]`` TensorDict with uint8 ``"pixels"`` (o_t) and ``("next", "pixels")``
+        (o_{t+1}), ``[3, H, W]``; ``"is_init"`` (True at t = 0 of every clip);
+        ``"true_action"``: the action taken at o_t that leads to o_{t+1} (TorchRL's transition
+        convention, APV ``action[t + 1]``, mapped by
+        :func:`~torchrl_prelar.data.episodes.transition_actions`); ``"episode"``: the index of
+        the clip's episode in ``episodes``; ``"task"``: the index of its task
+        (:func:`episode_task`) among the sorted distinct tasks of ``episodes``;
+        ``"true_state"``: the episode's state at o_t, when every episode has states
+        (:attr:`Episode.states`).
 
     Raises:
-        ValueError: naming the episode that has no actions, actions of the wrong shape, or
-            fewer than ``T + 1`` frames.
+        ValueError: if ``num_transitions`` is below 1 or ``episodes`` is empty; naming the
+            episode that has no actions, actions of the wrong shape, or fewer than ``T + 1``
+            frames.
 
     Examples:
         >>> episode = Episode(np.zeros((11, 8, 8, 3), np.uint8),
@@ -134,6 +156,9 @@ def episode_task(name: str) -> str:
     The writer's files are ``<time>-<task with "_" for "-">_<index>-<length>.npz``
     (:func:`~torchrl_prelar.data.sources.metaworld_scripted.parse_episode_filename`); an
     episode named otherwise is a task of its own.
+
+    Args:
+        name (str): the episode's name (a file name or path).
 
     Examples:
         >>> episode_task("/data/20261127T104432-lever_pull_v3_00003-48.npz")
@@ -208,7 +233,7 @@ def linear_probe_r2(
     ridge: float = 1e-3,
     multioutput: Literal["uniform_average", "variance_weighted", "raw_values"] = "uniform_average",
 ) -> torch.Tensor:
-    """Fit ``targets ~ features @ W + b`` on the train set, return R^2 on the test set.
+    """Fits ``targets ~ features @ W + b`` on the train set and returns R^2 on the test set.
 
     Ridge regression (the bias is not penalised) with penalty ``ridge * tr(X^T X) / F`` on
     the centred train features ``X`` (``F`` features), so ``ridge`` does not depend on their
@@ -217,6 +242,20 @@ def linear_probe_r2(
     dims (``"uniform_average"``, the default) or pooled (``"variance_weighted"``). A constant
     test target scores 1 if predicted exactly, else 0. 1 is perfect, 0 is no better than the
     test mean, negative is worse.
+
+    Args:
+        train_features (torch.Tensor): ``[N, F]`` features the probe is fitted on.
+        train_targets (torch.Tensor): ``[N, D]`` targets it is fitted to.
+        test_features (torch.Tensor): ``[M, F]`` features it is scored on.
+        test_targets (torch.Tensor): ``[M, D]`` targets it is scored against.
+
+    Keyword Args:
+        ridge (float, optional): relative ridge penalty. Defaults to ``1e-3``.
+        multioutput (str, optional): ``"uniform_average"``, ``"variance_weighted"`` or
+            ``"raw_values"``. Defaults to ``"uniform_average"``.
+
+    Returns:
+        R^2, a scalar tensor (``[D]`` with ``"raw_values"``).
 
     Examples:
         >>> x = torch.randn(200, 3)
@@ -294,6 +333,21 @@ def split_episodes(
     ``ceil(n / 2)`` to train): a probe is then never scored on a task it was not fitted on.
     If no group holds two episodes, the groups are ignored.
 
+    Args:
+        episode (torch.Tensor): the episode id of each row.
+
+    Keyword Args:
+        seed (int, optional): seed of the permutation. Defaults to ``0``.
+        groups (torch.Tensor, optional): the group of each row, of the shape of ``episode``.
+            Defaults to ``None`` (no groups).
+
+    Returns:
+        the boolean masks ``(train, test)``, of the shape of ``episode``.
+
+    Raises:
+        ValueError: if ``episode`` holds fewer than two distinct ids, ``groups`` has another
+            shape, or a group changes within an episode.
+
     Examples:
         >>> train, test = split_episodes(torch.tensor([0, 0, 1, 1, 2, 3]))
         >>> bool((train ^ test).all()), int(train.sum() > 0), int(test.sum() > 0)
@@ -353,6 +407,15 @@ def shuffle_index(num_clips: int, *, seed: int = 0) -> torch.Tensor:
 
     A random cycle through all clips (seeded), so every clip gets another clip's sequence.
 
+    Args:
+        num_clips (int): the number of clips, at least 2.
+
+    Keyword Args:
+        seed (int, optional): seed of the cycle. Defaults to ``0``.
+
+    Raises:
+        ValueError: if ``num_clips`` is below 2.
+
     Examples:
         >>> index = shuffle_index(5, seed=1)
         >>> sorted(index.tolist()), bool((index != torch.arange(5)).all())
@@ -388,11 +451,23 @@ def posterior_rollout(
     latent_action: torch.Tensor | None = None,
     seed: int | None = 0,
 ) -> TensorDictBase:
-    """The world model's output on ``clips`` in eval mode (latent actions are modes).
+    """Runs the world model on ``clips`` in eval mode (latent actions are modes).
 
-    With ``latent_action`` (``[B, T, D]``) the RSSM reads those instead of the action
-    model's. The RSSM's state samples are drawn from a stream of ``seed`` (the global random
-    state is left as it was; ``None`` draws from it); the training mode is restored.
+    The RSSM's state samples are drawn from a stream of ``seed``, and the global random state
+    is left as it was; the model's training mode is restored.
+
+    Args:
+        world_model (PreLARWorldModel): the world model.
+        clips (TensorDictBase): ``[B, T]`` clips (see :func:`episodes_to_clips`).
+
+    Keyword Args:
+        latent_action (torch.Tensor, optional): ``[B, T, D]`` latent actions the RSSM reads
+            instead of the action model's. Defaults to ``None``.
+        seed (int, optional): seed of the RSSM's state samples; ``None`` draws from the
+            global random state. Defaults to ``0``.
+
+    Returns:
+        the world model's output on a copy of ``clips``.
 
     Examples:
         >>> from torchrl_prelar import make_world_model
@@ -423,6 +498,10 @@ def state_kl(out: TensorDictBase, used: torch.Tensor) -> float:
     ``("next", "prior_logits")`` (``[B, T, categoricals, classes]``); the KL is summed over
     categoricals and averaged over the steps where ``used`` (``[B, T]``) is True.
 
+    Args:
+        out (TensorDictBase): a rollout, as :func:`posterior_rollout` returns it.
+        used (torch.Tensor): ``[B, T]`` boolean mask of the steps averaged over.
+
     Examples:
         >>> logits = torch.zeros(1, 2, 1, 2)
         >>> out = TensorDict({("next", "posterior_logits"): logits,
@@ -435,6 +514,10 @@ def state_kl(out: TensorDictBase, used: torch.Tensor) -> float:
 
 def step_state_kl(out: TensorDictBase) -> torch.Tensor:
     """KL(posterior || prior) per step (``[B, T]``, nats), summed over categoricals.
+
+    Args:
+        out (TensorDictBase): a rollout holding ``("next", "posterior_logits")`` and
+            ``("next", "prior_logits")``.
 
     Examples:
         >>> logits = torch.zeros(1, 2, 1, 2)
@@ -457,6 +540,17 @@ def controllability(
     :func:`~torchrl_prelar.evaluation.open_loop_rollout`; frames ``context ..`` are imagined.
     ``delta_psnr = psnr_own - psnr_shuffled`` is positive when the imagination follows the
     latent actions it is given.
+
+    Args:
+        truth (torch.Tensor): the true frames.
+        own (torch.Tensor): frames imagined with each clip's own latent actions.
+        shuffled (torch.Tensor): frames imagined with another clip's latent actions.
+
+    Keyword Args:
+        context (int): observed frames; the PSNR is taken over the frames after them.
+
+    Returns:
+        ``psnr_own``, ``psnr_shuffled`` and ``delta_psnr``, in dB.
 
     Examples:
         >>> truth = torch.zeros(1, 4, 3, 2, 2)
@@ -495,8 +589,16 @@ def _check_clips(clips: TensorDictBase, context: int) -> None:
 
 
 def check_context(context: int, steps: int, name: str = "context") -> None:
-    """Reject a ``context`` that leaves fewer than :data:`MIN_IMAGINED` imagined frames in
-    clips of ``steps`` transitions; the message calls it ``name``.
+    """Rejects a ``context`` that leaves fewer than :data:`MIN_IMAGINED` imagined frames.
+
+    Args:
+        context (int): observed transitions of the open-loop imagination.
+        steps (int): T, transitions per clip.
+        name (str, optional): what the error message calls ``context``. Defaults to
+            ``"context"``.
+
+    Raises:
+        ValueError: if ``context`` is not in ``[1, steps - MIN_IMAGINED]``.
 
     Examples:
         >>> check_context(5, 24)
@@ -524,22 +626,29 @@ def evaluate_latent_actions(
 ) -> dict[str, float | int | list[float]]:
     """Probe, state KL and controllability of the latent actions on held-out ``clips``.
 
+    The model's training mode and the global random state are left as they were.
+
     Args:
-        world_model: a pre-trained world model whose action model writes ``"latent_action"``
-            (Gaussian, deterministic or discrete :class:`~torchrl_prelar.LatentActionModel`).
-        clips: ``[B, T]`` clips from :func:`episodes_to_clips` (keys ``"pixels"``,
-            ``("next", "pixels")``, ``"is_init"``, ``"true_action"``, ``"episode"``), of at
-            least two episodes.
+        world_model (PreLARWorldModel): a pre-trained world model whose action model writes
+            ``"latent_action"`` (Gaussian, deterministic or discrete
+            :class:`~torchrl_prelar.LatentActionModel`).
+        clips (TensorDictBase): ``[B, T]`` clips from :func:`episodes_to_clips` (keys
+            ``"pixels"``, ``("next", "pixels")``, ``"is_init"``, ``"true_action"``,
+            ``"episode"``), of at least two episodes.
 
     Keyword Args:
-        context: observed transitions of the open-loop imagination, in ``[1, T - 5]``.
-        seed: seed of the episode split, the shuffle and the RSSM's state samples.
-        ridge: relative ridge penalty of the probe (:func:`linear_probe_r2`).
-        batch_size: clips per forward pass (bounds the memory; the RSSM's state samples,
-            drawn per batch from the stream of ``seed``, depend on it).
-        motion_dims: leading state dims whose change the motion probe targets (Meta-world's
-            scripted episodes: 3, the hand's x, y, z), and leading action dims of
-            ``probe_r2_action_xyz``.
+        context (int, optional): observed transitions of the open-loop imagination, in
+            ``[1, T - 5]``. Defaults to ``5``.
+        seed (int, optional): seed of the episode split, the shuffle and the RSSM's state
+            samples. Defaults to ``0``.
+        ridge (float, optional): relative ridge penalty of the probe
+            (:func:`linear_probe_r2`). Defaults to ``1e-3``.
+        batch_size (int, optional): clips per forward pass (bounds the memory; the RSSM's
+            state samples, drawn per batch from the stream of ``seed``, depend on it).
+            Defaults to ``64``.
+        motion_dims (int, optional): leading state dims whose change the motion probe targets
+            (Meta-world's scripted episodes: 3, the hand's x, y, z), and leading action dims of
+            ``probe_r2_action_xyz``. Defaults to ``3``.
 
     Returns:
         ``probe_r2`` (R^2 averaged uniformly over action dims), ``probe_r2_per_dim`` and
@@ -557,14 +666,11 @@ def evaluate_latent_actions(
         and o_t+1, the hand's displacement in Meta-world), ``probe_r2_motion_state_only``
         and ``probe_r2_motion_with_state`` (from the state at o_t, alone and beside the
         latent action), and ``probe_r2_action_xyz`` (the action probe on its first
-        ``motion_dims`` dims); ``state_kl`` and ``shuffled_state_kl``
-        (nats per step, same
+        ``motion_dims`` dims); ``state_kl`` and ``shuffled_state_kl`` (nats per step, same
         steps) with the clips' own latent actions and with each clip given another clip's
         (:func:`shuffle_index`), and ``state_kl_shuffled_ratio`` (shuffled / own);
         ``psnr_own``, ``psnr_shuffled``, ``delta_psnr`` (:func:`controllability` over the
         ``T - context`` imagined frames); ``episodes``, ``clips``, ``context``.
-
-    The model's training mode and the global random state are left as they were.
 
     Examples:
         >>> from torchrl_prelar import make_world_model
@@ -695,12 +801,30 @@ def save_transfer_gif(
     seed: int = 0,
     fps: int = 4,
 ) -> Path:
-    """GIF of zero-shot transfer: clip ``source``'s latent actions from clip ``target``'s start.
+    """Saves a GIF of zero-shot transfer: clip ``source``'s latent actions from ``target``'s start.
 
     Three panels per step, labelled: ``A`` = clip ``source`` (truth), ``B`` = clip ``target``
     (truth), ``B+A`` = clip ``target`` observed for ``context`` frames, then imagined with the
     latent actions inferred from clip ``source`` (bar under it: green observed, red imagined).
     If the latent action carries the motion, ``B+A`` moves like ``A`` from where ``B`` was.
+
+    Args:
+        world_model (PreLARWorldModel): the world model.
+        clips (TensorDictBase): ``[B, T]`` clips (see :func:`episodes_to_clips`).
+        path (str or Path): the GIF file to write.
+
+    Keyword Args:
+        source (int): the clip whose latent actions are replayed.
+        target (int): the clip whose start is observed.
+        context (int): observed frames of ``target`` before the imagination.
+        seed (int, optional): seed of the RSSM's state samples. Defaults to ``0``.
+        fps (int, optional): frames per second of the GIF. Defaults to ``4``.
+
+    Returns:
+        the path of the GIF.
+
+    Raises:
+        ValueError: if ``source`` or ``target`` is not a clip index.
 
     Examples:
         >>> import tempfile
