@@ -16,6 +16,13 @@ def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
     Reduces the last three dims (``C, H, W``); an exact prediction gives ``inf``.
 
+    Args:
+        prediction (torch.Tensor): predicted frames ``[..., C, H, W]``.
+        truth (torch.Tensor): true frames, of the same shape.
+
+    Raises:
+        ValueError: if the shapes differ or have fewer than three dims.
+
     Examples:
         >>> truth = torch.zeros(2, 3, 4, 4)
         >>> psnr(truth + 0.1, truth)
@@ -38,7 +45,7 @@ def open_loop_rollout(
     latent_action: torch.Tensor | None = None,
     seed: int | None = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predict clips from ``context`` observed frames, then imagine with the prior alone.
+    """Predicts clips from ``context`` observed frames, then imagines with the prior alone.
 
     The first ``context`` predictions are reconstructions from the posterior. From the last
     observed state the RSSM prior is rolled forward, driven only by latent actions: the ones
@@ -56,17 +63,23 @@ def open_loop_rollout(
     random state is left as it was. The model's training mode is restored.
 
     Args:
-        world_model: the world model.
-        clips: a ``[B, T]`` TensorDict of transitions (``"pixels"``, ``("next", "pixels")``,
-            ``"is_init"``, and whatever the action module reads).
-        context: observed transitions, ``1 <= context < T``.
-        latent_action: optional ``[B, T, D]`` latent actions used for the imagined steps
-            ``context .. T - 1`` instead of the clips' own.
-        seed: seed of the RSSM's state samples; ``None`` draws from the global stream.
+        world_model (PreLARWorldModel): the world model.
+        clips (TensorDictBase): a ``[B, T]`` TensorDict of transitions (``"pixels"``,
+            ``("next", "pixels")``, ``"is_init"``, and whatever the action module reads).
+        context (int): observed transitions, ``1 <= context < T``.
+        latent_action (torch.Tensor, optional): ``[B, T, D]`` latent actions used for the
+            imagined steps ``context .. T - 1`` instead of the clips' own. Defaults to
+            ``None``.
+        seed (int, optional): seed of the RSSM's state samples; ``None`` draws from the global
+            stream. Defaults to ``0``.
 
     Returns:
         ``(truth, prediction)``, each ``[B, T, C, H, W]`` floats in [-0.5, 0.5] (uint8
         frames centred), for frames o_1..o_T; ``prediction[:, context:]`` is imagined.
+
+    Raises:
+        ValueError: if ``clips`` is not ``[B, T]``, ``context`` is out of range, or
+            ``latent_action`` has another shape than the clips' own actions.
 
     Examples:
         >>> from torchrl_prelar import make_world_model
