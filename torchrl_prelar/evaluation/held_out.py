@@ -64,16 +64,22 @@ class HeldOutConfig:
     """How the held-out episodes are made (the ``evaluation`` block of the presets).
 
     Args:
-        seen_episodes: episodes per seen task (synthetic video: in all).
-        unseen_episodes: episodes per evaluation task (synthetic video: in all).
-        seen_tasks: how many pre-training tasks the seen set covers, evenly spread over
-            them (:func:`spread_tasks`); ``None``: all.
-        episode_length: actions per episode (``L + 1`` frames).
-        seen_seed: base seed of the seen episodes (must differ from the training videos').
-        unseen_seed: base seed of the unseen episodes.
-        noise: action-noise std of the scripted experts.
-        render_quality: how the frames are rendered (see
-            :data:`~torchrl_prelar.envs.metaworld.RENDER_QUALITIES`); the training videos'.
+        seen_episodes (int, optional): episodes per seen task (synthetic video: in all).
+            Defaults to ``4``.
+        unseen_episodes (int, optional): episodes per evaluation task (synthetic video: in
+            all). Defaults to ``4``.
+        seen_tasks (int, optional): how many pre-training tasks the seen set covers, evenly
+            spread over them (:func:`spread_tasks`); ``None``: all. Defaults to ``10``.
+        episode_length (int, optional): actions per episode (``L + 1`` frames). Defaults to
+            ``48``.
+        seen_seed (int, optional): base seed of the seen episodes (must differ from the
+            training videos'). Defaults to ``1000``.
+        unseen_seed (int, optional): base seed of the unseen episodes. Defaults to ``2000``.
+        noise (float, optional): action-noise std of the scripted experts. Defaults to
+            ``0.1``.
+        render_quality (str, optional): how the frames are rendered (see
+            :data:`~torchrl_prelar.envs.metaworld.RENDER_QUALITIES`), that of the training
+            videos. Defaults to ``"fast"``.
 
     Examples:
         >>> HeldOutConfig.from_mapping({"seen_episodes": 2, "probe_every": 100}).seen_episodes
@@ -91,13 +97,25 @@ class HeldOutConfig:
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> HeldOutConfig:
-        """The fields found in ``settings``; other keys are ignored."""
+        """Builds a config from the fields found in ``settings``; other keys are ignored.
+
+        Args:
+            settings (Mapping): e.g. the ``evaluation`` block of a preset.
+        """
         names = {item.name for item in fields(cls)}
         return cls(**{key: value for key, value in settings.items() if key in names})
 
 
 def spread_tasks(tasks: Sequence[str], count: int | None) -> tuple[str, ...]:
-    """``count`` of ``tasks``, evenly spread over the list (all of them for ``None``).
+    """Picks ``count`` of ``tasks``, evenly spread over the list.
+
+    Args:
+        tasks (sequence of str): the tasks to pick from.
+        count (int, optional): how many to pick; ``None`` (or ``len(tasks)`` and more) picks
+            all.
+
+    Raises:
+        ValueError: if ``count`` is below 1.
 
     Examples:
         >>> spread_tasks(["a", "b", "c", "d", "e", "f"], 3)
@@ -118,9 +136,22 @@ def generate_held_out_sets(
     toy: Mapping[str, Any] | None = None,
     pretrain_tasks: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """Write (or complete) the ``seen`` and ``unseen`` folders under ``root``; return them.
+    """Writes (or completes) the ``seen`` and ``unseen`` folders under ``root``.
 
-    See :func:`generate_held_out_set`.
+    Args:
+        root (str or Path): the parent folder.
+        config (HeldOutConfig): how the episodes are made.
+
+    Keyword Args:
+        synthetic (bool, optional): write episodes of a synthetic toy instead of rendering
+            Meta-world ones. Defaults to ``False``.
+        toy (Mapping, optional): the toy's settings (see :func:`generate_held_out_set`).
+            Defaults to ``None``.
+        pretrain_tasks (sequence of str, optional): the pre-training tasks. Defaults to
+            ``None`` (all but the evaluation tasks).
+
+    Returns:
+        the folder of each set, by name.
 
     Examples:
         >>> import tempfile
@@ -146,14 +177,32 @@ def generate_held_out_set(
     toy: Mapping[str, Any] | None = None,
     pretrain_tasks: Sequence[str] | None = None,
 ) -> Path:
-    """Write (or complete) held-out set ``name`` (``"seen"`` or ``"unseen"``) in ``folder``.
+    """Writes (or completes) held-out set ``name`` (``"seen"`` or ``"unseen"``) in ``folder``.
 
-    Meta-world episodes come from the scripted generator (``pretrain_tasks``: the pre-training
-    tasks, default all but the evaluation tasks); with ``synthetic``, episodes of the toy
-    ``toy`` (the keyword arguments of :func:`~torchrl_prelar.data.synthetic.toy_episodes` but
-    ``seed``; ``None``: moving squares), the ``unseen`` set of the square toy with
-    :data:`UNSEEN_SQUARES`, that of other toys with another seed only. Episodes already
-    written are kept, so an interrupted call resumes.
+    Meta-world episodes come from the scripted generator; with ``synthetic``, episodes of the
+    toy ``toy``, the ``unseen`` set of the square toy with :data:`UNSEEN_SQUARES`, that of
+    other toys with another seed only. Episodes already written are kept, so an interrupted
+    call resumes.
+
+    Args:
+        folder (str or Path): the set's folder.
+        name (str): ``"seen"`` or ``"unseen"``.
+        config (HeldOutConfig): how the episodes are made.
+
+    Keyword Args:
+        synthetic (bool, optional): write episodes of a synthetic toy instead of rendering
+            Meta-world ones. Defaults to ``False``.
+        toy (Mapping, optional): the keyword arguments of
+            :func:`~torchrl_prelar.data.synthetic.toy_episodes` but ``seed``. Defaults to
+            ``None`` (moving squares).
+        pretrain_tasks (sequence of str, optional): the pre-training tasks the seen set draws
+            from. Defaults to ``None`` (all but the evaluation tasks).
+
+    Returns:
+        ``folder``, as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: if ``name`` is not ``"seen"`` or ``"unseen"``.
 
     Examples:
         >>> import tempfile
@@ -226,8 +275,14 @@ def _write_toy_episodes(
 def load_clip_sets(
     folders: Mapping[str, str | Path], *, num_transitions: int, image_size: int = 64
 ) -> dict[str, TensorDict]:
-    """The ``[B, T]`` clips of each held-out folder (see :func:`episodes_to_clips`), whose
-    frames are ``image_size`` pixels square.
+    """Loads the ``[B, T]`` clips of each held-out folder (see :func:`episodes_to_clips`).
+
+    Args:
+        folders (Mapping): the folder of each set, by name.
+
+    Keyword Args:
+        num_transitions (int): T, transitions per clip.
+        image_size (int, optional): frame height and width. Defaults to ``64``.
 
     Examples:
         >>> import tempfile
@@ -246,9 +301,13 @@ def load_clip_sets(
 
 
 def transfer_pair(clips: TensorDict) -> tuple[int, int]:
-    """Clip indices ``(source, target)`` for the transfer GIF: the first clip of the first
-    episode and the first clip of the middle episode (another task in scripted sets, whose
-    files sort by generation time, task by task).
+    """Picks the clip indices ``(source, target)`` of the transfer GIF.
+
+    They are the first clip of the first episode and the first clip of the middle episode
+    (another task in scripted sets, whose files sort by generation time, task by task).
+
+    Args:
+        clips (TensorDict): ``[B, T]`` clips with their ``"episode"``.
 
     Examples:
         >>> import torch
@@ -271,13 +330,16 @@ class LatentActionMonitor:
     result is kept, so :meth:`evaluate` at the same step costs nothing.
 
     Args:
-        world_model: the world model being pre-trained.
-        clip_sets: held-out clips per set name (:func:`load_clip_sets`).
-        context: observed transitions of the open-loop imagination.
-        every: updates between two evaluations (0: only at ``last_step``).
-        last_step: the run's final update.
-        log: receives the logged figures and the step.
-        seed: seed of the evaluation.
+        world_model (PreLARWorldModel): the world model being pre-trained.
+        clip_sets (Mapping): held-out clips per set name (:func:`load_clip_sets`).
+
+    Keyword Args:
+        context (int): observed transitions of the open-loop imagination.
+        every (int): updates between two evaluations (0: only at ``last_step``).
+        last_step (int): the run's final update.
+        log (Callable, optional): receives the logged figures and the step. Defaults to
+            ``None`` (nothing logged).
+        seed (int, optional): seed of the evaluation. Defaults to ``0``.
 
     Raises:
         ValueError: if ``context`` leaves fewer than ``MIN_IMAGINED`` imagined frames in the
@@ -307,11 +369,12 @@ class LatentActionMonitor:
             check_context(context, clips.shape[1])
 
     def on_step(self, step: int) -> None:
+        """Evaluates at multiples of ``every`` and at ``last_step``."""
         if step == self.last_step or (self.every and step % self.every == 0):
             self.evaluate(step)
 
     def evaluate(self, step: int) -> dict[str, dict]:
-        """The figures of every set at ``step`` (logged when computed)."""
+        """Returns the figures of every set at ``step`` (logged when computed)."""
         if self._last is not None and self._last[0] == step:
             return self._last[1]
         results = {
@@ -332,7 +395,15 @@ class LatentActionMonitor:
         return results
 
     def save_transfer_gif(self, path: str | Path, set_name: str = "unseen") -> Path:
-        """The transfer GIF (:func:`save_transfer_gif`) on a pair of ``set_name`` clips."""
+        """Saves the transfer GIF (:func:`save_transfer_gif`) on a pair of ``set_name`` clips.
+
+        Args:
+            path (str or Path): the GIF file.
+            set_name (str, optional): the held-out set. Defaults to ``"unseen"``.
+
+        Returns:
+            the path of the GIF.
+        """
         clips = self.clip_sets[set_name]
         source, target = transfer_pair(clips)
         return save_transfer_gif(
@@ -347,10 +418,17 @@ class LatentActionMonitor:
 
 
 def save_latent_action_results(run_dir: str | Path, results: Mapping[str, Any]) -> Path:
-    """Write ``results`` to ``run_dir/latent_actions.json`` and into ``summary.json``.
+    """Writes ``results`` to ``run_dir/latent_actions.json`` and into ``summary.json``.
 
     ``summary.json`` gets them under ``"pretrain" -> "latent_actions"``, the rest of the
-    ``"pretrain"`` section kept. Returns the JSON file.
+    ``"pretrain"`` section kept.
+
+    Args:
+        run_dir (str or Path): the run's folder.
+        results (Mapping): the figures per set.
+
+    Returns:
+        the path of ``latent_actions.json``.
 
     Examples:
         >>> import tempfile
