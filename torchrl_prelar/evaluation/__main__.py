@@ -19,7 +19,7 @@ block, stored in its checkpoint, else from the quick preset's. ``--checkpoint FI
 another file instead, e.g. ``RUN_DIR/pretrain_last.pt`` of a run that has not finished, and
 writes into ``RUN_DIR/eval_<file name>/``.
 
-Example:
+Examples:
     >>> from torchrl_prelar.evaluation.__main__ import main
     >>> main(["latent-actions", "runs/prelar_quick"])  # doctest: +SKIP
 """
@@ -70,7 +70,12 @@ _COLUMNS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser (one sub-command per evaluation)."""
+    """Returns the command-line parser (one sub-command per evaluation).
+
+    Examples:
+        >>> build_parser().parse_args(["latent-actions", "runs/a"]).command
+        'latent-actions'
+    """
     parser = argparse.ArgumentParser(
         prog="python -m torchrl_prelar.evaluation",
         description="Evaluate a pre-training run folder.",
@@ -114,20 +119,25 @@ def load_pretrained_run(
     device: str | torch.device = "cpu",
     checkpoint: str | Path | None = None,
 ) -> tuple[PreLARWorldModel, dict[str, Any]]:
-    """The pre-trained world model of a run (latent action model included) and its
-    ``evaluation`` settings (empty for runs without them).
+    """Loads the pre-trained world model of a run and its ``evaluation`` settings.
 
-    The model is rebuilt from the ``"world_model_kwargs"`` stored in the file (a file of
-    2026-11-27, whose world model is named by a preset, is read through
-    :func:`~torchrl_prelar.legacy.upgrade_checkpoint`).
+    The model (latent action model included) is rebuilt from the ``"world_model_kwargs"``
+    stored in the file; a legacy file whose world model is named by a preset is read through
+    :func:`~torchrl_prelar.legacy.upgrade_checkpoint`.
 
     Args:
-        run_dir: the run folder; its ``pretrained_world_model.pt`` is read by default.
-        device: where the model goes.
-        checkpoint: another file to read: a pre-trained model (``"world_model"`` and
-            ``"world_model_kwargs"`` entries), or a pre-training checkpoint (``"trainer"``,
-            with the ``"world_model_kwargs"`` the example stores in it), whose world-model
-            weights are taken out of the trainer's state.
+        run_dir (str or Path): the run folder; its ``pretrained_world_model.pt`` is read by
+            default.
+        device (str or torch.device, optional): where the model goes. Defaults to ``"cpu"``.
+        checkpoint (str or Path, optional): another file to read: a pre-trained model
+            (``"world_model"`` and ``"world_model_kwargs"`` entries), or a pre-training
+            checkpoint (``"trainer"``, with the ``"world_model_kwargs"`` the example stores in
+            it), whose world-model weights are taken out of the trainer's state. Defaults to
+            ``None``.
+
+    Returns:
+        ``(world_model, settings)``: the settings are the stored ``evaluation`` block, empty
+        for runs without one.
 
     Raises:
         ValueError: if the file is neither, if it has no ``"world_model_kwargs"``, or if it
@@ -180,11 +190,19 @@ def load_pretrained_run(
 def world_model_entries(
     trainer_state: Mapping[str, torch.Tensor], world_model: torch.nn.Module, path: Path
 ) -> dict[str, torch.Tensor]:
-    """The entries of ``world_model`` in a trainer's state dict, whatever module holds it.
+    """Takes the entries of ``world_model`` out of a trainer's state dict, whatever module holds it.
 
     The prefix is found from the first entry of ``world_model`` (e.g. ``"model_loss.
     world_model.world_model."`` inside a :class:`~torchrl_prelar.PreLARLoss`); every other
     entry must be there with that prefix.
+
+    Args:
+        trainer_state (Mapping): the trainer's model state dict.
+        world_model (torch.nn.Module): the world model whose entries are looked for.
+        path (Path): the checkpoint file, named in the error message.
+
+    Returns:
+        the world model's state dict, its entries' names without the prefix.
 
     Raises:
         ValueError: naming the entries of the world model the state does not hold.
@@ -219,7 +237,11 @@ def _held_out_folders(settings: Mapping[str, Any]) -> dict[str, Path]:
 
 
 def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """The figures of each set as a text table.
+    """Formats the figures of each set as a text table.
+
+    Args:
+        results (Mapping): the figures of each set, as
+            :func:`~torchrl_prelar.evaluation.evaluate_latent_actions` returns them.
 
     Examples:
         >>> row = dict(episodes=2, clips=4, probe_r2=0.5, state_kl=1.0, shuffled_state_kl=2.0,
@@ -237,7 +259,11 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def latent_actions(args: argparse.Namespace) -> dict[str, dict]:
-    """Run the ``latent-actions`` command; return the figures per set."""
+    """Runs the ``latent-actions`` command and returns the figures per set.
+
+    Args:
+        args (argparse.Namespace): the parsed command line (:func:`build_parser`).
+    """
     world_model, stored = load_pretrained_run(args.run_dir, args.device, args.checkpoint)
     settings = _settings(args, stored)
     out = args.run_dir
@@ -264,7 +290,15 @@ def latent_actions(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
-    """Parse ``argv`` and run the chosen evaluation."""
+    """Parses ``argv`` and runs the chosen evaluation.
+
+    Args:
+        argv (sequence of str, optional): the arguments. Defaults to ``None``
+            (``sys.argv[1:]``).
+
+    Returns:
+        the figures per held-out set.
+    """
     args = build_parser().parse_args(argv)
     return latent_actions(args)
 
