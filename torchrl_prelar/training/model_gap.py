@@ -25,7 +25,7 @@ pre-training), one *arm* per initialisation:
 :func:`run_model_gap_arm` chains 2-4 for one arm and seed; ``experiments/model_gap.py`` runs
 the arms x seeds and writes their results as JSON.
 
-Example:
+Examples:
     >>> from torchrl_prelar.data.synthetic import moving_square_episodes
     >>> buffer = make_transition_buffer(moving_square_episodes(4, 12), num_transitions=6,
     ...                                 batch_size=2)
@@ -96,13 +96,14 @@ class ModelGapArm:
     """One initialisation of the fine-tuning world model.
 
     Args:
-        name: arm name.
-        init: ``init`` of :func:`~torchrl_prelar.training.finetune_agent.
+        name (str): arm name.
+        init (str): ``init`` of :func:`~torchrl_prelar.training.finetune_agent.
             build_finetune_world_model` (``prelar``, ``apv``, ``dreamer``, ...).
-        pretrain_overrides: Hydra overrides of ``examples/dreamer_prelar.py stage=pretrain``
-            that give this arm's pre-training; ``None`` for an arm without pre-training.
+        pretrain_overrides (tuple of str, optional): Hydra overrides of
+            ``examples/dreamer_prelar.py stage=pretrain`` that give this arm's pre-training;
+            ``None`` for an arm without pre-training.
 
-    Example:
+    Examples:
         >>> MODEL_GAP_ARMS["apv"].pretrain_overrides
         ('arm=apv',)
     """
@@ -113,12 +114,13 @@ class ModelGapArm:
 
     @property
     def pretrained(self) -> bool:
+        """Whether the arm starts from a pre-trained world model."""
         return self.pretrain_overrides is not None
 
 
 #: The arms of the benchmark. ``prelar_no_action_learning`` is the paper's "w/o action
 #: learning" ablation: the latent action model is deterministic (no action KL, no sampling).
-#: ``contextwm`` is usable once fine-tuning knows ``init="contextwm"``.
+#: ``contextwm`` starts from a ContextWM pre-training.
 MODEL_GAP_ARMS: dict[str, ModelGapArm] = {
     arm.name: arm
     for arm in (
@@ -136,9 +138,9 @@ MODEL_GAP_ARMS: dict[str, ModelGapArm] = {
 
 
 def available_arms() -> tuple[str, ...]:
-    """The arms whose initialisation fine-tuning can build now.
+    """The arms whose initialisation fine-tuning can build (their ``init`` is in ``INITS``).
 
-    Example:
+    Examples:
         >>> {"prelar", "apv", "dreamer"} <= set(available_arms())
         True
     """
@@ -150,7 +152,12 @@ def available_arms() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ModelGapSplits:
-    """Folders of the train and held-out episodes (APV ``.npz`` format)."""
+    """Folders of the train and held-out episodes (APV ``.npz`` format).
+
+    Args:
+        train (Path): the train split.
+        heldout (Path): the held-out split.
+    """
 
     train: Path
     heldout: Path
@@ -168,23 +175,38 @@ def generate_model_gap_splits(
     heldout_seed: int = 2,
     on_episode: Callable[[], None] | None = None,
 ) -> ModelGapSplits:
-    """Render noisy scripted-expert episodes of ``tasks`` into ``root/train`` and ``root/heldout``.
+    """Renders noisy scripted-expert episodes of ``tasks`` into ``root/train`` and ``root/heldout``.
 
     The two folders use different base seeds, so no episode (goal, object placement, action
     noise) is on both sides. Resumable: episodes already written are skipped.
 
     Args:
-        root: output folder.
-        tasks: Meta-world v3 tasks; the six evaluation tasks by default (never pre-trained on).
-        train_episodes: episodes per task in the train split.
-        heldout_episodes: episodes per task in the held-out split.
-        episode_length: actions per episode (``episode_length + 1`` frames).
-        noise_std: Gaussian action noise of the experts.
-        train_seed: base seed of the train episodes.
-        heldout_seed: base seed of the held-out episodes; must differ from ``train_seed``.
-        on_episode: called after each episode (e.g. a progress bar update).
+        root (str or Path): output folder.
 
-    Example:
+    Keyword Args:
+        tasks (sequence of str, optional): Meta-world v3 tasks. Defaults to the six
+            evaluation tasks (never pre-trained on).
+        train_episodes (int, optional): episodes per task in the train split. Defaults to
+            ``4``.
+        heldout_episodes (int, optional): episodes per task in the held-out split. Defaults
+            to ``2``.
+        episode_length (int, optional): actions per episode (``episode_length + 1`` frames).
+            Defaults to ``100``.
+        noise_std (float, optional): Gaussian action noise of the experts. Defaults to
+            ``0.1``.
+        train_seed (int, optional): base seed of the train episodes. Defaults to ``1``.
+        heldout_seed (int, optional): base seed of the held-out episodes; must differ from
+            ``train_seed``. Defaults to ``2``.
+        on_episode (Callable, optional): called after each episode (e.g. a progress bar
+            update). Defaults to ``None``.
+
+    Returns:
+        the :class:`ModelGapSplits` folders.
+
+    Raises:
+        ValueError: if ``train_seed`` equals ``heldout_seed``.
+
+    Examples:
         >>> splits = generate_model_gap_splits("/tmp/gap", tasks=("reach-v3",),
         ...     train_episodes=1, heldout_episodes=1, episode_length=10)  # doctest: +SKIP
         >>> sorted(p.name for p in splits.heldout.glob("*.npz"))  # doctest: +SKIP
@@ -230,18 +252,25 @@ def _check_actions(buffer: VideoExperienceReplay, origin: EpisodesLike) -> None:
 def make_transition_buffer(
     episodes: EpisodesLike, *, num_transitions: int, batch_size: int
 ) -> VideoExperienceReplay:
-    """In-memory video dataset sampling ``[batch_size, num_transitions]`` clips with actions.
+    """Builds an in-memory video dataset of ``[batch_size, num_transitions]`` action clips.
 
     Each sample has ``"pixels"``, ``("next", "pixels")`` (floats in [-0.5, 0.5]),
     ``"is_init"`` and the real ``"action"`` taken at o_t (TorchRL convention; the APV
     episodes' ``action[t + 1]``).
 
     Args:
-        episodes: a folder of APV ``.npz`` episodes with ``action``, a source or episodes.
-        num_transitions: T, transitions per clip.
-        batch_size: clips per sample.
+        episodes (str, Path, EpisodeSource or iterable of Episode): a folder of APV ``.npz``
+            episodes with ``action``, a source or episodes.
 
-    Example:
+    Keyword Args:
+        num_transitions (int): T, transitions per clip.
+        batch_size (int): clips per sample.
+
+    Raises:
+        ValueError: if no episode is long enough for the clips, or the episodes have no
+            actions.
+
+    Examples:
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
         >>> buffer = make_transition_buffer(moving_square_episodes(2, 10), num_transitions=4,
         ...                                 batch_size=3)
@@ -261,21 +290,24 @@ def make_transition_buffer(
 def heldout_clips(
     episodes: str | Path | Sequence[Episode], *, num_transitions: int
 ) -> TensorDictBase:
-    """The held-out episodes cut into consecutive, non-overlapping clips, in file order.
+    """Cuts the held-out episodes into consecutive, non-overlapping clips, in file order.
 
     :func:`~torchrl_prelar.evaluation.latent_actions.episodes_to_clips` with its
     ``"true_action"`` named ``"action"``: an episode of ``L + 1`` frames gives
     ``L // num_transitions`` clips; the result is the same on every call.
 
     Args:
-        episodes: a folder of APV ``.npz`` episodes with ``action``, or episodes.
-        num_transitions: T, transitions per clip (context + imagined steps).
+        episodes (str, Path or sequence of Episode): a folder of APV ``.npz`` episodes with
+            ``action``, or episodes.
+
+    Keyword Args:
+        num_transitions (int): T, transitions per clip (context + imagined steps).
 
     Returns:
         A ``[N, T]`` TensorDict: uint8 ``"pixels"`` and ``("next", "pixels")``,
         ``"is_init"``, the real ``"action"`` taken at o_t and ``"episode"``.
 
-    Example:
+    Examples:
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
         >>> clips = heldout_clips(moving_square_episodes(2, 10), num_transitions=4)
         >>> clips.batch_size  # two clips in each 11-frame episode
@@ -291,11 +323,19 @@ def heldout_clips(
 
 
 def checkpoint_world_model_kwargs(path: str | Path) -> dict[str, Any]:
-    """The world-model arguments a pre-trained model file stores (``"world_model_kwargs"``
-    of a ``pretrained_world_model.pt`` written by ``examples/dreamer_prelar.py``; a file of
-    2026-11-27 is read through :func:`~torchrl_prelar.legacy.upgrade_checkpoint`).
+    """Reads the world-model arguments a pre-trained model file stores.
 
-    Example:
+    They are the ``"world_model_kwargs"`` of a ``pretrained_world_model.pt`` written by
+    ``examples/dreamer_prelar.py``; a legacy file whose world model is named by a preset is
+    read through :func:`~torchrl_prelar.legacy.upgrade_checkpoint`.
+
+    Args:
+        path (str or Path): the model file.
+
+    Raises:
+        ValueError: if the file has no ``"world_model_kwargs"``.
+
+    Examples:
         >>> checkpoint_world_model_kwargs("runs/prelar_quick/pretrained_world_model.pt")["rssm"]
         ... # doctest: +SKIP
         {'deter': 256, 'hidden': 256, 'categoricals': 16, 'classes': 16}
@@ -316,14 +356,26 @@ def make_model_gap_world_model(
     pretrained: str | Path | None = None,
     world_model_kwargs: Mapping[str, Any] | None = None,
 ) -> FinetuneWorldModel:
-    """The fine-tuning world model of ``arm``: a new action encoder, no reward heads.
+    """Builds the fine-tuning world model of ``arm``: a new action encoder, no reward heads.
 
     A pre-trained arm is rebuilt from the world-model arguments stored in the
-    ``pretrained`` file; ``dreamer`` from ``world_model_kwargs`` (the arguments of
-    :func:`~torchrl_prelar.modules.make_world_model`; give it the pre-trained arms' to
-    compare like with like).
+    ``pretrained`` file; ``dreamer`` from ``world_model_kwargs``.
 
-    Example:
+    Args:
+        arm (str): a key of :data:`MODEL_GAP_ARMS`.
+
+    Keyword Args:
+        action_dim (int): the size of the real actions.
+        pretrained (str or Path, optional): the pre-trained model file, required by a
+            pre-trained arm. Defaults to ``None``.
+        world_model_kwargs (Mapping, optional): the arguments of
+            :func:`~torchrl_prelar.modules.make_world_model` for an arm without pre-training
+            (give it the pre-trained arms' to compare like with like). Defaults to ``None``.
+
+    Raises:
+        ValueError: if ``arm`` is unknown, or a pre-trained arm has no ``pretrained`` file.
+
+    Examples:
         >>> model = make_model_gap_world_model("dreamer", action_dim=4,
         ...                                    world_model_kwargs={"rssm": {"deter": 64}})
         >>> model.rssm.action_key, len(model.reward_heads)
@@ -355,7 +407,7 @@ def finetune_world_model(
     lr: float = 3e-4,
     progress: bool = False,
 ) -> list[dict[str, float]]:
-    """Fine-tune ``world_model`` alone for ``updates`` updates on batches from ``sample``.
+    """Fine-tunes ``world_model`` alone for ``updates`` updates on batches from ``sample``.
 
     Each update is the world-model half of the agent's
     (:func:`~torchrl_prelar.training.finetune_agent.make_world_model_stepper`:
@@ -368,7 +420,9 @@ def finetune_world_model(
 
     Args:
         world_model (PreLARWorldModel or APVWorldModel): the world model to fine-tune.
-        sample (callable): returns a ``[B, T]`` batch of transitions with ``"action"``.
+        sample (Callable): returns a ``[B, T]`` batch of transitions with ``"action"``.
+
+    Keyword Args:
         updates (int): number of updates.
         freeze_updates (int): updates with the ``representation`` group frozen.
         lr (float, optional): the learning rate. Defaults to ``3e-4``.
@@ -378,7 +432,7 @@ def finetune_world_model(
         One entry per update: ``"loss"`` (the sum of the loss terms), ``"reco_mse"`` and
         ``"state_kl"``.
 
-    Example:
+    Examples:
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
         >>> model = make_model_gap_world_model("dreamer", action_dim=2)
         >>> buffer = make_transition_buffer(moving_square_episodes(2, 10), num_transitions=4,
@@ -434,7 +488,7 @@ def open_loop_scores(
     seed: int = 0,
     chunk_size: int = 32,
 ) -> dict[str, list[float]]:
-    """PSNR (dB) and MSE of each imagined step, averaged over ``clips``.
+    """Scores the PSNR (dB) and MSE of each imagined step, averaged over ``clips``.
 
     ``context`` transitions are observed (posterior); the remaining ``T - context`` frames
     are imagined by the RSSM prior from the clips' real actions, encoded by the world
@@ -442,10 +496,19 @@ def open_loop_scores(
     computed per clip and step, then averaged over clips. Clips are scored ``chunk_size`` at
     a time, each chunk with the RSSM samples seeded by ``seed``.
 
+    Args:
+        world_model (PreLARWorldModel or APVWorldModel): the fine-tuned world model.
+        clips (TensorDictBase): ``[N, T]`` clips with ``"action"`` (:func:`heldout_clips`).
+
+    Keyword Args:
+        context (int): observed transitions.
+        seed (int, optional): seed of the RSSM samples. Defaults to ``0``.
+        chunk_size (int, optional): clips per forward pass. Defaults to ``32``.
+
     Returns:
         ``{"psnr": [...], "mse": [...]}``, one entry per imagined step (1 .. T - context).
 
-    Example:
+    Examples:
         >>> scores = open_loop_scores(model, clips, context=5)  # doctest: +SKIP
         >>> len(scores["psnr"]) == clips.shape[1] - 5  # doctest: +SKIP
         True
@@ -466,7 +529,13 @@ def last_frame_scores(clips: TensorDictBase, *, context: int) -> dict[str, list[
 
     A floor any useful world model should beat on the later steps.
 
-    Example:
+    Args:
+        clips (TensorDictBase): ``[N, T]`` clips (:func:`heldout_clips`).
+
+    Keyword Args:
+        context (int): observed transitions.
+
+    Examples:
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
         >>> clips = heldout_clips(moving_square_episodes(2, 10), num_transitions=4)
         >>> len(last_frame_scores(clips, context=2)["psnr"])
@@ -495,17 +564,35 @@ def run_model_gap_arm(
     world_model_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Build, fine-tune and score the world model of one arm and seed.
+    """Builds, fine-tunes and scores the world model of one arm and seed.
 
     ``seed`` seeds the new weights (action encoder, APV's new RSSM), the batches drawn from
     ``sample`` and the RSSM samples of the scoring. The action size is read from ``clips``.
+
+    Args:
+        arm (str): a key of :data:`MODEL_GAP_ARMS`.
+
+    Keyword Args:
+        seed (int): the seed.
+        sample (Callable): returns a ``[B, T]`` training batch with ``"action"``
+            (:func:`make_transition_buffer`).
+        clips (TensorDictBase): the held-out clips (:func:`heldout_clips`).
+        context (int): observed transitions of the scoring.
+        updates (int): fine-tuning updates.
+        freeze_updates (int): updates with the representation frozen.
+        lr (float, optional): the learning rate. Defaults to ``3e-4``.
+        pretrained (str or Path, optional): the pre-trained model file of a pre-trained arm.
+            Defaults to ``None``.
+        world_model_kwargs (Mapping, optional): the world-model arguments of an arm without
+            pre-training. Defaults to ``None``.
+        progress (bool, optional): show a progress bar. Defaults to ``False``.
 
     Returns:
         ``{"loss": [...], "reco_mse": [...], "psnr": [...], "mse": [...], "seconds": s}``:
         the total fine-tuning loss and reconstruction MSE of every update, the per-step
         open-loop scores of :func:`open_loop_scores` after fine-tuning, and the wall time.
 
-    Example:
+    Examples:
         >>> result = run_model_gap_arm("apv", seed=0, sample=buffer.sample, clips=clips,
         ...     context=5, updates=300, freeze_updates=100,
         ...     pretrained="runs/apv/pretrained_world_model.pt")  # doctest: +SKIP
