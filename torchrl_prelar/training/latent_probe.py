@@ -24,6 +24,10 @@ def halves_probe_r2(features: torch.Tensor, targets: torch.Tensor) -> float:
     Scored on the second half (:func:`~torchrl_prelar.evaluation.linear_probe_r2` with
     ``ridge=0`` and ``multioutput="variance_weighted"``: 1 - SSE / SST over all target dims).
 
+    Args:
+        features (torch.Tensor): ``[N, F]`` probe inputs.
+        targets (torch.Tensor): ``[N, D]`` probe targets.
+
     Examples:
         >>> x = torch.randn(200, 3)
         >>> round(halves_probe_r2(x, x @ torch.randn(3, 2)), 3)
@@ -42,7 +46,14 @@ def halves_probe_r2(features: torch.Tensor, targets: torch.Tensor) -> float:
 
 
 def on_circle(positions: torch.Tensor, size: int) -> torch.Tensor:
-    """Torus coordinates as (sin, cos) pairs, so that a linear probe can read them.
+    """Maps torus coordinates to (sin, cos) pairs, so that a linear probe can read them.
+
+    Args:
+        positions (torch.Tensor): ``[..., K]`` coordinates, in pixels.
+        size (int): the torus' side, in pixels.
+
+    Returns:
+        ``[..., 2 * K]``: the sines, then the cosines.
 
     Examples:
         >>> on_circle(torch.tensor([[0.0, 16.0]]), 64).round().abs()
@@ -54,20 +65,27 @@ def on_circle(positions: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def latent_action_probe(world_model, clips: TensorDictBase, seed: int = 0) -> dict[str, float]:
-    """What the latent action of ``world_model`` knows about held-out ``clips``, and its use.
-
-    ``clips`` is a ``[B, T]`` batch with ``"true_action"`` and ``"true_next_position"``
-    (e.g. from :func:`~torchrl_prelar.data.synthetic.grid_square_batch`). Returns:
-
-    * ``"action_r2"``, ``"position_r2"``: linear-probe R^2 (:func:`halves_probe_r2`) of the
-      latent action's mode against the hidden action and against the square's position in
-      o_{t+1} (as :func:`on_circle` pairs, the frames being a torus);
-    * ``"state_kl"``, ``"shuffled_state_kl"``: KL(posterior || prior) of the RSSM, in nats
-      per step, with the clips' own latent actions and with each clip given another clip's
-      (modes, eval mode). A large gap means the prior relies on the latent action.
+    """Measures what a latent action knows about held-out ``clips``, and how the RSSM uses it.
 
     The first step of every clip (a sequence start, where the RSSM zeroes the action) is
     left out. The model's training mode and the global random state are left as they were.
+
+    Args:
+        world_model (PreLARWorldModel): a world model with a latent action model.
+        clips (TensorDictBase): a ``[B, T]`` batch with ``"true_action"`` and
+            ``"true_next_position"`` (e.g. from
+            :func:`~torchrl_prelar.data.synthetic.grid_square_batch`).
+        seed (int, optional): seed of the shuffle and the RSSM's state samples. Defaults to
+            ``0``.
+
+    Returns:
+        a dict of floats: ``"action_r2"``, ``"position_r2"``: linear-probe R^2
+        (:func:`halves_probe_r2`) of the latent action's mode against the hidden action and
+        against the square's position in o_{t+1} (as :func:`on_circle` pairs, the frames
+        being a torus); ``"state_kl"``, ``"shuffled_state_kl"``: KL(posterior || prior) of
+        the RSSM, in nats per step, with the clips' own latent actions and with each clip
+        given another clip's (modes, eval mode). A large gap means the prior relies on the
+        latent action.
 
     Examples:
         >>> from torchrl_prelar import make_world_model
