@@ -44,9 +44,9 @@ def load_published_curves(path: str | Path | None = None) -> dict[str, Any]:
         evaluation points) and ``curves`` (``{algorithm: {task: [seed][point]}}``).
 
     Raises:
-        FileNotFoundError: the file is missing (the message names the path looked at).
-        ValueError: the file lacks ``env_steps`` or ``curves``, or a seed's curve does not have
-            one value per env step.
+        FileNotFoundError: if the file is missing (the message names the path looked at).
+        ValueError: if the file lacks ``env_steps`` or ``curves``, or the curve of a seed does
+            not have one value per env step.
 
     Examples:
         >>> import json, tempfile
@@ -87,7 +87,7 @@ def load_published_curves(path: str | Path | None = None) -> dict[str, Any]:
 def published_summary(
     curves: Mapping[str, Any], algorithm: str, task: str
 ) -> dict[int, dict[str, float]]:
-    """Mean, min and max success rate over seeds at each evaluation point.
+    """Summarises the success rate over seeds (mean, min and max) at each evaluation point.
 
     Args:
         curves (Mapping): the published curves, as :func:`load_published_curves` returns them.
@@ -101,8 +101,9 @@ def published_summary(
         ``curves["env_steps"]``.
 
     Raises:
-        KeyError: ``algorithm`` or ``task`` is unknown (the message lists the available ones).
-        ValueError: ``curves`` lacks ``env_steps`` or ``curves``.
+        KeyError: if ``algorithm`` or ``task`` is unknown (the message lists the available
+            ones).
+        ValueError: if ``curves`` lacks ``env_steps`` or ``curves``.
 
     Examples:
         >>> doc = {"env_steps": [5000, 15000],
