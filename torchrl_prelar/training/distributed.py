@@ -80,7 +80,7 @@ def seed_everything(seed: int) -> None:
     """Seed torch (CPU and every CUDA device), NumPy and Python's ``random`` with ``seed``.
 
     Args:
-        seed (int): the seed; NumPy receives it modulo 2**32.
+        seed (int): random seed for Python, NumPy and torch; NumPy receives it modulo 2**32.
 
     Examples:
         >>> seed_everything(3); first = torch.rand(1)

@@ -573,7 +573,7 @@ def run_model_gap_arm(
         arm (str): a key of :data:`MODEL_GAP_ARMS`.
 
     Keyword Args:
-        seed (int): the seed.
+        seed (int): random seed of the fine-tuning (initialisation and sampling).
         sample (Callable): returns a ``[B, T]`` training batch with ``"action"``
             (:func:`make_transition_buffer`).
         clips (TensorDictBase): the held-out clips (:func:`heldout_clips`).

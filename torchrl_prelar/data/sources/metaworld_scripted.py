@@ -189,7 +189,7 @@ def episode_id(task: str, index: int) -> str:
 
 
 def episode_seed(base_seed: int, task: str, index: int) -> int:
-    """Returns the seed of episode ``index`` of ``task``; independent of the task list.
+    """Returns the random seed of episode ``index`` of ``task``; independent of the task list.
 
     Args:
         base_seed (int): the generation's base seed (:attr:`ScriptedVideoConfig.seed`).
