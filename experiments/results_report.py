@@ -804,6 +804,7 @@ LATENT_ACTION_TABLES = {
     "table-input-settings": ("quick_job_settings_cpu.json",),
     "table-sweep": ("sweep_h200.json",),
     "table-long-preset": ("long_preset_cpu.json",),
+    "table-long-run": ("long_prior2_24a9aeb.json",),
     "table-toy-grid": ("toy_results.json",),
 }
 _CEILING_ROWS = {
@@ -1272,6 +1273,43 @@ def long_preset_table(record: dict) -> str:
     return _markdown(header, body)
 
 
+def long_run_table(record: dict) -> str:
+    """One whole ``preset=long`` run: each evaluation, then the bars against the last one."""
+    body = [
+        [
+            row["updates"],
+            _pair(row["motion_seen"], row["motion_unseen"]),
+            _pair(row["r2_seen"], row["r2_unseen"]),
+            _pair(row["ratio_seen"], row["ratio_unseen"], lambda value: f"{value:.1f}x"),
+            _pair(row["delta_psnr_seen"], row["delta_psnr_unseen"], _signed),
+        ]
+        for row in record["rows"]
+    ]
+    header = [
+        "updates",
+        "hand displacement R^2 seen / unseen",
+        "action R^2 seen / unseen",
+        "state-KL ratio seen / unseen",
+        "delta-PSNR seen / unseen (dB)",
+    ]
+    last, bars = record["rows"][-1], record["bars"]
+    checks = [
+        ("hand displacement R^2, seen tasks", last["motion_seen"], bars["motion_seen"]),
+        ("hand displacement R^2, unseen tasks", last["motion_unseen"], bars["motion_unseen"]),
+        ("state-KL ratio, seen tasks", last["ratio_seen"], bars["ratio"]),
+        ("state-KL ratio, unseen tasks", last["ratio_unseen"], bars["ratio"]),
+        ("delta-PSNR, seen tasks (dB)", last["delta_psnr_seen"], bars["delta_psnr"]),
+        ("delta-PSNR, unseen tasks (dB)", last["delta_psnr_unseen"], bars["delta_psnr"]),
+    ]
+    verdicts = []
+    for name, value, bar in checks:
+        strict = bar == 0  # delta-PSNR must be positive, the others reach their bar
+        met = value > bar if strict else value >= bar
+        verdicts.append([name, f"{value:.2f}", f"{'>' if strict else '>='} {bar:g}", _verdict(met)])
+    bars_header = [f"at {last['updates']} updates", "measured", "bar", "met"]
+    return _markdown(header, body) + "\n" + _markdown(bars_header, verdicts)
+
+
 def _spread(values: Sequence[float], digits: int, joiner: str = "-") -> str:
     """One value, or the range of several.
 
@@ -1341,6 +1379,7 @@ def latent_action_tables(results_dir: str | Path) -> dict[str, str]:
         "table-input-settings": input_settings_table(raw["quick_job_settings_cpu.json"]),
         "table-sweep": sweep_table(raw["sweep_h200.json"]),
         "table-long-preset": long_preset_table(raw["long_preset_cpu.json"]),
+        "table-long-run": long_run_table(raw["long_prior2_24a9aeb.json"]),
         "table-toy-grid": toy_grid_table(raw["toy_results.json"]),
     }
 
