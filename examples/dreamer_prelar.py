@@ -314,7 +314,10 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     first collected batch past it, checkpoints, and writes the curves and the summary
     (``stopped_by_max_seconds``); the same command run again resumes. Each checkpoint holds
     the run's wall time over all its invocations (``seconds_total`` in the summary), so a
-    killed invocation loses only the time since its last checkpoint.
+    killed invocation loses only the time since its last checkpoint. A checkpoint comes every
+    ``checkpoint_every`` env steps and, with ``finetune.checkpoint_every_seconds``, also once
+    that many seconds have passed since the last one: a bound on what a kill can lose when
+    updates are slow.
 
     On a CPU, ``finetune.keep_freed_memory`` applies
     :func:`~torchrl_prelar.training.allocator.keep_freed_memory` to the whole process.
@@ -371,6 +374,7 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     traj_offset = progress.next_traj_id  # the collector numbers trajectories from 0 again
     last_metrics: dict[str, float] = {}
     started, elapsed_before = time.time(), progress.elapsed_seconds
+    last_saved, every_seconds = started, tune.get("checkpoint_every_seconds")
     bar = tqdm(total=total, initial=progress.env_steps, desc=f"fine-tuning {tune['task']}")
     tick = time.time()
 
@@ -446,9 +450,11 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
             done
             or progress.env_steps // tune["checkpoint_every"]
             > step_before // tune["checkpoint_every"]
+            or (every_seconds is not None and time.time() - last_saved >= every_seconds)
         ):
             progress.elapsed_seconds = elapsed_before + time.time() - started
             save_finetune_checkpoint(run_dir, agent, ratio, buffer, progress, tune["save_replay"])
+            last_saved = time.time()
         if done:
             break
         tick = time.time()

@@ -546,12 +546,14 @@ _FINETUNE_COUNTS = {
 
 def validate_finetune(tune: Mapping[str, Any]) -> None:
     """Reject ``finetune`` settings under which no replay slice fits or no worker runs, a
-    count below its least value, a NaN, infinite or negative learning rate, ``grad_clip`` or
-    ``max_seconds``, and a ``finetune.init`` set apart from its arm (:func:`validate_arm`)."""
+    count below its least value, a NaN, infinite or negative learning rate, ``grad_clip``,
+    ``max_seconds`` or ``checkpoint_every_seconds``, and a ``finetune.init`` set apart from
+    its arm (:func:`validate_arm`)."""
     validate_arm(tune)
     check_counts(tune, "finetune", _FINETUNE_COUNTS)
-    for name in ("model_lr", "actor_lr", "critic_lr", "grad_clip", "max_seconds"):
-        value = tune.get(name)  # max_seconds: None is no limit
+    limits = ("max_seconds", "checkpoint_every_seconds")  # None: no limit
+    for name in ("model_lr", "actor_lr", "critic_lr", "grad_clip", *limits):
+        value = tune.get(name)
         if value is not None and not 0 <= value < math.inf:  # NaN too
             raise ValueError(f"finetune.{name} must be a finite number >= 0, got {value}.")
     episode = tune["max_episode_steps"] // tune["action_repeat"]

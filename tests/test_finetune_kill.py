@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from dreamer_prelar import run_finetune
 from dreamer_prelar_utils import FINETUNE_CHECKPOINT as CHECKPOINT_NAME
@@ -169,3 +170,34 @@ def test_rotating_torchrl_checkpoint_killed_mid_write_stays_readable(tmp_path):
     state = read_torchrl_checkpoint(latest_checkpoint(directory))
     step = state["step"]["step"]
     assert step >= 1 and bool((state["weights"]["value"] == step).all())
+
+
+def test_checkpoint_every_seconds_adds_checkpoints_between_the_env_step_ones(tmp_path, monkeypatch):
+    import dreamer_prelar
+
+    saved = []
+    save = dreamer_prelar.save_finetune_checkpoint
+
+    def counting_save(run_dir, agent, ratio, buffer, progress, save_replay):
+        saved.append((run_dir.name, progress.env_steps))
+        save(run_dir, agent, ratio, buffer, progress, save_replay)
+
+    monkeypatch.setattr(dreamer_prelar, "save_finetune_checkpoint", counting_save)
+    for name, seconds in (("steps_only", None), ("every_batch", 0)):
+        cfg = config(tmp_path / name)
+        cfg["finetune"].update(
+            env_steps=100, checkpoint_every=1000, checkpoint_every_seconds=seconds
+        )
+        summary = run_finetune(cfg)
+        assert summary["env_steps"] == 100
+    by_run = {name: [steps for run, steps in saved if run == name] for name, _ in saved}
+    assert by_run["steps_only"] == [100]  # env steps never cross 1000: the final one only
+    # update_every 5: a checkpoint after every collected batch of 5 env steps.
+    assert by_run["every_batch"] == list(range(5, 101, 5))
+
+
+def test_checkpoint_every_seconds_must_be_a_finite_non_negative_number(tmp_path):
+    cfg = config(tmp_path / "run")
+    cfg["finetune"]["checkpoint_every_seconds"] = -1
+    with pytest.raises(ValueError, match="finetune.checkpoint_every_seconds must be a finite"):
+        run_finetune(cfg)
