@@ -22,6 +22,7 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import contextlib  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from functools import partial  # noqa: E402
@@ -83,6 +84,7 @@ from torchrl_prelar.training.distributed import (  # noqa: E402
 )
 from torchrl_prelar.training.finetune_agent import set_representation_frozen  # noqa: E402
 from torchrl_prelar.training.pretrain import PreLARPretrainer, make_optimizer  # noqa: E402
+from torchrl_prelar.training.run_lock import run_lock  # noqa: E402
 from torchrl_prelar.training.run_settings import check_run_settings  # noqa: E402
 
 STAGES = ("pretrain", "finetune", "all")
@@ -204,7 +206,9 @@ def run_pretrain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     settings = dict(cfg.get("distributed") or {})
     lr_scaling = settings.pop("lr_scaling", "none")
     with distributed_session(cfg["device"], seed=cfg["seed"], **settings) as job:
-        return _run_pretrain({**cfg, "device": str(job.device)}, job, lr_scaling)
+        # One invocation per run folder: rank 0 holds the lock for the whole job.
+        with run_lock(cfg["run_dir"], "pretrain") if job.is_main else contextlib.nullcontext():
+            return _run_pretrain({**cfg, "device": str(job.device)}, job, lr_scaling)
 
 
 def _run_pretrain(
@@ -317,13 +321,20 @@ def run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     killed invocation loses only the time since its last checkpoint. A checkpoint comes every
     ``checkpoint_every`` env steps and, with ``finetune.checkpoint_every_seconds``, also once
     that many seconds have passed since the last one: a bound on what a kill can lose when
-    updates are slow.
+    updates are slow. While an invocation runs it holds ``<run_dir>/finetune.lock``
+    (:func:`~torchrl_prelar.training.run_lock.run_lock`): a second one on the same run folder
+    is refused with a ``RuntimeError`` naming the running process.
 
     On a CPU, ``finetune.keep_freed_memory`` applies
     :func:`~torchrl_prelar.training.allocator.keep_freed_memory` to the whole process.
     Writes ``finetune_checkpoints/``, logs under ``finetune/``,
     ``finetune_curves.png`` and the ``"finetune"`` section of ``summary.json``; returns it.
     """
+    with run_lock(cfg["run_dir"], "finetune"):  # one invocation per run folder
+        return _run_finetune(cfg)
+
+
+def _run_finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     # Set-up: run folder, seeds, agent, update schedule, replay buffer, resume.
     run_dir = Path(cfg["run_dir"])
     cfg = {**cfg, "world_model": world_model_kwargs(cfg)}  # every default written out

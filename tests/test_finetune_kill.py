@@ -21,6 +21,7 @@ from torchrl_prelar.training.checkpoint import (
     read_torchrl_checkpoint,
     remove_interrupted_saves,
 )
+from torchrl_prelar.training.run_lock import run_lock
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL = 200
@@ -201,3 +202,42 @@ def test_checkpoint_every_seconds_must_be_a_finite_non_negative_number(tmp_path)
     cfg["finetune"]["checkpoint_every_seconds"] = -1
     with pytest.raises(ValueError, match="finetune.checkpoint_every_seconds must be a finite"):
         run_finetune(cfg)
+
+
+def test_a_second_invocation_on_a_running_run_folder_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    with run_lock(run_dir, "finetune"):
+        with pytest.raises(RuntimeError, match=f"already running in process {os.getpid()}"):
+            run_finetune(config(run_dir))
+        assert not (run_dir / CHECKPOINT_NAME).exists()  # refused before anything ran
+    summary = run_finetune(
+        {**config(run_dir), "finetune": {**config(run_dir)["finetune"], "env_steps": 60}}
+    )
+    assert summary["env_steps"] == 60  # the lock went with its holder
+
+
+def test_the_lock_goes_with_a_killed_process(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from torchrl_prelar.training.run_lock import run_lock\n"
+            "with run_lock(sys.argv[1], 'pretrain'):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(60)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RuntimeError, match=f"process {holder.pid}"):
+        with run_lock(tmp_path, "pretrain"):
+            pass
+    with run_lock(tmp_path, "finetune"):  # each stage has its own lock
+        pass
+    holder.kill()
+    holder.wait()
+    with run_lock(tmp_path, "pretrain") as lock:
+        assert lock.read_text() == f"{os.getpid()}\n"

@@ -140,6 +140,14 @@ def run_example(run_dir, *overrides):
 def test_example_pretrains_writes_outputs_and_resumes(tmp_path):
     import json
 
+    from torchrl_prelar.training.run_lock import run_lock
+
+    with run_lock(tmp_path, "pretrain"):  # as if another invocation were running
+        refused = run_example(tmp_path)
+    assert refused.returncode != 0
+    assert f"already running in process {os.getpid()}" in refused.stderr
+    assert not (tmp_path / "pretrain_last.pt").exists()
+
     result = run_example(tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     for name in (
