@@ -25,6 +25,18 @@
 
 Arguments after the options are Hydra ``key=value`` overrides of the pre-training (e.g.
 ``data.batch_size=8``).
+
+One ``--out`` holds one pre-training per arm, made with random seed ``--pretrain-seed``. To
+tell a difference between arms from the draw of their pre-training, run the benchmark once
+per pre-training seed, each into its own ``--out``, and combine the results files with
+``experiments/results_report.py --pretrain-seeds``:
+
+    for p in 0 1 2; do
+        python experiments/model_gap.py --out runs/gap_p$p --pretrain-seed $p --preset long \
+            --arms prelar prelar_no_action_learning
+    done
+    python experiments/results_report.py --pretrain-seeds runs/gap_p*/model_gap.json \
+        --write runs/model_gap_pretrain_seeds.json
 """
 
 from __future__ import annotations
@@ -81,6 +93,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--out", type=Path, required=True, help="folder of data, pre-trainings and results")
     add("--arms", nargs="+", choices=available_arms(), default=list(available_arms()))
     add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
+    add("--pretrain-seed", type=int, default=0, help="random seed of every arm's pre-training")
     add("--updates", type=int, default=300, help="K: world-model fine-tuning updates")
     add("--freeze-updates", type=int, default=100, help="N: encoder + RSSM at lr 0 first")
     add("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
@@ -176,7 +189,7 @@ def pretrain_overrides(args: argparse.Namespace, arm: str, run_dir: Path) -> lis
         "stage=pretrain",
         f"preset={args.preset}",
         f"run_dir={run_dir}",
-        "seed=0",
+        f"seed={args.pretrain_seed}",
         f"threads={args.threads}",
         f"data.video_dir={(args.out / 'pretrain' / 'videos').resolve()}",
         f"evaluation.dir={(args.out / 'pretrain' / 'heldout').resolve()}",
@@ -221,9 +234,14 @@ def pretrain_arm(args: argparse.Namespace, arm: str) -> tuple[Path, float]:
 # ----------------------------------------------------------------------------- runs
 
 
+#: Settings added after results files were written: the value those files were made with.
+SETTINGS_ADDED = {"pretrain_seed": 0}
+
+
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What every run of one results file shares (a mismatch on resume is an error)."""
     return {
+        "pretrain_seed": args.pretrain_seed,
         "updates": args.updates,
         "freeze_updates": args.freeze_updates,
         "lr": args.lr,
@@ -244,12 +262,14 @@ def load_results(path: Path, current: Mapping[str, Any]) -> dict[str, Any]:
     if not path.exists():
         return {"settings": dict(current), "pretrain": {}, "runs": {}}
     results = json.loads(path.read_text())
-    differing = sorted(k for k in current if results["settings"].get(k) != current[k])
+    recorded = {**SETTINGS_ADDED, **results["settings"]}
+    differing = sorted(k for k in current if recorded.get(k) != current[k])
     if differing:
         raise ValueError(
             f"{path} holds results with other settings ({', '.join(differing)}); use another "
             "--out or delete that file."
         )
+    results["settings"] = {**recorded, **current}
     return results
 
 
@@ -402,8 +422,8 @@ def describe(args: argparse.Namespace, results: Mapping[str, Any]) -> str:
         f"{results['heldout_clips']} held-out clips: {s['context']} frames observed, "
         f"{s['horizon']} imagined from the encoded real actions. PSNR in dB per imagined "
         "step, averaged over clips; mean and sample std over the fine-tuning seeds. "
-        f"Pre-training (examples/dreamer_prelar.py stage=pretrain preset={args.preset}): "
-        f"{pretrained or 'none'}."
+        f"Pre-training (examples/dreamer_prelar.py stage=pretrain preset={args.preset} "
+        f"seed={s['pretrain_seed']}): {pretrained or 'none'}."
     )
 
 

@@ -42,6 +42,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "command_line",
@@ -54,6 +55,8 @@ __all__ = [
     "model_gap_table",
     "performance_tables",
     "preset_schedule",
+    "pretrain_seed_record",
+    "pretrain_seed_table",
     "results_tables",
     "show",
     "welch_test",
@@ -1406,6 +1409,130 @@ def model_gap_pairs(results: dict, variant: str) -> list[tuple[str, str]]:
     return [("prelar", arm) for arm in arms if arm != "prelar"] if "prelar" in arms else []
 
 
+def pretrain_seed_record(files: Sequence[str | Path], variant: str = "default") -> dict[str, Any]:
+    """Combine model-gap results files, one per pre-training seed, into one record.
+
+    Each file is ``experiments/model_gap.py``'s ``model_gap.json`` of one ``--out``, made with
+    its own ``--pretrain-seed``. Per arm, the held-out PSNR (mean over the imagined steps and
+    the fine-tuning seeds) of each pre-training; per pair of :func:`model_gap_pairs`, the
+    difference per pre-training seed, its mean and sample std, and a paired t-test over the
+    pre-training seeds (each seed's arms share its videos), so that n is the number of
+    pre-trainings, not of fine-tuning runs.
+
+    Raises:
+        ValueError: if two files share a pre-training seed, or the files hold runs made with
+            other settings.
+    """
+    import numpy as np
+    from scipy.stats import ttest_1samp
+
+    loaded = [(str(path), json.loads(Path(path).read_text())) for path in files]
+    seeds = [results["settings"].get("pretrain_seed", 0) for _, results in loaded]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the files share a pre-training seed (seeds {seeds}): {list(files)}")
+    shared = [
+        {k: v for k, v in results["settings"].items() if k != "pretrain_seed"}
+        for _, results in loaded
+    ]
+    if any(settings != shared[0] for settings in shared):
+        raise ValueError(f"the files hold runs made with other settings: {list(files)}")
+    per_seed: dict[str, dict[int, dict[str, Any]]] = {}
+    for seed, (_, results) in zip(seeds, loaded, strict=True):
+        for row in results["variants"][variant]["rows"]:
+            if row["seeds"]:
+                per_seed.setdefault(row["arm"], {})[seed] = {
+                    "finetune_seeds": row["seeds"],
+                    "psnr_mean": _mean_over_steps(row)["mean"],
+                }
+    arms = {}
+    for arm, by_seed in per_seed.items():
+        values = np.array([entry["psnr_mean"] for entry in by_seed.values()])
+        arms[arm] = {
+            "per_pretraining": [{"pretrain_seed": k, **v} for k, v in sorted(by_seed.items())],
+            "mean": round(float(values.mean()), 3),
+            "std": round(float(values.std(ddof=1)), 3) if len(values) > 1 else None,
+        }
+    pairs = []
+    rows = [{"arm": arm, "seeds": 1} for arm in per_seed]
+    for first, second in model_gap_pairs({"variants": {variant: {"rows": rows}}}, variant):
+        common = sorted(set(per_seed[first]) & set(per_seed[second]))
+        differences = np.array(
+            [per_seed[first][k]["psnr_mean"] - per_seed[second][k]["psnr_mean"] for k in common]
+        )
+        test = ttest_1samp(differences, 0.0) if len(differences) > 1 else None
+        pairs.append(
+            {
+                "pair": [first, second],
+                "pretrain_seeds": common,
+                "differences": [round(float(d), 3) for d in differences],
+                "mean": round(float(differences.mean()), 3),
+                "std": round(float(differences.std(ddof=1)), 3) if test is not None else None,
+                "paired_t": None if test is None else round(float(test.statistic), 3),
+                "p": None if test is None else round(float(test.pvalue), 4),
+            }
+        )
+    return {
+        "what": (
+            "Held-out PSNR (dB, mean over the imagined steps and the fine-tuning seeds) of "
+            "the model-gap benchmark, one pre-training per arm and pre-training seed; "
+            "differences paired by pre-training seed."
+        ),
+        "variant": variant,
+        "sources": [path for path, _ in loaded],
+        "settings": shared[0],
+        "arms": arms,
+        "pairs": pairs,
+    }
+
+
+def pretrain_seed_table(record: dict) -> str:
+    """The tables of :func:`pretrain_seed_record`: each arm per pre-training seed, then the
+    differences with their paired t-test over the pre-training seeds.
+
+    Example:
+        >>> record = {
+        ...     "arms": {a: {"per_pretraining": [{"pretrain_seed": 0, "finetune_seeds": 3,
+        ...                                       "psnr_mean": m}], "mean": m, "std": None}
+        ...              for a, m in (("prelar", 25.0), ("apv", 24.5))},
+        ...     "pairs": [{"pair": ["prelar", "apv"], "pretrain_seeds": [0],
+        ...                "differences": [0.5], "mean": 0.5, "std": None,
+        ...                "paired_t": None, "p": None}]}
+        >>> print(pretrain_seed_table(record), end="")
+        | arm | pre-training seed 0 | mean ± std |
+        |---|---|---|
+        | prelar | 25.00 | 25.00 |
+        | apv | 24.50 | 24.50 |
+        <BLANKLINE>
+        | pair | difference per pre-training seed (dB) | mean ± std | paired t | p | n |
+        |---|---|---|---|---|---|
+        | prelar - apv | +0.50 | +0.50 | - | - | 1 |
+    """
+    seeds = sorted(
+        {e["pretrain_seed"] for a in record["arms"].values() for e in a["per_pretraining"]}
+    )
+    body = []
+    for arm, entry in record["arms"].items():
+        by_seed = {e["pretrain_seed"]: e["psnr_mean"] for e in entry["per_pretraining"]}
+        cells = [f"{by_seed[k]:.2f}" if k in by_seed else "-" for k in seeds]
+        body.append([arm, *cells, _mean_std(entry, 2)])
+    arms = _markdown(["arm", *(f"pre-training seed {k}" for k in seeds), "mean ± std"], body)
+    body = []
+    for pair in record["pairs"]:
+        spread = "" if pair["std"] is None else f" ± {pair['std']:.2f}"
+        body.append(
+            [
+                " - ".join(pair["pair"]),
+                ", ".join(f"{d:+.2f}" for d in pair["differences"]),
+                f"{pair['mean']:+.2f}{spread}",
+                "-" if pair["paired_t"] is None else f"{pair['paired_t']:.2f}",
+                "-" if pair["p"] is None else f"{pair['p']:.4f}",
+                len(pair["differences"]),
+            ]
+        )
+    header = ["pair", "difference per pre-training seed (dB)", "mean ± std", "paired t", "p", "n"]
+    return arms + "\n" + _markdown(header, body)
+
+
 def comparison_tables(results: dict) -> str:
     """The per-run and per-arm tables of a fine-tuning comparison, one after the other."""
     return comparison_runs_table(results) + "\n" + comparison_arms_table(results)
@@ -1513,7 +1640,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--show", type=Path, help="print the tables of this JSON instead of writing the docs"
     )
     parser.add_argument("--figure", type=Path, help="with --show: draw the model-gap figure")
+    parser.add_argument(
+        "--pretrain-seeds",
+        nargs="+",
+        type=Path,
+        metavar="MODEL_GAP_JSON",
+        help="combine model-gap results files, one per pre-training seed, and print the tables",
+    )
+    parser.add_argument(
+        "--write", type=Path, help="with --pretrain-seeds: also write the combined record here"
+    )
+    parser.add_argument("--variant", default="default", help="with --pretrain-seeds")
     args = parser.parse_args(argv)
+    if args.pretrain_seeds:
+        record = pretrain_seed_record(args.pretrain_seeds, args.variant)
+        if args.write is not None:
+            args.write.parent.mkdir(parents=True, exist_ok=True)
+            args.write.write_text(json.dumps(record, indent=1) + "\n")
+        print(pretrain_seed_table(record), end="")
+        return
     if args.show is None:
         print(write_results_tables(args.docs))
         print(write_performance_tables(args.docs, args.benchmarks))

@@ -363,3 +363,70 @@ def test_script_resumes(script_run, monkeypatch):
     assert after["variants"]["default"]["rows"] == before["variants"]["default"]["rows"]
     with pytest.raises(ValueError, match="updates"):
         module.main([*argv, "--updates", "4"])
+
+
+def test_pretrain_seed_reaches_the_pretraining_and_guards_the_results_file(tmp_path):
+    module = load_script()
+    args = module.parse_args(["--out", str(tmp_path), "--pretrain-seed", "2", *SCRIPT_ARGS])
+    assert "seed=2" in module.pretrain_overrides(args, "prelar", tmp_path / "prelar")
+    # A results file written before the setting existed was made with pre-training seed 0.
+    legacy = {k: v for k, v in module.settings(args).items() if k != "pretrain_seed"}
+    path = tmp_path / "model_gap.json"
+    path.write_text(json.dumps({"settings": legacy, "pretrain": {}, "runs": {}}))
+    with pytest.raises(ValueError, match="pretrain_seed"):
+        module.load_results(path, module.settings(args))
+    seed0 = module.settings(module.parse_args(["--out", str(tmp_path), *SCRIPT_ARGS]))
+    assert module.load_results(path, seed0)["settings"]["pretrain_seed"] == 0
+
+
+def _gap_results(seed: int, prelar: list[float], ablation: list[float]) -> dict:
+    """A model-gap results file of two arms whose runs have these mean PSNRs."""
+    settings = {"pretrain_seed": seed, "updates": 3, "horizon": 2}
+    rows = [
+        {"arm": arm, "seeds": len(values), "psnr_mean_1_2": {"mean": float(np.mean(values))}}
+        for arm, values in (("prelar", prelar), ("prelar_no_action_learning", ablation))
+    ]
+    rows.append({"arm": "last observed frame (no model)", "seeds": None})
+    return {"settings": settings, "variants": {"default": {"rows": rows}}}
+
+
+def test_pretrain_seeds_combine_into_a_paired_test_over_pretrainings(tmp_path):
+    from results_report import main as report_main
+    from results_report import pretrain_seed_record, pretrain_seed_table
+    from scipy.stats import ttest_rel
+
+    runs = {0: ([25.0, 25.2], [24.8, 24.6]), 1: ([24.1, 24.3], [24.4, 24.2]), 2: ([25.5], [25.0])}
+    files = []
+    for seed, (prelar, ablation) in runs.items():
+        files.append(tmp_path / f"p{seed}.json")
+        files[-1].write_text(json.dumps(_gap_results(seed, prelar, ablation)))
+    record = pretrain_seed_record(files)
+
+    prelar = [np.mean(runs[seed][0]) for seed in runs]
+    ablation = [np.mean(runs[seed][1]) for seed in runs]
+    arm = record["arms"]["prelar"]
+    assert [e["psnr_mean"] for e in arm["per_pretraining"]] == pytest.approx(prelar)
+    assert arm["mean"] == pytest.approx(np.mean(prelar), abs=1e-3)
+    assert arm["std"] == pytest.approx(np.std(prelar, ddof=1), abs=1e-3)
+    (pair,) = record["pairs"]
+    assert pair["pair"] == ["prelar", "prelar_no_action_learning"]
+    assert pair["differences"] == pytest.approx(np.subtract(prelar, ablation), abs=1e-3)
+    expected = ttest_rel(prelar, ablation)  # n = 3 pre-trainings, not 5 fine-tuning runs
+    assert pair["paired_t"] == pytest.approx(expected.statistic, abs=1e-3)
+    assert pair["p"] == pytest.approx(expected.pvalue, abs=1e-4)
+    table = pretrain_seed_table(record)
+    assert "| prelar - prelar_no_action_learning | +0.40, -0.10, +0.50 |" in table
+    assert table.count("| 3 |") == 1
+
+    written = tmp_path / "combined.json"
+    report_main(["--pretrain-seeds", *map(str, files), "--write", str(written)])
+    assert json.loads(written.read_text())["pairs"] == record["pairs"]
+
+    files[1].write_text(json.dumps(_gap_results(0, *runs[1])))
+    with pytest.raises(ValueError, match="share a pre-training seed"):
+        pretrain_seed_record(files)
+    other = _gap_results(1, *runs[1])
+    other["settings"]["updates"] = 4
+    files[1].write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="other settings"):
+        pretrain_seed_record(files)
