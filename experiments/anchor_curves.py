@@ -6,8 +6,11 @@ label given on the command line (one label per arm, one folder per seed), and wr
 
 - ``OUT.json``: every run's evaluation points (each episode's success and return), and per
   label and env step the mean success and return with a 95% bootstrap interval over seeds x
-  episodes (seeds resampled, then episodes within each seed), and the published curve
-  (mean, min and max over its seeds) it is compared with;
+  episodes (seeds resampled, then episodes within each seed) and each seed's success; the
+  difference of every other label from ``--baseline`` (default ``dreamer``) with its
+  interval, both arms resampled; the anchors' bar at 35k env steps for ``--baseline``
+  (every seed >= 0.1, mean >= 0.25); and the published curve (mean, min and max over its
+  seeds) it is compared with;
 - ``OUT.png``: the success curves, the published one as a line with its min-max band.
 
     python experiments/anchor_curves.py --run dreamer=runs/mw/dreamer_seed0 \
@@ -42,18 +45,51 @@ def bootstrap_interval(
         >>> bootstrap_interval([[1.0, 1.0], [1.0, 1.0]])
         (1.0, 1.0, 1.0)
     """
+    groups = _episode_groups(per_seed)
+    means = _resampled_means(groups, np.random.default_rng(seed), resamples)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(np.concatenate(groups).mean()), float(low), float(high)
+
+
+def difference_interval(
+    first: Sequence[Sequence[float]],
+    second: Sequence[Sequence[float]],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean of ``first`` less mean of ``second`` (per seed, per episode values) and its 95%
+    interval, each arm resampled as :func:`bootstrap_interval` does, independently.
+
+    Examples:
+        >>> difference_interval([[1.0, 1.0], [1.0]], [[0.0, 0.0]])
+        (1.0, 1.0, 1.0)
+    """
+    groups = _episode_groups(first), _episode_groups(second)
+    generator = np.random.default_rng(seed)
+    means = [_resampled_means(g, generator, resamples) for g in groups]
+    low, high = np.percentile(means[0] - means[1], [2.5, 97.5])
+    difference = np.concatenate(groups[0]).mean() - np.concatenate(groups[1]).mean()
+    return float(difference), float(low), float(high)
+
+
+def _episode_groups(per_seed: Sequence[Sequence[float]]) -> list[np.ndarray]:
     groups = [np.asarray(values, dtype=float) for values in per_seed if len(values)]
     if not groups:
         raise ValueError("no episode to summarise")
-    generator = np.random.default_rng(seed)
+    return groups
+
+
+def _resampled_means(
+    groups: Sequence[np.ndarray], generator: np.random.Generator, resamples: int
+) -> np.ndarray:
+    """Means of ``resamples`` draws: seeds with replacement, then episodes within each."""
     means = np.empty(resamples)
     for index in range(resamples):
         chosen = generator.integers(len(groups), size=len(groups))
         draws = [generator.choice(groups[i], size=len(groups[i])) for i in chosen]
         means[index] = np.concatenate(draws).mean()
-    everything = np.concatenate(groups).mean()
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(everything), float(low), float(high)
+    return means
 
 
 def evaluation_points(run_dir: Path) -> list[dict[str, Any]]:
@@ -93,10 +129,64 @@ def summarise(runs: dict[str, list[Path]]) -> dict[str, Any]:
                     "episodes": sum(map(len, points[step]["success"])),
                     "success": dict(zip(("mean", "low", "high"), success, strict=True)),
                     "return": dict(zip(("mean", "low", "high"), returns, strict=True)),
+                    "seed_success": [float(np.mean(s)) for s in points[step]["success"]],
                 }
             )
         out[label] = {"runs": seeds, "points": table}
     return out
+
+
+def differences(summary: dict[str, Any], baseline: str) -> dict[str, list[dict[str, Any]]]:
+    """Per label other than ``baseline``, at each env step both have: the difference in
+    success and in return from ``baseline``, with its 95% interval (:func:`difference_interval`)."""
+    if baseline not in summary:
+        return {}
+    keys = {"success": "episode_successes", "return": "episode_returns"}
+
+    def episodes(label: str, step: int, metric: str) -> list[list[float]]:
+        histories = summary[label]["runs"].values()
+        return [p[keys[metric]] for h in histories for p in h if p["env_steps"] == step]
+
+    base_steps = {point["env_steps"] for point in summary[baseline]["points"]}
+    out = {}
+    for label, result in summary.items():
+        if label == baseline:
+            continue
+        rows = []
+        for step in [p["env_steps"] for p in result["points"] if p["env_steps"] in base_steps]:
+            row: dict[str, Any] = {"env_steps": step}
+            for metric in keys:
+                values = difference_interval(
+                    episodes(label, step, metric), episodes(baseline, step, metric)
+                )
+                row[metric] = dict(zip(("mean", "low", "high"), values, strict=True))
+            rows.append(row)
+        out[label] = rows
+    return out
+
+
+#: The anchors' bar: success at 35k env steps inside the published DreamerV2 range.
+ANCHOR_BAR = {"env_steps": 35000, "every_seed_at_least": 0.1, "mean_at_least": 0.25}
+
+
+def anchor_bar(summary: dict[str, Any], label: str) -> dict[str, Any] | None:
+    """The bar for ``label``'s runs at 35k env steps; ``None`` before any run reaches it."""
+    if label not in summary:
+        return None
+    at = [p for p in summary[label]["points"] if p["env_steps"] >= ANCHOR_BAR["env_steps"]]
+    if not at:
+        return None
+    point = at[0]
+    seeds, mean = point["seed_success"], point["success"]["mean"]
+    met = min(seeds) >= ANCHOR_BAR["every_seed_at_least"] and mean >= ANCHOR_BAR["mean_at_least"]
+    return {
+        **ANCHOR_BAR,
+        "label": label,
+        "at": point["env_steps"],
+        "seed_success": seeds,
+        "mean": mean,
+        "met": bool(met),
+    }
 
 
 def plot(summary: dict[str, Any], published: dict[int, dict], title: str, path: Path) -> None:
@@ -158,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--task", default="reach", help="published task, e.g. reach")
     parser.add_argument("--algorithm", default="DreamerV2", help="published algorithm")
+    parser.add_argument(
+        "--baseline", default="dreamer", help="the label the others are compared with"
+    )
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.png")
     args = parser.parse_args(argv)
     from torchrl_prelar.evaluation.published import load_published_curves, published_summary
@@ -185,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "points": {str(k): v for k, v in published.items()},
         },
         "arms": summary,
+        "differences": differences(summary, args.baseline),
+        "anchor_bar": anchor_bar(summary, args.baseline),
     }
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     plot(

@@ -368,6 +368,85 @@ def comparison_arms_table(results: dict) -> str:
     return _markdown(["arm", "seeds", "successes / episodes", "final WM loss"], body)
 
 
+def _interval(value: dict, form: str) -> str:
+    return f"{value['mean']:{form}} [{value['low']:{form}}, {value['high']:{form}}]"
+
+
+def anchor_table(report: dict) -> str:
+    """The anchors' report of ``experiments/anchor_curves.py``: per arm and evaluation point,
+    success and return with their 95% bootstrap intervals (seeds x episodes), each seed's
+    success and the published curve; then each arm's difference from the baseline; then the
+    bar at 35k env steps.
+
+    Example:
+        >>> point = {"env_steps": 5000, "seeds": 2, "episodes": 40, "seed_success": [0.0, 0.1],
+        ...          "success": {"mean": 0.05, "low": 0.0, "high": 0.1},
+        ...          "return": {"mean": 250.0, "low": 200.0, "high": 300.0}}
+        >>> report = {"published": {"algorithm": "DreamerV2",
+        ...                         "points": {"5000": {"mean": 0.0, "min": 0.0, "max": 0.1}}},
+        ...           "arms": {"dreamer": {"points": [point]}}, "differences": {},
+        ...           "anchor_bar": None}
+        >>> lines = anchor_table(report).splitlines()
+        >>> lines[2].split(" | ")[1:]
+        ['5k', '2 x 20', '0.05 [0.00, 0.10]', '0.00, 0.10', '250 [200, 300]', '0.00 (0.00-0.10) |']
+        >>> print(lines[-1])
+        Bar (success at 35k env steps: every seed >= 0.1, mean >= 0.25): not reached yet.
+    """
+    published = report["published"]
+    body = []
+    for arm, result in report["arms"].items():
+        for point in result["points"]:
+            anchor = published["points"].get(str(point["env_steps"]))
+            body.append(
+                [
+                    arm,
+                    _steps(point["env_steps"]),
+                    f"{point['seeds']} x {point['episodes'] // point['seeds']}",
+                    _interval(point["success"], ".2f"),
+                    ", ".join(f"{value:.2f}" for value in point["seed_success"]),
+                    _interval(point["return"], ".0f"),
+                    "-"
+                    if anchor is None
+                    else f"{anchor['mean']:.2f} ({anchor['min']:.2f}-{anchor['max']:.2f})",
+                ]
+            )
+    header = [
+        "arm",
+        "env steps",
+        "seeds x episodes",
+        "success [95% interval]",
+        "success per seed",
+        "return [95% interval]",
+        f"{published['algorithm']} published: mean (min-max)",
+    ]
+    parts = [_markdown(header, body)]
+    rows = [
+        [
+            arm,
+            _steps(row["env_steps"]),
+            _interval(row["success"], "+.2f"),
+            _interval(row["return"], "+.0f"),
+        ]
+        for arm, points in report["differences"].items()
+        for row in points
+    ]
+    if rows:
+        header = ["arm - baseline", "env steps", "success difference", "return difference"]
+        parts.append(_markdown(header, rows))
+    bar = report["anchor_bar"]
+    rule = "success at 35k env steps: every seed >= 0.1, mean >= 0.25"
+    if bar is None:
+        parts.append(f"Bar ({rule}): not reached yet.\n")
+    else:
+        seeds = ", ".join(f"{value:.2f}" for value in bar["seed_success"])
+        verdict = "met" if bar["met"] else "not met"
+        parts.append(
+            f"Bar ({rule}): {verdict} by `{bar['label']}` at {_steps(bar['at'])} "
+            f"(seeds {seeds}; mean {bar['mean']:.2f}).\n"
+        )
+    return "\n".join(parts)
+
+
 def results_tables(results_dir: str | Path) -> dict[str, str]:
     """Every generated table of ``docs/results.md``, by section name, from ``results_dir``."""
     results_dir = Path(results_dir)

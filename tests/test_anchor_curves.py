@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from anchor_curves import bootstrap_interval, main
+from anchor_curves import anchor_bar, bootstrap_interval, difference_interval, main
 from dreamer_prelar import run_finetune
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from results_report import anchor_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +60,55 @@ def test_report_of_two_seeds_against_the_published_curve(tmp_path):
         assert point["return"]["mean"] == pytest.approx(np.mean(returns))
         assert point["return"]["low"] <= point["return"]["mean"] <= point["return"]["high"]
     assert report["published"]["points"]["35000"]["mean"] == pytest.approx(0.3375)
+    assert report["differences"] == {} and report["anchor_bar"] is None  # 35k not reached
+
+    # Two labels: the other one against the baseline, per env step, with its interval.
+    out = tmp_path / "report" / "two_labels"
+    main(["--run", f"dreamer={runs[0]}", "--run", f"other={runs[1]}", "--out", str(out)])
+    two_labels = json.loads(out.with_suffix(".json").read_text())
+    table = anchor_table(two_labels)  # what docs/results.md shows
+    assert "| dreamer | 50 | 1 x 3 |" in table and "| other | 100 | 1 x 3 |" in table
+    assert table.count("| other | ") == 4 and table.endswith("not reached yet.\n")
+    rows = two_labels["differences"]["other"]
+    assert [row["env_steps"] for row in rows] == [50, 100]
+    for row in rows:
+        first, second = (
+            [e["episode_returns"] for e in s["evaluations"] if e["env_steps"] == row["env_steps"]]
+            for s in (summaries[1], summaries[0])
+        )
+        difference = row["return"]
+        assert difference["mean"] == pytest.approx(np.mean(first) - np.mean(second))
+        assert difference["low"] <= difference["mean"] <= difference["high"]
+
+
+def test_difference_interval_is_the_difference_of_means_and_widens_with_spread():
+    assert difference_interval([[1.0, 1.0], [1.0]], [[0.0], [0.0, 0.0]]) == (1.0, 1.0, 1.0)
+    first, second = [[1.0, 0.0, 1.0, 1.0], [0.0, 1.0]], [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    mean, low, high = difference_interval(first, second)
+    assert mean == pytest.approx(4 / 6 - 1 / 6)
+    assert -1 <= low < mean < high <= 1
+
+
+def _summary(seed_successes: list[float], step: int = 35000) -> dict:
+    return {
+        "dreamer": {
+            "points": [
+                {
+                    "env_steps": step,
+                    "seed_success": seed_successes,
+                    "success": {"mean": float(np.mean(seed_successes))},
+                }
+            ]
+        }
+    }
+
+
+def test_anchor_bar_asks_every_seed_at_least_0_1_and_a_mean_of_0_25():
+    assert anchor_bar(_summary([0.1, 0.4]), "dreamer")["met"]
+    assert not anchor_bar(_summary([0.05, 0.9]), "dreamer")["met"]  # one seed below 0.1
+    assert not anchor_bar(_summary([0.2, 0.25]), "dreamer")["met"]  # mean below 0.25
+    assert anchor_bar(_summary([0.5, 0.5], step=30000), "dreamer") is None
+    assert anchor_bar(_summary([0.5, 0.5]), "prelar") is None
 
 
 def test_report_refuses_a_malformed_run_argument(tmp_path):
