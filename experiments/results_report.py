@@ -159,6 +159,7 @@ TABLES = {
     "table-model-gap-differences": "model_gap.json",
     "table-reach35k-runs": "reach35k.json",
     "table-reach35k-arms": "reach35k.json",
+    "table-metaworld-reach": "metaworld_reach.json",
 }
 #: The model-gap comparisons docs/results.md reads (pixel-trunk and embedding variants).
 GAP_PAIRS = (
@@ -459,6 +460,7 @@ def results_tables(results_dir: str | Path) -> dict[str, str]:
         + model_gap_differences(gap, "embedding", EMBEDDING_PAIRS).split("\n", 2)[2],
         "table-reach35k-runs": comparison_runs_table(reach),
         "table-reach35k-arms": comparison_arms_table(reach),
+        "table-metaworld-reach": anchor_table(loaded["metaworld_reach.json"]),
     }
 
 
