@@ -901,6 +901,7 @@ _CODE_MODELS = {
     "fresh_default_job": "default job, another run (300)",
     "prior2_quick": "`loss=prelar_prior2` (300)",
     "long3000": "`preset=long loss=prelar` (3000)",
+    "long_prior2_3000": "`preset=long` (`prelar_prior2`, 3000)",
     "concat": "pixel trunk, `concat` (300)",
     "concat_shift4": "`concat`, `shift=4` (300)",
     "embdiff": "`embedding_difference` (300)",
