@@ -190,20 +190,22 @@ def anchor_bar(summary: dict[str, Any], label: str) -> dict[str, Any] | None:
 
 
 def plot(summary: dict[str, Any], published: dict[int, dict], title: str, path: Path) -> None:
+    """Success (beside the published curve) and return per evaluation point, each label with
+    its 95% bootstrap interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.2))
+    figure, (success_axis, return_axis) = plt.subplots(1, 2, figsize=(12, 4.2))
     steps = sorted(published)
-    axis.plot(
+    success_axis.plot(
         [s / 1000 for s in steps],
         [published[s]["mean"] for s in steps],
         color="black",
         label="DreamerV2, published (mean of 8 seeds)",
     )
-    axis.fill_between(
+    success_axis.fill_between(
         [s / 1000 for s in steps],
         [published[s]["min"] for s in steps],
         [published[s]["max"] for s in steps],
@@ -214,24 +216,23 @@ def plot(summary: dict[str, Any], published: dict[int, dict], title: str, path: 
     for label, result in summary.items():
         points = result["points"]
         x = [p["env_steps"] / 1000 for p in points]
-        y = [p["success"]["mean"] for p in points]
-        low = [p["success"]["mean"] - p["success"]["low"] for p in points]
-        high = [p["success"]["high"] - p["success"]["mean"] for p in points]
         seeds = max((p["seeds"] for p in points), default=0)
-        axis.errorbar(
-            x,
-            y,
-            yerr=[low, high],
-            marker="o",
-            capsize=3,
-            label=f"{label} ({seeds} seed{'s' * (seeds != 1)}, 95% bootstrap)",
-        )
-    axis.set_xlabel("env steps (thousands)")
-    axis.set_ylabel("success rate")
-    axis.set_ylim(-0.02, 1.02)
-    axis.set_xlim(0, max([s / 1000 for s in steps if s <= 60000] + [1]))
-    axis.set_title(title)
-    axis.legend(loc="upper left", fontsize=8)
+        name = f"{label} ({seeds} seed{'s' * (seeds != 1)}, 95% bootstrap)"
+        for axis, metric in ((success_axis, "success"), (return_axis, "return")):
+            y = [p[metric]["mean"] for p in points]
+            low = [p[metric]["mean"] - p[metric]["low"] for p in points]
+            high = [p[metric]["high"] - p[metric]["mean"] for p in points]
+            axis.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=name)
+    success_axis.set_ylabel("success rate")
+    success_axis.set_ylim(-0.02, 1.02)
+    for axis in (success_axis, return_axis):
+        axis.set_xlim(0, max([s / 1000 for s in steps if s <= 60000] + [1]))
+    success_axis.set_title(title)
+    return_axis.set_ylabel("evaluation return (sum over the episode)")
+    return_axis.set_title("return per evaluation point (no published curve)")
+    for axis in (success_axis, return_axis):
+        axis.set_xlabel("env steps (thousands)")
+        axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
