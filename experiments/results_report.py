@@ -160,6 +160,7 @@ TABLES = {
     "table-reach35k-runs": "reach35k.json",
     "table-reach35k-arms": "reach35k.json",
     "table-metaworld-reach": "metaworld_reach.json",
+    "table-goal-probe": "goal_probe_reach.json",
 }
 #: The model-gap comparisons docs/results.md reads (pixel-trunk and embedding variants).
 GAP_PAIRS = (
@@ -448,6 +449,46 @@ def anchor_table(report: dict) -> str:
     return "\n".join(parts)
 
 
+def goal_probe_table(report: dict) -> str:
+    """The probes of ``experiments/goal_probe.py``: per run and checkpoint, the test R^2 of
+    the goal's and the hand's position read linearly from the world model's latent state.
+
+    Example:
+        >>> run = {"label": "dreamer", "run_dir": "runs/dreamer_seed0", "env_steps": 20785,
+        ...        "distinct_goals": 50, "goal_r2": {"per_coordinate": [0.1, 0.2, 0.3],
+        ...        "mean": 0.2}, "hand_r2": {"per_coordinate": [0.9, 0.9, 0.9], "mean": 0.9}}
+        >>> probe = {"settings": {"episodes": 400}, "runs": [run]}
+        >>> goal_probe_table({"probes": [probe]}).splitlines()[2].split(" | ")[2:]
+        ['20785', '400 (50)', '0.20 (0.10, 0.20, 0.30)', '0.90 (0.90, 0.90, 0.90) |']
+    """
+    rows = []
+    for probe in report["probes"]:
+        for run in probe["runs"]:
+            rows.append(
+                [
+                    run["label"],
+                    Path(run["run_dir"]).name,
+                    run["env_steps"],
+                    f"{probe['settings']['episodes']} ({run['distinct_goals']})",
+                    *(
+                        f"{run[target]['mean']:.2f} ("
+                        + ", ".join(f"{v:.2f}" for v in run[target]["per_coordinate"])
+                        + ")"
+                        for target in ("goal_r2", "hand_r2")
+                    ),
+                ]
+            )
+    header = [
+        "arm",
+        "run",
+        "env steps",
+        "episodes (goals)",
+        "goal R^2: mean (x, y, z)",
+        "hand R^2: mean (x, y, z)",
+    ]
+    return _markdown(header, rows)
+
+
 def results_tables(results_dir: str | Path) -> dict[str, str]:
     """Every generated table of ``docs/results.md``, by section name, from ``results_dir``."""
     results_dir = Path(results_dir)
@@ -462,6 +503,7 @@ def results_tables(results_dir: str | Path) -> dict[str, str]:
         "table-reach35k-runs": comparison_runs_table(reach),
         "table-reach35k-arms": comparison_arms_table(reach),
         "table-metaworld-reach": anchor_table(loaded["metaworld_reach.json"]),
+        "table-goal-probe": goal_probe_table(loaded["goal_probe_reach.json"]),
     }
 
 

@@ -1,0 +1,298 @@
+"""Does a fine-tuned world model see the goal? A linear probe of its latent state.
+
+On Meta-world's reach the goal is a small red sphere (1-4 pixels at 64 x 64), drawn anew each
+episode. A policy acts on the world model's latent state, so it can only go to a goal that
+state holds. For each fine-tuning run folder of ``examples/dreamer_prelar.py stage=finetune``
+(started from the command line, so the folder holds ``hydra/config.yaml``) this script:
+
+1. builds the run's agent and loads its latest checkpoint;
+2. renders ``--episodes`` episodes of the run's task, camera and render quality, each reset
+   with its own seed (Meta-world draws one of 50 goals per reset) and driven by
+   ``--steps`` uniformly random actions;
+3. runs the world model's posterior over each episode and keeps the last latent state
+   (stochastic state and belief);
+4. fits a linear probe (``torchrl_prelar.evaluation.latent_actions.linear_probe_r2``) from
+   that state to the goal's position and, as the control, to the hand's position, on half of
+   the goals, and scores it (R^2) on the other half: a goal is never on both sides. R^2 is
+   averaged over ``--splits`` random halvings.
+
+``OUT`` (JSON) holds a list of probes, each with its command, machine and settings and, per
+run, its env steps and the R^2 of each target (per coordinate and their mean). ``--append``
+adds this invocation's probe to those already in ``OUT`` (e.g. the same runs at a later
+checkpoint); without it ``OUT`` holds this probe alone.
+
+    MUJOCO_GL=egl python experiments/goal_probe.py --run dreamer=runs/mw/dreamer_seed0 \
+        --run dreamer=runs/mw/dreamer_seed1 --out docs/results/goal_probe_reach.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples"))
+
+from torchrl_prelar.evaluation.latent_actions import (  # noqa: E402
+    linear_probe_r2,
+    split_episodes,
+)
+from torchrl_prelar.io import atomic_write_text  # noqa: E402
+
+
+def random_action_episodes(
+    task: str,
+    *,
+    episodes: int,
+    steps: int,
+    image_size: int,
+    camera: str,
+    render_quality: str,
+    action_repeat: int = 1,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Episodes of ``task`` under uniformly random actions, with the goal and the hand.
+
+    Returns ``frames`` ``[E, steps + 1, 3, H, W]`` uint8 (the reset frame first),
+    ``actions`` ``[E, steps, A]``, and the ``goal`` and the final ``hand`` (tool centre)
+    positions ``[E, 3]``. Episode ``e`` is reset with seed ``seed + e``; each action is held
+    for ``action_repeat`` simulator steps, as the fine-tuning env does.
+
+    Examples:
+        >>> data = random_action_episodes("reach-v3", episodes=2, steps=3, image_size=64,
+        ...                               camera="corner", render_quality="fast")  # doctest: +SKIP
+        >>> data["frames"].shape, data["goal"].shape  # doctest: +SKIP
+        ((2, 4, 3, 64, 64), (2, 3))
+    """
+    from torchrl_prelar.envs.metaworld import make_metaworld_gym_env
+
+    if episodes < 4 or steps < 1:
+        raise ValueError(f"Expected episodes >= 4 and steps >= 1, got {episodes} and {steps}.")
+    env = make_metaworld_gym_env(
+        task, image_size=image_size, camera=camera, render_quality=render_quality, seed=seed
+    )
+    generator = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+    frames = np.zeros((episodes, steps + 1, 3, image_size, image_size), np.uint8)
+    actions = np.zeros((episodes, steps, low.shape[0]), np.float32)
+    goal, hand = np.zeros((episodes, 3)), np.zeros((episodes, 3))
+    try:
+        for episode in tqdm(range(episodes), desc=f"rendering {task}", unit="ep"):
+            env.reset(seed=seed + episode)
+            goal[episode] = env.unwrapped._target_pos
+            frames[episode, 0] = env.render().transpose(2, 0, 1)
+            for step in range(steps):
+                action = generator.uniform(low, high).astype(np.float32)
+                actions[episode, step] = action
+                for _ in range(action_repeat):
+                    env.step(action)
+                frames[episode, step + 1] = env.render().transpose(2, 0, 1)
+            hand[episode] = env.unwrapped.tcp_center
+    finally:
+        env.close()
+    return {"frames": frames, "actions": actions, "goal": goal, "hand": hand}
+
+
+def last_latent_state(world_model, frames: np.ndarray, actions: np.ndarray) -> torch.Tensor:
+    """The posterior's last stochastic state and belief, ``[E, F]``, over whole episodes."""
+    from tensordict import TensorDict
+
+    pixels = torch.from_numpy(frames)
+    episodes, steps = actions.shape[:2]
+    is_init = torch.zeros(episodes, steps, 1, dtype=torch.bool)
+    is_init[:, 0] = True
+    clips = TensorDict(
+        {
+            "pixels": pixels[:, :-1],
+            ("next", "pixels"): pixels[:, 1:],
+            "action": torch.from_numpy(actions),
+            "is_init": is_init,
+        },
+        [episodes, steps],
+    )
+    was_training = world_model.training
+    world_model.eval()
+    try:
+        with torch.no_grad():
+            out = world_model(clips)
+    finally:
+        world_model.train(was_training)
+    state = out["next", "state"][:, -1].flatten(1)
+    return torch.cat([state, out["next", "belief"][:, -1]], -1).float()
+
+
+#: Relative ridge penalties (``linear_probe_r2``) the probe chooses from on its train half.
+RIDGES = (0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+def _choose_ridge(
+    x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, ridges: Sequence[float], seed: int
+) -> float:
+    """The penalty of ``ridges`` whose probe fitted on half of the groups scores best on the
+    other half."""
+    fit, score = split_episodes(groups, seed=seed)
+    return max(
+        ridges, key=lambda r: float(linear_probe_r2(x[fit], y[fit], x[score], y[score], ridge=r))
+    )
+
+
+def probe(
+    features: torch.Tensor,
+    targets: np.ndarray,
+    groups: np.ndarray,
+    *,
+    splits: int = 5,
+    ridges: Sequence[float] = RIDGES,
+) -> dict[str, Any]:
+    """Test R^2 of a linear probe ``features -> targets``, fitted on half of the groups.
+
+    ``groups`` gives each row's group (the goal): a group is on one side of each split only.
+    Features are standardised with the train half's statistics. The ridge penalty is chosen
+    on the train half alone (fitted on half of its groups, scored on the others), then the
+    probe is refitted on the whole train half and scored on the test half. R^2 per target
+    coordinate and their mean, averaged over ``splits`` random halvings, with the penalty
+    chosen in each.
+
+    Examples:
+        >>> x = torch.randn(80, 3)
+        >>> result = probe(x, (x @ torch.randn(3, 2)).numpy(), np.arange(80), ridges=(0.0,))
+        >>> round(result["mean"], 3)
+        1.0
+    """
+    group_ids = torch.from_numpy(np.unique(groups, return_inverse=True)[1].reshape(-1))
+    target = torch.as_tensor(targets, dtype=torch.float64)
+    features = features.double()
+    per_split, chosen = [], []
+    for seed in range(splits):
+        train, test = split_episodes(group_ids, seed=seed)
+        mean, std = features[train].mean(0), features[train].std(0).clamp_min(1e-6)
+        x = (features - mean) / std
+        ridge = _choose_ridge(x[train], target[train], group_ids[train], ridges, seed + splits)
+        chosen.append(ridge)
+        per_split.append(
+            linear_probe_r2(
+                x[train],
+                target[train],
+                x[test],
+                target[test],
+                ridge=ridge,
+                multioutput="raw_values",
+            )
+        )
+    per_coordinate = torch.stack(per_split).mean(0)
+    return {
+        "per_coordinate": [round(float(v), 4) for v in per_coordinate],
+        "mean": float(per_coordinate.mean()),
+        "ridges_chosen": chosen,
+    }
+
+
+def load_run(run_dir: Path) -> tuple[Mapping[str, Any], Any, int]:
+    """The run's composed configuration, its agent with the latest checkpoint, its env steps."""
+    from dreamer_prelar_utils import make_agent, read_finetune_checkpoint
+    from omegaconf import OmegaConf
+
+    config_file = run_dir / "hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise SystemExit(
+            f"{run_dir}: no hydra/config.yaml (the run was not started with "
+            "examples/dreamer_prelar.py from the command line)."
+        )
+    cfg = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+    cfg["finetune"]["compile_networks"] = False
+    state = read_finetune_checkpoint(run_dir)
+    agent = make_agent(cfg, action_dim=4)
+    agent.loss.load_state_dict(state["loss"])
+    return cfg, agent, int(state["progress"]["env_steps"])
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        metavar="LABEL=RUN_DIR",
+        help="a fine-tuning run folder and its label (repeatable)",
+    )
+    parser.add_argument("--episodes", type=int, default=400, help="episodes (one goal each)")
+    parser.add_argument("--steps", type=int, default=30, help="random actions per episode")
+    parser.add_argument("--splits", type=int, default=5, help="random halvings of the goals")
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    parser.add_argument("--append", action="store_true", help="keep the probes already in OUT")
+    args = parser.parse_args(argv)
+    from results_report import command_line, machine_description
+
+    torch.set_num_threads(args.threads)
+    runs = []
+    for item in args.run:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not Path(folder).is_dir():
+            raise SystemExit(f"--run takes LABEL=RUN_DIR with an existing folder, got {item!r}")
+        runs.append((label, Path(folder)))
+    results, episodes_by_setting = [], {}
+    for label, run_dir in runs:
+        cfg, agent, env_steps = load_run(run_dir)
+        tune = cfg["finetune"]
+        setting = (tune["task"], tune["camera"], cfg["render_quality"], tune["action_repeat"])
+        if setting not in episodes_by_setting:
+            episodes_by_setting[setting] = random_action_episodes(
+                tune["task"],
+                episodes=args.episodes,
+                steps=args.steps,
+                image_size=cfg["world_model"]["image_size"],
+                camera=tune["camera"],
+                render_quality=cfg["render_quality"],
+                action_repeat=tune["action_repeat"],
+                seed=args.seed,
+            )
+        data = episodes_by_setting[setting]
+        features = last_latent_state(agent.world_model, data["frames"], data["actions"])
+        goals = np.unique(data["goal"].round(5), axis=0, return_inverse=True)[1].reshape(-1)
+        results.append(
+            {
+                "label": label,
+                "run_dir": str(run_dir),
+                "env_steps": env_steps,
+                "task": tune["task"],
+                "render_quality": cfg["render_quality"],
+                "distinct_goals": int(goals.max() + 1),
+                "goal_r2": probe(features, data["goal"], goals, splits=args.splits),
+                "hand_r2": probe(features, data["hand"], goals, splits=args.splits),
+            }
+        )
+    report = {
+        "command": command_line(__file__, argv),
+        "machine": machine_description(args.threads),
+        "settings": {k: getattr(args, k) for k in ("episodes", "steps", "splits", "seed")},
+        "ridges": list(RIDGES),
+        "runs": results,
+    }
+    earlier = (
+        json.loads(args.out.read_text())["probes"] if args.append and args.out.exists() else []
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps({"probes": [*earlier, report]}, indent=1) + "\n")
+    for run in results:
+        print(
+            f"{run['label']} {run['run_dir']} at {run['env_steps']} env steps: goal R^2 "
+            f"{run['goal_r2']['mean']:.2f}, hand R^2 {run['hand_r2']['mean']:.2f}"
+        )
+    return report
+
+
+if __name__ == "__main__":
+    main()
