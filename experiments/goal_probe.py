@@ -162,7 +162,8 @@ def probe(
     on the train half alone (fitted on half of its groups, scored on the others), then the
     probe is refitted on the whole train half and scored on the test half. R^2 per target
     coordinate and their mean, averaged over ``splits`` random halvings, with the penalty
-    chosen in each.
+    chosen in each; ``train_mean_r2`` is what predicting the train half's mean target scores
+    on the same halvings, the floor a probe that finds nothing falls to.
 
     Examples:
         >>> x = torch.randn(80, 3)
@@ -173,9 +174,10 @@ def probe(
     group_ids = torch.from_numpy(np.unique(groups, return_inverse=True)[1].reshape(-1))
     target = torch.as_tensor(targets, dtype=torch.float64)
     features = features.double()
-    per_split, chosen = [], []
+    per_split, chosen, floor = [], [], []
     for seed in range(splits):
         train, test = split_episodes(group_ids, seed=seed)
+        floor.append(_r2(target[train].mean(0).expand_as(target[test]), target[test]))
         mean, std = features[train].mean(0), features[train].std(0).clamp_min(1e-6)
         x = (features - mean) / std
         ridge = _choose_ridge(x[train], target[train], group_ids[train], ridges, seed + splits)
@@ -195,7 +197,14 @@ def probe(
         "per_coordinate": [round(float(v), 4) for v in per_coordinate],
         "mean": float(per_coordinate.mean()),
         "ridges_chosen": chosen,
+        "train_mean_r2": float(torch.stack(floor).mean()),
     }
+
+
+def _r2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """R^2 per target coordinate, as ``linear_probe_r2`` scores it."""
+    sse = (target - prediction).pow(2).sum(0)
+    return 1 - sse / (target - target.mean(0)).pow(2).sum(0)
 
 
 def load_run(run_dir: Path) -> tuple[Mapping[str, Any], Any, int]:

@@ -459,11 +459,12 @@ def goal_probe_table(report: dict) -> str:
         ...        "mean": 0.2}, "hand_r2": {"per_coordinate": [0.9, 0.9, 0.9], "mean": 0.9}}
         >>> probe = {"settings": {"episodes": 400}, "runs": [run]}
         >>> goal_probe_table({"probes": [probe]}).splitlines()[2].split(" | ")[2:]
-        ['20785', '400 (50)', '0.20 (0.10, 0.20, 0.30)', '0.90 (0.90, 0.90, 0.90) |']
+        ['20785', '400 (50)', '0.20 (0.10, 0.20, 0.30)', '0.90 (0.90, 0.90, 0.90)', '- |']
     """
     rows = []
     for probe in report["probes"]:
         for run in probe["runs"]:
+            floor = run["goal_r2"].get("train_mean_r2")
             rows.append(
                 [
                     run["label"],
@@ -476,6 +477,7 @@ def goal_probe_table(report: dict) -> str:
                         + ")"
                         for target in ("goal_r2", "hand_r2")
                     ),
+                    "-" if floor is None else f"{floor:.2f}",
                 ]
             )
     header = [
@@ -485,6 +487,7 @@ def goal_probe_table(report: dict) -> str:
         "episodes (goals)",
         "goal R^2: mean (x, y, z)",
         "hand R^2: mean (x, y, z)",
+        "goal R^2 of the train half's mean goal",
     ]
     return _markdown(header, rows)
 

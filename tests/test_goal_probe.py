@@ -24,6 +24,9 @@ def test_probe_reads_a_linear_target_and_not_an_unrelated_one():
 
     assert read["mean"] > 0.99 and len(read["per_coordinate"]) == 3
     assert missed["mean"] < 0.1
+    assert missed["train_mean_r2"] <= 0.0 and missed["mean"] == pytest.approx(
+        missed["train_mean_r2"], abs=0.1
+    )
     assert len(missed["ridges_chosen"]) == 3
 
 
