@@ -238,8 +238,8 @@ def plot(summary: dict[str, Any], published: dict[int, dict], title: str, path: 
     plt.close(figure)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_argument(parser: argparse.ArgumentParser) -> None:
+    """``--run LABEL=RUN_DIR``, repeatable and required (read with :func:`labelled_runs`)."""
     parser.add_argument(
         "--run",
         action="append",
@@ -247,6 +247,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         metavar="LABEL=RUN_DIR",
         help="a fine-tuning run folder and its arm's label (repeatable)",
     )
+
+
+def labelled_runs(items: Sequence[str]) -> list[tuple[str, Path]]:
+    """``(label, folder)`` of each ``LABEL=RUN_DIR``; a malformed item or a missing folder
+    stops the script with a message naming it.
+
+    Example:
+        >>> labelled_runs(["dreamer=."])
+        [('dreamer', PosixPath('.'))]
+    """
+    runs = []
+    for item in items:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not folder:
+            raise SystemExit(f"--run takes LABEL=RUN_DIR, got {item!r}")
+        if not Path(folder).is_dir():
+            raise SystemExit(f"--run {item}: no folder {folder}")
+        runs.append((label, Path(folder)))
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_argument(parser)
     parser.add_argument("--task", default="reach", help="published task, e.g. reach")
     parser.add_argument("--algorithm", default="DreamerV2", help="published algorithm")
     parser.add_argument(
@@ -257,13 +281,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from torchrl_prelar.evaluation.published import load_published_curves, published_summary
 
     runs: dict[str, list[Path]] = defaultdict(list)
-    for item in args.run:
-        label, sep, folder = item.partition("=")
-        if not sep or not label or not folder:
-            raise SystemExit(f"--run takes LABEL=RUN_DIR, got {item!r}")
-        if not Path(folder).is_dir():
-            raise SystemExit(f"--run {item}: no folder {folder}")
-        runs[label].append(Path(folder))
+    for label, folder in labelled_runs(args.run):
+        runs[label].append(folder)
     curves = load_published_curves(PUBLISHED)
     published = published_summary(
         curves, args.algorithm, f"metaworld_{args.task.replace('-', '_')}"

@@ -227,14 +227,10 @@ def load_run(run_dir: Path) -> tuple[Mapping[str, Any], Any, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from anchor_curves import add_run_argument, labelled_runs
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--run",
-        action="append",
-        required=True,
-        metavar="LABEL=RUN_DIR",
-        help="a fine-tuning run folder and its label (repeatable)",
-    )
+    add_run_argument(parser)
     parser.add_argument("--episodes", type=int, default=400, help="episodes (one goal each)")
     parser.add_argument("--steps", type=int, default=30, help="random actions per episode")
     parser.add_argument("--splits", type=int, default=5, help="random halvings of the goals")
@@ -246,14 +242,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from results_report import command_line, machine_description
 
     torch.set_num_threads(args.threads)
-    runs = []
-    for item in args.run:
-        label, sep, folder = item.partition("=")
-        if not sep or not label or not Path(folder).is_dir():
-            raise SystemExit(f"--run takes LABEL=RUN_DIR with an existing folder, got {item!r}")
-        runs.append((label, Path(folder)))
     results, episodes_by_setting = [], {}
-    for label, run_dir in runs:
+    for label, run_dir in labelled_runs(args.run):
         cfg, agent, env_steps = load_run(run_dir)
         tune = cfg["finetune"]
         setting = (tune["task"], tune["camera"], cfg["render_quality"], tune["action_repeat"])
