@@ -1,6 +1,6 @@
 """Does a fine-tuned world model see the goal? A linear probe of its latent state.
 
-On Meta-world's reach the goal is a small red sphere (1-4 pixels at 64 x 64), drawn anew each
+On Meta-world's reach the goal is a small red sphere (a few pixels at 64 x 64), drawn anew each
 episode. A policy acts on the world model's latent state, so it can only go to a goal that
 state holds. For each fine-tuning run folder of ``examples/dreamer_prelar.py stage=finetune``
 (started from the command line, so the folder holds ``hydra/config.yaml``) this script:
@@ -177,7 +177,7 @@ def probe(
     per_split, chosen, floor = [], [], []
     for seed in range(splits):
         train, test = split_episodes(group_ids, seed=seed)
-        floor.append(_r2(target[train].mean(0).expand_as(target[test]), target[test]))
+        floor.append(_train_mean_r2(target[train], target[test]))
         mean, std = features[train].mean(0), features[train].std(0).clamp_min(1e-6)
         x = (features - mean) / std
         ridge = _choose_ridge(x[train], target[train], group_ids[train], ridges, seed + splits)
@@ -201,10 +201,17 @@ def probe(
     }
 
 
-def _r2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """R^2 per target coordinate, as ``linear_probe_r2`` scores it."""
-    sse = (target - prediction).pow(2).sum(0)
-    return 1 - sse / (target - target.mean(0)).pow(2).sum(0)
+def _train_mean_r2(train: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+    """R^2 per coordinate of predicting ``test`` by the mean of ``train``: ``linear_probe_r2``
+    of a constant feature, whose fit is the train mean."""
+    return linear_probe_r2(
+        train.new_zeros(len(train), 1),
+        train,
+        test.new_zeros(len(test), 1),
+        test,
+        ridge=0.0,
+        multioutput="raw_values",
+    )
 
 
 def load_run(run_dir: Path) -> tuple[Mapping[str, Any], Any, int]:
