@@ -10,14 +10,19 @@ state holds. For each fine-tuning run folder of ``examples/dreamer_prelar.py sta
    with its own seed (Meta-world draws one of 50 goals per reset) and driven by
    ``--steps`` uniformly random actions;
 3. runs the world model's posterior over each episode and keeps the last latent state
-   (stochastic state and belief);
-4. fits a linear probe (``torchrl_prelar.evaluation.latent_actions.linear_probe_r2``) from
+   (stochastic state and belief) and its reconstruction of the last frame;
+4. measures the goal marker's recall in that reconstruction (:func:`goal_marker_recall`):
+   the last frame is rendered again with the goal's sphere hidden, the pixels that differ
+   are the marker's, and recall is the share of the marker's squared contrast the
+   reconstruction reproduces there (1: drawn as rendered; 0: drawn as if absent);
+5. fits a linear probe (``torchrl_prelar.evaluation.latent_actions.linear_probe_r2``) from
    that state to the goal's position and, as the control, to the hand's position, on half of
    the goals, and scores it (R^2) on the other half: a goal is never on both sides. R^2 is
    averaged over ``--splits`` random halvings.
 
 ``OUT`` (JSON) holds a list of probes, each with its command, machine and settings and, per
-run, its env steps and the R^2 of each target (per coordinate and their mean). ``--append``
+run, its env steps, the marker's recall and size in pixels, and the R^2 of each target (per
+coordinate and their mean). ``--append``
 adds this invocation's probe to those already in ``OUT`` (e.g. the same runs at a later
 checkpoint); without it ``OUT`` holds this probe alone.
 
@@ -37,6 +42,7 @@ from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -49,6 +55,7 @@ from torchrl_prelar.evaluation.latent_actions import (  # noqa: E402
     split_episodes,
 )
 from torchrl_prelar.io import atomic_write_text  # noqa: E402
+from torchrl_prelar.modules.pixels import centred_pixels  # noqa: E402
 
 
 def random_action_episodes(
@@ -65,6 +72,7 @@ def random_action_episodes(
     """Episodes of ``task`` under uniformly random actions, with the goal and the hand.
 
     Returns ``frames`` ``[E, steps + 1, 3, H, W]`` uint8 (the reset frame first),
+    ``last_without_goal`` ``[E, 3, H, W]`` (the last frame again, the goal's sphere hidden),
     ``actions`` ``[E, steps, A]``, and the ``goal`` and the final ``hand`` (tool centre)
     positions ``[E, 3]``. Episode ``e`` is reset with seed ``seed + e``; each action is held
     for ``action_repeat`` simulator steps, as the fine-tuning env does.
@@ -85,6 +93,7 @@ def random_action_episodes(
     generator = np.random.default_rng(seed)
     low, high = env.action_space.low, env.action_space.high
     frames = np.zeros((episodes, steps + 1, 3, image_size, image_size), np.uint8)
+    last_without_goal = np.zeros((episodes, 3, image_size, image_size), np.uint8)
     actions = np.zeros((episodes, steps, low.shape[0]), np.float32)
     goal, hand = np.zeros((episodes, 3)), np.zeros((episodes, 3))
     try:
@@ -98,14 +107,87 @@ def random_action_episodes(
                 for _ in range(action_repeat):
                     env.step(action)
                 frames[episode, step + 1] = env.render().transpose(2, 0, 1)
+            last_without_goal[episode] = render_without_goal(env).transpose(2, 0, 1)
             hand[episode] = env.unwrapped.tcp_center
     finally:
         env.close()
-    return {"frames": frames, "actions": actions, "goal": goal, "hand": hand}
+    return {
+        "frames": frames,
+        "last_without_goal": last_without_goal,
+        "actions": actions,
+        "goal": goal,
+        "hand": hand,
+    }
 
 
-def last_latent_state(world_model, frames: np.ndarray, actions: np.ndarray) -> torch.Tensor:
-    """The posterior's last stochastic state and belief, ``[E, F]``, over whole episodes."""
+def render_without_goal(env) -> np.ndarray:
+    """A Meta-world env's frame with its ``"goal"`` site made transparent, ``[H, W, 3]``.
+
+    The site's colour is restored before returning, so the env renders as before.
+
+    Examples:
+        >>> env = make_metaworld_gym_env("reach-v3")  # doctest: +SKIP
+        >>> _ = env.reset(seed=0)  # doctest: +SKIP
+        >>> (env.render() != render_without_goal(env)).any()  # doctest: +SKIP
+        True
+    """
+    model = env.unwrapped.model
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    if site < 0:
+        raise ValueError("The env's model has no 'goal' site to hide.")
+    rgba = model.site_rgba[site].copy()
+    model.site_rgba[site, 3] = 0.0
+    try:
+        return env.render()
+    finally:
+        model.site_rgba[site] = rgba
+
+
+def goal_marker_recall(
+    reconstruction: torch.Tensor, frame: torch.Tensor, frame_without_goal: torch.Tensor
+) -> dict[str, float]:
+    """How much of the goal marker a reconstruction draws, pooled over a batch of frames.
+
+    The marker's pixels are those where ``frame`` and ``frame_without_goal`` differ (any
+    channel). Over them, ``recall = 1 - sum (reconstruction - frame)^2 / sum (frame_without_goal
+    - frame)^2``: 1 when the marker is drawn as rendered, 0 when it is drawn as if absent
+    (the reconstruction equals ``frame_without_goal`` there), below 0 when worse than absent.
+    ``marker_pixels`` is the mean number of marker pixels per frame, ``marker_contrast`` the
+    mean squared contrast per frame. All three tensors are ``[N, 3, H, W]`` in the same units.
+
+    Examples:
+        >>> without = torch.zeros(2, 3, 4, 4)
+        >>> frame = without.clone()
+        >>> frame[:, 0, 1, 1] = 1.0
+        >>> goal_marker_recall(frame, frame, without)["recall"]
+        1.0
+        >>> goal_marker_recall(without, frame, without)
+        {'recall': 0.0, 'marker_pixels': 1.0, 'marker_contrast': 1.0}
+    """
+    if not reconstruction.shape == frame.shape == frame_without_goal.shape:
+        raise ValueError(
+            "reconstruction, frame and frame_without_goal must have one shape, got "
+            f"{tuple(reconstruction.shape)}, {tuple(frame.shape)}, "
+            f"{tuple(frame_without_goal.shape)}."
+        )
+    frame, reconstruction = frame.double(), reconstruction.double()
+    marker = (frame - frame_without_goal.double()).ne(0).any(1, keepdim=True).expand_as(frame)
+    contrast = (frame - frame_without_goal.double()).pow(2).sum()
+    if contrast == 0:
+        raise ValueError("No frame shows the goal marker: its recall is undefined.")
+    error = (reconstruction - frame).pow(2)[marker].sum()
+    return {
+        "recall": float(1.0 - error / contrast),
+        "marker_pixels": float(marker[:, 0].sum()) / len(frame),
+        "marker_contrast": float(contrast) / len(frame),
+    }
+
+
+def last_posterior(
+    world_model, frames: np.ndarray, actions: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The posterior's last stochastic state and belief, ``[E, F]``, over whole episodes,
+    and its reconstruction of the last frame, ``[E, 3, H, W]`` (centred pixels)."""
     from tensordict import TensorDict
 
     pixels = torch.from_numpy(frames)
@@ -129,7 +211,8 @@ def last_latent_state(world_model, frames: np.ndarray, actions: np.ndarray) -> t
     finally:
         world_model.train(was_training)
     state = out["next", "state"][:, -1].flatten(1)
-    return torch.cat([state, out["next", "belief"][:, -1]], -1).float()
+    features = torch.cat([state, out["next", "belief"][:, -1]], -1).float()
+    return features, out["next", "reco_pixels"][:, -1].float()
 
 
 #: Relative ridge penalties (``linear_probe_r2``) the probe chooses from on its train half.
@@ -266,7 +349,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 seed=args.seed,
             )
         data = episodes_by_setting[setting]
-        features = last_latent_state(agent.world_model, data["frames"], data["actions"])
+        features, reconstruction = last_posterior(
+            agent.world_model, data["frames"], data["actions"]
+        )
         goals = np.unique(data["goal"].round(5), axis=0, return_inverse=True)[1].reshape(-1)
         results.append(
             {
@@ -276,6 +361,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "task": tune["task"],
                 "render_quality": cfg["render_quality"],
                 "distinct_goals": int(goals.max() + 1),
+                "goal_marker": goal_marker_recall(
+                    reconstruction,
+                    centred_pixels(torch.from_numpy(data["frames"][:, -1])),
+                    centred_pixels(torch.from_numpy(data["last_without_goal"])),
+                ),
                 "goal_r2": probe(features, data["goal"], goals, splits=args.splits),
                 "hand_r2": probe(features, data["hand"], goals, splits=args.splits),
             }
@@ -294,8 +384,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     atomic_write_text(args.out, json.dumps({"probes": [*earlier, report]}, indent=1) + "\n")
     for run in results:
         print(
-            f"{run['label']} {run['run_dir']} at {run['env_steps']} env steps: goal R^2 "
-            f"{run['goal_r2']['mean']:.2f}, hand R^2 {run['hand_r2']['mean']:.2f}"
+            f"{run['label']} {run['run_dir']} at {run['env_steps']} env steps: goal marker "
+            f"recall {run['goal_marker']['recall']:.2f}, goal R^2 {run['goal_r2']['mean']:.2f}, "
+            f"hand R^2 {run['hand_r2']['mean']:.2f}"
         )
     return report
 

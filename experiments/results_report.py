@@ -450,8 +450,10 @@ def anchor_table(report: dict) -> str:
 
 
 def goal_probe_table(report: dict) -> str:
-    """The probes of ``experiments/goal_probe.py``: per run and checkpoint, the test R^2 of
-    the goal's and the hand's position read linearly from the world model's latent state.
+    """The probes of ``experiments/goal_probe.py``: per run and checkpoint, the goal marker's
+    recall in the reconstruction of the last frame (``-`` for probes made before it was
+    measured) and the test R^2 of the goal's and the hand's position read linearly from the
+    world model's latent state.
 
     Example:
         >>> run = {"label": "dreamer", "run_dir": "runs/dreamer_seed0", "env_steps": 20785,
@@ -459,18 +461,22 @@ def goal_probe_table(report: dict) -> str:
         ...        "mean": 0.2}, "hand_r2": {"per_coordinate": [0.9, 0.9, 0.9], "mean": 0.9}}
         >>> probe = {"settings": {"episodes": 400}, "runs": [run]}
         >>> goal_probe_table({"probes": [probe]}).splitlines()[2].split(" | ")[2:]
-        ['20785', '400 (50)', '0.20 (0.10, 0.20, 0.30)', '0.90 (0.90, 0.90, 0.90)', '- |']
+        ['20785', '400 (50)', '-', '0.20 (0.10, 0.20, 0.30)', '0.90 (0.90, 0.90, 0.90)', '- |']
     """
     rows = []
     for probe in report["probes"]:
         for run in probe["runs"]:
             floor = run["goal_r2"].get("train_mean_r2")
+            marker = run.get("goal_marker")
             rows.append(
                 [
                     run["label"],
                     Path(run["run_dir"]).name,
                     run["env_steps"],
                     f"{probe['settings']['episodes']} ({run['distinct_goals']})",
+                    "-"
+                    if marker is None
+                    else f"{marker['recall']:.2f} ({marker['marker_pixels']:.1f} px)",
                     *(
                         f"{run[target]['mean']:.2f} ("
                         + ", ".join(f"{v:.2f}" for v in run[target]["per_coordinate"])
@@ -485,6 +491,7 @@ def goal_probe_table(report: dict) -> str:
         "run",
         "env steps",
         "episodes (goals)",
+        "goal marker recall (marker pixels per frame)",
         "goal R^2: mean (x, y, z)",
         "hand R^2: mean (x, y, z)",
         "goal R^2 of the train half's mean goal",

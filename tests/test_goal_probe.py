@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from dreamer_prelar import run_finetune
-from goal_probe import main, probe, random_action_episodes
+from goal_probe import goal_marker_recall, main, probe, random_action_episodes
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -40,6 +40,39 @@ def test_episodes_hold_each_reset_goal_and_the_hand_moves():
     assert np.abs(data["actions"]).max() <= 1.0
     assert len(np.unique(data["goal"].round(5), axis=0)) > 1
     assert not np.array_equal(data["frames"][:, 0], data["frames"][:, -1])
+    assert data["last_without_goal"].shape == (4, 3, 32, 32)
+    marker = (data["frames"][:, -1] != data["last_without_goal"]).any(1)
+    assert marker.any(), "hiding the goal's sphere changes no pixel"
+    assert marker.sum() < 0.05 * marker.size, "hiding the goal changed more than the goal"
+
+
+def test_marker_recall_scores_the_share_of_the_marker_contrast_drawn():
+    generator = torch.Generator().manual_seed(0)
+    without = torch.rand(3, 3, 8, 8, generator=generator) - 0.5
+    frame = without.clone()
+    frame[:, :, 2:4, 5] = 0.5  # a marker of 2 pixels per frame, full contrast in every channel
+    frame[2] = without[2]  # the arm hides the marker in the last frame
+    half_drawn = (frame + without) / 2
+
+    drawn = goal_marker_recall(frame, frame, without)
+    absent = goal_marker_recall(without, frame, without)
+    half = goal_marker_recall(half_drawn, frame, without)
+    blurred = goal_marker_recall(half_drawn + 0.1 * (frame == without), frame, without)
+
+    assert drawn["recall"] == pytest.approx(1.0) and absent["recall"] == pytest.approx(0.0)
+    assert half["recall"] == pytest.approx(0.75)  # a quarter of the squared contrast is missed
+    assert blurred["recall"] == pytest.approx(0.75)  # errors off the marker are not counted
+    assert half["marker_pixels"] == pytest.approx(4 / 3)
+    contrast = ((0.5 - without[:2, :, 2:4, 5]) ** 2).sum() / 3
+    assert half["marker_contrast"] == pytest.approx(float(contrast))
+
+
+def test_marker_recall_refuses_mismatched_frames_and_frames_without_a_marker():
+    frames = torch.zeros(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="one shape"):
+        goal_marker_recall(frames, frames, torch.zeros(2, 3, 4, 5))
+    with pytest.raises(ValueError, match="No frame shows the goal marker"):
+        goal_marker_recall(frames, frames, frames)
 
 
 def finetune_run(run_dir: Path) -> None:
@@ -65,6 +98,7 @@ def test_goal_probe_of_a_run_writes_each_target_r2_and_appends(tmp_path):
     (run,) = report["runs"]
     assert run["label"] == "dreamer" and run["env_steps"] >= 60
     assert run["task"] == "reach-v3" and run["distinct_goals"] > 1
+    assert run["goal_marker"]["marker_pixels"] > 0 and np.isfinite(run["goal_marker"]["recall"])
     for target in ("goal_r2", "hand_r2"):
         assert len(run[target]["per_coordinate"]) == 3
         assert np.isfinite(run[target]["mean"])
