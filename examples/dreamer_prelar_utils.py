@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from torchrl_prelar.baselines.contextwm import STACKED_BASELINES, resolve_contextwm_kwargs
 from torchrl_prelar.data.dataset import VideoExperienceReplay
 from torchrl_prelar.data.episodes import EpisodeSource
-from torchrl_prelar.envs.metaworld import make_metaworld_env
+from torchrl_prelar.envs.metaworld import check_goal_distribution, make_metaworld_env
 from torchrl_prelar.evaluation.held_out import (
     HeldOutConfig,
     LatentActionMonitor,
@@ -547,9 +547,10 @@ _FINETUNE_COUNTS = {
 def validate_finetune(tune: Mapping[str, Any]) -> None:
     """Reject ``finetune`` settings under which no replay slice fits or no worker runs, a
     count below its least value, a NaN, infinite or negative learning rate, ``grad_clip``,
-    ``max_seconds`` or ``checkpoint_every_seconds``, and a ``finetune.init`` set apart from
-    its arm (:func:`validate_arm`)."""
+    ``max_seconds`` or ``checkpoint_every_seconds``, an unknown ``goals`` distribution, and a
+    ``finetune.init`` set apart from its arm (:func:`validate_arm`)."""
     validate_arm(tune)
+    check_goal_distribution(tune["goals"])
     check_counts(tune, "finetune", _FINETUNE_COUNTS)
     limits = ("max_seconds", "checkpoint_every_seconds")  # None: no limit
     for name in ("model_lr", "actor_lr", "critic_lr", "grad_clip", *limits):
@@ -649,6 +650,7 @@ def make_finetune_env(
         max_episode_steps=tune["max_episode_steps"],
         action_repeat=tune["action_repeat"],
         render_quality=render_quality,
+        goals=tune["goals"],
         seed=seed,
         pixels_only=True,
     )

@@ -20,6 +20,12 @@ state holds. For each fine-tuning run folder of ``examples/dreamer_prelar.py sta
    the goals, and scores it (R^2) on the other half: a goal is never on both sides. R^2 is
    averaged over ``--splits`` random halvings.
 
+Each probe also records the success rate a policy that ignores the goal can reach
+(:func:`best_fixed_point_success`): the best single point to move the hand to, for the goals of
+``--goal-samples`` resets under each goal distribution of the env (``finetune.goals``: MT1's
+50 fixed goals, or a new uniform goal per reset as in the anchors' env). An agent's success
+is evidence that it reads the goal only above that rate.
+
 ``OUT`` (JSON) holds a list of probes, each with its command, machine and settings and, per
 run, its env steps, the marker's recall and size in pixels, and the R^2 of each target (per
 coordinate and their mean). ``--append``
@@ -50,6 +56,10 @@ from tqdm import tqdm  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
 
+from torchrl_prelar.envs.metaworld import (  # noqa: E402
+    GOAL_DISTRIBUTIONS,
+    make_metaworld_gym_env,
+)
 from torchrl_prelar.evaluation.latent_actions import (  # noqa: E402
     linear_probe_r2,
     split_episodes,
@@ -67,6 +77,7 @@ def random_action_episodes(
     camera: str,
     render_quality: str,
     action_repeat: int = 1,
+    goals: str = "mt1",
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Episodes of ``task`` under uniformly random actions, with the goal and the hand.
@@ -75,7 +86,8 @@ def random_action_episodes(
     ``last_without_goal`` ``[E, 3, H, W]`` (the last frame again, the goal's sphere hidden),
     ``actions`` ``[E, steps, A]``, and the ``goal`` and the final ``hand`` (tool centre)
     positions ``[E, 3]``. Episode ``e`` is reset with seed ``seed + e``; each action is held
-    for ``action_repeat`` simulator steps, as the fine-tuning env does.
+    for ``action_repeat`` simulator steps, as the fine-tuning env does; ``goals`` is the env's
+    goal distribution (``finetune.goals``).
 
     Examples:
         >>> data = random_action_episodes("reach-v3", episodes=2, steps=3, image_size=64,
@@ -83,12 +95,15 @@ def random_action_episodes(
         >>> data["frames"].shape, data["goal"].shape  # doctest: +SKIP
         ((2, 4, 3, 64, 64), (2, 3))
     """
-    from torchrl_prelar.envs.metaworld import make_metaworld_gym_env
-
     if episodes < 4 or steps < 1:
         raise ValueError(f"Expected episodes >= 4 and steps >= 1, got {episodes} and {steps}.")
     env = make_metaworld_gym_env(
-        task, image_size=image_size, camera=camera, render_quality=render_quality, seed=seed
+        task,
+        image_size=image_size,
+        camera=camera,
+        render_quality=render_quality,
+        goals=goals,
+        seed=seed,
     )
     generator = np.random.default_rng(seed)
     low, high = env.action_space.low, env.action_space.high
@@ -117,6 +132,64 @@ def random_action_episodes(
         "actions": actions,
         "goal": goal,
         "hand": hand,
+    }
+
+
+def reset_goals(task: str, *, goals: str, resets: int, seed: int = 0) -> np.ndarray:
+    """The goal positions of ``resets`` resets of ``task`` (seeds ``seed``, ``seed + 1``, ...)
+    under the goal distribution ``goals``, ``[resets, 3]``, without rendering.
+
+    Examples:
+        >>> reset_goals("reach-v3", goals="uniform", resets=3).shape  # doctest: +SKIP
+        (3, 3)
+    """
+    env = make_metaworld_gym_env(task, goals=goals, seed=seed)
+    positions = np.zeros((resets, 3))
+    try:
+        for reset in range(resets):
+            env.reset(seed=seed + reset)
+            positions[reset] = env.unwrapped._target_pos
+    finally:
+        env.close()
+    return positions
+
+
+def best_fixed_point_success(goals: np.ndarray, *, radius: float, grid: int = 25) -> dict[str, Any]:
+    """The success rate of the best goal-blind policy: one point the hand always goes to.
+
+    A goal counts as reached when it lies within ``radius`` of the point (Meta-world's reach
+    succeeds within 0.05 m). The point is searched on a ``grid`` ^ 3 lattice spanning the
+    goals' bounding box, so the rate is a lower bound of the best one.
+
+    Args:
+        goals (np.ndarray): goal positions, ``[N, 3]``.
+
+    Keyword Args:
+        radius (float): the success distance.
+        grid (int, optional): lattice points per axis. Defaults to ``25``.
+
+    Returns:
+        ``{"success": rate, "point": [x, y, z], "goals": N, "radius": radius}``.
+
+    Examples:
+        >>> goals = np.array([[0.0, 0.0, 0.0], [0.01, 0.0, 0.0], [1.0, 1.0, 1.0]])
+        >>> best_fixed_point_success(goals, radius=0.05, grid=101)["success"]
+        0.6666666666666666
+    """
+    goals = np.asarray(goals, dtype=np.float64)
+    if goals.ndim != 2 or goals.shape[1] != 3 or len(goals) == 0:
+        raise ValueError(f"goals must be [N, 3] with N >= 1, got shape {goals.shape}.")
+    axes = np.linspace(goals.min(0), goals.max(0), grid).T
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    reached = np.zeros(len(points))
+    for goal in goals:
+        reached += np.linalg.norm(points - goal, axis=1) <= radius
+    best = int(reached.argmax())
+    return {
+        "success": float(reached[best] / len(goals)),
+        "point": [round(float(v), 4) for v in points[best]],
+        "goals": len(goals),
+        "radius": radius,
     }
 
 
@@ -325,6 +398,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=30, help="random actions per episode")
     parser.add_argument("--splits", type=int, default=5, help="random halvings of the goals")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode")
+    parser.add_argument(
+        "--goal-samples", type=int, default=2000, help="resets per goal distribution"
+    )
+    parser.add_argument(
+        "--success-radius", type=float, default=0.05, help="the task's success distance (m)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     parser.add_argument("--append", action="store_true", help="keep the probes already in OUT")
@@ -332,11 +411,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from results_report import command_line, machine_description
 
     torch.set_num_threads(args.threads)
-    results, episodes_by_setting = [], {}
+    results, episodes_by_setting, goal_blind = [], {}, {}
     for label, run_dir in labelled_runs(args.run):
         cfg, agent, env_steps = load_run(run_dir)
         tune = cfg["finetune"]
-        setting = (tune["task"], tune["camera"], cfg["render_quality"], tune["action_repeat"])
+        goal_distribution = tune.get("goals", "mt1")  # runs made before finetune.goals: MT1
+        setting = (
+            tune["task"],
+            tune["camera"],
+            cfg["render_quality"],
+            tune["action_repeat"],
+            goal_distribution,
+        )
         if setting not in episodes_by_setting:
             episodes_by_setting[setting] = random_action_episodes(
                 tune["task"],
@@ -346,8 +432,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 camera=tune["camera"],
                 render_quality=cfg["render_quality"],
                 action_repeat=tune["action_repeat"],
+                goals=goal_distribution,
                 seed=args.seed,
             )
+        if tune["task"] not in goal_blind:
+            goal_blind[tune["task"]] = {
+                goals: best_fixed_point_success(
+                    reset_goals(
+                        tune["task"], goals=goals, resets=args.goal_samples, seed=args.seed
+                    ),
+                    radius=args.success_radius,
+                )
+                for goals in GOAL_DISTRIBUTIONS
+            }
         data = episodes_by_setting[setting]
         features, reconstruction = last_posterior(
             agent.world_model, data["frames"], data["actions"]
@@ -360,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "env_steps": env_steps,
                 "task": tune["task"],
                 "render_quality": cfg["render_quality"],
+                "goals": goal_distribution,
                 "distinct_goals": int(goals.max() + 1),
                 "goal_marker": goal_marker_recall(
                     reconstruction,
@@ -373,8 +471,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report = {
         "command": command_line(__file__, argv),
         "machine": machine_description(args.threads),
-        "settings": {k: getattr(args, k) for k in ("episodes", "steps", "splits", "seed")},
+        "settings": {
+            k: getattr(args, k)
+            for k in ("episodes", "steps", "splits", "seed", "goal_samples", "success_radius")
+        },
         "ridges": list(RIDGES),
+        "goal_blind_success": goal_blind,
         "runs": results,
     }
     earlier = (
@@ -382,6 +484,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps({"probes": [*earlier, report]}, indent=1) + "\n")
+    for task, rates in goal_blind.items():
+        print(
+            f"{task}: a goal-blind fixed point succeeds at "
+            + ", ".join(f"{rate['success']:.2f} ({goals} goals)" for goals, rate in rates.items())
+        )
     for run in results:
         print(
             f"{run['label']} {run['run_dir']} at {run['env_steps']} env steps: goal marker "

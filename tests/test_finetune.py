@@ -216,6 +216,19 @@ def test_each_arm_composes_as_its_table_says(tmp_path, arm, preset):
         assert tune["intrinsic"]["beta"] == 1.0
 
 
+def test_metaworld_preset_draws_a_new_goal_per_reset_as_the_anchors_env():
+    with initialize_config_dir(str(REPO / "examples" / "config"), version_base=None):
+        anchors = compose("config", overrides=["preset=metaworld", "arm=dreamer"])
+        default = compose("config", overrides=["arm=dreamer"])
+    assert anchors.finetune.goals == "uniform" and default.finetune.goals == "mt1"
+
+
+def test_unknown_goal_distribution_is_refused_before_the_run(tmp_path):
+    cfg = preset_config(tmp_path, "arm=dreamer", "finetune.goals=random")
+    with pytest.raises(ValueError, match="goals must be one of.*'uniform'"):
+        validate_finetune(cfg["finetune"])
+
+
 def test_default_arm_is_prelar(tmp_path):
     tune = preset_config(tmp_path)["finetune"]
     assert (tune["arm"], tune["init"], tune["intrinsic"]["enabled"]) == ("prelar", "prelar", True)

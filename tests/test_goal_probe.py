@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 from dreamer_prelar import run_finetune
-from goal_probe import goal_marker_recall, main, probe, random_action_episodes
+from goal_probe import (
+    best_fixed_point_success,
+    goal_marker_recall,
+    main,
+    probe,
+    random_action_episodes,
+    reset_goals,
+)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -75,6 +82,30 @@ def test_marker_recall_refuses_mismatched_frames_and_frames_without_a_marker():
         goal_marker_recall(frames, frames, frames)
 
 
+def test_best_fixed_point_counts_the_goals_one_point_reaches():
+    generator = np.random.default_rng(0)
+    cluster = 0.01 * generator.standard_normal((30, 3))  # 30 goals within a few cm of 0
+    spread = generator.uniform(0.5, 1.5, (70, 3))  # 70 goals far apart, far from the cluster
+    goals = np.concatenate([cluster, spread])
+    within = np.linalg.norm(cluster, axis=1) <= 0.05
+
+    result = best_fixed_point_success(goals, radius=0.05, grid=61)
+
+    assert result["goals"] == 100 and result["radius"] == 0.05
+    assert within.sum() / 100 <= result["success"] <= 0.32  # the cluster, and at most 2 more
+    assert np.linalg.norm(result["point"]) < 0.05
+    with pytest.raises(ValueError, match=r"goals must be \[N, 3\]"):
+        best_fixed_point_success(np.zeros((4, 2)), radius=0.05)
+
+
+def test_uniform_goals_leave_a_goal_blind_point_less_than_mt1_goals():
+    mt1 = best_fixed_point_success(reset_goals("reach-v3", goals="mt1", resets=300), radius=0.05)
+    uniform = best_fixed_point_success(
+        reset_goals("reach-v3", goals="uniform", resets=300), radius=0.05
+    )
+    assert uniform["success"] < mt1["success"]
+
+
 def finetune_run(run_dir: Path) -> None:
     """A seconds-long fine-tuning run, its configuration where the command line writes it."""
     with initialize_config_dir(str(REPO / "examples" / "config"), version_base=None):
@@ -92,6 +123,7 @@ def test_goal_probe_of_a_run_writes_each_target_r2_and_appends(tmp_path):
     finetune_run(run_dir)
     out = tmp_path / "goal_probe.json"
     argv = ["--run", f"dreamer={run_dir}", "--episodes", "8", "--steps", "2", "--splits", "2"]
+    argv += ["--goal-samples", "50"]
 
     report = main([*argv, "--out", str(out)])
 
@@ -99,6 +131,10 @@ def test_goal_probe_of_a_run_writes_each_target_r2_and_appends(tmp_path):
     assert run["label"] == "dreamer" and run["env_steps"] >= 60
     assert run["task"] == "reach-v3" and run["distinct_goals"] > 1
     assert run["goal_marker"]["marker_pixels"] > 0 and np.isfinite(run["goal_marker"]["recall"])
+    assert run["goals"] == "mt1"
+    blind = report["goal_blind_success"]["reach-v3"]
+    assert set(blind) == {"mt1", "uniform"} and blind["uniform"]["goals"] == 50
+    assert 0.0 < blind["uniform"]["success"] <= 1.0
     for target in ("goal_r2", "hand_r2"):
         assert len(run[target]["per_coordinate"]) == 3
         assert np.isfinite(run[target]["mean"])

@@ -114,6 +114,54 @@ def test_antialiased_frames_blend_the_edges_of_the_fast_ones():
     assert levels["antialiased"] > levels["fast"]
 
 
+def _reset_goals(env, seeds) -> np.ndarray:
+    goals = []
+    for seed in seeds:
+        env.reset(seed=seed)
+        goals.append(env.unwrapped._target_pos.copy())
+    return np.array(goals)
+
+
+def test_mt1_goals_come_from_fifty_variations_and_uniform_goals_are_new_each_reset():
+    mt1 = make_metaworld_gym_env(TASK, goals="mt1", seed=0)
+    uniform = make_metaworld_gym_env(TASK, goals="uniform", seed=0)
+    try:
+        mt1_goals = _reset_goals(mt1, range(150))
+        uniform_goals = _reset_goals(uniform, range(150))
+        uniform.reset(seed=7)
+        uniform.reset()  # no seed: the generator goes on
+        unseeded = uniform.unwrapped._target_pos.copy()
+        goal_space = uniform.unwrapped.goal_space
+    finally:
+        mt1.close()
+        uniform.close()
+
+    assert len(np.unique(mt1_goals.round(6), axis=0)) <= 50
+    assert len(np.unique(uniform_goals.round(6), axis=0)) == 150
+    assert not np.allclose(unseeded, uniform_goals[7])
+    assert (uniform_goals >= goal_space.low).all() and (uniform_goals <= goal_space.high).all()
+    # spread over the whole range: each coordinate's quartiles near those of a uniform draw
+    quartiles = np.quantile(
+        (uniform_goals - goal_space.low) / (goal_space.high - goal_space.low), [0.25, 0.75], axis=0
+    )
+    assert np.abs(quartiles - [[0.25], [0.75]]).max() < 0.12
+
+
+def test_uniform_goals_repeat_under_the_same_seeds():
+    first = make_metaworld_gym_env(TASK, goals="uniform", seed=3)
+    second = make_metaworld_gym_env(TASK, goals="uniform", seed=3)
+    try:
+        assert np.array_equal(_reset_goals(first, [5, 9]), _reset_goals(second, [5, 9]))
+    finally:
+        first.close()
+        second.close()
+
+
+def test_unknown_goal_distribution_names_the_choices():
+    with pytest.raises(ValueError, match="goals must be one of.*'uniform'"):
+        make_metaworld_gym_env(TASK, goals="random")
+
+
 def test_unknown_render_quality_names_the_choices():
     with pytest.raises(ValueError, match="render_quality must be one of.*antialiased"):
         make_metaworld_gym_env(TASK, render_quality="msaa")

@@ -48,11 +48,13 @@ from torchrl.envs import (  # noqa: E402
 from torchrl.envs.gym_like import BaseInfoDictReader  # noqa: E402
 
 __all__ = [
+    "GOAL_DISTRIBUTIONS",
     "METAWORLD_EVAL_TASKS",
     "RENDER_QUALITIES",
     "MetaWorldRenderAdapter",
     "SuccessInfoReader",
     "apply_render_quality",
+    "check_goal_distribution",
     "check_metaworld_task",
     "check_render_quality",
     "make_metaworld_env",
@@ -318,6 +320,43 @@ class SuccessInfoReader(BaseInfoDictReader):
         return self._info_spec
 
 
+#: How a reset places the goal (and objects): ``"mt1"``, one of the 50 fixed variations of
+#: Meta-world v3's MT1 benchmark, drawn at each reset; ``"uniform"``, a new variation drawn
+#: uniformly from the task's range at each reset, as the Meta-world v2 env of APV's and
+#: PreLAR's fine-tuning code does (``_freeze_rand_vec = False``).
+GOAL_DISTRIBUTIONS = ("mt1", "uniform")
+
+
+def check_goal_distribution(goals: str) -> None:
+    """Raise a ``ValueError`` naming the choices if ``goals`` is not in
+    :data:`GOAL_DISTRIBUTIONS`.
+
+    Args:
+        goals (str): the goal distribution.
+
+    Examples:
+        >>> check_goal_distribution("uniform")
+    """
+    if goals not in GOAL_DISTRIBUTIONS:
+        raise ValueError(f"goals must be one of {list(GOAL_DISTRIBUTIONS)}, got {goals!r}.")
+
+
+def _draw_goals_uniformly(env: gym.Env, seed: int | None) -> None:
+    """Make each reset of an MT1 env draw a new variation uniformly from the task's range.
+
+    MT1's task wrapper sets one of its 50 variations at each reset, and a set variation is
+    frozen. One reset sets the first; then task sampling is switched off and the variation
+    unfrozen, so that every reset draws from the env's own seeded generator.
+    """
+    wrapper = env
+    while not isinstance(wrapper, metaworld.wrappers.RandomTaskSelectWrapper):
+        wrapper = wrapper.env
+    env.reset(seed=seed)
+    wrapper.toggle_sample_tasks_on_reset(False)
+    env.unwrapped._freeze_rand_vec = False
+    env.unwrapped.seeded_rand_vec = True
+
+
 def _check_positive(name: str, value: int) -> None:
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}.")
@@ -330,6 +369,7 @@ def make_metaworld_gym_env(
     camera: str = "corner",
     max_episode_steps: int = 500,
     render_quality: str = "fast",
+    goals: str = "mt1",
     seed: int | None = 0,
 ) -> MetaWorldRenderAdapter:
     """Create a Meta-world v3 gymnasium env (MT1 benchmark) with upright ``rgb_array`` renders.
@@ -345,6 +385,10 @@ def make_metaworld_gym_env(
             Meta-world's 500. Episodes never end on success. Defaults to ``500``.
         render_quality (str, optional): one of :data:`RENDER_QUALITIES` (see
             :func:`apply_render_quality`). Defaults to ``"fast"``.
+        goals (str, optional): one of :data:`GOAL_DISTRIBUTIONS`: ``"mt1"`` (one of MT1's
+            50 fixed goal / object variations per reset) or ``"uniform"`` (a new one drawn
+            from the task's range at each reset, as the anchors' Meta-world v2 env).
+            Defaults to ``"mt1"``.
         seed (int, optional): fixes Meta-world's MT1 set of 50 goal / object variations and
             the initial RNG. Defaults to ``0``.
 
@@ -358,6 +402,7 @@ def make_metaworld_gym_env(
     """
     check_metaworld_task(task)
     check_render_quality(render_quality)
+    check_goal_distribution(goals)
     _check_positive("image_size", image_size)
     _check_positive("max_episode_steps", max_episode_steps)
     path_length = metaworld.ALL_V3_ENVIRONMENTS[task].max_path_length
@@ -377,6 +422,8 @@ def make_metaworld_gym_env(
         max_episode_steps=max_episode_steps,
         disable_env_checker=True,
     )
+    if goals == "uniform":
+        _draw_goals_uniformly(env, seed)
     return MetaWorldRenderAdapter(env, render_quality=render_quality)
 
 
@@ -388,6 +435,7 @@ def make_metaworld_env(
     max_episode_steps: int = 500,
     action_repeat: int = 1,
     render_quality: str = "fast",
+    goals: str = "mt1",
     seed: int | None = 0,
     pixels_only: bool = False,
     device: torch.device | str | None = None,
@@ -414,6 +462,9 @@ def make_metaworld_env(
         render_quality (str, optional): ``"fast"`` (no shadows, no MSAA: about 3-7x faster
             renders than ``"metaworld"``), ``"antialiased"`` (4x MSAA) or ``"metaworld"``
             (MSAA and shadows), see :data:`RENDER_QUALITIES`. Defaults to ``"fast"``.
+        goals (str, optional): ``"mt1"`` (one of MT1's 50 fixed goal variations per reset)
+            or ``"uniform"`` (a new goal from the task's range at each reset, as the anchors'
+            Meta-world v2 env), see :data:`GOAL_DISTRIBUTIONS`. Defaults to ``"mt1"``.
         seed (int, optional): fixes Meta-world's set of 50 goal variations and the initial
             RNG; re-seed the variation drawn at each reset with ``env.set_seed``. Defaults to
             ``0``.
@@ -456,6 +507,7 @@ def make_metaworld_env(
         camera=camera,
         max_episode_steps=max_episode_steps,
         render_quality=render_quality,
+        goals=goals,
         seed=seed,
     )
     base = GymWrapper(gym_env, from_pixels=True, pixels_only=pixels_only, device=device)
