@@ -259,6 +259,19 @@ def test_finetuning_loss_falls(squares):
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
 
 
+def test_on_update_sees_each_update_and_may_leave_the_model_in_eval_mode(squares):
+    buffer, _ = squares
+    model = make_model_gap_world_model("dreamer", action_dim=2, world_model_kwargs=TINY)
+    seen = []
+
+    def evaluate(done: int) -> None:
+        seen.append((done, model.training))
+        model.eval()
+
+    finetune_world_model(model, buffer.sample, updates=3, freeze_updates=0, on_update=evaluate)
+    assert seen == [(1, True), (2, True), (3, True)]  # each update trains in train mode
+
+
 # ----------------------------------------------------------------------------- scores
 
 

@@ -406,6 +406,7 @@ def finetune_world_model(
     freeze_updates: int,
     lr: float = 3e-4,
     progress: bool = False,
+    on_update: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Fine-tunes ``world_model`` alone for ``updates`` updates on batches from ``sample``.
 
@@ -427,6 +428,9 @@ def finetune_world_model(
         freeze_updates (int): updates with the ``representation`` group frozen.
         lr (float, optional): the learning rate. Defaults to ``3e-4``.
         progress (bool, optional): show a progress bar. Defaults to ``False``.
+        on_update (Callable, optional): called after each update with the number of updates
+            done (e.g. to evaluate the model as it trains; it may switch the model to eval
+            mode, the next update switches it back). Defaults to ``None``.
 
     Returns:
         One entry per update: ``"loss"`` (the sum of the loss terms), ``"reco_mse"`` and
@@ -451,9 +455,9 @@ def finetune_world_model(
         from tqdm import tqdm
 
         steps = tqdm(steps, desc="fine-tuning", unit="update", leave=False)
-    world_model.train()
     curve = []
     for update in steps:
+        world_model.train()
         set_representation_frozen(stepper.optimizer, update < freeze_updates, lr)
         losses = stepper.step(None, sample())
         total = sum(value.sum() for key, value in losses.items() if key.startswith("loss_"))
@@ -466,6 +470,8 @@ def finetune_world_model(
         )
         if progress:
             steps.set_postfix(loss=f"{curve[-1]['loss']:.1f}")
+        if on_update is not None:
+            on_update(update + 1)
     return curve
 
 

@@ -1,0 +1,318 @@
+"""Can the world model learn to draw the goal? Offline world models on reach, marker recall as
+they train.
+
+The fine-tuned DreamerV2 world models of ``docs/results.md`` never draw reach's goal marker
+(``experiments/goal_probe.py``: recall 0). This script asks whether the world model can learn it
+at all, away from the agent: each *variant* trains a world model alone (the agent's world-model
+update, :func:`~torchrl_prelar.training.model_gap.finetune_world_model`; no reward head, no
+actor) on the same random-action reach-v3 episodes, and every ``--eval-every`` updates
+measures the goal marker's recall (:func:`goal_probe.goal_marker_recall`) in its posterior
+reconstruction of the last frame of held-out episodes (other seeds). One change per variant:
+
+- ``fast``: a fresh ``small`` world model on frames rendered as the fine-tuning runs render
+  them (``render_quality=fast``);
+- ``metaworld``: the same on frames with Meta-world's own MSAA and shadows, as the anchors'
+  renderer draws them;
+- ``depth48``: ``fast``, with the conv encoder and decoder as wide as DreamerV2's
+  (``cnn_depth`` 48 instead of the ``small`` model's 16);
+- ``prelar``: the pre-trained PreLAR world model of ``--pretrained`` (a new action encoder,
+  encoder and RSSM frozen for the first 100 updates, as the ``prelar`` arm fine-tunes), on
+  the ``fast`` frames.
+
+``OUT`` (JSON) holds the settings, the command, the machine and per variant the recall, the
+marker's size and the training losses at each evaluation; ``OUT`` with ``.png`` is the figure.
+A variant already in ``OUT`` is skipped, so the same command resumes.
+
+    MUJOCO_GL=egl python experiments/goal_marker.py --variants fast metaworld \
+        --out runs/goal_marker.json
+    MUJOCO_GL=egl python experiments/goal_marker.py --variants prelar \
+        --pretrained runs/prelar_long/pretrained_world_model.pt --out runs/goal_marker.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from torchrl_prelar.data.episodes import Episode  # noqa: E402
+from torchrl_prelar.io import atomic_write_text  # noqa: E402
+from torchrl_prelar.modules.pixels import centred_pixels  # noqa: E402
+from torchrl_prelar.training.model_gap import (  # noqa: E402
+    finetune_world_model,
+    make_model_gap_world_model,
+    make_transition_buffer,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from goal_probe import goal_marker_recall, last_posterior, random_action_episodes  # noqa: E402
+
+#: Each variant's one change: the frames' render quality, the world model's initialisation
+#: (a ``MODEL_GAP_ARMS`` key), the updates with encoder and RSSM frozen, and changes to the
+#: ``--world-model`` arguments of a fresh world model.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fast": {"render_quality": "fast", "arm": "dreamer", "freeze_updates": 0},
+    "metaworld": {"render_quality": "metaworld", "arm": "dreamer", "freeze_updates": 0},
+    "depth48": {
+        "render_quality": "fast",
+        "arm": "dreamer",
+        "freeze_updates": 0,
+        "world_model": {"encoder": {"depth": 48}, "decoder": {"depth": 48}},
+    },
+    "prelar": {"render_quality": "fast", "arm": "prelar", "freeze_updates": 100},
+}
+TASK = "reach-v3"
+
+
+def as_episodes(data: Mapping[str, np.ndarray], name: str) -> list[Episode]:
+    """The rollouts of :func:`goal_probe.random_action_episodes` as action :class:`Episode`\\ s
+    (frames channels last; ``actions[t]`` taken just before frame ``t``, a zero row first).
+
+    Examples:
+        >>> data = {"frames": np.zeros((2, 4, 3, 8, 8), np.uint8),
+        ...         "actions": np.ones((2, 3, 4), np.float32)}
+        >>> episodes = as_episodes(data, "train")
+        >>> episodes[1].frames.shape, episodes[1].actions[:, 0].tolist(), episodes[1].name
+        ((4, 8, 8, 3), [0.0, 1.0, 1.0, 1.0], 'train-1')
+    """
+    episodes = []
+    for index, (frames, actions) in enumerate(zip(data["frames"], data["actions"], strict=True)):
+        padded = np.concatenate([np.zeros_like(actions[:1]), actions])
+        episodes.append(
+            Episode(
+                frames.transpose(0, 2, 3, 1).copy(),
+                padded,
+                name=f"{name}-{index}",
+                source=TASK,
+            )
+        )
+    return episodes
+
+
+def marker_recall(world_model, data: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The goal marker's recall in ``world_model``'s reconstruction of the episodes' last
+    frames (:func:`goal_probe.goal_marker_recall`)."""
+    _, reconstruction = last_posterior(world_model, data["frames"], data["actions"])
+    return goal_marker_recall(
+        reconstruction,
+        centred_pixels(torch.from_numpy(data["frames"][:, -1])),
+        centred_pixels(torch.from_numpy(data["last_without_goal"])),
+    )
+
+
+def train_variant(
+    settings: Mapping[str, Any],
+    *,
+    train: Sequence[Episode],
+    heldout: Mapping[str, np.ndarray],
+    updates: int,
+    eval_every: int,
+    batch_size: int,
+    num_transitions: int,
+    pretrained: Path | None,
+    seed: int,
+    world_model_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, list[float]]:
+    """Train one variant's world model alone and measure the marker's recall as it goes.
+
+    Returns, per evaluation (before the first update and every ``eval_every`` updates): the
+    ``updates`` done, the ``recall``, and the mean ``reco_mse`` and ``state_kl`` of the updates
+    since the last evaluation.
+
+    Examples:
+        >>> data = random_action_episodes(TASK, episodes=4, steps=6, image_size=64,
+        ...                               camera="corner", render_quality="fast")  # doctest: +SKIP
+        >>> curve = train_variant(VARIANTS["fast"], train=as_episodes(data, "train"),
+        ...                       heldout=data, updates=2, eval_every=1, batch_size=2,
+        ...                       num_transitions=4, pretrained=None, seed=0)  # doctest: +SKIP
+        >>> curve["updates"]  # doctest: +SKIP
+        [0, 1, 2]
+    """
+    torch.manual_seed(seed)
+    kwargs = OmegaConf.merge(world_model_kwargs or {}, settings.get("world_model", {}))
+    world_model = make_model_gap_world_model(
+        settings["arm"],
+        action_dim=int(train[0].actions.shape[-1]),
+        pretrained=pretrained,
+        world_model_kwargs=OmegaConf.to_container(kwargs),
+    )
+    buffer = make_transition_buffer(train, num_transitions=num_transitions, batch_size=batch_size)
+    evaluated = {0: marker_recall(world_model, heldout)["recall"]}
+
+    def evaluate(done: int) -> None:
+        if done % eval_every == 0 or done == updates:
+            evaluated[done] = marker_recall(world_model, heldout)["recall"]
+
+    losses = finetune_world_model(
+        world_model,
+        buffer.sample,
+        updates=updates,
+        freeze_updates=settings["freeze_updates"],
+        progress=True,
+        on_update=evaluate,
+    )
+    done = sorted(evaluated)
+    return {
+        "updates": done,
+        "recall": [evaluated[d] for d in done],
+        **{
+            name: [float("nan")]
+            + [
+                float(np.mean([step[name] for step in losses[start:end]]))
+                for start, end in zip(done[:-1], done[1:], strict=True)
+            ]
+            for name in ("reco_mse", "state_kl")
+        },
+    }
+
+
+def plot(report: Mapping[str, Any], path: Path) -> None:
+    """Recall against updates, one line per variant, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, variant in report["variants"].items():
+        axis.plot(variant["updates"], variant["recall"], marker="o", label=name)
+    axis.axhline(0.0, color="grey", linewidth=0.8)
+    axis.set_xlabel("world-model updates")
+    axis.set_ylabel("goal marker recall (1: drawn, 0: absent)")
+    axis.set_title(f"{TASK}: does the world model draw the goal?")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["fast"])
+    parser.add_argument("--pretrained", type=Path, help="pretrained_world_model.pt (prelar)")
+    parser.add_argument("--updates", type=int, default=1500)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-transitions", type=int, default=50)
+    parser.add_argument("--train-episodes", type=int, default=40)
+    parser.add_argument("--train-steps", type=int, default=100, help="actions per episode")
+    parser.add_argument("--eval-episodes", type=int, default=100)
+    parser.add_argument("--eval-steps", type=int, default=30)
+    parser.add_argument("--world-model", default="small", help="config/world_model/ file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    args = parser.parse_args(argv)
+    if "prelar" in args.variants and args.pretrained is None:
+        parser.error("the prelar variant needs --pretrained")
+    from results_report import command_line, machine_description
+
+    torch.set_num_threads(args.threads)
+    world_model_kwargs = OmegaConf.to_container(
+        OmegaConf.load(
+            Path(__file__).resolve().parents[1]
+            / "examples"
+            / "config"
+            / "world_model"
+            / f"{args.world_model}.yaml"
+        )
+    )
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "updates",
+            "eval_every",
+            "batch_size",
+            "num_transitions",
+            "train_episodes",
+            "train_steps",
+            "eval_episodes",
+            "eval_steps",
+            "world_model",
+            "seed",
+        )
+    }
+    report = json.loads(args.out.read_text()) if args.out.exists() else {"variants": {}}
+    if report.get("settings", settings) != settings:
+        raise SystemExit(f"{args.out} holds variants made with other settings: use another --out.")
+    report.update(
+        settings=settings,
+        command=command_line(__file__, argv),
+        machine=machine_description(args.threads),
+    )
+    rollouts: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+    def episodes(split: str, quality: str) -> dict[str, np.ndarray]:
+        if (split, quality) not in rollouts:
+            count, steps, seed = (
+                (args.train_episodes, args.train_steps, args.seed)
+                if split == "train"
+                else (args.eval_episodes, args.eval_steps, args.seed + 100_000)
+            )
+            rollouts[split, quality] = random_action_episodes(
+                TASK,
+                episodes=count,
+                steps=steps,
+                image_size=64,
+                camera="corner",
+                render_quality=quality,
+                seed=seed,
+            )
+        return rollouts[split, quality]
+
+    for name in args.variants:
+        if name in report["variants"]:
+            continue
+        variant = VARIANTS[name]
+        started = time.perf_counter()
+        heldout = episodes("heldout", variant["render_quality"])
+        curve = train_variant(
+            variant,
+            train=as_episodes(episodes("train", variant["render_quality"]), "train"),
+            heldout=heldout,
+            updates=args.updates,
+            eval_every=args.eval_every,
+            batch_size=args.batch_size,
+            num_transitions=args.num_transitions,
+            pretrained=args.pretrained if variant["arm"] != "dreamer" else None,
+            seed=args.seed,
+            world_model_kwargs=world_model_kwargs,
+        )
+        marker = goal_marker_recall(
+            centred_pixels(torch.from_numpy(heldout["last_without_goal"])),
+            centred_pixels(torch.from_numpy(heldout["frames"][:, -1])),
+            centred_pixels(torch.from_numpy(heldout["last_without_goal"])),
+        )
+        report["variants"][name] = {
+            **variant,
+            "pretrained": str(args.pretrained) if variant["arm"] != "dreamer" else None,
+            "marker_pixels": marker["marker_pixels"],
+            "marker_contrast": marker["marker_contrast"],
+            "seconds": round(time.perf_counter() - started, 1),
+            **curve,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+        plot(report, args.out.with_suffix(".png"))
+        print(
+            f"{name}: goal marker recall "
+            + ", ".join(f"{r:.2f}" for r in curve["recall"])
+            + f" at {curve['updates']} updates"
+        )
+    return report
+
+
+if __name__ == "__main__":
+    main()
