@@ -20,11 +20,14 @@ state holds. For each fine-tuning run folder of ``examples/dreamer_prelar.py sta
    the goals, and scores it (R^2) on the other half: a goal is never on both sides. R^2 is
    averaged over ``--splits`` random halvings.
 
-Each probe also records the success rate a policy that ignores the goal can reach
-(:func:`best_fixed_point_success`): the best single point to move the hand to, for the goals of
-``--goal-samples`` resets under each goal distribution of the env (``finetune.goals``: MT1's
-50 fixed goals, or a new uniform goal per reset as in the anchors' env). An agent's success
-is evidence that it reads the goal only above that rate.
+Each probe also records the success rate of the best *fixed point*
+(:func:`best_fixed_point_success`): a policy that moves the hand to one point, whatever the
+goal, and holds it there. It is computed for the goals of ``--goal-samples`` resets under each
+goal distribution of the env (``finetune.goals``: one set of MT1's 50 fixed goals, the point
+chosen for that set; or a new uniform goal per reset, as in the anchors' env). It bounds what
+holding still earns without seeing the goal; it does not bound a policy that sweeps the hand
+through the goal range, since an episode succeeds if the hand ever comes within the success
+distance.
 
 ``OUT`` (JSON) holds a list of probes, each with its command, machine and settings and, per
 run, its env steps, the marker's recall and size in pixels, and the R^2 of each target (per
@@ -155,7 +158,7 @@ def reset_goals(task: str, *, goals: str, resets: int, seed: int = 0) -> np.ndar
 
 
 def best_fixed_point_success(goals: np.ndarray, *, radius: float, grid: int = 25) -> dict[str, Any]:
-    """The success rate of the best goal-blind policy: one point the hand always goes to.
+    """The success rate of the best fixed point: a hand held there, whatever the goal.
 
     A goal counts as reached when it lies within ``radius`` of the point (Meta-world's reach
     succeeds within 0.05 m). The point is searched on a ``grid`` ^ 3 lattice spanning the
@@ -411,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from results_report import command_line, machine_description
 
     torch.set_num_threads(args.threads)
-    results, episodes_by_setting, goal_blind = [], {}, {}
+    results, episodes_by_setting, fixed_point = [], {}, {}
     for label, run_dir in labelled_runs(args.run):
         cfg, agent, env_steps = load_run(run_dir)
         tune = cfg["finetune"]
@@ -435,8 +438,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 goals=goal_distribution,
                 seed=args.seed,
             )
-        if tune["task"] not in goal_blind:
-            goal_blind[tune["task"]] = {
+        if tune["task"] not in fixed_point:
+            fixed_point[tune["task"]] = {
                 goals: best_fixed_point_success(
                     reset_goals(
                         tune["task"], goals=goals, resets=args.goal_samples, seed=args.seed
@@ -476,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for k in ("episodes", "steps", "splits", "seed", "goal_samples", "success_radius")
         },
         "ridges": list(RIDGES),
-        "goal_blind_success": goal_blind,
+        "fixed_point_success": fixed_point,
         "runs": results,
     }
     earlier = (
@@ -484,9 +487,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps({"probes": [*earlier, report]}, indent=1) + "\n")
-    for task, rates in goal_blind.items():
+    for task, rates in fixed_point.items():
         print(
-            f"{task}: a goal-blind fixed point succeeds at "
+            f"{task}: the best fixed point succeeds at "
             + ", ".join(f"{rate['success']:.2f} ({goals} goals)" for goals, rate in rates.items())
         )
     for run in results:

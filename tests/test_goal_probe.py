@@ -98,7 +98,7 @@ def test_best_fixed_point_counts_the_goals_one_point_reaches():
         best_fixed_point_success(np.zeros((4, 2)), radius=0.05)
 
 
-def test_uniform_goals_leave_a_goal_blind_point_less_than_mt1_goals():
+def test_uniform_goals_leave_a_fixed_point_less_than_one_set_of_mt1_goals():
     mt1 = best_fixed_point_success(reset_goals("reach-v3", goals="mt1", resets=300), radius=0.05)
     uniform = best_fixed_point_success(
         reset_goals("reach-v3", goals="uniform", resets=300), radius=0.05
@@ -132,7 +132,7 @@ def test_goal_probe_of_a_run_writes_each_target_r2_and_appends(tmp_path):
     assert run["task"] == "reach-v3" and run["distinct_goals"] > 1
     assert run["goal_marker"]["marker_pixels"] > 0 and np.isfinite(run["goal_marker"]["recall"])
     assert run["goals"] == "mt1"
-    blind = report["goal_blind_success"]["reach-v3"]
+    blind = report["fixed_point_success"]["reach-v3"]
     assert set(blind) == {"mt1", "uniform"} and blind["uniform"]["goals"] == 50
     assert 0.0 < blind["uniform"]["success"] <= 1.0
     for target in ("goal_r2", "hand_r2"):
