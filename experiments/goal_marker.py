@@ -19,9 +19,11 @@ reconstruction of the last frame of held-out episodes (other seeds). One change 
   encoder and RSSM frozen for the first 100 updates, as the ``prelar`` arm fine-tunes), on
   the ``fast`` frames.
 
-``OUT`` (JSON) holds the settings, the command, the machine and per variant the recall, the
+``OUT`` (JSON) holds the settings and per variant its command, machine, the recall, the
 marker's size and the training losses at each evaluation; ``OUT`` with ``.png`` is the figure.
-A variant already in ``OUT`` is skipped, so the same command resumes.
+A variant already in ``OUT`` is skipped, so the same command resumes. Each variant is added to
+``OUT`` when it finishes, under a lock, so several invocations (one per core) may share one
+``OUT``.
 
     MUJOCO_GL=egl python experiments/goal_marker.py --variants fast metaworld \
         --out runs/goal_marker.json
@@ -32,6 +34,7 @@ A variant already in ``OUT`` is skipped, so the same command resumes.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -178,6 +181,39 @@ def train_variant(
     }
 
 
+def update_report(
+    out: Path,
+    settings: Mapping[str, Any],
+    name: str | None = None,
+    entry: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``out``'s report, with variant ``name`` set to ``entry`` (written atomically, figure
+    redrawn) when given; read and written under a lock on ``out`` with ``.lock``, so parallel
+    invocations keep each other's variants. ``SystemExit`` if ``out`` holds other settings.
+
+    Examples:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "goal_marker.json"
+        >>> update_report(out, {"updates": 2})
+        {'settings': {'updates': 2}, 'variants': {}}
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = (
+            json.loads(out.read_text())
+            if out.exists()
+            else {"settings": dict(settings), "variants": {}}
+        )
+        if report["settings"] != settings:
+            raise SystemExit(f"{out} holds variants made with other settings: use another --out.")
+        if name is not None:
+            report["variants"][name] = dict(entry or {})
+            atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+            plot(report, out.with_suffix(".png"))
+    return report
+
+
 def plot(report: Mapping[str, Any], path: Path) -> None:
     """Recall against updates, one line per variant, saved as a PNG."""
     import matplotlib
@@ -244,14 +280,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seed",
         )
     }
-    report = json.loads(args.out.read_text()) if args.out.exists() else {"variants": {}}
-    if report.get("settings", settings) != settings:
-        raise SystemExit(f"{args.out} holds variants made with other settings: use another --out.")
-    report.update(
-        settings=settings,
-        command=command_line(__file__, argv),
-        machine=machine_description(args.threads),
-    )
+    report = update_report(args.out, settings)
     rollouts: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
     def episodes(split: str, quality: str) -> dict[str, np.ndarray]:
@@ -295,17 +324,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             centred_pixels(torch.from_numpy(heldout["frames"][:, -1])),
             centred_pixels(torch.from_numpy(heldout["last_without_goal"])),
         )
-        report["variants"][name] = {
+        entry = {
             **variant,
             "pretrained": str(args.pretrained) if variant["arm"] != "dreamer" else None,
+            "command": command_line(__file__, argv),
+            "machine": machine_description(args.threads),
             "marker_pixels": marker["marker_pixels"],
             "marker_contrast": marker["marker_contrast"],
             "seconds": round(time.perf_counter() - started, 1),
             **curve,
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
-        plot(report, args.out.with_suffix(".png"))
+        report = update_report(args.out, settings, name, entry)
         print(
             f"{name}: goal marker recall "
             + ", ".join(f"{r:.2f}" for r in curve["recall"])

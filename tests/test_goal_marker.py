@@ -39,6 +39,10 @@ def test_each_variant_gets_a_recall_curve_and_a_second_call_resumes(tmp_path):
 
     again = main(["--variants", "fast", *TINY, "--out", str(out)])  # done: not trained again
     assert again["variants"]["fast"]["seconds"] == report["variants"]["fast"]["seconds"]
+    other = main(["--variants", "metaworld", *TINY, "--out", str(out)])  # another invocation
+    assert set(other["variants"]) == {"fast", "depth48", "metaworld"}
+    assert other["variants"]["metaworld"]["render_quality"] == "metaworld"
+    assert "--variants metaworld" in other["variants"]["metaworld"]["command"]
     with pytest.raises(SystemExit, match="other settings"):
         main(["--variants", "fast", *TINY[:-1], "4", "--out", str(out)])
 
