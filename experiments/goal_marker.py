@@ -51,7 +51,6 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from torchrl_prelar.data.episodes import Episode  # noqa: E402
 from torchrl_prelar.io import atomic_write_text  # noqa: E402
-from torchrl_prelar.modules.pixels import centred_pixels  # noqa: E402
 from torchrl_prelar.training.model_gap import (  # noqa: E402
     finetune_world_model,
     make_model_gap_world_model,
@@ -60,7 +59,11 @@ from torchrl_prelar.training.model_gap import (  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from goal_probe import goal_marker_recall, last_posterior, random_action_episodes  # noqa: E402
+from goal_probe import (  # noqa: E402
+    episodes_marker_recall,
+    last_posterior,
+    random_action_episodes,
+)
 
 #: Each variant's one change: the frames' render quality, the world model's initialisation
 #: (a ``MODEL_GAP_ARMS`` key), the updates with encoder and RSSM frozen, and changes to the
@@ -106,13 +109,9 @@ def as_episodes(data: Mapping[str, np.ndarray], name: str) -> list[Episode]:
 
 def marker_recall(world_model, data: Mapping[str, np.ndarray]) -> dict[str, float]:
     """The goal marker's recall in ``world_model``'s reconstruction of the episodes' last
-    frames (:func:`goal_probe.goal_marker_recall`)."""
+    frames (:func:`goal_probe.episodes_marker_recall`)."""
     _, reconstruction = last_posterior(world_model, data["frames"], data["actions"])
-    return goal_marker_recall(
-        reconstruction,
-        centred_pixels(torch.from_numpy(data["frames"][:, -1])),
-        centred_pixels(torch.from_numpy(data["last_without_goal"])),
-    )
+    return episodes_marker_recall(reconstruction, data)
 
 
 def train_variant(
@@ -130,7 +129,8 @@ def train_variant(
 ) -> dict[str, list[float]]:
     """Train one variant's world model alone and measure the marker's recall as it goes.
 
-    Returns, per evaluation (before the first update and every ``eval_every`` updates): the
+    Returns the marker's mean ``marker_pixels`` and ``marker_contrast`` per held-out frame
+    and, per evaluation (before the first update and every ``eval_every`` updates): the
     ``updates`` done, the ``recall``, and the mean ``reco_mse`` and ``state_kl`` of the updates
     since the last evaluation.
 
@@ -152,7 +152,8 @@ def train_variant(
         world_model_kwargs=OmegaConf.to_container(kwargs),
     )
     buffer = make_transition_buffer(train, num_transitions=num_transitions, batch_size=batch_size)
-    evaluated = {0: marker_recall(world_model, heldout)["recall"]}
+    first = marker_recall(world_model, heldout)
+    evaluated = {0: first["recall"]}
 
     def evaluate(done: int) -> None:
         if done % eval_every == 0 or done == updates:
@@ -168,6 +169,8 @@ def train_variant(
     )
     done = sorted(evaluated)
     return {
+        "marker_pixels": first["marker_pixels"],
+        "marker_contrast": first["marker_contrast"],
         "updates": done,
         "recall": [evaluated[d] for d in done],
         **{
@@ -319,18 +322,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             seed=args.seed,
             world_model_kwargs=world_model_kwargs,
         )
-        marker = goal_marker_recall(
-            centred_pixels(torch.from_numpy(heldout["last_without_goal"])),
-            centred_pixels(torch.from_numpy(heldout["frames"][:, -1])),
-            centred_pixels(torch.from_numpy(heldout["last_without_goal"])),
-        )
         entry = {
             **variant,
             "pretrained": str(args.pretrained) if variant["arm"] != "dreamer" else None,
             "command": command_line(__file__, argv),
             "machine": machine_description(args.threads),
-            "marker_pixels": marker["marker_pixels"],
-            "marker_contrast": marker["marker_contrast"],
             "seconds": round(time.perf_counter() - started, 1),
             **curve,
         }

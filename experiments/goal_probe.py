@@ -259,6 +259,18 @@ def goal_marker_recall(
     }
 
 
+def episodes_marker_recall(
+    reconstruction: torch.Tensor, data: Mapping[str, np.ndarray]
+) -> dict[str, float]:
+    """:func:`goal_marker_recall` of ``reconstruction`` (centred pixels) against the last
+    frames of :func:`random_action_episodes` ``data``, with and without the goal."""
+    return goal_marker_recall(
+        reconstruction,
+        centred_pixels(torch.from_numpy(data["frames"][:, -1])),
+        centred_pixels(torch.from_numpy(data["last_without_goal"])),
+    )
+
+
 def last_posterior(
     world_model, frames: np.ndarray, actions: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -462,11 +474,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "render_quality": cfg["render_quality"],
                 "goals": goal_distribution,
                 "distinct_goals": int(goals.max() + 1),
-                "goal_marker": goal_marker_recall(
-                    reconstruction,
-                    centred_pixels(torch.from_numpy(data["frames"][:, -1])),
-                    centred_pixels(torch.from_numpy(data["last_without_goal"])),
-                ),
+                "goal_marker": episodes_marker_recall(reconstruction, data),
                 "goal_r2": probe(features, data["goal"], goals, splits=args.splits),
                 "hand_r2": probe(features, data["hand"], goals, splits=args.splits),
             }

@@ -147,6 +147,19 @@ def test_mt1_goals_come_from_fifty_variations_and_uniform_goals_are_new_each_res
     assert np.abs(quartiles - [[0.25], [0.75]]).max() < 0.12
 
 
+def test_mt1_sets_of_goals_differ_between_env_seeds():
+    training = make_metaworld_gym_env(TASK, goals="mt1", seed=0)
+    evaluation = make_metaworld_gym_env(TASK, goals="mt1", seed=100_000)  # the eval env's offset
+    try:
+        first = np.unique(_reset_goals(training, range(100)).round(6), axis=0)
+        second = np.unique(_reset_goals(evaluation, range(100)).round(6), axis=0)
+    finally:
+        training.close()
+        evaluation.close()
+    shared = (np.abs(first[:, None] - second[None]).max(-1) < 1e-6).sum()
+    assert len(first) > 30 and len(second) > 30 and shared == 0
+
+
 def test_uniform_goals_repeat_under_the_same_seeds():
     first = make_metaworld_gym_env(TASK, goals="uniform", seed=3)
     second = make_metaworld_gym_env(TASK, goals="uniform", seed=3)
