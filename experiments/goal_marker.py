@@ -17,7 +17,10 @@ reconstruction of the last frame of held-out episodes (other seeds). One change 
   (``cnn_depth`` 48 instead of the ``small`` model's 16);
 - ``prelar``: the pre-trained PreLAR world model of ``--pretrained`` (a new action encoder,
   encoder and RSSM frozen for the first 100 updates, as the ``prelar`` arm fine-tunes), on
-  the ``fast`` frames.
+  the ``fast`` frames;
+- ``free_nats1``: ``fast`` with 1 free nat of state KL per step (DreamerV3's free bits; the
+  anchors' DreamerV2 has none): the first nat the posterior spends on an observation, such
+  as where the goal is, costs nothing.
 
 ``OUT`` (JSON) holds the settings and per variant its command, machine, the recall, the
 marker's size and the training losses at each evaluation; ``OUT`` with ``.png`` is the figure.
@@ -66,8 +69,8 @@ from goal_probe import (  # noqa: E402
 )
 
 #: Each variant's one change: the frames' render quality, the world model's initialisation
-#: (a ``MODEL_GAP_ARMS`` key), the updates with encoder and RSSM frozen, and changes to the
-#: ``--world-model`` arguments of a fresh world model.
+#: (a ``MODEL_GAP_ARMS`` key), the updates with encoder and RSSM frozen, changes to the
+#: ``--world-model`` arguments of a fresh world model, and the state KL's free nats.
 VARIANTS: dict[str, dict[str, Any]] = {
     "fast": {"render_quality": "fast", "arm": "dreamer", "freeze_updates": 0},
     "metaworld": {"render_quality": "metaworld", "arm": "dreamer", "freeze_updates": 0},
@@ -78,6 +81,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "world_model": {"encoder": {"depth": 48}, "decoder": {"depth": 48}},
     },
     "prelar": {"render_quality": "fast", "arm": "prelar", "freeze_updates": 100},
+    "free_nats1": {
+        "render_quality": "fast",
+        "arm": "dreamer",
+        "freeze_updates": 0,
+        "free_nats": 1.0,
+    },
 }
 TASK = "reach-v3"
 
@@ -164,6 +173,7 @@ def train_variant(
         buffer.sample,
         updates=updates,
         freeze_updates=settings["freeze_updates"],
+        free_nats=settings.get("free_nats"),
         progress=True,
         on_update=evaluate,
     )

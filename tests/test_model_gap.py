@@ -272,6 +272,24 @@ def test_on_update_sees_each_update_and_may_leave_the_model_in_eval_mode(squares
     assert seen == [(1, True), (2, True), (3, True)]  # each update trains in train mode
 
 
+def test_free_nats_floor_the_state_kl_terms_of_the_update(squares):
+    """With free nats far above the state KL, each KL term is the floor: the update's loss
+    exceeds the one without free nats by about free_nats (balance 0.8 + 0.2 = 1)."""
+    buffer, _ = squares
+    batch = buffer.sample()
+    curves = {}
+    for free_nats in (None, 100.0):
+        torch.manual_seed(0)
+        model = make_model_gap_world_model("dreamer", action_dim=2, world_model_kwargs=TINY)
+        torch.manual_seed(1)
+        curves[free_nats] = finetune_world_model(
+            model, batch.clone, updates=1, freeze_updates=0, free_nats=free_nats
+        )[0]
+    assert curves[None]["state_kl"] == pytest.approx(curves[100.0]["state_kl"], rel=1e-5)
+    extra = curves[100.0]["loss"] - curves[None]["loss"]
+    assert extra == pytest.approx(100.0 - curves[None]["state_kl"], rel=1e-3)
+
+
 # ----------------------------------------------------------------------------- scores
 
 

@@ -405,6 +405,7 @@ def finetune_world_model(
     updates: int,
     freeze_updates: int,
     lr: float = 3e-4,
+    free_nats: float | None = None,
     progress: bool = False,
     on_update: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
@@ -427,6 +428,8 @@ def finetune_world_model(
         updates (int): number of updates.
         freeze_updates (int): updates with the ``representation`` group frozen.
         lr (float, optional): the learning rate. Defaults to ``3e-4``.
+        free_nats (float, optional): the state KL free nats (per step, summed over the
+            categoricals). Defaults to ``None`` (the agent's loss: 0).
         progress (bool, optional): show a progress bar. Defaults to ``False``.
         on_update (Callable, optional): called after each update with the number of updates
             done (e.g. to evaluate the model as it trains; it may switch the model to eval
@@ -448,7 +451,9 @@ def finetune_world_model(
     if freeze_updates < 0:
         raise ValueError(f"freeze_updates must be >= 0, got {freeze_updates}.")
     stepper = make_world_model_stepper(
-        world_model, optimizer_factory=functools.partial(make_finetune_optimizer, model_lr=lr)
+        world_model,
+        free_nats=free_nats,
+        optimizer_factory=functools.partial(make_finetune_optimizer, model_lr=lr),
     )
     steps: Iterable[int] = range(updates)
     if progress:
