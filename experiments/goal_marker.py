@@ -20,7 +20,10 @@ reconstruction of the last frame of held-out episodes (other seeds). One change 
   the ``fast`` frames;
 - ``free_nats1``: ``fast`` with 1 free nat of state KL per step (DreamerV3's free bits; the
   anchors' DreamerV2 has none): the first nat the posterior spends on an observation, such
-  as where the goal is, costs nothing.
+  as where the goal is, costs nothing;
+- ``big_marker``: ``fast`` with the goal's sphere drawn 3 times as wide (about 9 times the
+  pixels), in the training and the held-out frames: a diagnostic of whether the marker's
+  share of the reconstruction loss is what keeps it out of the model.
 
 ``OUT`` (JSON) holds the settings and per variant its command, machine, the recall, the
 marker's size and the training losses at each evaluation; ``OUT`` with ``.png`` is the figure.
@@ -70,7 +73,8 @@ from goal_probe import (  # noqa: E402
 
 #: Each variant's one change: the frames' render quality, the world model's initialisation
 #: (a ``MODEL_GAP_ARMS`` key), the updates with encoder and RSSM frozen, changes to the
-#: ``--world-model`` arguments of a fresh world model, and the state KL's free nats.
+#: ``--world-model`` arguments of a fresh world model, the state KL's free nats, and the goal
+#: sphere's radius in the frames (``marker_scale``).
 VARIANTS: dict[str, dict[str, Any]] = {
     "fast": {"render_quality": "fast", "arm": "dreamer", "freeze_updates": 0},
     "metaworld": {"render_quality": "metaworld", "arm": "dreamer", "freeze_updates": 0},
@@ -86,6 +90,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "arm": "dreamer",
         "freeze_updates": 0,
         "free_nats": 1.0,
+    },
+    "big_marker": {
+        "render_quality": "fast",
+        "arm": "dreamer",
+        "freeze_updates": 0,
+        "marker_scale": 3.0,
     },
 }
 TASK = "reach-v3"
@@ -294,35 +304,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     }
     report = update_report(args.out, settings)
-    rollouts: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    rollouts: dict[tuple[str, str, float], dict[str, np.ndarray]] = {}
 
-    def episodes(split: str, quality: str) -> dict[str, np.ndarray]:
-        if (split, quality) not in rollouts:
+    def episodes(split: str, quality: str, marker_scale: float) -> dict[str, np.ndarray]:
+        if (split, quality, marker_scale) not in rollouts:
             count, steps, seed = (
                 (args.train_episodes, args.train_steps, args.seed)
                 if split == "train"
                 else (args.eval_episodes, args.eval_steps, args.seed + 100_000)
             )
-            rollouts[split, quality] = random_action_episodes(
+            rollouts[split, quality, marker_scale] = random_action_episodes(
                 TASK,
                 episodes=count,
                 steps=steps,
                 image_size=64,
                 camera="corner",
                 render_quality=quality,
+                marker_scale=marker_scale,
                 seed=seed,
             )
-        return rollouts[split, quality]
+        return rollouts[split, quality, marker_scale]
 
     for name in args.variants:
         if name in report["variants"]:
             continue
         variant = VARIANTS[name]
         started = time.perf_counter()
-        heldout = episodes("heldout", variant["render_quality"])
+        rendering = (variant["render_quality"], variant.get("marker_scale", 1.0))
+        heldout = episodes("heldout", *rendering)
         curve = train_variant(
             variant,
-            train=as_episodes(episodes("train", variant["render_quality"]), "train"),
+            train=as_episodes(episodes("train", *rendering), "train"),
             heldout=heldout,
             updates=args.updates,
             eval_every=args.eval_every,

@@ -81,6 +81,7 @@ def random_action_episodes(
     render_quality: str,
     action_repeat: int = 1,
     goals: str = "mt1",
+    marker_scale: float = 1.0,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Episodes of ``task`` under uniformly random actions, with the goal and the hand.
@@ -90,7 +91,8 @@ def random_action_episodes(
     ``actions`` ``[E, steps, A]``, and the ``goal`` and the final ``hand`` (tool centre)
     positions ``[E, 3]``. Episode ``e`` is reset with seed ``seed + e``; each action is held
     for ``action_repeat`` simulator steps, as the fine-tuning env does; ``goals`` is the env's
-    goal distribution (``finetune.goals``).
+    goal distribution (``finetune.goals``); ``marker_scale`` multiplies the radius of the goal's
+    sphere as rendered (a diagnostic: 1 is the task as it is).
 
     Examples:
         >>> data = random_action_episodes("reach-v3", episodes=2, steps=3, image_size=64,
@@ -100,6 +102,8 @@ def random_action_episodes(
     """
     if episodes < 4 or steps < 1:
         raise ValueError(f"Expected episodes >= 4 and steps >= 1, got {episodes} and {steps}.")
+    if not marker_scale > 0:
+        raise ValueError(f"Expected marker_scale > 0, got {marker_scale}.")
     env = make_metaworld_gym_env(
         task,
         image_size=image_size,
@@ -108,6 +112,7 @@ def random_action_episodes(
         goals=goals,
         seed=seed,
     )
+    env.unwrapped.model.site_size[goal_site(env.unwrapped.model)] *= marker_scale
     generator = np.random.default_rng(seed)
     low, high = env.action_space.low, env.action_space.high
     frames = np.zeros((episodes, steps + 1, 3, image_size, image_size), np.uint8)
@@ -196,6 +201,14 @@ def best_fixed_point_success(goals: np.ndarray, *, radius: float, grid: int = 25
     }
 
 
+def goal_site(model) -> int:
+    """The index of the ``"goal"`` site of a MuJoCo model (``ValueError`` if it has none)."""
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    if site < 0:
+        raise ValueError("The env's model has no 'goal' site.")
+    return site
+
+
 def render_without_goal(env) -> np.ndarray:
     """A Meta-world env's frame with its ``"goal"`` site made transparent, ``[H, W, 3]``.
 
@@ -208,9 +221,7 @@ def render_without_goal(env) -> np.ndarray:
         True
     """
     model = env.unwrapped.model
-    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
-    if site < 0:
-        raise ValueError("The env's model has no 'goal' site to hide.")
+    site = goal_site(model)
     rgba = model.site_rgba[site].copy()
     model.site_rgba[site, 3] = 0.0
     try:

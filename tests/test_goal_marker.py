@@ -47,6 +47,13 @@ def test_each_variant_gets_a_recall_curve_and_a_second_call_resumes(tmp_path):
         main(["--variants", "fast", *TINY[:-1], "4", "--out", str(out)])
 
 
+def test_big_marker_trains_and_scores_on_frames_with_a_wider_goal(tmp_path):
+    report = main(["--variants", "fast", "big_marker", *TINY, "--out", str(tmp_path / "o.json")])
+    fast, big = report["variants"]["fast"], report["variants"]["big_marker"]
+    assert big["marker_scale"] == 3.0 and big["render_quality"] == "fast"
+    assert big["marker_pixels"] > 4 * fast["marker_pixels"]
+
+
 def test_the_prelar_variant_needs_its_pretrained_model(tmp_path):
     assert VARIANTS["prelar"]["arm"] == "prelar"
     with pytest.raises(SystemExit):

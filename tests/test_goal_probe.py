@@ -53,6 +53,21 @@ def test_episodes_hold_each_reset_goal_and_the_hand_moves():
     assert marker.sum() < 0.05 * marker.size, "hiding the goal changed more than the goal"
 
 
+def test_marker_scale_widens_the_goal_sphere_and_nothing_else():
+    settings = dict(episodes=4, steps=2, image_size=64, camera="corner", render_quality="fast")
+    plain = random_action_episodes("reach-v3", **settings)
+    wide = random_action_episodes("reach-v3", marker_scale=3.0, **settings)
+
+    def marker(data):
+        return (data["frames"][:, -1] != data["last_without_goal"]).any(1).sum()
+
+    assert marker(wide) > 4 * marker(plain)  # about 9x the area, less what the arm hides
+    assert np.array_equal(wide["last_without_goal"], plain["last_without_goal"])
+    assert np.array_equal(wide["goal"], plain["goal"])
+    with pytest.raises(ValueError, match="marker_scale"):
+        random_action_episodes("reach-v3", marker_scale=0.0, **settings)
+
+
 def test_marker_recall_scores_the_share_of_the_marker_contrast_drawn():
     generator = torch.Generator().manual_seed(0)
     without = torch.rand(3, 3, 8, 8, generator=generator) - 0.5
