@@ -161,6 +161,7 @@ TABLES = {
     "table-reach35k-arms": "reach35k.json",
     "table-metaworld-reach": "metaworld_reach.json",
     "table-goal-probe": "goal_probe_reach.json",
+    "table-goal-marker": "goal_marker_reach.json",
 }
 #: The model-gap comparisons docs/results.md reads (pixel-trunk and embedding variants).
 GAP_PAIRS = (
@@ -499,6 +500,50 @@ def goal_probe_table(report: dict) -> str:
     return _markdown(header, rows)
 
 
+#: What each ``experiments/goal_marker.py`` variant changes, as docs/results.md names it.
+GOAL_MARKER_CHANGES = {
+    "fast": "the fine-tuning runs' render, `small` world model from scratch",
+    "metaworld": "Meta-world's MSAA and shadows",
+    "depth48": "conv encoder and decoder 48 channels wide (DreamerV2's), not 16",
+    "prelar": "PreLAR's pre-trained world model (`preset=long`)",
+    "free_nats1": "1 free nat of state KL per step",
+    "big_marker": "the goal's sphere drawn 3x as wide (diagnostic)",
+}
+
+
+def goal_marker_table(report: dict) -> str:
+    """The variants of ``experiments/goal_marker.py``: each one's change, the marker's size,
+    its recall at each evaluation after the first and the state KL of the last stretch of
+    updates, and the minutes it took.
+
+    Example:
+        >>> variant = {"marker_pixels": 2.74, "updates": [0, 200, 400],
+        ...            "recall": [-0.1, 0.07, 0.08], "state_kl": [None, 0.5, 0.0021],
+        ...            "seconds": 2533.0}
+        >>> goal_marker_table({"variants": {"free_nats1": variant}}).splitlines()[2]
+        '| `free_nats1`: 1 free nat of state KL per step | 2.7 | 0.07, 0.08 | 0.002 | 42 |'
+    """
+    rows = [
+        [
+            f"`{name}`: {GOAL_MARKER_CHANGES.get(name, name)}",
+            f"{variant['marker_pixels']:.1f}",
+            ", ".join(f"{value:.2f}" for value in variant["recall"][1:]),
+            f"{variant['state_kl'][-1]:.3f}",
+            f"{variant['seconds'] / 60:.0f}",
+        ]
+        for name, variant in report["variants"].items()
+    ]
+    evaluations = next(iter(report["variants"].values()), {}).get("updates", [])
+    header = [
+        "variant (one change)",
+        "marker pixels per frame",
+        "recall at " + ", ".join(str(done) for done in evaluations[1:]) + " updates",
+        "state KL, last stretch (nats per step)",
+        "minutes",
+    ]
+    return _markdown(header, rows)
+
+
 def results_tables(results_dir: str | Path) -> dict[str, str]:
     """Every generated table of ``docs/results.md``, by section name, from ``results_dir``."""
     results_dir = Path(results_dir)
@@ -514,6 +559,7 @@ def results_tables(results_dir: str | Path) -> dict[str, str]:
         "table-reach35k-arms": comparison_arms_table(reach),
         "table-metaworld-reach": anchor_table(loaded["metaworld_reach.json"]),
         "table-goal-probe": goal_probe_table(loaded["goal_probe_reach.json"]),
+        "table-goal-marker": goal_marker_table(loaded["goal_marker_reach.json"]),
     }
 
 

@@ -71,7 +71,12 @@ def test_arm_summary_counts_every_episode_of_every_seed():
 
 
 def test_a_missing_raw_file_is_named(tmp_path):
-    for name in ("goal_probe_reach.json", "model_gap.json", "metaworld_reach.json"):
+    for name in (
+        "goal_marker_reach.json",
+        "goal_probe_reach.json",
+        "model_gap.json",
+        "metaworld_reach.json",
+    ):
         (tmp_path / name).write_text("{}")
     with pytest.raises(FileNotFoundError, match="reach35k.json"):
         results_tables(tmp_path)
