@@ -25,6 +25,11 @@ reconstruction of the last frame of held-out episodes (other seeds). One change 
   pixels), in the training and the held-out frames: a diagnostic of whether the marker's
   share of the reconstruction loss is what keeps it out of the model.
 
+With ``--replay RUN_DIR`` the world models train on a fine-tuning run's own replay buffer (its
+latest checkpoint: the agent's episodes, with the hand where the policy took it) instead of
+the random-action episodes, whose hand stays near where it starts and is predictable from the
+actions alone; variants that change the frames (``metaworld``, ``big_marker``) do not apply.
+
 ``OUT`` (JSON) holds the settings and per variant its command, machine, the recall, the
 marker's size and the training losses at each evaluation; ``OUT`` with ``.png`` is the figure.
 A variant already in ``OUT`` is skipped, so the same command resumes. Each variant is added to
@@ -35,17 +40,20 @@ A variant already in ``OUT`` is skipped, so the same command resumes. Each varia
         --out runs/goal_marker.json
     MUJOCO_GL=egl python experiments/goal_marker.py --variants prelar \
         --pretrained runs/prelar_long/pretrained_world_model.pt --out runs/goal_marker.json
+    MUJOCO_GL=egl python experiments/goal_marker.py --variants fast free_nats1 \
+        --replay runs/metaworld/dreamer_seed0 --out runs/goal_marker_replay.json
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +62,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from tensordict import TensorDictBase  # noqa: E402
+from torchrl.data import SliceSampler, TensorDictReplayBuffer  # noqa: E402
 
 from torchrl_prelar.data.episodes import Episode  # noqa: E402
 from torchrl_prelar.io import atomic_write_text  # noqa: E402
@@ -64,6 +74,7 @@ from torchrl_prelar.training.model_gap import (  # noqa: E402
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from goal_probe import (  # noqa: E402
     episodes_marker_recall,
@@ -136,17 +147,17 @@ def marker_recall(world_model, data: Mapping[str, np.ndarray]) -> dict[str, floa
 def train_variant(
     settings: Mapping[str, Any],
     *,
-    train: Sequence[Episode],
+    sample: Callable[[], TensorDictBase],
+    action_dim: int,
     heldout: Mapping[str, np.ndarray],
     updates: int,
     eval_every: int,
-    batch_size: int,
-    num_transitions: int,
     pretrained: Path | None,
     seed: int,
     world_model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, list[float]]:
-    """Train one variant's world model alone and measure the marker's recall as it goes.
+    """Train one variant's world model alone on batches from ``sample`` and measure the
+    marker's recall as it goes.
 
     Returns the marker's mean ``marker_pixels`` and ``marker_contrast`` per held-out frame
     and, per evaluation (before the first update and every ``eval_every`` updates): the
@@ -156,9 +167,11 @@ def train_variant(
     Examples:
         >>> data = random_action_episodes(TASK, episodes=4, steps=6, image_size=64,
         ...                               camera="corner", render_quality="fast")  # doctest: +SKIP
-        >>> curve = train_variant(VARIANTS["fast"], train=as_episodes(data, "train"),
-        ...                       heldout=data, updates=2, eval_every=1, batch_size=2,
-        ...                       num_transitions=4, pretrained=None, seed=0)  # doctest: +SKIP
+        >>> buffer = make_transition_buffer(as_episodes(data, "train"), num_transitions=4,
+        ...                                 batch_size=2)  # doctest: +SKIP
+        >>> curve = train_variant(VARIANTS["fast"], sample=buffer.sample, action_dim=4,
+        ...                       heldout=data, updates=2, eval_every=1, pretrained=None,
+        ...                       seed=0)  # doctest: +SKIP
         >>> curve["updates"]  # doctest: +SKIP
         [0, 1, 2]
     """
@@ -166,11 +179,10 @@ def train_variant(
     kwargs = OmegaConf.merge(world_model_kwargs or {}, settings.get("world_model", {}))
     world_model = make_model_gap_world_model(
         settings["arm"],
-        action_dim=int(train[0].actions.shape[-1]),
+        action_dim=action_dim,
         pretrained=pretrained,
         world_model_kwargs=OmegaConf.to_container(kwargs),
     )
-    buffer = make_transition_buffer(train, num_transitions=num_transitions, batch_size=batch_size)
     first = marker_recall(world_model, heldout)
     evaluated = {0: first["recall"]}
 
@@ -180,7 +192,7 @@ def train_variant(
 
     losses = finetune_world_model(
         world_model,
-        buffer.sample,
+        sample,
         updates=updates,
         freeze_updates=settings["freeze_updates"],
         free_nats=settings.get("free_nats"),
@@ -202,6 +214,32 @@ def train_variant(
             for name in ("reco_mse", "state_kl")
         },
     }
+
+
+def replay_sampler(
+    run_dir: Path, *, batch_size: int, num_transitions: int
+) -> Callable[[], TensorDictBase]:
+    """Batches of ``[batch_size, num_transitions]`` slices from the replay buffer of a
+    fine-tuning run's latest checkpoint (the agent's own data: its episodes, goals and
+    rewards), marked ``is_init`` at their first step as the agent samples them."""
+    from dreamer_prelar_utils import make_finetune_buffer, read_finetune_checkpoint, sample_batch
+
+    config_file = run_dir / "hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise SystemExit(f"{run_dir}: no hydra/config.yaml (not a fine-tuning run folder).")
+    tune = dict(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)["finetune"])
+    state = read_finetune_checkpoint(run_dir)
+    if "replay" not in state:
+        raise SystemExit(f"{run_dir}: its checkpoint holds no replay (finetune.save_replay).")
+    saved = make_finetune_buffer(tune)  # the run's own layout, to load its dump
+    saved.loads(state["replay"])
+    tune.update(batch_size=batch_size, batch_length=num_transitions)
+    buffer = TensorDictReplayBuffer(
+        storage=saved.storage,
+        sampler=SliceSampler(slice_len=num_transitions, traj_key="traj_id"),
+        batch_size=batch_size * num_transitions,
+    )
+    return functools.partial(sample_batch, buffer, tune, torch.device("cpu"))
 
 
 def update_report(
@@ -261,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["fast"])
     parser.add_argument("--pretrained", type=Path, help="pretrained_world_model.pt (prelar)")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        help="train on this fine-tuning run's replay buffer (its latest checkpoint) instead of "
+        "random-action episodes",
+    )
     parser.add_argument("--updates", type=int, default=1500)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -276,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if "prelar" in args.variants and args.pretrained is None:
         parser.error("the prelar variant needs --pretrained")
+    if args.replay is not None:
+        other = [v for v in args.variants if VARIANTS[v]["render_quality"] != "fast"]
+        other += [v for v in args.variants if VARIANTS[v].get("marker_scale", 1.0) != 1.0]
+        if other:
+            parser.error(f"--replay holds the run's own frames: {other} change the frames")
     from results_report import command_line, machine_description
 
     torch.set_num_threads(args.threads)
@@ -303,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seed",
         )
     }
+    if args.replay is not None:
+        settings["replay"] = str(args.replay)
     report = update_report(args.out, settings)
     rollouts: dict[tuple[str, str, float], dict[str, np.ndarray]] = {}
 
@@ -332,14 +383,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         rendering = (variant["render_quality"], variant.get("marker_scale", 1.0))
         heldout = episodes("heldout", *rendering)
+        if args.replay is None:
+            sample = make_transition_buffer(
+                as_episodes(episodes("train", *rendering), "train"),
+                num_transitions=args.num_transitions,
+                batch_size=args.batch_size,
+            ).sample
+        else:
+            sample = replay_sampler(
+                args.replay, batch_size=args.batch_size, num_transitions=args.num_transitions
+            )
         curve = train_variant(
             variant,
-            train=as_episodes(episodes("train", *rendering), "train"),
+            sample=sample,
+            action_dim=heldout["actions"].shape[-1],
             heldout=heldout,
             updates=args.updates,
             eval_every=args.eval_every,
-            batch_size=args.batch_size,
-            num_transitions=args.num_transitions,
             pretrained=args.pretrained if variant["arm"] != "dreamer" else None,
             seed=args.seed,
             world_model_kwargs=world_model_kwargs,

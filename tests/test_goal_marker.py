@@ -1,8 +1,14 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from dreamer_prelar import run_finetune
 from goal_marker import VARIANTS, as_episodes, main
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = [
     "--updates", "4", "--eval-every", "2", "--batch-size", "2", "--num-transitions", "8",
@@ -58,3 +64,24 @@ def test_the_prelar_variant_needs_its_pretrained_model(tmp_path):
     assert VARIANTS["prelar"]["arm"] == "prelar"
     with pytest.raises(SystemExit):
         main(["--variants", "prelar", "--out", str(tmp_path / "out.json")])
+
+
+def test_replay_trains_on_a_runs_own_buffer_and_refuses_other_frames(tmp_path):
+    run_dir = tmp_path / "dreamer_seed0"
+    overrides = ["preset=test", "arm=dreamer", f"run_dir={run_dir}", "finetune.env_steps=60"]
+    overrides += ["world_model.image_size=64"]
+    with initialize_config_dir(str(REPO / "examples" / "config"), version_base=None):
+        config = compose("config", overrides=overrides)
+    (run_dir / "hydra").mkdir(parents=True)
+    OmegaConf.save(config, run_dir / "hydra" / "config.yaml")
+    run_finetune(OmegaConf.to_container(config, resolve=True))
+    out = tmp_path / "replay.json"
+
+    report = main(["--variants", "fast", *TINY, "--replay", str(run_dir), "--out", str(out)])
+
+    assert report["settings"]["replay"] == str(run_dir)
+    assert len(report["variants"]["fast"]["recall"]) == 3
+    with pytest.raises(SystemExit):  # the run's frames are fast-rendered, normal-sized goals
+        main(["--variants", "big_marker", *TINY, "--replay", str(run_dir), "--out", str(out)])
+    with pytest.raises(SystemExit, match="no hydra/config.yaml"):
+        main(["--variants", "fast", *TINY, "--replay", str(tmp_path), "--out", str(tmp_path / "o")])
