@@ -67,6 +67,10 @@ from torchrl.data import SliceSampler, TensorDictReplayBuffer  # noqa: E402
 
 from torchrl_prelar.data.episodes import Episode  # noqa: E402
 from torchrl_prelar.io import atomic_write_text  # noqa: E402
+from torchrl_prelar.training.finetune_agent import (  # noqa: E402
+    make_finetune_optimizer,
+    make_world_model_stepper,
+)
 from torchrl_prelar.training.model_gap import (  # noqa: E402
     finetune_world_model,
     make_model_gap_world_model,
@@ -110,6 +114,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 TASK = "reach-v3"
+#: The world models' learning rate (``finetune_world_model``'s default, the agent's).
+LR = 3e-4
 
 
 def as_episodes(data: Mapping[str, np.ndarray], name: str) -> list[Episode]:
@@ -155,14 +161,22 @@ def train_variant(
     pretrained: Path | None,
     seed: int,
     world_model_kwargs: Mapping[str, Any] | None = None,
-) -> dict[str, list[float]]:
+    checkpoint: Path | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
     """Train one variant's world model alone on batches from ``sample`` and measure the
     marker's recall as it goes.
 
     Returns the marker's mean ``marker_pixels`` and ``marker_contrast`` per held-out frame
     and, per evaluation (before the first update and every ``eval_every`` updates): the
     ``updates`` done, the ``recall``, and the mean ``reco_mse`` and ``state_kl`` of the updates
-    since the last evaluation.
+    since the last evaluation; ``seconds``, the wall time from ``started`` (a
+    ``time.perf_counter()`` reading, default: the call) over every invocation.
+
+    With ``checkpoint`` the state (world model, optimiser, RNG, the curve so far) is written
+    there atomically at each evaluation, and a run that finds one resumes from it (a
+    checkpoint written for other ``settings`` or ``updates`` is refused). It is left in place:
+    the caller removes it once the variant's result is stored.
 
     Examples:
         >>> data = random_action_episodes(TASK, episodes=4, steps=6, image_size=64,
@@ -183,24 +197,60 @@ def train_variant(
         pretrained=pretrained,
         world_model_kwargs=OmegaConf.to_container(kwargs),
     )
-    first = marker_recall(world_model, heldout)
-    evaluated = {0: first["recall"]}
+    stepper = make_world_model_stepper(
+        world_model,
+        free_nats=settings.get("free_nats"),
+        optimizer_factory=functools.partial(make_finetune_optimizer, model_lr=LR),
+    )
+    started = time.perf_counter() if started is None else started
+    identity = {"settings": dict(settings), "updates": updates, "eval_every": eval_every}
+    earlier_seconds = 0.0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        if json.loads(json.dumps(state["identity"])) != json.loads(json.dumps(identity)):
+            raise SystemExit(f"{checkpoint} was written for other settings: remove it.")
+        world_model.load_state_dict(state["world_model"])
+        stepper.load_state_dict(state["stepper"])
+        torch.set_rng_state(state["rng"])
+        first, evaluated, losses = state["first"], state["evaluated"], state["losses"]
+        earlier_seconds = state["seconds"]
+    else:
+        first, losses = marker_recall(world_model, heldout), []
+        evaluated = {0: first["recall"]}
 
     def evaluate(done: int) -> None:
         if done % eval_every == 0 or done == updates:
             evaluated[done] = marker_recall(world_model, heldout)["recall"]
+            if checkpoint is not None:
+                state = {
+                    "identity": identity,
+                    "world_model": world_model.state_dict(),
+                    "stepper": stepper.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "first": first,
+                    "evaluated": evaluated,
+                    "losses": losses,
+                    "seconds": earlier_seconds + time.perf_counter() - started,
+                }
+                partial = checkpoint.with_name(checkpoint.name + ".partial")
+                torch.save(state, partial)
+                os.replace(partial, checkpoint)
 
-    losses = finetune_world_model(
+    finetune_world_model(
         world_model,
         sample,
         updates=updates,
         freeze_updates=settings["freeze_updates"],
-        free_nats=settings.get("free_nats"),
+        lr=LR,
         progress=True,
         on_update=evaluate,
+        stepper=stepper,
+        first_update=max(evaluated),
+        curve=losses,
     )
     done = sorted(evaluated)
     return {
+        "seconds": round(earlier_seconds + time.perf_counter() - started, 1),
         "marker_pixels": first["marker_pixels"],
         "marker_contrast": first["marker_contrast"],
         "updates": done,
@@ -393,8 +443,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             sample = replay_sampler(
                 args.replay, batch_size=args.batch_size, num_transitions=args.num_transitions
             )
+        checkpoint = args.out.with_name(f"{args.out.stem}.{name}.pt")
         curve = train_variant(
             variant,
+            checkpoint=checkpoint,
+            started=started,
             sample=sample,
             action_dim=heldout["actions"].shape[-1],
             heldout=heldout,
@@ -409,10 +462,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "pretrained": str(args.pretrained) if variant["arm"] != "dreamer" else None,
             "command": command_line(__file__, argv),
             "machine": machine_description(args.threads),
-            "seconds": round(time.perf_counter() - started, 1),
             **curve,
         }
         report = update_report(args.out, settings, name, entry)
+        checkpoint.unlink()
         print(
             f"{name}: goal marker recall "
             + ", ".join(f"{r:.2f}" for r in curve["recall"])

@@ -85,3 +85,34 @@ def test_replay_trains_on_a_runs_own_buffer_and_refuses_other_frames(tmp_path):
         main(["--variants", "big_marker", *TINY, "--replay", str(run_dir), "--out", str(out)])
     with pytest.raises(SystemExit, match="no hydra/config.yaml"):
         main(["--variants", "fast", *TINY, "--replay", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_an_interrupted_variant_resumes_from_its_checkpoint_to_the_same_curve(
+    tmp_path, monkeypatch
+):
+    import goal_marker
+
+    whole = main(["--variants", "fast", *TINY, "--out", str(tmp_path / "whole.json")])
+    out = tmp_path / "cut.json"
+    recall, calls = goal_marker.marker_recall, []
+
+    def cut_at_the_third_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # before the recall at 4 updates: the checkpoint holds 2
+            raise KeyboardInterrupt
+        return recall(*args, **kwargs)
+
+    monkeypatch.setattr(goal_marker, "marker_recall", cut_at_the_third_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--variants", "fast", *TINY, "--out", str(out)])
+    checkpoint = tmp_path / "cut.fast.pt"
+    assert checkpoint.exists() and not out.exists()
+    monkeypatch.setattr(goal_marker, "marker_recall", recall)
+
+    resumed = main(["--variants", "fast", *TINY, "--out", str(out)])
+
+    first, second = whole["variants"]["fast"], resumed["variants"]["fast"]
+    assert second["updates"] == first["updates"] == [0, 2, 4]
+    np.testing.assert_allclose(second["recall"], first["recall"], rtol=1e-5)
+    np.testing.assert_allclose(second["reco_mse"], first["reco_mse"], rtol=1e-5)
+    assert not checkpoint.exists()  # removed once the variant is stored

@@ -65,6 +65,7 @@ from torchrl_prelar.modules.pixels import centred_pixels
 from torchrl_prelar.training.finetune_agent import (
     INITS,
     FinetuneWorldModel,
+    WorldModelStepper,
     build_finetune_world_model,
     make_finetune_optimizer,
     make_world_model_stepper,
@@ -408,6 +409,9 @@ def finetune_world_model(
     free_nats: float | None = None,
     progress: bool = False,
     on_update: Callable[[int], None] | None = None,
+    stepper: WorldModelStepper | None = None,
+    first_update: int = 0,
+    curve: list[dict[str, float]] | None = None,
 ) -> list[dict[str, float]]:
     """Fine-tunes ``world_model`` alone for ``updates`` updates on batches from ``sample``.
 
@@ -434,10 +438,18 @@ def finetune_world_model(
         on_update (Callable, optional): called after each update with the number of updates
             done (e.g. to evaluate the model as it trains; it may switch the model to eval
             mode, the next update switches it back). Defaults to ``None``.
+        stepper (WorldModelStepper, optional): the stepper to update with, e.g. one whose
+            optimiser state was restored to resume; ``free_nats`` is then not used. Defaults
+            to ``None``: a new :func:`make_world_model_stepper` of ``world_model``.
+        first_update (int, optional): updates already done (resuming): the loop runs from
+            there to ``updates``, the freeze schedule counted from 0. Defaults to ``0``.
+        curve (list, optional): the list each update's entry is appended to and that is
+            returned (entries of updates already done may be in it); give one to read the
+            entries during training, e.g. from ``on_update``. Defaults to ``None``: a new list.
 
     Returns:
-        One entry per update: ``"loss"`` (the sum of the loss terms), ``"reco_mse"`` and
-        ``"state_kl"``.
+        ``curve`` with one entry per update from ``first_update`` on: ``"loss"`` (the sum of
+        the loss terms), ``"reco_mse"`` and ``"state_kl"``.
 
     Examples:
         >>> from torchrl_prelar.data.synthetic import moving_square_episodes
@@ -450,17 +462,27 @@ def finetune_world_model(
     """
     if freeze_updates < 0:
         raise ValueError(f"freeze_updates must be >= 0, got {freeze_updates}.")
-    stepper = make_world_model_stepper(
-        world_model,
-        free_nats=free_nats,
-        optimizer_factory=functools.partial(make_finetune_optimizer, model_lr=lr),
-    )
-    steps: Iterable[int] = range(updates)
+    if not 0 <= first_update <= updates:
+        raise ValueError(f"first_update must be in [0, updates={updates}], got {first_update}.")
+    if stepper is None:
+        stepper = make_world_model_stepper(
+            world_model,
+            free_nats=free_nats,
+            optimizer_factory=functools.partial(make_finetune_optimizer, model_lr=lr),
+        )
+    steps: Iterable[int] = range(first_update, updates)
     if progress:
         from tqdm import tqdm
 
-        steps = tqdm(steps, desc="fine-tuning", unit="update", leave=False)
-    curve = []
+        steps = tqdm(
+            steps,
+            desc="fine-tuning",
+            unit="update",
+            leave=False,
+            initial=first_update,
+            total=updates,
+        )
+    curve = [] if curve is None else curve
     for update in steps:
         world_model.train()
         set_representation_frozen(stepper.optimizer, update < freeze_updates, lr)
