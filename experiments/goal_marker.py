@@ -21,6 +21,8 @@ reconstruction of the last frame of held-out episodes (other seeds). One change 
 - ``free_nats1``: ``fast`` with 1 free nat of state KL per step (DreamerV3's free bits; the
   anchors' DreamerV2 has none): the first nat the posterior spends on an observation, such
   as where the goal is, costs nothing;
+- ``rssm1024``: ``fast``, with the RSSM as large as DreamerV2's (1024 deterministic and hidden
+  units, 32 categoricals of 32 classes, instead of 256 and 16 x 16);
 - ``big_marker``: ``fast`` with the goal's sphere drawn 3 times as wide (about 9 times the
   pixels), in the training and the held-out frames: a diagnostic of whether the marker's
   share of the reconstruction loss is what keeps it out of the model.
@@ -105,6 +107,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "arm": "dreamer",
         "freeze_updates": 0,
         "free_nats": 1.0,
+    },
+    "rssm1024": {
+        "render_quality": "fast",
+        "arm": "dreamer",
+        "freeze_updates": 0,
+        "world_model": {"rssm": {"deter": 1024, "hidden": 1024, "categoricals": 32, "classes": 32}},
     },
     "big_marker": {
         "render_quality": "fast",
