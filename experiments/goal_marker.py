@@ -154,7 +154,7 @@ def as_episodes(data: Mapping[str, np.ndarray], name: str) -> list[Episode]:
 def marker_recall(world_model, data: Mapping[str, np.ndarray]) -> dict[str, float]:
     """The goal marker's recall in ``world_model``'s reconstruction of the episodes' last
     frames (:func:`goal_probe.episodes_marker_recall`)."""
-    _, reconstruction = last_posterior(world_model, data["frames"], data["actions"])
+    reconstruction = last_posterior(world_model, data["frames"], data["actions"])["reconstruction"]
     return episodes_marker_recall(reconstruction, data)
 
 

@@ -18,7 +18,10 @@ state holds. For each fine-tuning run folder of ``examples/dreamer_prelar.py sta
 5. fits a linear probe (``torchrl_prelar.evaluation.latent_actions.linear_probe_r2``) from
    that state to the goal's position and, as the control, to the hand's position, on half of
    the goals, and scores it (R^2) on the other half: a goal is never on both sides. R^2 is
-   averaged over ``--splits`` random halvings.
+   averaged over ``--splits`` random halvings;
+6. compares the reward head's prediction of the env's reward over the episodes with what the
+   hand's position alone predicts (:func:`reward_readout`): a world model that knows the
+   goal predicts reach's reward better than the hand alone does.
 
 Each probe also records the success rate of the best *fixed point*
 (:func:`best_fixed_point_success`): a policy that moves the hand to one point, whatever the
@@ -33,7 +36,8 @@ distance.
 run, its env steps, the marker's recall and size in pixels, and the R^2 of each target (per
 coordinate and their mean). ``--append``
 adds this invocation's probe to those already in ``OUT`` (e.g. the same runs at a later
-checkpoint); without it ``OUT`` holds this probe alone.
+checkpoint; a run's checkpoint probed again replaces its earlier row); without it ``OUT``
+holds this probe alone.
 
     MUJOCO_GL=egl python experiments/goal_probe.py --run dreamer=runs/mw/dreamer_seed0 \
         --run dreamer=runs/mw/dreamer_seed1 --out docs/results/goal_probe_reach.json
@@ -69,6 +73,7 @@ from torchrl_prelar.evaluation.latent_actions import (  # noqa: E402
 )
 from torchrl_prelar.io import atomic_write_text  # noqa: E402
 from torchrl_prelar.modules.pixels import centred_pixels  # noqa: E402
+from torchrl_prelar.training.finetune_agent import AUX_REWARD_KEY, REWARD_KEY  # noqa: E402
 
 
 def random_action_episodes(
@@ -88,10 +93,12 @@ def random_action_episodes(
 
     Returns ``frames`` ``[E, steps + 1, 3, H, W]`` uint8 (the reset frame first),
     ``last_without_goal`` ``[E, 3, H, W]`` (the last frame again, the goal's sphere hidden),
-    ``actions`` ``[E, steps, A]``, and the ``goal`` and the final ``hand`` (tool centre)
-    positions ``[E, 3]``. Episode ``e`` is reset with seed ``seed + e``; each action is held
-    for ``action_repeat`` simulator steps, as the fine-tuning env does; ``goals`` is the env's
-    goal distribution (``finetune.goals``); ``marker_scale`` multiplies the radius of the goal's
+    ``actions`` ``[E, steps, A]``, the ``reward`` after each action ``[E, steps]``, the hand's
+    (tool centre's) position after each action ``hands`` ``[E, steps, 3]``, and the ``goal``
+    and the final ``hand`` positions ``[E, 3]``. Episode ``e`` is reset with seed
+    ``seed + e``; each action is held for ``action_repeat`` simulator steps, as the
+    fine-tuning env does (the reward summed over them); ``goals`` is the env's goal
+    distribution (``finetune.goals``); ``marker_scale`` multiplies the radius of the goal's
     sphere as rendered (a diagnostic: 1 is the task as it is).
 
     Examples:
@@ -118,6 +125,7 @@ def random_action_episodes(
     frames = np.zeros((episodes, steps + 1, 3, image_size, image_size), np.uint8)
     last_without_goal = np.zeros((episodes, 3, image_size, image_size), np.uint8)
     actions = np.zeros((episodes, steps, low.shape[0]), np.float32)
+    reward, hands = np.zeros((episodes, steps), np.float32), np.zeros((episodes, steps, 3))
     goal, hand = np.zeros((episodes, 3)), np.zeros((episodes, 3))
     try:
         for episode in tqdm(range(episodes), desc=f"rendering {task}", unit="ep"):
@@ -128,8 +136,9 @@ def random_action_episodes(
                 action = generator.uniform(low, high).astype(np.float32)
                 actions[episode, step] = action
                 for _ in range(action_repeat):
-                    env.step(action)
+                    reward[episode, step] += env.step(action)[1]
                 frames[episode, step + 1] = env.render().transpose(2, 0, 1)
+                hands[episode, step] = env.unwrapped.tcp_center
             last_without_goal[episode] = render_without_goal(env).transpose(2, 0, 1)
             hand[episode] = env.unwrapped.tcp_center
     finally:
@@ -138,6 +147,8 @@ def random_action_episodes(
         "frames": frames,
         "last_without_goal": last_without_goal,
         "actions": actions,
+        "reward": reward,
+        "hands": hands,
         "goal": goal,
         "hand": hand,
     }
@@ -282,11 +293,12 @@ def episodes_marker_recall(
     )
 
 
-def last_posterior(
-    world_model, frames: np.ndarray, actions: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The posterior's last stochastic state and belief, ``[E, F]``, over whole episodes,
-    and its reconstruction of the last frame, ``[E, 3, H, W]`` (centred pixels)."""
+def last_posterior(world_model, frames: np.ndarray, actions: np.ndarray) -> dict[str, Any]:
+    """The world model's posterior over whole episodes: ``features``, the last stochastic
+    state and belief ``[E, F]``; ``reconstruction``, of the last frame ``[E, 3, H, W]``
+    (centred pixels); ``reward``, the reward head's prediction after each action ``[E, T]``
+    (the auxiliary head, which learns the env's reward alone, where the model has one; ``None``
+    for a model without reward heads)."""
     from tensordict import TensorDict
 
     pixels = torch.from_numpy(frames)
@@ -310,8 +322,13 @@ def last_posterior(
     finally:
         world_model.train(was_training)
     state = out["next", "state"][:, -1].flatten(1)
-    features = torch.cat([state, out["next", "belief"][:, -1]], -1).float()
-    return features, out["next", "reco_pixels"][:, -1].float()
+    keys = out.keys(include_nested=True)
+    reward_key = next((key for key in (AUX_REWARD_KEY, REWARD_KEY) if key in keys), None)
+    return {
+        "features": torch.cat([state, out["next", "belief"][:, -1]], -1).float(),
+        "reconstruction": out["next", "reco_pixels"][:, -1].float(),
+        "reward": None if reward_key is None else out[reward_key].reshape(episodes, steps).float(),
+    }
 
 
 #: Relative ridge penalties (``linear_probe_r2``) the probe chooses from on its train half.
@@ -381,6 +398,50 @@ def probe(
         "ridges_chosen": chosen,
         "train_mean_r2": float(torch.stack(floor).mean()),
     }
+
+
+def reward_readout(
+    predicted: torch.Tensor,
+    data: Mapping[str, np.ndarray],
+    groups: np.ndarray,
+    *,
+    splits: int = 5,
+    neighbours: int = 10,
+) -> dict[str, float]:
+    """How well the world model predicts the env's reward, against what the hand alone tells.
+
+    Reach's reward depends on the hand and the goal. ``r2`` is the R^2 of the reward head's
+    prediction ``predicted`` ``[E, T]`` against the episodes' ``reward`` (every step), scored on
+    the test halves of ``splits`` random halvings of the goals ``groups``. ``hand_only_r2`` is,
+    on the same halves, the R^2 of the mean reward of the ``neighbours`` nearest hand positions
+    of the train half (``hands``; all of them if it has fewer): roughly the best a predictor
+    blind to the goal does. A world model that knows the goal beats it; one that does not
+    scores about the same.
+
+    Examples:
+        >>> hands = np.random.default_rng(0).uniform(size=(20, 5, 3))
+        >>> data = {"hands": hands, "reward": hands.sum(-1)}
+        >>> result = reward_readout(torch.tensor(hands.sum(-1)), data, np.arange(20))
+        >>> result["r2"], result["hand_only_r2"] > 0.5
+        (1.0, True)
+    """
+    group_ids = torch.from_numpy(np.unique(groups, return_inverse=True)[1].reshape(-1))
+    reward = torch.as_tensor(data["reward"], dtype=torch.float64)
+    hands = torch.as_tensor(data["hands"], dtype=torch.float64)
+    predicted = predicted.double()
+
+    def r2(prediction: torch.Tensor, target: torch.Tensor) -> float:
+        return float(1 - (prediction - target).square().mean() / target.var(unbiased=False))
+
+    model, hand_only = [], []
+    for seed in range(splits):
+        train, test = split_episodes(group_ids, seed=seed)
+        model.append(r2(predicted[test].flatten(), reward[test].flatten()))
+        nearest = torch.cdist(hands[test].reshape(-1, 3), hands[train].reshape(-1, 3))
+        index = nearest.topk(min(neighbours, nearest.shape[1]), largest=False).indices
+        guess = reward[train].flatten()[index].mean(-1)
+        hand_only.append(r2(guess, reward[test].flatten()))
+    return {"r2": float(np.mean(model)), "hand_only_r2": float(np.mean(hand_only))}
 
 
 def _train_mean_r2(train: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
@@ -472,9 +533,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 for goals in GOAL_DISTRIBUTIONS
             }
         data = episodes_by_setting[setting]
-        features, reconstruction = last_posterior(
-            agent.world_model, data["frames"], data["actions"]
-        )
+        posterior = last_posterior(agent.world_model, data["frames"], data["actions"])
+        features = posterior["features"]
         goals = np.unique(data["goal"].round(5), axis=0, return_inverse=True)[1].reshape(-1)
         results.append(
             {
@@ -485,7 +545,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "render_quality": cfg["render_quality"],
                 "goals": goal_distribution,
                 "distinct_goals": int(goals.max() + 1),
-                "goal_marker": episodes_marker_recall(reconstruction, data),
+                "goal_marker": episodes_marker_recall(posterior["reconstruction"], data),
+                "reward": None
+                if posterior["reward"] is None
+                else reward_readout(posterior["reward"], data, goals, splits=args.splits),
                 "goal_r2": probe(features, data["goal"], goals, splits=args.splits),
                 "hand_r2": probe(features, data["hand"], goals, splits=args.splits),
             }
@@ -504,6 +567,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     earlier = (
         json.loads(args.out.read_text())["probes"] if args.append and args.out.exists() else []
     )
+    probed = {(run["run_dir"], run["env_steps"]) for run in results}
+    for old in earlier:  # a checkpoint probed again keeps only its new row
+        old["runs"] = [r for r in old["runs"] if (r["run_dir"], r["env_steps"]) not in probed]
+    earlier = [old for old in earlier if old["runs"]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps({"probes": [*earlier, report]}, indent=1) + "\n")
     for task, rates in fixed_point.items():
@@ -516,6 +583,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{run['label']} {run['run_dir']} at {run['env_steps']} env steps: goal marker "
             f"recall {run['goal_marker']['recall']:.2f}, goal R^2 {run['goal_r2']['mean']:.2f}, "
             f"hand R^2 {run['hand_r2']['mean']:.2f}"
+            + (
+                f", reward R^2 {run['reward']['r2']:.2f} "
+                f"(hand alone {run['reward']['hand_only_r2']:.2f})"
+                if run["reward"]
+                else ""
+            )
         )
     return report
 

@@ -453,8 +453,9 @@ def anchor_table(report: dict) -> str:
 def goal_probe_table(report: dict) -> str:
     """The probes of ``experiments/goal_probe.py``: per run and checkpoint, the goal marker's
     recall in the reconstruction of the last frame (``-`` for probes made before it was
-    measured) and the test R^2 of the goal's and the hand's position read linearly from the
-    world model's latent state.
+    measured), the test R^2 of the goal's and the hand's position read linearly from the
+    world model's latent state, and the R^2 of the reward head's prediction beside that of a
+    predictor that sees the hand alone (``-`` before it was measured).
 
     Example:
         >>> run = {"label": "dreamer", "run_dir": "runs/dreamer_seed0", "env_steps": 20785,
@@ -462,13 +463,13 @@ def goal_probe_table(report: dict) -> str:
         ...        "mean": 0.2}, "hand_r2": {"per_coordinate": [0.9, 0.9, 0.9], "mean": 0.9}}
         >>> probe = {"settings": {"episodes": 400}, "runs": [run]}
         >>> goal_probe_table({"probes": [probe]}).splitlines()[2].split(" | ")[2:]
-        ['20785', '400 (50)', '-', '0.20 (0.10, 0.20, 0.30)', '0.90 (0.90, 0.90, 0.90)', '- |']
+        ['20785', '400 (50)', '-', '0.20 (0.10, 0.20, 0.30)', '0.90 (0.90, 0.90, 0.90)', '-', '- |']
     """
     rows = []
     for probe in report["probes"]:
         for run in probe["runs"]:
             floor = run["goal_r2"].get("train_mean_r2")
-            marker = run.get("goal_marker")
+            marker, reward = run.get("goal_marker"), run.get("reward")
             rows.append(
                 [
                     run["label"],
@@ -485,6 +486,7 @@ def goal_probe_table(report: dict) -> str:
                         for target in ("goal_r2", "hand_r2")
                     ),
                     "-" if floor is None else f"{floor:.2f}",
+                    "-" if reward is None else f"{reward['r2']:.2f} / {reward['hand_only_r2']:.2f}",
                 ]
             )
     header = [
@@ -496,6 +498,7 @@ def goal_probe_table(report: dict) -> str:
         "goal R^2: mean (x, y, z)",
         "hand R^2: mean (x, y, z)",
         "goal R^2 of the train half's mean goal",
+        "reward R^2: reward head / hand alone",
     ]
     return _markdown(header, rows)
 

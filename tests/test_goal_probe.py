@@ -12,6 +12,7 @@ from goal_probe import (
     probe,
     random_action_episodes,
     reset_goals,
+    reward_readout,
 )
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -48,6 +49,8 @@ def test_episodes_hold_each_reset_goal_and_the_hand_moves():
     assert len(np.unique(data["goal"].round(5), axis=0)) > 1
     assert not np.array_equal(data["frames"][:, 0], data["frames"][:, -1])
     assert data["last_without_goal"].shape == (4, 3, 32, 32)
+    assert data["reward"].shape == (4, 3) and np.isfinite(data["reward"]).all()
+    assert np.array_equal(data["hands"][:, -1], data["hand"])
     marker = (data["frames"][:, -1] != data["last_without_goal"]).any(1)
     assert marker.any(), "hiding the goal's sphere changes no pixel"
     assert marker.sum() < 0.05 * marker.size, "hiding the goal changed more than the goal"
@@ -66,6 +69,23 @@ def test_marker_scale_widens_the_goal_sphere_and_nothing_else():
     assert np.array_equal(wide["goal"], plain["goal"])
     with pytest.raises(ValueError, match="marker_scale"):
         random_action_episodes("reach-v3", marker_scale=0.0, **settings)
+
+
+def test_reward_readout_tells_a_goal_aware_prediction_from_the_hand_alone():
+    generator = np.random.default_rng(0)
+    hands = generator.uniform(-1, 1, (40, 6, 3))
+    goals = generator.uniform(-1, 1, (40, 1, 3))
+    reward = -np.linalg.norm(hands - goals, axis=-1)  # needs the goal
+    data = {"hands": hands, "reward": reward}
+
+    knows = reward_readout(torch.from_numpy(reward), data, np.arange(40), splits=3)
+    blind = reward_readout(
+        torch.from_numpy(-np.linalg.norm(hands, axis=-1)), data, np.arange(40), splits=3
+    )
+
+    assert knows["r2"] == pytest.approx(1.0)
+    assert knows["hand_only_r2"] == blind["hand_only_r2"] < 0.6
+    assert blind["r2"] < knows["r2"] - 0.3
 
 
 def test_marker_recall_scores_the_share_of_the_marker_contrast_drawn():
@@ -150,12 +170,19 @@ def test_goal_probe_of_a_run_writes_each_target_r2_and_appends(tmp_path):
     blind = report["fixed_point_success"]["reach-v3"]
     assert set(blind) == {"mt1", "uniform"} and blind["uniform"]["goals"] == 50
     assert 0.0 < blind["uniform"]["success"] <= 1.0
+    assert set(run["reward"]) == {"r2", "hand_only_r2"}
+    assert all(np.isfinite(value) for value in run["reward"].values())
     for target in ("goal_r2", "hand_r2"):
         assert len(run[target]["per_coordinate"]) == 3
         assert np.isfinite(run[target]["mean"])
     assert "goal_probe.py" in report["command"]
     assert json.loads(out.read_text()) == {"probes": [report]}
 
+    main([*argv, "--out", str(out), "--append"])  # the same checkpoint: its row is replaced
+    assert len(json.loads(out.read_text())["probes"]) == 1
+    other = json.loads(out.read_text())
+    other["probes"][0]["runs"][0]["env_steps"] = 1  # as if probed at an earlier checkpoint
+    out.write_text(json.dumps(other))
     main([*argv, "--out", str(out), "--append"])
     assert len(json.loads(out.read_text())["probes"]) == 2
     main([*argv, "--out", str(out)])
