@@ -498,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from results_report import command_line, machine_description
 
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the posterior's samples
     results, episodes_by_setting, fixed_point = [], {}, {}
     for label, run_dir in labelled_runs(args.run):
         cfg, agent, env_steps = load_run(run_dir)
