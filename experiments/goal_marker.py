@@ -29,8 +29,9 @@ reconstruction of the last frame of held-out episodes (other seeds). One change 
 
 With ``--replay RUN_DIR`` the world models train on a fine-tuning run's own replay buffer (its
 latest checkpoint: the agent's episodes, with the hand where the policy took it) instead of
-the random-action episodes, whose hand stays near where it starts and is predictable from the
-actions alone; variants that change the frames (``metaworld``, ``big_marker``) do not apply.
+the random-action episodes, on which world models trained from scratch learn to ignore their
+frames (``docs/results.md``); variants that change the frames (``metaworld``,
+``big_marker``) do not apply.
 
 ``OUT`` (JSON) holds the settings and per variant its command, machine, the recall, the
 marker's size and the training losses at each evaluation; ``OUT`` with ``.png`` is the figure.
@@ -86,6 +87,7 @@ from goal_probe import (  # noqa: E402
     episodes_marker_recall,
     last_posterior,
     random_action_episodes,
+    run_config,
 )
 
 #: Each variant's one change: the frames' render quality, the world model's initialisation
@@ -282,10 +284,7 @@ def replay_sampler(
     rewards), marked ``is_init`` at their first step as the agent samples them."""
     from dreamer_prelar_utils import make_finetune_buffer, read_finetune_checkpoint, sample_batch
 
-    config_file = run_dir / "hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise SystemExit(f"{run_dir}: no hydra/config.yaml (not a fine-tuning run folder).")
-    tune = dict(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)["finetune"])
+    tune = dict(run_config(run_dir)["finetune"])
     state = read_finetune_checkpoint(run_dir)
     if "replay" not in state:
         raise SystemExit(f"{run_dir}: its checkpoint holds no replay (finetune.save_replay).")

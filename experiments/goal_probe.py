@@ -126,7 +126,7 @@ def random_action_episodes(
     last_without_goal = np.zeros((episodes, 3, image_size, image_size), np.uint8)
     actions = np.zeros((episodes, steps, low.shape[0]), np.float32)
     reward, hands = np.zeros((episodes, steps), np.float32), np.zeros((episodes, steps, 3))
-    goal, hand = np.zeros((episodes, 3)), np.zeros((episodes, 3))
+    goal = np.zeros((episodes, 3))
     try:
         for episode in tqdm(range(episodes), desc=f"rendering {task}", unit="ep"):
             env.reset(seed=seed + episode)
@@ -140,7 +140,6 @@ def random_action_episodes(
                 frames[episode, step + 1] = env.render().transpose(2, 0, 1)
                 hands[episode, step] = env.unwrapped.tcp_center
             last_without_goal[episode] = render_without_goal(env).transpose(2, 0, 1)
-            hand[episode] = env.unwrapped.tcp_center
     finally:
         env.close()
     return {
@@ -150,7 +149,7 @@ def random_action_episodes(
         "reward": reward,
         "hands": hands,
         "goal": goal,
-        "hand": hand,
+        "hand": hands[:, -1],
     }
 
 
@@ -457,9 +456,9 @@ def _train_mean_r2(train: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
     )
 
 
-def load_run(run_dir: Path) -> tuple[Mapping[str, Any], Any, int]:
-    """The run's composed configuration, its agent with the latest checkpoint, its env steps."""
-    from dreamer_prelar_utils import make_agent, read_finetune_checkpoint
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """The composed configuration a run of ``examples/dreamer_prelar.py`` saved in
+    ``hydra/config.yaml`` (``SystemExit`` naming the folder if it has none)."""
     from omegaconf import OmegaConf
 
     config_file = run_dir / "hydra" / "config.yaml"
@@ -468,7 +467,14 @@ def load_run(run_dir: Path) -> tuple[Mapping[str, Any], Any, int]:
             f"{run_dir}: no hydra/config.yaml (the run was not started with "
             "examples/dreamer_prelar.py from the command line)."
         )
-    cfg = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+    return OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+
+
+def load_run(run_dir: Path) -> tuple[Mapping[str, Any], Any, int]:
+    """The run's composed configuration, its agent with the latest checkpoint, its env steps."""
+    from dreamer_prelar_utils import make_agent, read_finetune_checkpoint
+
+    cfg = run_config(run_dir)
     cfg["finetune"]["compile_networks"] = False
     state = read_finetune_checkpoint(run_dir)
     agent = make_agent(cfg, action_dim=4)
