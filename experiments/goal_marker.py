@@ -368,6 +368,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-transitions", type=int, default=50)
     parser.add_argument("--train-episodes", type=int, default=40)
     parser.add_argument("--train-steps", type=int, default=100, help="actions per episode")
+    parser.add_argument(
+        "--action-hold",
+        type=int,
+        default=1,
+        help="env steps each random action of the training episodes is held for",
+    )
     parser.add_argument("--eval-episodes", type=int, default=100)
     parser.add_argument("--eval-steps", type=int, default=30)
     parser.add_argument("--world-model", default="small", help="config/world_model/ file")
@@ -411,15 +417,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     if args.replay is not None:
         settings["replay"] = str(args.replay)
+    if args.action_hold != 1:
+        settings["action_hold"] = args.action_hold
     report = update_report(args.out, settings)
     rollouts: dict[tuple[str, str, float], dict[str, np.ndarray]] = {}
 
     def episodes(split: str, quality: str, marker_scale: float) -> dict[str, np.ndarray]:
         if (split, quality, marker_scale) not in rollouts:
-            count, steps, seed = (
-                (args.train_episodes, args.train_steps, args.seed)
+            count, steps, hold, seed = (
+                (args.train_episodes, args.train_steps, args.action_hold, args.seed)
                 if split == "train"
-                else (args.eval_episodes, args.eval_steps, args.seed + 100_000)
+                else (args.eval_episodes, args.eval_steps, 1, args.seed + 100_000)
             )
             rollouts[split, quality, marker_scale] = random_action_episodes(
                 TASK,
@@ -428,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 image_size=64,
                 camera="corner",
                 render_quality=quality,
+                action_hold=hold,
                 marker_scale=marker_scale,
                 seed=seed,
             )

@@ -85,6 +85,7 @@ def random_action_episodes(
     camera: str,
     render_quality: str,
     action_repeat: int = 1,
+    action_hold: int = 1,
     goals: str = "mt1",
     marker_scale: float = 1.0,
     seed: int = 0,
@@ -97,7 +98,9 @@ def random_action_episodes(
     (tool centre's) position after each action ``hands`` ``[E, steps, 3]``, and the ``goal``
     and the final ``hand`` positions ``[E, 3]``. Episode ``e`` is reset with seed
     ``seed + e``; each action is held for ``action_repeat`` simulator steps, as the
-    fine-tuning env does (the reward summed over them); ``goals`` is the env's goal
+    fine-tuning env does (the reward summed over them); a new random action is drawn every
+    ``action_hold`` env steps and repeated in between, so that the hand travels further than
+    under a new action at each step; ``goals`` is the env's goal
     distribution (``finetune.goals``); ``marker_scale`` multiplies the radius of the goal's
     sphere as rendered (a diagnostic: 1 is the task as it is).
 
@@ -111,6 +114,8 @@ def random_action_episodes(
         raise ValueError(f"Expected episodes >= 4 and steps >= 1, got {episodes} and {steps}.")
     if not marker_scale > 0:
         raise ValueError(f"Expected marker_scale > 0, got {marker_scale}.")
+    if action_hold < 1:
+        raise ValueError(f"Expected action_hold >= 1, got {action_hold}.")
     env = make_metaworld_gym_env(
         task,
         image_size=image_size,
@@ -133,7 +138,8 @@ def random_action_episodes(
             goal[episode] = env.unwrapped._target_pos
             frames[episode, 0] = env.render().transpose(2, 0, 1)
             for step in range(steps):
-                action = generator.uniform(low, high).astype(np.float32)
+                if step % action_hold == 0:
+                    action = generator.uniform(low, high).astype(np.float32)
                 actions[episode, step] = action
                 for _ in range(action_repeat):
                     reward[episode, step] += env.step(action)[1]

@@ -71,6 +71,25 @@ def test_marker_scale_widens_the_goal_sphere_and_nothing_else():
         random_action_episodes("reach-v3", marker_scale=0.0, **settings)
 
 
+def test_a_held_action_repeats_until_the_next_draw_and_carries_the_hand_further():
+    settings = dict(episodes=4, steps=12, image_size=32, camera="corner", render_quality="fast")
+    single = random_action_episodes("reach-v3", **settings)
+    held = random_action_episodes("reach-v3", action_hold=4, **settings)
+
+    actions = held["actions"]
+    assert np.array_equal(actions[:, 0:4], np.repeat(actions[:, :1], 4, axis=1))
+    assert np.array_equal(actions[:, 4:8], np.repeat(actions[:, 4:5], 4, axis=1))
+    assert not np.array_equal(actions[:, 3], actions[:, 4])
+    assert np.array_equal(held["goal"], single["goal"])
+
+    def travelled(data):
+        return np.linalg.norm(data["hand"] - data["hands"][:, 0], axis=-1).mean()
+
+    assert travelled(held) > 1.5 * travelled(single)
+    with pytest.raises(ValueError, match="action_hold"):
+        random_action_episodes("reach-v3", action_hold=0, **settings)
+
+
 def test_reward_readout_tells_a_goal_aware_prediction_from_the_hand_alone():
     generator = np.random.default_rng(0)
     hands = generator.uniform(-1, 1, (40, 6, 3))
