@@ -581,7 +581,11 @@ def write_results_tables(docs: str | Path) -> Path:
 PERFORMANCE_TABLES = {
     "table-latest": ("latest.json",),
     "table-render-quality": ("env_render_quality.json",),
-    "table-finetune-update": ("finetune_step_small_16x50.json", "finetune_step_small_50x50.json"),
+    "table-finetune-update": (
+        "finetune_step_small_16x50.json",
+        "finetune_step_small_50x50.json",
+        "finetune_step_small_16x50_bf16peak412.json",
+    ),
     "table-finetune-update-parts": (
         "finetune_step_small_16x50.json",
         "finetune_step_small_50x50.json",
@@ -673,19 +677,22 @@ def _batch(record: dict) -> str:
 
 def finetune_update_table(records: Sequence[dict]) -> str:
     """Seconds per fine-tuning update, before and after, from ``benchmarks/finetune_step.py``
-    results (one per batch size), with the fraction of the bf16 GEMM peak.
+    results (one per machine and batch size), with the machine's bf16 GEMM peak measured in
+    the same invocation and the fraction of it the update reaches.
 
     Example:
         >>> result = {"seconds_per_update": 0.857, "frames_per_s": 933.7,
         ...           "speedup_vs_first": 1.4, "gflop_per_update": 196.5,
         ...           "fraction_of_gemm_peak": 0.281}
         >>> record = {"batch": 16, "length": 50, "preset": "reach35k",
+        ...           "gemm_peak_gflop_s": {"fp32": 203.9, "bf16": 816.3},
         ...           "working_tree_commit": "5c6b67b", "results": {"working tree": result}}
         >>> finetune_update_table([record]).splitlines()[-1]
-        '| 16 x 50 (`reach35k`) | 5c6b67b | 0.857 | 934 | 1.40 | 196.5 | 28.1% |'
+        '| 816 | 16 x 50 (`reach35k`) | 5c6b67b | 0.857 | 934 | 1.40 | 196.5 | 28.1% |'
     """
     body = [
         [
+            f"{record['gemm_peak_gflop_s']['bf16']:.0f}",
             f"{_batch(record)} (`{record['preset']}`)",
             _code(record, label),
             f"{result['seconds_per_update']:.3f}",
@@ -698,6 +705,7 @@ def finetune_update_table(records: Sequence[dict]) -> str:
         for label, result in record["results"].items()
     ]
     header = [
+        "machine's bf16 GEMM peak (GFLOP/s)",
         "batch",
         "code",
         "s / update",
@@ -952,7 +960,9 @@ def performance_tables(
     return {
         "table-latest": latest_table(raw["latest.json"]),
         "table-render-quality": render_quality_table(raw["env_render_quality.json"]),
-        "table-finetune-update": finetune_update_table(steps),
+        "table-finetune-update": finetune_update_table(
+            [*steps, raw["finetune_step_small_16x50_bf16peak412.json"]]
+        ),
         "table-finetune-update-parts": finetune_parts_table(steps),
         "table-finetune-projection": finetune_projection_table(steps, config_dir),
         "table-finetune-fresh-clone": fresh_clone_table(
