@@ -48,6 +48,7 @@ __all__ = [
     "command_line",
     "comparison_tables",
     "latent_action_tables",
+    "long_reference_table",
     "machine_description",
     "marked_sections",
     "model_gap_differences",
@@ -55,6 +56,7 @@ __all__ = [
     "model_gap_table",
     "performance_tables",
     "preset_schedule",
+    "pretrain_run_record",
     "pretrain_seed_record",
     "pretrain_seed_table",
     "results_tables",
@@ -1508,6 +1510,113 @@ def long_run_table(record: dict) -> str:
     return _markdown(header, body) + "\n" + _markdown(bars_header, verdicts)
 
 
+#: The held-out figures a pre-training logs at each evaluation (``scalars/pretrain/<figure>_<set>``
+#: of its CSV logger), by their key in a pre-training record's rows.
+PRETRAIN_RUN_FIGURES = {
+    "r2": "probe_r2",
+    "motion": "probe_r2_motion",
+    "ratio": "state_kl_shuffled_ratio",
+    "delta_psnr": "delta_psnr",
+}
+#: The bars of docs/latent_actions.md at ``preset=long``.
+LONG_BARS = {"motion_seen": 0.5, "motion_unseen": 0.4, "ratio": 1.5, "delta_psnr": 0.0}
+
+
+def pretrain_run_record(run_dir: str | Path) -> dict[str, Any]:
+    """The evaluations of one pre-training run folder as a record of ``docs/latent_actions/``:
+    each evaluation's held-out figures from its CSV logs, the final evaluation and the wall
+    time of the last invocation from ``summary.json``, and the command from Hydra's saved
+    overrides.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> scalars = run / "csv" / "scalars" / "pretrain"
+        >>> scalars.mkdir(parents=True)
+        >>> for figure in PRETRAIN_RUN_FIGURES.values():
+        ...     for name in ("seen", "unseen"):
+        ...         _ = (scalars / f"{figure}_{name}.csv").write_text("500,0.25\\n1000,0.5\\n")
+        >>> summary = {"pretrain": {"updates": 1000, "seconds_this_run": 60.0,
+        ...                         "latent_actions": {"seen": {}, "unseen": {}}}}
+        >>> _ = (run / "summary.json").write_text(json.dumps(summary))
+        >>> record = pretrain_run_record(run)
+        >>> [row["updates"] for row in record["rows"]], record["rows"][1]["motion_unseen"]
+        ([500, 1000], 0.5)
+    """
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())["pretrain"]
+    series: dict[str, dict[int, float]] = {}
+    for key, figure in PRETRAIN_RUN_FIGURES.items():
+        for name in ("seen", "unseen"):
+            found = sorted(run_dir.rglob(f"scalars/pretrain/{figure}_{name}.csv"))
+            if not found:
+                raise FileNotFoundError(
+                    f"{run_dir} has no scalars/pretrain/{figure}_{name}.csv (csv logger)"
+                )
+            lines = found[0].read_text().split()
+            series[f"{key}_{name}"] = {
+                int(step): float(value) for step, value in (line.split(",") for line in lines)
+            }
+    steps = sorted(set.intersection(*(set(values) for values in series.values())))
+    overrides = run_dir / "hydra" / "overrides.yaml"
+    command = None
+    if overrides.exists():
+        import yaml
+
+        arguments = [shlex.quote(item) for item in yaml.safe_load(overrides.read_text())]
+        command = " ".join(["python examples/dreamer_prelar.py", *arguments])
+    return {
+        "provenance": "experiments/results_report.py --pretrain-run on the run folder: the "
+        "evaluations from its csv logger (scalars/pretrain/*.csv), the end-of-run evaluation "
+        "and the wall time of the last invocation from its summary.json",
+        "command": command,
+        "updates": summary["updates"],
+        "seconds_last_invocation": summary["seconds_this_run"],
+        "bars": dict(LONG_BARS),
+        "rows": [
+            {"updates": step, **{key: round(values[step], 4) for key, values in series.items()}}
+            for step in steps
+        ],
+        "final": summary["latent_actions"],
+    }
+
+
+def long_reference_table(prelar: dict, reference: dict, bar: float = 0.7) -> str:
+    """Hand-displacement R^2 of PreLAR's code against the supervised reference trained on the
+    same data for the same updates, at each evaluation both records share.
+
+    Example:
+        >>> row = {"updates": 3000, "motion_seen": 0.35, "motion_unseen": 0.32}
+        >>> ref = {"updates": 3000, "motion_seen": 0.5, "motion_unseen": 0.4}
+        >>> long_reference_table({"rows": [row]}, {"rows": [ref]}).splitlines()[2]
+        '| 3000 | 0.35 / 0.32 | 0.50 / 0.40 | 0.70x / 0.80x | yes / yes |'
+    """
+    references = {row["updates"]: row for row in reference["rows"]}
+    body = []
+    for row in prelar["rows"]:
+        if row["updates"] not in references:
+            continue
+        ref = references[row["updates"]]
+        ratios = [row[f"motion_{name}"] / ref[f"motion_{name}"] for name in ("seen", "unseen")]
+        body.append(
+            [
+                row["updates"],
+                _pair(row["motion_seen"], row["motion_unseen"]),
+                _pair(ref["motion_seen"], ref["motion_unseen"]),
+                _pair(*ratios, lambda value: f"{value:.2f}x"),
+                " / ".join(_verdict(round(ratio, 2) >= bar) for ratio in ratios),
+            ]
+        )
+    header = [
+        "updates",
+        "PreLAR's code, seen / unseen",
+        "supervised reference, seen / unseen",
+        "PreLAR / reference",
+        f">= {bar:g}x",
+    ]
+    return _markdown(header, body)
+
+
 def _spread(values: Sequence[float], digits: int, joiner: str = "-") -> str:
     """One value, or the range of several.
 
@@ -1843,10 +1952,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="combine model-gap results files, one per pre-training seed, and print the tables",
     )
     parser.add_argument(
-        "--write", type=Path, help="with --pretrain-seeds: also write the combined record here"
+        "--write",
+        type=Path,
+        help="with --pretrain-seeds or --pretrain-run: also write the record here",
     )
     parser.add_argument("--variant", default="default", help="with --pretrain-seeds")
+    parser.add_argument(
+        "--pretrain-run",
+        type=Path,
+        metavar="RUN_DIR",
+        help="the evaluations of a pre-training run folder as a record (with --write)",
+    )
     args = parser.parse_args(argv)
+    if args.pretrain_run is not None:
+        record = {**pretrain_run_record(args.pretrain_run), "machine": machine_description()}
+        text = json.dumps(record, indent=1) + "\n"
+        if args.write is not None:
+            args.write.parent.mkdir(parents=True, exist_ok=True)
+            args.write.write_text(text)
+        print(text, end="")
+        return
     if args.pretrain_seeds:
         record = pretrain_seed_record(args.pretrain_seeds, args.variant)
         if args.write is not None:

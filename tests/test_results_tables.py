@@ -12,16 +12,19 @@ import pytest
 from results_report import (
     LATENT_ACTION_TABLES,
     PERFORMANCE_TABLES,
+    PRETRAIN_RUN_FIGURES,
     TABLES,
     comparison_arms_table,
     fresh_clone_table,
     latent_action_tables,
+    long_reference_table,
     main,
     marked_sections,
     model_gap_differences,
     model_gap_table,
     performance_tables,
     preset_schedule,
+    pretrain_run_record,
     render_quality_table,
     results_tables,
     show,
@@ -268,3 +271,28 @@ def test_toy_settings_show_the_range_over_their_seeds():
     assert table.splitlines()[-1] == (
         "| s (`--f`) | 2 | 0.50-0.70 / 0.60-0.80 | -0.10 to -0.05 | 0.10 / 20.0-30.0 | 1.50 |"
     )
+
+
+def test_a_pretraining_record_reads_every_evaluation_and_names_a_missing_log(tmp_path):
+    scalars = tmp_path / "logs" / "scalars" / "pretrain"
+    scalars.mkdir(parents=True)
+    for figure in PRETRAIN_RUN_FIGURES.values():
+        for name in ("seen", "unseen"):
+            value = 0.3 if name == "seen" else 0.2
+            (scalars / f"{figure}_{name}.csv").write_text(f"500,{value}\n1000,{value * 2}\n")
+    summary = {"updates": 1000, "seconds_this_run": 5.0, "latent_actions": {"seen": {}}}
+    (tmp_path / "summary.json").write_text(json.dumps({"pretrain": summary}))
+    (tmp_path / "hydra").mkdir()
+    (tmp_path / "hydra" / "overrides.yaml").write_text("- preset=long\n- seed=1\n")
+
+    record = pretrain_run_record(tmp_path)
+
+    assert record["command"] == "python examples/dreamer_prelar.py preset=long seed=1"
+    assert [row["updates"] for row in record["rows"]] == [500, 1000]
+    assert record["rows"][1]["motion_seen"] == 0.6 and record["rows"][0]["ratio_unseen"] == 0.2
+    reference = {"rows": [{**row, "motion_seen": 2 * row["motion_seen"]} for row in record["rows"]]}
+    table = long_reference_table(record, reference).splitlines()
+    assert table[-1] == "| 1000 | 0.60 / 0.40 | 1.20 / 0.40 | 0.50x / 1.00x | NO / yes |"
+    (scalars / "delta_psnr_unseen.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="delta_psnr_unseen.csv"):
+        pretrain_run_record(tmp_path)
