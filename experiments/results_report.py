@@ -1004,6 +1004,7 @@ LATENT_ACTION_TABLES = {
     "table-sweep": ("sweep_h200.json",),
     "table-long-preset": ("long_preset_cpu.json",),
     "table-long-run": ("long_prior2_24a9aeb.json",),
+    "table-long-reference": ("long_prior2_24a9aeb.json", "long_supervised_displacement_1f666df.json"),
     "table-toy-grid": ("toy_results.json",),
 }
 _CEILING_ROWS = {
@@ -1687,6 +1688,9 @@ def latent_action_tables(results_dir: str | Path) -> dict[str, str]:
         "table-sweep": sweep_table(raw["sweep_h200.json"]),
         "table-long-preset": long_preset_table(raw["long_preset_cpu.json"]),
         "table-long-run": long_run_table(raw["long_prior2_24a9aeb.json"]),
+        "table-long-reference": long_reference_table(
+            raw["long_prior2_24a9aeb.json"], raw["long_supervised_displacement_1f666df.json"]
+        ),
         "table-toy-grid": toy_grid_table(raw["toy_results.json"]),
     }
 
