@@ -164,6 +164,7 @@ TABLES = {
     "table-metaworld-reach": "metaworld_reach.json",
     "table-goal-probe": "goal_probe_reach.json",
     "table-goal-marker": "goal_marker_reach.json",
+    "table-goal-marker-held": "goal_marker_reach_hold25.json",
 }
 #: The model-gap comparisons docs/results.md reads (pixel-trunk and embedding variants).
 GAP_PAIRS = (
@@ -566,6 +567,7 @@ def results_tables(results_dir: str | Path) -> dict[str, str]:
         "table-metaworld-reach": anchor_table(loaded["metaworld_reach.json"]),
         "table-goal-probe": goal_probe_table(loaded["goal_probe_reach.json"]),
         "table-goal-marker": goal_marker_table(loaded["goal_marker_reach.json"]),
+        "table-goal-marker-held": goal_marker_table(loaded["goal_marker_reach_hold25.json"]),
     }
 
 
@@ -1004,7 +1006,10 @@ LATENT_ACTION_TABLES = {
     "table-sweep": ("sweep_h200.json",),
     "table-long-preset": ("long_preset_cpu.json",),
     "table-long-run": ("long_prior2_24a9aeb.json",),
-    "table-long-reference": ("long_prior2_24a9aeb.json", "long_supervised_displacement_1f666df.json"),
+    "table-long-reference": (
+        "long_prior2_24a9aeb.json",
+        "long_supervised_displacement_1f666df.json",
+    ),
     "table-toy-grid": ("toy_results.json",),
 }
 _CEILING_ROWS = {

@@ -76,6 +76,7 @@ def test_arm_summary_counts_every_episode_of_every_seed():
 def test_a_missing_raw_file_is_named(tmp_path):
     for name in (
         "goal_marker_reach.json",
+        "goal_marker_reach_hold25.json",
         "goal_probe_reach.json",
         "model_gap.json",
         "metaworld_reach.json",
