@@ -33,6 +33,11 @@ the random-action episodes, on which world models trained from scratch learn to 
 frames (``docs/results.md``); variants that change the frames (``metaworld``,
 ``big_marker``) do not apply.
 
+With ``--action-hold N`` each random action of the training episodes is held for ``N`` env
+steps (the held-out episodes keep one action per step), so the hand travels further from
+where reach resets it; on such episodes the world models do read their frames
+(``docs/results.md``).
+
 ``OUT`` (JSON) holds the settings and per variant its command, machine, the recall, the
 marker's size and the training losses at each evaluation; ``OUT`` with ``.png`` is the figure.
 A variant already in ``OUT`` is skipped, so the same command resumes. Each variant is added to
@@ -45,6 +50,8 @@ A variant already in ``OUT`` is skipped, so the same command resumes. Each varia
         --pretrained runs/prelar_long/pretrained_world_model.pt --out runs/goal_marker.json
     MUJOCO_GL=egl python experiments/goal_marker.py --variants fast free_nats1 \
         --replay runs/metaworld/dreamer_seed0 --out runs/goal_marker_replay.json
+    MUJOCO_GL=egl python experiments/goal_marker.py --variants fast metaworld --action-hold 25 \
+        --updates 600 --eval-every 200 --out runs/goal_marker_hold25.json
 """
 
 from __future__ import annotations
