@@ -274,6 +274,12 @@ def test_toy_settings_show_the_range_over_their_seeds():
     )
 
 
+def test_a_pretraining_record_reads_the_figures_the_pretraining_logs():
+    from torchrl_prelar.evaluation.held_out import LOGGED_FIGURES
+
+    assert sorted(PRETRAIN_RUN_FIGURES.values()) == sorted(LOGGED_FIGURES)
+
+
 def test_a_pretraining_record_reads_every_evaluation_and_names_a_missing_log(tmp_path):
     scalars = tmp_path / "logs" / "scalars" / "pretrain"
     scalars.mkdir(parents=True)
