@@ -38,6 +38,12 @@ steps (the held-out episodes keep one action per step), so the hand travels furt
 where reach resets it; on such episodes the world models do read their frames
 (``docs/results.md``).
 
+Besides the held-out episodes, each evaluation on random-action episodes measures the recall
+on the last frames of the training episodes themselves (``seen_goals_recall``: the goals the
+model trained on) and of as many new episodes of the same kind (``new_goals_recall``: other
+seeds, other goals), so that a model that learns its training goals without generalising to
+new ones shows as such.
+
 ``OUT`` (JSON) holds the settings and per variant its command, machine, the recall, the
 marker's size and the training losses at each evaluation; ``OUT`` with ``.png`` is the figure.
 A variant already in ``OUT`` is skipped, so the same command resumes. Each variant is added to
@@ -167,6 +173,12 @@ def marker_recall(world_model, data: Mapping[str, np.ndarray]) -> dict[str, floa
     return episodes_marker_recall(reconstruction, data)
 
 
+def _also_recalls(world_model, sets: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, float]:
+    return {
+        f"{name}_recall": marker_recall(world_model, data)["recall"] for name, data in sets.items()
+    }
+
+
 def train_variant(
     settings: Mapping[str, Any],
     *,
@@ -180,15 +192,22 @@ def train_variant(
     world_model_kwargs: Mapping[str, Any] | None = None,
     checkpoint: Path | None = None,
     started: float | None = None,
+    also: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Train one variant's world model alone on batches from ``sample`` and measure the
     marker's recall as it goes.
 
+    ``also`` names more sets of episodes (as :func:`goal_probe.random_action_episodes`
+    returns them) whose recall each evaluation measures too, as ``<name>_recall``: for
+    example the training episodes themselves (the goals the model trained on) and new
+    episodes of the same kind (new goals), beside the held-out episodes of ``heldout``.
+
     Returns the marker's mean ``marker_pixels`` and ``marker_contrast`` per held-out frame
     and, per evaluation (before the first update and every ``eval_every`` updates): the
-    ``updates`` done, the ``recall``, and the mean ``reco_mse`` and ``state_kl`` of the updates
-    since the last evaluation; ``seconds``, the wall time from ``started`` (a
-    ``time.perf_counter()`` reading, default: the call) over every invocation.
+    ``updates`` done, the ``recall`` (and each ``<name>_recall`` of ``also``), and the mean
+    ``reco_mse`` and ``state_kl`` of the updates since the last evaluation; ``seconds``, the
+    wall time from ``started`` (a ``time.perf_counter()`` reading, default: the call) over
+    every invocation.
 
     With ``checkpoint`` the state (world model, optimiser, RNG, the curve so far) is written
     there atomically at each evaluation, and a run that finds one resumes from it (a
@@ -206,6 +225,7 @@ def train_variant(
         >>> curve["updates"]  # doctest: +SKIP
         [0, 1, 2]
     """
+    also = dict(also or {})
     torch.manual_seed(seed)
     kwargs = OmegaConf.merge(world_model_kwargs or {}, settings.get("world_model", {}))
     world_model = make_model_gap_world_model(
@@ -220,7 +240,12 @@ def train_variant(
         optimizer_factory=functools.partial(make_finetune_optimizer, model_lr=LR),
     )
     started = time.perf_counter() if started is None else started
-    identity = {"settings": dict(settings), "updates": updates, "eval_every": eval_every}
+    identity = {
+        "settings": dict(settings),
+        "updates": updates,
+        "eval_every": eval_every,
+        "also": sorted(also),
+    }
     earlier_seconds = 0.0
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=True)
@@ -233,11 +258,13 @@ def train_variant(
         earlier_seconds = state["seconds"]
     else:
         first, losses = marker_recall(world_model, heldout), []
-        evaluated = {0: first["recall"]}
+        evaluated = {0: {"recall": first["recall"]}}
+        evaluated[0].update(_also_recalls(world_model, also))
 
     def evaluate(done: int) -> None:
         if done % eval_every == 0 or done == updates:
-            evaluated[done] = marker_recall(world_model, heldout)["recall"]
+            evaluated[done] = {"recall": marker_recall(world_model, heldout)["recall"]}
+            evaluated[done].update(_also_recalls(world_model, also))
             if checkpoint is not None:
                 state = {
                     "identity": identity,
@@ -271,7 +298,7 @@ def train_variant(
         "marker_pixels": first["marker_pixels"],
         "marker_contrast": first["marker_contrast"],
         "updates": done,
-        "recall": [evaluated[d] for d in done],
+        **{key: [evaluated[d][key] for d in done] for key in evaluated[0]},
         **{
             name: [float("nan")]
             + [
@@ -431,11 +458,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     def episodes(split: str, quality: str, marker_scale: float) -> dict[str, np.ndarray]:
         if (split, quality, marker_scale) not in rollouts:
-            count, steps, hold, seed = (
-                (args.train_episodes, args.train_steps, args.action_hold, args.seed)
-                if split == "train"
-                else (args.eval_episodes, args.eval_steps, 1, args.seed + 100_000)
-            )
+            count, steps, hold, seed = {
+                "train": (args.train_episodes, args.train_steps, args.action_hold, args.seed),
+                "train_new_goals": (
+                    args.train_episodes,
+                    args.train_steps,
+                    args.action_hold,
+                    args.seed + 200_000,
+                ),
+                "heldout": (args.eval_episodes, args.eval_steps, 1, args.seed + 100_000),
+            }[split]
             rollouts[split, quality, marker_scale] = random_action_episodes(
                 TASK,
                 episodes=count,
@@ -456,9 +488,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         rendering = (variant["render_quality"], variant.get("marker_scale", 1.0))
         heldout = episodes("heldout", *rendering)
+        also = {}
         if args.replay is None:
+            also = {
+                "seen_goals": episodes("train", *rendering),
+                "new_goals": episodes("train_new_goals", *rendering),
+            }
             sample = make_transition_buffer(
-                as_episodes(episodes("train", *rendering), "train"),
+                as_episodes(also["seen_goals"], "train"),
                 num_transitions=args.num_transitions,
                 batch_size=args.batch_size,
             ).sample
@@ -479,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             pretrained=args.pretrained if variant["arm"] != "dreamer" else None,
             seed=args.seed,
             world_model_kwargs=world_model_kwargs,
+            also=also,
         )
         entry = {
             **variant,

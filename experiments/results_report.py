@@ -520,7 +520,9 @@ GOAL_MARKER_CHANGES = {
 
 def goal_marker_table(report: dict) -> str:
     """The variants of ``experiments/goal_marker.py``: each one's change, the marker's size,
-    its recall at each evaluation after the first and the state KL of the last stretch of
+    its recall at each evaluation after the first, at the last evaluation on the training
+    episodes and on new episodes of their kind where measured (``seen_goals_recall``,
+    ``new_goals_recall``; ``-`` for runs made before), the state KL of the last stretch of
     updates, and the minutes it took.
 
     Example:
@@ -529,25 +531,38 @@ def goal_marker_table(report: dict) -> str:
         ...            "seconds": 2533.0}
         >>> goal_marker_table({"variants": {"free_nats1": variant}}).splitlines()[2]
         '| `free_nats1`: 1 free nat of state KL per step | 2.7 | 0.07, 0.08 | 0.002 | 42 |'
+        >>> seen = {**variant, "seen_goals_recall": [0, 0.31], "new_goals_recall": [0, 0.1]}
+        >>> table = goal_marker_table({"variants": {"fast": seen, "free_nats1": variant}})
+        >>> table.splitlines()[2].split(" | ")[3]
+        '0.31 / 0.10'
+        >>> table.splitlines()[3]
+        '| `free_nats1`: 1 free nat of state KL per step | 2.7 | 0.07, 0.08 | - | 0.002 | 42 |'
     """
-    rows = [
-        [
+    variants = report["variants"]
+    with_seen = any("seen_goals_recall" in variant for variant in variants.values())
+    rows = []
+    for name, variant in variants.items():
+        row = [
             f"`{name}`: {GOAL_MARKER_CHANGES.get(name, name)}",
             f"{variant['marker_pixels']:.1f}",
             ", ".join(f"{value:.2f}" for value in variant["recall"][1:]),
-            f"{variant['state_kl'][-1]:.3f}",
-            f"{variant['seconds'] / 60:.0f}",
         ]
-        for name, variant in report["variants"].items()
-    ]
-    evaluations = next(iter(report["variants"].values()), {}).get("updates", [])
+        if with_seen:
+            seen, new = variant.get("seen_goals_recall"), variant.get("new_goals_recall")
+            row.append("-" if seen is None else f"{seen[-1]:.2f} / {new[-1]:.2f}")
+        row += [f"{variant['state_kl'][-1]:.3f}", f"{variant['seconds'] / 60:.0f}"]
+        rows.append(row)
+    evaluations = next(iter(variants.values()), {}).get("updates", [])
     header = [
         "variant (one change)",
         "marker pixels per frame",
         "recall at " + ", ".join(str(done) for done in evaluations[1:]) + " updates",
-        "state KL, last stretch (nats per step)",
-        "minutes",
     ]
+    if with_seen:
+        header.append(
+            f"recall at {evaluations[-1]} updates, training episodes: their goals / new goals"
+        )
+    header += ["state KL, last stretch (nats per step)", "minutes"]
     return _markdown(header, rows)
 
 

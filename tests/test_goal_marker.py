@@ -36,7 +36,9 @@ def test_each_variant_gets_a_recall_curve_and_a_second_call_resumes(tmp_path):
     for name in ("fast", "depth48"):
         variant = report["variants"][name]
         assert variant["updates"] == [0, 2, 4]
-        assert len(variant["recall"]) == 3 and np.isfinite(variant["recall"]).all()
+        for key in ("recall", "seen_goals_recall", "new_goals_recall"):
+            assert len(variant[key]) == 3 and np.isfinite(variant[key]).all()
+        assert len({variant[key][-1] for key in variant if key.endswith("recall")}) == 3
         assert np.isnan(variant["reco_mse"][0]) and np.isfinite(variant["reco_mse"][1:]).all()
         assert variant["marker_pixels"] > 0 and variant["render_quality"] == "fast"
     assert report["variants"]["depth48"]["world_model"]["decoder"]["depth"] == 48
@@ -81,6 +83,7 @@ def test_replay_trains_on_a_runs_own_buffer_and_refuses_other_frames(tmp_path):
 
     assert report["settings"]["replay"] == str(run_dir)
     assert len(report["variants"]["fast"]["recall"]) == 3
+    assert "seen_goals_recall" not in report["variants"]["fast"]  # no goal-free frames there
     with pytest.raises(SystemExit):  # the run's frames are fast-rendered, normal-sized goals
         main(["--variants", "big_marker", *TINY, "--replay", str(run_dir), "--out", str(out)])
     with pytest.raises(SystemExit, match="no hydra/config.yaml"):
@@ -98,7 +101,7 @@ def test_an_interrupted_variant_resumes_from_its_checkpoint_to_the_same_curve(
 
     def cut_at_the_third_evaluation(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:  # before the recall at 4 updates: the checkpoint holds 2
+        if len(calls) == 7:  # 3 episode sets per evaluation: the checkpoint holds 2 updates
             raise KeyboardInterrupt
         return recall(*args, **kwargs)
 
@@ -114,5 +117,6 @@ def test_an_interrupted_variant_resumes_from_its_checkpoint_to_the_same_curve(
     first, second = whole["variants"]["fast"], resumed["variants"]["fast"]
     assert second["updates"] == first["updates"] == [0, 2, 4]
     np.testing.assert_allclose(second["recall"], first["recall"], rtol=1e-5)
+    np.testing.assert_allclose(second["new_goals_recall"], first["new_goals_recall"], rtol=1e-5)
     np.testing.assert_allclose(second["reco_mse"], first["reco_mse"], rtol=1e-5)
     assert not checkpoint.exists()  # removed once the variant is stored
