@@ -25,7 +25,13 @@ reconstruction of the last frame of held-out episodes (other seeds). One change 
   units, 32 categoricals of 32 classes, instead of 256 and 16 x 16);
 - ``big_marker``: ``fast`` with the goal's sphere drawn 3 times as wide (about 9 times the
   pixels), in the training and the held-out frames: a diagnostic of whether the marker's
-  share of the reconstruction loss is what keeps it out of the model.
+  share of the reconstruction loss is what keeps it out of the model;
+- ``reward``: ``fast`` with the agent's two reward heads trained on the episodes' rewards
+  with DreamerV2's Gaussian reward loss (``preset=metaworld``'s ``finetune.reward_loss``),
+  their gradient reaching the world model as in the agent (and in DreamerV2, whose
+  ``grad_heads`` are the decoder and the reward head): reach's reward depends on where the
+  goal is, so a model that predicts it must hold the goal. Its batches are drawn by
+  :func:`reward_clip_sampler` (the rewards come with them) instead of the video dataset.
 
 With ``--replay RUN_DIR`` the world models train on a fine-tuning run's own replay buffer (its
 latest checkpoint: the agent's episodes, with the hand where the policy took it) instead of
@@ -84,6 +90,9 @@ from torchrl.data import SliceSampler, TensorDictReplayBuffer  # noqa: E402
 from torchrl_prelar.data.episodes import Episode  # noqa: E402
 from torchrl_prelar.io import atomic_write_text  # noqa: E402
 from torchrl_prelar.training.finetune_agent import (  # noqa: E402
+    AUX_REWARD_KEY,
+    REWARD_KEY,
+    build_finetune_world_model,
     make_finetune_optimizer,
     make_world_model_stepper,
 )
@@ -100,13 +109,15 @@ from goal_probe import (  # noqa: E402
     episodes_marker_recall,
     last_posterior,
     random_action_episodes,
+    reward_readout,
     run_config,
 )
 
 #: Each variant's one change: the frames' render quality, the world model's initialisation
 #: (a ``MODEL_GAP_ARMS`` key), the updates with encoder and RSSM frozen, changes to the
-#: ``--world-model`` arguments of a fresh world model, the state KL's free nats, and the goal
-#: sphere's radius in the frames (``marker_scale``).
+#: ``--world-model`` arguments of a fresh world model, the state KL's free nats, the goal
+#: sphere's radius in the frames (``marker_scale``), and the loss of the reward heads trained
+#: with the world model (``reward_loss``; none without it).
 VARIANTS: dict[str, dict[str, Any]] = {
     "fast": {"render_quality": "fast", "arm": "dreamer", "freeze_updates": 0},
     "metaworld": {"render_quality": "metaworld", "arm": "dreamer", "freeze_updates": 0},
@@ -134,6 +145,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "arm": "dreamer",
         "freeze_updates": 0,
         "marker_scale": 3.0,
+    },
+    "reward": {
+        "render_quality": "fast",
+        "arm": "dreamer",
+        "freeze_updates": 0,
+        "reward_loss": "gaussian",
     },
 }
 TASK = "reach-v3"
@@ -166,6 +183,53 @@ def as_episodes(data: Mapping[str, np.ndarray], name: str) -> list[Episode]:
     return episodes
 
 
+def reward_clip_sampler(
+    data: Mapping[str, np.ndarray], *, batch_size: int, num_transitions: int
+) -> Callable[[], TensorDictBase]:
+    """Batches of ``[batch_size, num_transitions]`` clips of :func:`random_action_episodes`
+    ``data`` with their rewards: an episode and a start drawn uniformly (torch's global
+    generator, so a resumed run draws as an uninterrupted one), ``"pixels"`` o_t,
+    ``("next", "pixels")`` o_{t+1}, the ``"action"`` between them, ``("next", "reward")``
+    after it, ``"is_init"`` at each clip's first step.
+
+    Examples:
+        >>> data = {"frames": np.zeros((4, 7, 3, 8, 8), np.uint8),
+        ...         "actions": np.zeros((4, 6, 2), np.float32),
+        ...         "reward": np.arange(24, dtype=np.float32).reshape(4, 6)}
+        >>> batch = reward_clip_sampler(data, batch_size=3, num_transitions=5)()
+        >>> batch["next", "pixels"].shape, batch["next", "reward"].shape
+        (torch.Size([3, 5, 3, 8, 8]), torch.Size([3, 5, 1]))
+    """
+    from tensordict import TensorDict
+
+    frames = torch.from_numpy(data["frames"])
+    actions, reward = torch.from_numpy(data["actions"]), torch.from_numpy(data["reward"])
+    episodes, steps = actions.shape[:2]
+    if steps < num_transitions:
+        raise ValueError(f"Episodes of {steps} steps are shorter than {num_transitions}.")
+    offsets = torch.arange(num_transitions)
+
+    def sample() -> TensorDictBase:
+        episode = torch.randint(episodes, (batch_size, 1))
+        step = torch.randint(steps - num_transitions + 1, (batch_size, 1)) + offsets
+        is_init = torch.zeros(batch_size, num_transitions, 1, dtype=torch.bool)
+        is_init[:, 0] = True
+        return TensorDict(
+            {
+                "pixels": frames[episode, step],
+                "action": actions[episode, step],
+                "is_init": is_init,
+                "next": {
+                    "pixels": frames[episode, step + 1],
+                    "reward": reward[episode, step].unsqueeze(-1),
+                },
+            },
+            [batch_size, num_transitions],
+        )
+
+    return sample
+
+
 def marker_recall(world_model, data: Mapping[str, np.ndarray]) -> dict[str, float]:
     """The goal marker's recall in ``world_model``'s reconstruction of the episodes' last
     frames (:func:`goal_probe.episodes_marker_recall`)."""
@@ -174,9 +238,18 @@ def marker_recall(world_model, data: Mapping[str, np.ndarray]) -> dict[str, floa
 
 
 def _also_recalls(world_model, sets: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, float]:
-    return {
-        f"{name}_recall": marker_recall(world_model, data)["recall"] for name, data in sets.items()
-    }
+    """The marker's recall on each named set of episodes and, for a world model with reward
+    heads, how well it predicts their rewards against the hand alone
+    (:func:`goal_probe.reward_readout`, each episode its own goal)."""
+    result = {}
+    for name, data in sets.items():
+        result[f"{name}_recall"] = marker_recall(world_model, data)["recall"]
+        if len(world_model.reward_heads):
+            predicted = last_posterior(world_model, data["frames"], data["actions"])["reward"]
+            readout = reward_readout(predicted, data, np.arange(len(data["goal"])))
+            result[f"{name}_reward_r2"] = readout["r2"]
+            result[f"{name}_hand_only_r2"] = readout["hand_only_r2"]
+    return result
 
 
 def train_variant(
@@ -225,18 +298,31 @@ def train_variant(
         >>> curve["updates"]  # doctest: +SKIP
         [0, 1, 2]
     """
+    if settings.get("reward_loss") is not None and settings["arm"] != "dreamer":
+        raise ValueError("reward heads are trained with a fresh (dreamer) world model only.")
     also = dict(also or {})
     torch.manual_seed(seed)
     kwargs = OmegaConf.merge(world_model_kwargs or {}, settings.get("world_model", {}))
-    world_model = make_model_gap_world_model(
-        settings["arm"],
-        action_dim=action_dim,
-        pretrained=pretrained,
-        world_model_kwargs=OmegaConf.to_container(kwargs),
-    )
+    reward_loss = settings.get("reward_loss")
+    if reward_loss is None:
+        world_model = make_model_gap_world_model(
+            settings["arm"],
+            action_dim=action_dim,
+            pretrained=pretrained,
+            world_model_kwargs=OmegaConf.to_container(kwargs),
+        )
+    else:  # the agent's world model: a fresh one with its two reward heads
+        world_model = build_finetune_world_model(
+            action_dim,
+            init="dreamer",
+            pretrained=None,
+            reward_keys=[REWARD_KEY, AUX_REWARD_KEY],
+            **OmegaConf.to_container(kwargs),
+        )
     stepper = make_world_model_stepper(
         world_model,
         free_nats=settings.get("free_nats"),
+        reward_loss=reward_loss,
         optimizer_factory=functools.partial(make_finetune_optimizer, model_lr=LR),
     )
     started = time.perf_counter() if started is None else started
@@ -494,11 +580,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "seen_goals": episodes("train", *rendering),
                 "new_goals": episodes("train_new_goals", *rendering),
             }
-            sample = make_transition_buffer(
-                as_episodes(also["seen_goals"], "train"),
-                num_transitions=args.num_transitions,
-                batch_size=args.batch_size,
-            ).sample
+            if variant.get("reward_loss") is None:
+                sample = make_transition_buffer(
+                    as_episodes(also["seen_goals"], "train"),
+                    num_transitions=args.num_transitions,
+                    batch_size=args.batch_size,
+                ).sample
+            else:
+                sample = reward_clip_sampler(
+                    also["seen_goals"],
+                    batch_size=args.batch_size,
+                    num_transitions=args.num_transitions,
+                )
         else:
             sample = replay_sampler(
                 args.replay, batch_size=args.batch_size, num_transitions=args.num_transitions

@@ -515,6 +515,7 @@ GOAL_MARKER_CHANGES = {
     "free_nats1": "1 free nat of state KL per step",
     "rssm1024": "RSSM as large as DreamerV2's (1024 units, 32 x 32 categoricals)",
     "big_marker": "the goal's sphere drawn 3x as wide (diagnostic)",
+    "reward": "the agent's reward heads trained with it (Gaussian loss)",
 }
 
 
@@ -522,8 +523,9 @@ def goal_marker_table(report: dict) -> str:
     """The variants of ``experiments/goal_marker.py``: each one's change, the marker's size,
     its recall at each evaluation after the first, at the last evaluation on the training
     episodes and on new episodes of their kind where measured (``seen_goals_recall``,
-    ``new_goals_recall``; ``-`` for runs made before), the state KL of the last stretch of
-    updates, and the minutes it took.
+    ``new_goals_recall``; ``-`` for runs made before), for world models with reward heads the
+    R^2 of their reward prediction on the new episodes against the hand alone's, the state KL
+    of the last stretch of updates, and the minutes it took.
 
     Example:
         >>> variant = {"marker_pixels": 2.74, "updates": [0, 200, 400],
@@ -537,9 +539,13 @@ def goal_marker_table(report: dict) -> str:
         '0.31 / 0.10'
         >>> table.splitlines()[3]
         '| `free_nats1`: 1 free nat of state KL per step | 2.7 | 0.07, 0.08 | - | 0.002 | 42 |'
+        >>> reward = {**seen, "new_goals_reward_r2": [0, 0.5], "new_goals_hand_only_r2": [0, 0.4]}
+        >>> goal_marker_table({"variants": {"reward": reward}}).splitlines()[2].split(" | ")[4]
+        '0.50 / 0.40'
     """
     variants = report["variants"]
     with_seen = any("seen_goals_recall" in variant for variant in variants.values())
+    with_reward = any("new_goals_reward_r2" in variant for variant in variants.values())
     rows = []
     for name, variant in variants.items():
         row = [
@@ -550,6 +556,9 @@ def goal_marker_table(report: dict) -> str:
         if with_seen:
             seen, new = variant.get("seen_goals_recall"), variant.get("new_goals_recall")
             row.append("-" if seen is None else f"{seen[-1]:.2f} / {new[-1]:.2f}")
+        if with_reward:
+            head, hand = variant.get("new_goals_reward_r2"), variant.get("new_goals_hand_only_r2")
+            row.append("-" if head is None else f"{head[-1]:.2f} / {hand[-1]:.2f}")
         row += [f"{variant['state_kl'][-1]:.3f}", f"{variant['seconds'] / 60:.0f}"]
         rows.append(row)
     evaluations = next(iter(variants.values()), {}).get("updates", [])
@@ -562,6 +571,8 @@ def goal_marker_table(report: dict) -> str:
         header.append(
             f"recall at {evaluations[-1]} updates, training episodes: their goals / new goals"
         )
+    if with_reward:
+        header.append("reward R^2 there, new goals: reward head / hand alone")
     header += ["state KL, last stretch (nats per step)", "minutes"]
     return _markdown(header, rows)
 

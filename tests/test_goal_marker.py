@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dreamer_prelar import run_finetune
-from goal_marker import VARIANTS, as_episodes, main
+from goal_marker import VARIANTS, as_episodes, main, reward_clip_sampler
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -60,6 +60,30 @@ def test_big_marker_trains_and_scores_on_frames_with_a_wider_goal(tmp_path):
     fast, big = report["variants"]["fast"], report["variants"]["big_marker"]
     assert big["marker_scale"] == 3.0 and big["render_quality"] == "fast"
     assert big["marker_pixels"] > 4 * fast["marker_pixels"]
+
+
+def test_the_reward_variant_trains_the_agents_reward_heads_and_scores_their_readout(tmp_path):
+    report = main(["--variants", "reward", *TINY, "--out", str(tmp_path / "o.json")])
+    variant = report["variants"]["reward"]
+    assert variant["reward_loss"] == "gaussian"
+    for key in ("new_goals_reward_r2", "new_goals_hand_only_r2", "seen_goals_reward_r2"):
+        assert len(variant[key]) == 3 and np.isfinite(variant[key]).all()
+    assert variant["new_goals_reward_r2"][0] != variant["new_goals_reward_r2"][-1]  # trained
+
+
+def test_clips_with_rewards_pair_each_action_with_the_reward_after_it():
+    frames = np.arange(2 * 7).reshape(2, 7, 1, 1, 1).astype(np.uint8).repeat(3, 2)
+    actions = np.arange(2 * 6, dtype=np.float32).reshape(2, 6, 1)
+    data = {"frames": frames, "actions": actions, "reward": actions[..., 0] + 0.5}
+    batch = reward_clip_sampler(data, batch_size=16, num_transitions=4)()
+    step = batch["pixels"][:, :, 0, 0, 0].long()  # frame t of episode e holds 7 e + t
+    assert (batch["next", "pixels"][:, :, 0, 0, 0].long() == step + 1).all()
+    episode, t = step // 7, step % 7
+    assert (batch["action"][..., 0] == 6 * episode + t).all()
+    assert (batch["next", "reward"][..., 0] == batch["action"][..., 0] + 0.5).all()
+    assert batch["is_init"][:, 0].all() and not batch["is_init"][:, 1:].any()
+    with pytest.raises(ValueError, match="shorter"):
+        reward_clip_sampler(data, batch_size=2, num_transitions=7)
 
 
 def test_the_prelar_variant_needs_its_pretrained_model(tmp_path):

@@ -227,25 +227,34 @@ def test_the_update_is_the_agents_world_model_step(squares):
         torch.testing.assert_close(a, b)
 
 
-def test_the_stepper_loss_is_the_agents_world_model_loss(squares):
+@pytest.mark.parametrize("reward_loss", [None, "gaussian"])
+def test_the_stepper_loss_is_the_agents_world_model_loss(squares, reward_loss):
     """The shared update's terms are those of the agent's world-model loss on the same batch
-    (bonus off), less the auxiliary reward head."""
+    (bonus off): less the auxiliary reward head by default, all of them, scored as the agent
+    scores its rewards, with ``reward_loss``."""
     buffer, _ = squares
     batch = buffer.sample()
-    batch["next", "reward"] = torch.zeros(*batch.shape, 1)
+    batch["next", "reward"] = torch.rand(*batch.shape, 1) * 10
     torch.manual_seed(0)
     model = build_finetune_world_model(
         2, init="dreamer", pretrained=None, reward_keys=[REWARD_KEY, AUX_REWARD_KEY], **TINY
     )
-    agent = make_finetune_agent(model, 2, actor_hidden=16, critic_hidden=16, intrinsic=False)
-    stepper = make_world_model_stepper(model)
+    agent = make_finetune_agent(
+        model,
+        2,
+        actor_hidden=16,
+        critic_hidden=16,
+        intrinsic=False,
+        reward_loss=reward_loss or "symlog_mse",
+    )
+    stepper = make_world_model_stepper(model, reward_loss=reward_loss)
     torch.manual_seed(1)
     agent_losses, _ = agent.loss.model_loss(batch.clone())
     torch.manual_seed(1)
     losses, _ = stepper.loss_module(batch.clone())
     terms = {key for key in losses.keys() if key.startswith("loss_")}
     agent_terms = {key for key in agent_losses.keys() if key.startswith("loss_")}
-    assert terms == agent_terms - {"loss_model_aux_reward"}
+    assert terms == agent_terms - ({"loss_model_aux_reward"} if reward_loss is None else set())
     for key in terms:
         torch.testing.assert_close(losses[key], agent_losses[key])
 

@@ -551,16 +551,20 @@ def make_world_model_stepper(
     kl_balance: float | None = None,
     free_nats: float | None = None,
     lambda_reco: float | None = None,
+    reward_loss: str | None = None,
     optimizer_factory: Callable[
         [dict[str, list[nn.Parameter]]], torch.optim.Optimizer
     ] = make_finetune_optimizer,
 ) -> WorldModelStepper:
     """A :class:`WorldModelStepper` fine-tuning ``world_model`` with the agent's world-model
-    loss, without the video bonus and the auxiliary reward head, and the agent's optimiser.
+    loss, without the video bonus, and the agent's optimiser.
 
     The loss is :class:`~torchrl_prelar.objectives.PreLARLoss` (reconstruction and balanced
     state KL, and the first reward head's term against ``("next", "reward")`` where the world
-    model has reward heads: the loss :func:`make_finetune_agent` wraps); the parameters are
+    model has reward heads: the loss :func:`make_finetune_agent` wraps); with ``reward_loss``
+    it is the agent's :class:`~torchrl_prelar.objectives.finetune.FinetuneModelLoss` around it
+    (both reward heads, ``REWARD_KEY`` and ``AUX_REWARD_KEY``, scored with ``reward_loss``
+    against the batch's ``("next", "reward")``); the parameters are
     grouped as the agent groups them (encoder + pre-trained RSSM in ``representation``, the
     rest of the world model in ``model``, no ``actor`` or ``critic``) and handed to
     ``optimizer_factory``.
@@ -577,6 +581,9 @@ def make_world_model_stepper(
             (``PreLARLoss``'s, 0).
         lambda_reco (float, optional): the reconstruction weight. Defaults to ``None``
             (``PreLARLoss``'s, 0.5).
+        reward_loss (str, optional): ``"symlog_mse"`` or ``"gaussian"`` (``finetune.reward_loss``)
+            for a world model with the agent's two reward heads. Defaults to ``None``: the
+            world model alone, or one reward head scored by ``PreLARLoss``.
         optimizer_factory (callable, optional): builds the optimiser from the parameter
             groups (e.g. ``functools.partial(make_finetune_optimizer, model_lr=1e-3)``).
             Defaults to :func:`make_finetune_optimizer`.
@@ -590,6 +597,8 @@ def make_world_model_stepper(
     loss = PreLARLoss(
         world_model, kl_balance=kl_balance, free_nats=free_nats, lambda_reco=lambda_reco
     )
+    if reward_loss is not None:
+        loss = FinetuneModelLoss(loss, reward_loss=reward_loss)
     representation = {id(p) for p in representation_parameters(world_model)}
     groups: dict[str, list[nn.Parameter]] = {name: [] for name in GROUPS}
     for parameter in loss.parameters():
