@@ -237,7 +237,9 @@ def marker_recall(world_model, data: Mapping[str, np.ndarray]) -> dict[str, floa
     return episodes_marker_recall(reconstruction, data)
 
 
-def _also_recalls(world_model, sets: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, float]:
+def _score_episode_sets(
+    world_model, sets: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[str, float]:
     """The marker's recall on each named set of episodes and, for a world model with reward
     heads, how well it predicts their rewards against the hand alone
     (:func:`goal_probe.reward_readout`, each episode its own goal)."""
@@ -345,12 +347,12 @@ def train_variant(
     else:
         first, losses = marker_recall(world_model, heldout), []
         evaluated = {0: {"recall": first["recall"]}}
-        evaluated[0].update(_also_recalls(world_model, also))
+        evaluated[0].update(_score_episode_sets(world_model, also))
 
     def evaluate(done: int) -> None:
         if done % eval_every == 0 or done == updates:
             evaluated[done] = {"recall": marker_recall(world_model, heldout)["recall"]}
-            evaluated[done].update(_also_recalls(world_model, also))
+            evaluated[done].update(_score_episode_sets(world_model, also))
             if checkpoint is not None:
                 state = {
                     "identity": identity,
