@@ -21,6 +21,10 @@ reconstruction of the last frame of held-out episodes (other seeds). One change 
 - ``free_nats1``: ``fast`` with 1 free nat of state KL per step (DreamerV3's free bits; the
   anchors' DreamerV2 has none): the first nat the posterior spends on an observation, such
   as where the goal is, costs nothing;
+- ``free_nats30``: ``fast`` with 30 free nats of state KL per step, of the at most 44
+  (ln 16 for each of 16 categoricals) that the ``small`` state holds: the posterior encodes
+  its frames at no cost, close to an autoencoder through the RSSM (a diagnostic of whether
+  the KL is what keeps the marker out);
 - ``rssm1024``: ``fast``, with the RSSM as large as DreamerV2's (1024 deterministic and hidden
   units, 32 categoricals of 32 classes, instead of 256 and 16 x 16);
 - ``big_marker``: ``fast`` with the goal's sphere drawn 3 times as wide (about 9 times the
@@ -133,6 +137,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "arm": "dreamer",
         "freeze_updates": 0,
         "free_nats": 1.0,
+    },
+    "free_nats30": {
+        "render_quality": "fast",
+        "arm": "dreamer",
+        "freeze_updates": 0,
+        "free_nats": 30.0,
     },
     "rssm1024": {
         "render_quality": "fast",

@@ -513,6 +513,7 @@ GOAL_MARKER_CHANGES = {
     "depth48": "conv encoder and decoder 48 channels wide (DreamerV2's), not 16",
     "prelar": "PreLAR's pre-trained world model (`preset=long`)",
     "free_nats1": "1 free nat of state KL per step",
+    "free_nats30": "30 free nats of state KL per step (diagnostic)",
     "rssm1024": "RSSM as large as DreamerV2's (1024 units, 32 x 32 categoricals)",
     "big_marker": "the goal's sphere drawn 3x as wide (diagnostic)",
     "reward": "the agent's reward heads trained with it (Gaussian loss)",
