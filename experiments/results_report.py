@@ -165,6 +165,7 @@ TABLES = {
     "table-goal-probe": "goal_probe_reach.json",
     "table-goal-marker": "goal_marker_reach.json",
     "table-goal-marker-held": "goal_marker_reach_hold25.json",
+    "table-goal-marker-seen": "goal_marker_reach_hold25_seen.json",
 }
 #: The model-gap comparisons docs/results.md reads (pixel-trunk and embedding variants).
 GAP_PAIRS = (
@@ -595,6 +596,7 @@ def results_tables(results_dir: str | Path) -> dict[str, str]:
         "table-goal-probe": goal_probe_table(loaded["goal_probe_reach.json"]),
         "table-goal-marker": goal_marker_table(loaded["goal_marker_reach.json"]),
         "table-goal-marker-held": goal_marker_table(loaded["goal_marker_reach_hold25.json"]),
+        "table-goal-marker-seen": goal_marker_table(loaded["goal_marker_reach_hold25_seen.json"]),
     }
 
 

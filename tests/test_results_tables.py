@@ -77,6 +77,7 @@ def test_a_missing_raw_file_is_named(tmp_path):
     for name in (
         "goal_marker_reach.json",
         "goal_marker_reach_hold25.json",
+        "goal_marker_reach_hold25_seen.json",
         "goal_probe_reach.json",
         "model_gap.json",
         "metaworld_reach.json",
