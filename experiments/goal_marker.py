@@ -255,12 +255,16 @@ def _score_episode_sets(
     (:func:`goal_probe.reward_readout`, each episode its own goal)."""
     result = {}
     for name, data in sets.items():
-        result[f"{name}_recall"] = marker_recall(world_model, data)["recall"]
-        if len(world_model.reward_heads):
-            predicted = last_posterior(world_model, data["frames"], data["actions"])["reward"]
-            readout = reward_readout(predicted, data, np.arange(len(data["goal"])))
-            result[f"{name}_reward_r2"] = readout["r2"]
-            result[f"{name}_hand_only_r2"] = readout["hand_only_r2"]
+        if not len(world_model.reward_heads):
+            result[f"{name}_recall"] = marker_recall(world_model, data)["recall"]
+            continue
+        posterior = last_posterior(world_model, data["frames"], data["actions"])  # one pass
+        result[f"{name}_recall"] = episodes_marker_recall(posterior["reconstruction"], data)[
+            "recall"
+        ]
+        readout = reward_readout(posterior["reward"], data, np.arange(len(data["goal"])))
+        result[f"{name}_reward_r2"] = readout["r2"]
+        result[f"{name}_hand_only_r2"] = readout["hand_only_r2"]
     return result
 
 
