@@ -6,9 +6,11 @@ state holds. For each fine-tuning run folder of ``examples/dreamer_prelar.py sta
 (started from the command line, so the folder holds ``hydra/config.yaml``) this script:
 
 1. builds the run's agent and loads its latest checkpoint;
-2. renders ``--episodes`` episodes of the run's task, camera and render quality, each reset
-   with its own seed (Meta-world draws one of 50 goals per reset) and driven by
-   ``--steps`` uniformly random actions;
+2. renders ``--episodes`` episodes of the run's task, camera, render quality and goal
+   distribution, each reset with its own seed and driven by ``--steps`` uniformly random
+   actions (each held for ``--action-hold`` env steps, so that the hand travels), or with
+   ``--driver policy`` by the run's own policy (:func:`policy_episodes`: actions sampled as
+   when it collects, so the hand goes where the agent takes it);
 3. runs the world model's posterior over each episode and keeps the last latent state
    (stochastic state and belief) and its reconstruction of the last frame;
 4. measures the goal marker's recall in that reconstruction (:func:`goal_marker_recall`):
@@ -41,6 +43,8 @@ holds this probe alone.
 
     MUJOCO_GL=egl python experiments/goal_probe.py --run dreamer=runs/mw/dreamer_seed0 \
         --run dreamer=runs/mw/dreamer_seed1 --out docs/results/goal_probe_reach.json
+    MUJOCO_GL=egl python experiments/goal_probe.py --run dreamer=runs/mw/dreamer_seed0 \
+        --driver policy --episodes 100 --steps 100 --out runs/goal_probe_policy.json
 """
 
 from __future__ import annotations
@@ -152,6 +156,75 @@ def random_action_episodes(
         "frames": frames,
         "last_without_goal": last_without_goal,
         "actions": actions,
+        "reward": reward,
+        "hands": hands,
+        "goal": goal,
+        "hand": hands[:, -1],
+    }
+
+
+def policy_episodes(
+    policy,
+    env,
+    *,
+    episodes: int,
+    steps: int,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Episodes driven by an agent's acting ``policy``, with the goal and the hand.
+
+    ``env`` is a fine-tuning env of ``examples/dreamer_prelar_utils.make_finetune_env`` (a
+    TorchRL env over one Meta-world gym env, ``"pixels"`` only, with the policy's recurrent
+    entries primed). Episode ``e`` is reset with seed ``seed + e``; its actions are sampled
+    from the policy (``ExplorationType.RANDOM``), as when the agent collects its training
+    episodes. Returns the entries of :func:`random_action_episodes`: ``frames``
+    ``[E, steps + 1, 3, H, W]`` uint8 (the reset frame first), ``last_without_goal``,
+    ``actions``, ``reward``, ``hands`` ``[E, steps, 3]``, ``goal`` and ``hand`` ``[E, 3]``.
+
+    Examples:
+        >>> data = policy_episodes(agent.policy, env, episodes=4, steps=100)  # doctest: +SKIP
+        >>> data["actions"].shape  # doctest: +SKIP
+        (4, 100, 4)
+    """
+    from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
+
+    if episodes < 4 or steps < 1:
+        raise ValueError(f"Expected episodes >= 4 and steps >= 1, got {episodes} and {steps}.")
+    gym_env = env.base_env._env
+    metaworld_env = gym_env.unwrapped
+    frames, last_without_goal = None, None
+    actions, reward = [], np.zeros((episodes, steps), np.float32)
+    hands = np.zeros((episodes, steps, 3))
+    goal = np.zeros((episodes, 3))
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        for episode in tqdm(range(episodes), desc="policy episodes", unit="ep"):
+            env.set_seed(seed + episode)
+            td = env.reset()
+            pixels = td["pixels"].numpy()
+            if frames is None:
+                frames = np.zeros((episodes, steps + 1, *pixels.shape), np.uint8)
+                last_without_goal = np.zeros((episodes, *pixels.shape), np.uint8)
+            frames[episode, 0] = pixels
+            goal[episode] = metaworld_env._target_pos
+            taken = []
+            for step in range(steps):
+                td = env.step(policy(td))
+                if td["next", "done"].any() and step < steps - 1:
+                    raise ValueError(
+                        f"The env's episodes end after {step + 1} steps; steps={steps} needs "
+                        "episodes at least that long."
+                    )
+                taken.append(td["action"].numpy())
+                reward[episode, step] = float(td["next", "reward"])
+                frames[episode, step + 1] = td["next", "pixels"].numpy()
+                hands[episode, step] = metaworld_env.tcp_center
+                td = step_mdp(td)
+            actions.append(np.stack(taken))
+            last_without_goal[episode] = render_without_goal(gym_env).transpose(2, 0, 1)
+    return {
+        "frames": frames,
+        "last_without_goal": last_without_goal,
+        "actions": np.stack(actions).astype(np.float32),
         "reward": reward,
         "hands": hands,
         "goal": goal,
@@ -494,7 +567,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_argument(parser)
     parser.add_argument("--episodes", type=int, default=400, help="episodes (one goal each)")
-    parser.add_argument("--steps", type=int, default=30, help="random actions per episode")
+    parser.add_argument("--steps", type=int, default=30, help="actions per episode")
+    parser.add_argument(
+        "--driver",
+        choices=("random", "policy"),
+        default="random",
+        help="what acts in the probe's episodes: uniformly random actions, or the run's own "
+        "policy (actions sampled as when it collects)",
+    )
+    parser.add_argument(
+        "--action-hold",
+        type=int,
+        default=1,
+        help="with --driver random, env steps each random action is held for",
+    )
     parser.add_argument("--splits", type=int, default=5, help="random halvings of the goals")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode")
     parser.add_argument(
@@ -507,6 +593,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     parser.add_argument("--append", action="store_true", help="keep the probes already in OUT")
     args = parser.parse_args(argv)
+    if args.action_hold != 1 and args.driver != "random":
+        parser.error("--action-hold holds random actions: it needs --driver random")
+    from dreamer_prelar_utils import make_finetune_env
     from results_report import command_line, machine_description
 
     torch.set_num_threads(args.threads)
@@ -523,7 +612,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             tune["action_repeat"],
             goal_distribution,
         )
-        if setting not in episodes_by_setting:
+        if args.driver == "policy":
+            env = make_finetune_env(tune, agent.carried, args.seed, render_quality=setting[2])
+            try:
+                data = policy_episodes(
+                    agent.policy, env, episodes=args.episodes, steps=args.steps, seed=args.seed
+                )
+            finally:
+                env.close()
+        elif setting not in episodes_by_setting:
             episodes_by_setting[setting] = random_action_episodes(
                 tune["task"],
                 episodes=args.episodes,
@@ -532,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 camera=tune["camera"],
                 render_quality=cfg["render_quality"],
                 action_repeat=tune["action_repeat"],
+                action_hold=args.action_hold,
                 goals=goal_distribution,
                 seed=args.seed,
             )
@@ -545,7 +643,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 )
                 for goals in GOAL_DISTRIBUTIONS
             }
-        data = episodes_by_setting[setting]
+        if args.driver == "random":
+            data = episodes_by_setting[setting]
         posterior = last_posterior(agent.world_model, data["frames"], data["actions"])
         features = posterior["features"]
         goals = np.unique(data["goal"].round(5), axis=0, return_inverse=True)[1].reshape(-1)
@@ -571,7 +670,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": machine_description(args.threads),
         "settings": {
             k: getattr(args, k)
-            for k in ("episodes", "steps", "splits", "seed", "goal_samples", "success_radius")
+            for k in (
+                "episodes",
+                "steps",
+                "driver",
+                "action_hold",
+                "splits",
+                "seed",
+                "goal_samples",
+                "success_radius",
+            )
         },
         "ridges": list(RIDGES),
         "fixed_point_success": fixed_point,

@@ -40,7 +40,7 @@ import re
 import shlex
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -454,6 +454,22 @@ def anchor_table(report: dict) -> str:
     return "\n".join(parts)
 
 
+def _probe_episodes(settings: Mapping[str, Any], goals: int) -> str:
+    """A goal probe's episodes: how many, how long, what acted in them, and the distinct goals.
+
+    Example:
+        >>> _probe_episodes({"episodes": 100, "steps": 100, "driver": "random",
+        ...                  "action_hold": 25}, 100)
+        '100 x 100, random actions held 25 steps (100)'
+    """
+    driver = settings.get("driver", "random")
+    hold = settings.get("action_hold", 1)
+    acted = "the run's policy" if driver == "policy" else "random actions"
+    if driver == "random" and hold > 1:
+        acted += f" held {hold} steps"
+    return f"{settings['episodes']} x {settings['steps']}, {acted} ({goals})"
+
+
 def goal_probe_table(report: dict) -> str:
     """The probes of ``experiments/goal_probe.py``: per run and checkpoint, the goal marker's
     recall in the reconstruction of the last frame (``-`` for probes made before it was
@@ -465,9 +481,9 @@ def goal_probe_table(report: dict) -> str:
         >>> run = {"label": "dreamer", "run_dir": "runs/dreamer_seed0", "env_steps": 20785,
         ...        "distinct_goals": 50, "goal_r2": {"per_coordinate": [0.1, 0.2, 0.3],
         ...        "mean": 0.2}, "hand_r2": {"per_coordinate": [0.9, 0.9, 0.9], "mean": 0.9}}
-        >>> probe = {"settings": {"episodes": 400}, "runs": [run]}
-        >>> goal_probe_table({"probes": [probe]}).splitlines()[2].split(" | ")[2:]
-        ['20785', '400 (50)', '-', '0.20 (0.10, 0.20, 0.30)', '0.90 (0.90, 0.90, 0.90)', '-', '- |']
+        >>> probe = {"settings": {"episodes": 400, "steps": 30}, "runs": [run]}
+        >>> goal_probe_table({"probes": [probe]}).splitlines()[2].split(" | ")[2:5]
+        ['20785', '400 x 30, random actions (50)', '-']
     """
     rows = []
     for probe in report["probes"]:
@@ -479,7 +495,7 @@ def goal_probe_table(report: dict) -> str:
                     run["label"],
                     Path(run["run_dir"]).name,
                     run["env_steps"],
-                    f"{probe['settings']['episodes']} ({run['distinct_goals']})",
+                    _probe_episodes(probe["settings"], run["distinct_goals"]),
                     "-"
                     if marker is None
                     else f"{marker['recall']:.2f} ({marker['marker_pixels']:.1f} px)",
@@ -497,7 +513,7 @@ def goal_probe_table(report: dict) -> str:
         "arm",
         "run",
         "env steps",
-        "episodes (goals)",
+        "episodes x steps, driven by (goals)",
         "goal marker recall (marker pixels per frame)",
         "goal R^2: mean (x, y, z)",
         "hand R^2: mean (x, y, z)",

@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 import torch
 from dreamer_prelar import run_finetune
+from dreamer_prelar_utils import make_finetune_env
 from goal_probe import (
     best_fixed_point_success,
     goal_marker_recall,
+    load_run,
     main,
+    policy_episodes,
     probe,
     random_action_episodes,
     reset_goals,
@@ -213,3 +216,55 @@ def test_a_run_without_its_configuration_is_named(tmp_path):
     run_dir.mkdir()
     with pytest.raises(SystemExit, match="copied_run: no hydra/config.yaml"):
         main(["--run", f"dreamer={run_dir}", "--out", str(tmp_path / "out.json")])
+
+
+@pytest.fixture(scope="module")
+def finetuned_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("probe") / "dreamer_seed0"
+    finetune_run(run_dir)
+    return run_dir
+
+
+def test_policy_episodes_record_the_policys_actions_and_where_they_take_the_hand(finetuned_run):
+    cfg, agent, _ = load_run(finetuned_run)
+    env = make_finetune_env(cfg["finetune"], agent.carried, 3, render_quality="fast")
+    torch.manual_seed(0)
+    data = policy_episodes(agent.policy, env, episodes=4, steps=6, seed=11)
+    again = policy_episodes(agent.policy, env, episodes=4, steps=6, seed=11)
+
+    assert data["frames"].shape == (4, 7, 3, 64, 64) and data["actions"].shape == (4, 6, 4)
+    np.testing.assert_array_equal(data["goal"], again["goal"])  # a goal per reset seed
+    assert len(np.unique(data["goal"].round(5), axis=0)) > 1
+    assert not np.allclose(data["actions"], again["actions"])  # sampled, not the mode
+    marker = (data["frames"][:, -1] != data["last_without_goal"]).any(1).sum((1, 2))
+    assert (marker > 0).all() and (marker < 20).all()  # the goal's few pixels, nothing else
+    gym_env = env.base_env._env.unwrapped
+    for episode in range(4):  # the recorded actions, replayed, give the recorded steps
+        env.set_seed(11 + episode)
+        td = env.reset()
+        np.testing.assert_array_equal(td["pixels"].numpy(), data["frames"][episode, 0])
+        for step, action in enumerate(data["actions"][episode]):
+            td.set("action", torch.from_numpy(action))
+            td = env.step(td)
+            assert float(td["next", "reward"]) == pytest.approx(data["reward"][episode, step])
+            np.testing.assert_allclose(gym_env.tcp_center, data["hands"][episode, step])
+            np.testing.assert_array_equal(
+                td["next", "pixels"].numpy(), data["frames"][episode, step + 1]
+            )
+            td = td["next"].exclude("reward", "done", "terminated", "truncated", "success")
+    env.close()
+
+
+def test_goal_probe_can_drive_its_episodes_with_the_runs_policy(finetuned_run, tmp_path):
+    out = tmp_path / "goal_probe.json"
+    argv = ["--run", f"dreamer={finetuned_run}", "--episodes", "8", "--steps", "4", "--splits", "2"]
+    argv += ["--goal-samples", "20", "--out", str(out)]
+
+    report = main([*argv, "--driver", "policy"])
+
+    assert report["settings"]["driver"] == "policy"
+    (run,) = report["runs"]
+    assert run["distinct_goals"] > 1 and np.isfinite(run["goal_marker"]["recall"])
+    assert all(np.isfinite(value) for value in run["reward"].values())
+    with pytest.raises(SystemExit):
+        main([*argv, "--driver", "policy", "--action-hold", "5"])
