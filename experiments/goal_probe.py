@@ -595,6 +595,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.action_hold != 1 and args.driver != "random":
         parser.error("--action-hold holds random actions: it needs --driver random")
+    for option, least in (("episodes", 4), ("steps", 1), ("splits", 1), ("action_hold", 1)):
+        if getattr(args, option) < least:
+            parser.error(
+                f"--{option.replace('_', '-')} must be >= {least}, got {getattr(args, option)}"
+            )
     from dreamer_prelar_utils import make_finetune_env
     from results_report import command_line, machine_description
 

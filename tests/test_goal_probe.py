@@ -268,3 +268,13 @@ def test_goal_probe_can_drive_its_episodes_with_the_runs_policy(finetuned_run, t
     assert all(np.isfinite(value) for value in run["reward"].values())
     with pytest.raises(SystemExit):
         main([*argv, "--driver", "policy", "--action-hold", "5"])
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--episodes", "3"), ("--steps", "0"), ("--splits", "0"), ("--action-hold", "0")],
+)
+def test_goal_probe_refuses_counts_below_what_it_needs(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit):
+        main(["--run", f"dreamer={tmp_path}", option, value, "--out", str(tmp_path / "o.json")])
+    assert f"{option} must be >= " in capsys.readouterr().err
