@@ -159,6 +159,7 @@ TABLES = {
     "table-model-gap-pixel-trunk": "model_gap.json",
     "table-model-gap-embedding": "model_gap.json",
     "table-model-gap-differences": "model_gap.json",
+    "table-model-gap-pretrain-seeds-quick": "model_gap_pretrain_seeds_quick.json",
     "table-reach35k-runs": "reach35k.json",
     "table-reach35k-arms": "reach35k.json",
     "table-metaworld-reach": "metaworld_reach.json",
@@ -606,6 +607,9 @@ def results_tables(results_dir: str | Path) -> dict[str, str]:
         "table-model-gap-embedding": model_gap_table(gap, "embedding"),
         "table-model-gap-differences": model_gap_differences(gap, "pixel_trunk", GAP_PAIRS)
         + model_gap_differences(gap, "embedding", EMBEDDING_PAIRS).split("\n", 2)[2],
+        "table-model-gap-pretrain-seeds-quick": pretrain_seed_table(
+            loaded["model_gap_pretrain_seeds_quick.json"]
+        ),
         "table-reach35k-runs": comparison_runs_table(reach),
         "table-reach35k-arms": comparison_arms_table(reach),
         "table-metaworld-reach": anchor_table(loaded["metaworld_reach.json"]),

@@ -80,6 +80,7 @@ def test_a_missing_raw_file_is_named(tmp_path):
         "goal_marker_reach_hold25_seen.json",
         "goal_probe_reach.json",
         "model_gap.json",
+        "model_gap_pretrain_seeds_quick.json",
         "metaworld_reach.json",
     ):
         (tmp_path / name).write_text("{}")
