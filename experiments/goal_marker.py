@@ -36,6 +36,8 @@ reconstruction of the last frame of held-out episodes (other seeds). One change 
   ``grad_heads`` are the decoder and the reward head): reach's reward depends on where the
   goal is, so a model that predicts it must hold the goal. Its batches are drawn by
   :func:`reward_clip_sampler` (the rewards come with them) instead of the video dataset.
+- ``reward400``: ``reward`` with reward heads of DreamerV2's size (4 layers of 400 units,
+  instead of the ``small`` world model's 2 of 128).
 
 With ``--replay RUN_DIR`` the world models train on a fine-tuning run's own replay buffer (its
 latest checkpoint: the agent's episodes, with the hand where the policy took it) instead of
@@ -161,6 +163,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "arm": "dreamer",
         "freeze_updates": 0,
         "reward_loss": "gaussian",
+    },
+    "reward400": {
+        "render_quality": "fast",
+        "arm": "dreamer",
+        "freeze_updates": 0,
+        "reward_loss": "gaussian",
+        "world_model": {"reward_head": {"hidden": 400, "depth": 4}},
     },
 }
 TASK = "reach-v3"

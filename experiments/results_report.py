@@ -535,6 +535,7 @@ GOAL_MARKER_CHANGES = {
     "rssm1024": "RSSM as large as DreamerV2's (1024 units, 32 x 32 categoricals)",
     "big_marker": "the goal's sphere drawn 3x as wide (diagnostic)",
     "reward": "the agent's reward heads trained with it (Gaussian loss)",
+    "reward400": "`reward` with reward heads of DreamerV2's size (4 x 400, not 2 x 128)",
 }
 
 

@@ -62,9 +62,12 @@ def test_big_marker_trains_and_scores_on_frames_with_a_wider_goal(tmp_path):
     assert big["marker_pixels"] > 4 * fast["marker_pixels"]
 
 
-def test_the_reward_variant_trains_the_agents_reward_heads_and_scores_their_readout(tmp_path):
-    report = main(["--variants", "reward", *TINY, "--out", str(tmp_path / "o.json")])
-    variant = report["variants"]["reward"]
+@pytest.mark.parametrize("name", ["reward", "reward400"])
+def test_the_reward_variants_train_the_agents_reward_heads_and_score_their_readout(tmp_path, name):
+    report = main(["--variants", name, *TINY, "--out", str(tmp_path / "o.json")])
+    variant = report["variants"][name]
+    if name == "reward400":
+        assert variant["world_model"] == {"reward_head": {"hidden": 400, "depth": 4}}
     assert variant["reward_loss"] == "gaussian"
     for key in ("new_goals_reward_r2", "new_goals_hand_only_r2", "seen_goals_reward_r2"):
         assert len(variant[key]) == 3 and np.isfinite(variant[key]).all()
