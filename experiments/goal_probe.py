@@ -38,7 +38,8 @@ distance.
 run, its env steps, the marker's recall and size in pixels, and the R^2 of each target (per
 coordinate and their mean). ``--append``
 adds this invocation's probe to those already in ``OUT`` (e.g. the same runs at a later
-checkpoint; a run's checkpoint probed again replaces its earlier row); without it ``OUT``
+checkpoint; a run's checkpoint probed again on episodes of the same kind (driver, action
+hold, steps) replaces its earlier row); without it ``OUT``
 holds this probe alone.
 
     MUJOCO_GL=egl python experiments/goal_probe.py --run dreamer=runs/mw/dreamer_seed0 \
@@ -561,6 +562,12 @@ def load_run(run_dir: Path) -> tuple[Mapping[str, Any], Any, int]:
     return cfg, agent, int(state["progress"]["env_steps"])
 
 
+def _episode_kind(settings: Mapping[str, Any]) -> tuple:
+    """What acted in a probe's episodes and how long they were (probes made before
+    ``--driver`` used random actions, each held one step)."""
+    return (settings.get("driver", "random"), settings.get("action_hold", 1), settings["steps"])
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from anchor_curves import add_run_argument, labelled_runs
 
@@ -694,8 +701,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         json.loads(args.out.read_text())["probes"] if args.append and args.out.exists() else []
     )
     probed = {(run["run_dir"], run["env_steps"]) for run in results}
-    for old in earlier:  # a checkpoint probed again keeps only its new row
-        old["runs"] = [r for r in old["runs"] if (r["run_dir"], r["env_steps"]) not in probed]
+    for old in earlier:  # a checkpoint probed again on episodes of the same kind: the new row
+        if _episode_kind(old["settings"]) == _episode_kind(report["settings"]):
+            old["runs"] = [r for r in old["runs"] if (r["run_dir"], r["env_steps"]) not in probed]
     earlier = [old for old in earlier if old["runs"]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps({"probes": [*earlier, report]}, indent=1) + "\n")

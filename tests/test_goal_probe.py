@@ -207,6 +207,8 @@ def test_goal_probe_of_a_run_writes_each_target_r2_and_appends(tmp_path):
     out.write_text(json.dumps(other))
     main([*argv, "--out", str(out), "--append"])
     assert len(json.loads(out.read_text())["probes"]) == 2
+    main([*argv, "--out", str(out), "--append", "--action-hold", "2"])  # other episodes
+    assert len(json.loads(out.read_text())["probes"]) == 3
     main([*argv, "--out", str(out)])
     assert len(json.loads(out.read_text())["probes"]) == 1
 
