@@ -280,3 +280,12 @@ def test_goal_probe_refuses_counts_below_what_it_needs(tmp_path, capsys, option,
     with pytest.raises(SystemExit):
         main(["--run", f"dreamer={tmp_path}", option, value, "--out", str(tmp_path / "o.json")])
     assert f"{option} must be >= " in capsys.readouterr().err
+
+
+def test_policy_episodes_longer_than_the_envs_are_refused(finetuned_run):
+    cfg, agent, _ = load_run(finetuned_run)
+    env = make_finetune_env(cfg["finetune"], agent.carried, 3, render_quality="fast")
+    limit = cfg["finetune"]["max_episode_steps"] // cfg["finetune"]["action_repeat"]
+    with pytest.raises(ValueError, match=f"end after {limit} steps; steps={limit + 1}"):
+        policy_episodes(agent.policy, env, episodes=4, steps=limit + 1)
+    env.close()
