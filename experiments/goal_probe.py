@@ -193,21 +193,19 @@ def policy_episodes(
         raise ValueError(f"Expected episodes >= 4 and steps >= 1, got {episodes} and {steps}.")
     gym_env = env.base_env._env
     metaworld_env = gym_env.unwrapped
-    frames, last_without_goal = None, None
-    actions, reward = [], np.zeros((episodes, steps), np.float32)
+    pixels_shape = tuple(env.observation_spec["pixels"].shape)
+    frames = np.zeros((episodes, steps + 1, *pixels_shape), np.uint8)
+    last_without_goal = np.zeros((episodes, *pixels_shape), np.uint8)
+    actions = np.zeros((episodes, steps, *env.action_spec.shape), np.float32)
+    reward = np.zeros((episodes, steps), np.float32)
     hands = np.zeros((episodes, steps, 3))
     goal = np.zeros((episodes, 3))
     with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
         for episode in tqdm(range(episodes), desc="policy episodes", unit="ep"):
             env.set_seed(seed + episode)
             td = env.reset()
-            pixels = td["pixels"].numpy()
-            if frames is None:
-                frames = np.zeros((episodes, steps + 1, *pixels.shape), np.uint8)
-                last_without_goal = np.zeros((episodes, *pixels.shape), np.uint8)
-            frames[episode, 0] = pixels
+            frames[episode, 0] = td["pixels"].numpy()
             goal[episode] = metaworld_env._target_pos
-            taken = []
             for step in range(steps):
                 td = env.step(policy(td))
                 if td["next", "done"].any() and step < steps - 1:
@@ -215,17 +213,16 @@ def policy_episodes(
                         f"The env's episodes end after {step + 1} steps; steps={steps} needs "
                         "episodes at least that long."
                     )
-                taken.append(td["action"].numpy())
+                actions[episode, step] = td["action"].numpy()
                 reward[episode, step] = float(td["next", "reward"])
                 frames[episode, step + 1] = td["next", "pixels"].numpy()
                 hands[episode, step] = metaworld_env.tcp_center
                 td = step_mdp(td)
-            actions.append(np.stack(taken))
             last_without_goal[episode] = render_without_goal(gym_env).transpose(2, 0, 1)
     return {
         "frames": frames,
         "last_without_goal": last_without_goal,
-        "actions": np.stack(actions).astype(np.float32),
+        "actions": actions,
         "reward": reward,
         "hands": hands,
         "goal": goal,
@@ -624,27 +621,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             tune["action_repeat"],
             goal_distribution,
         )
-        if args.driver == "policy":
-            env = make_finetune_env(tune, agent.carried, args.seed, render_quality=setting[2])
-            try:
-                data = policy_episodes(
-                    agent.policy, env, episodes=args.episodes, steps=args.steps, seed=args.seed
-                )
-            finally:
-                env.close()
-        elif setting not in episodes_by_setting:
-            episodes_by_setting[setting] = random_action_episodes(
-                tune["task"],
-                episodes=args.episodes,
-                steps=args.steps,
-                image_size=cfg["world_model"]["image_size"],
-                camera=tune["camera"],
-                render_quality=cfg["render_quality"],
-                action_repeat=tune["action_repeat"],
-                action_hold=args.action_hold,
-                goals=goal_distribution,
-                seed=args.seed,
-            )
         if tune["task"] not in fixed_point:
             fixed_point[tune["task"]] = {
                 goals: best_fixed_point_success(
@@ -655,7 +631,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 )
                 for goals in GOAL_DISTRIBUTIONS
             }
-        if args.driver == "random":
+        if args.driver == "policy":
+            env = make_finetune_env(tune, agent.carried, args.seed, render_quality=setting[2])
+            try:
+                data = policy_episodes(
+                    agent.policy, env, episodes=args.episodes, steps=args.steps, seed=args.seed
+                )
+            finally:
+                env.close()
+        else:
+            if setting not in episodes_by_setting:  # random episodes shared by runs alike
+                episodes_by_setting[setting] = random_action_episodes(
+                    tune["task"],
+                    episodes=args.episodes,
+                    steps=args.steps,
+                    image_size=cfg["world_model"]["image_size"],
+                    camera=tune["camera"],
+                    render_quality=cfg["render_quality"],
+                    action_repeat=tune["action_repeat"],
+                    action_hold=args.action_hold,
+                    goals=goal_distribution,
+                    seed=args.seed,
+                )
             data = episodes_by_setting[setting]
         posterior = last_posterior(agent.world_model, data["frames"], data["actions"])
         features = posterior["features"]
