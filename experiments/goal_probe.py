@@ -565,6 +565,34 @@ def _episode_kind(settings: Mapping[str, Any]) -> tuple:
     return (settings.get("driver", "random"), settings.get("action_hold", 1), settings["steps"])
 
 
+def merge_probes(
+    earlier: Sequence[Mapping[str, Any]], later: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The probes of a goal-probe file after ``later`` ones are added to ``earlier`` ones.
+
+    A checkpoint (``run_dir``, ``env_steps``) probed again on episodes of the same kind keeps
+    only its later row; rows on other kinds of episodes stay. Probes left without rows go.
+
+    Examples:
+        >>> kind = {"driver": "random", "action_hold": 1, "steps": 30}
+        >>> row = {"run_dir": "runs/a", "env_steps": 5000, "hand_r2": 0.1}
+        >>> old = [{"settings": kind, "runs": [row]}]
+        >>> new = [{"settings": kind, "runs": [{**row, "hand_r2": 0.2}]}]
+        >>> [probe["runs"][0]["hand_r2"] for probe in merge_probes(old, new)]
+        [0.2]
+    """
+    merged = [dict(probe) for probe in earlier]
+    for report in later:
+        probed = {(run["run_dir"], run["env_steps"]) for run in report["runs"]}
+        for old in merged:
+            if _episode_kind(old["settings"]) == _episode_kind(report["settings"]):
+                old["runs"] = [
+                    run for run in old["runs"] if (run["run_dir"], run["env_steps"]) not in probed
+                ]
+        merged = [old for old in merged if old["runs"]] + [dict(report)]
+    return merged
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from anchor_curves import add_run_argument, labelled_runs
 
@@ -697,13 +725,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     earlier = (
         json.loads(args.out.read_text())["probes"] if args.append and args.out.exists() else []
     )
-    probed = {(run["run_dir"], run["env_steps"]) for run in results}
-    for old in earlier:  # a checkpoint probed again on episodes of the same kind: the new row
-        if _episode_kind(old["settings"]) == _episode_kind(report["settings"]):
-            old["runs"] = [r for r in old["runs"] if (r["run_dir"], r["env_steps"]) not in probed]
-    earlier = [old for old in earlier if old["runs"]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps({"probes": [*earlier, report]}, indent=1) + "\n")
+    atomic_write_text(
+        args.out, json.dumps({"probes": merge_probes(earlier, [report])}, indent=1) + "\n"
+    )
     for task, rates in fixed_point.items():
         print(
             f"{task}: the best fixed point succeeds at "

@@ -9,6 +9,9 @@ The drivers of ``experiments/`` write JSON only (``experiments/model_gap.py``,
   (:func:`performance_tables`) and those of ``docs/latent_actions.md`` from the files under
   ``docs/latent_actions/`` (:func:`latent_action_tables`); ``tests/test_results_tables.py``
   checks that each page holds what its files say;
+- ``python experiments/results_report.py --publish SOURCE DEST --rename OLD=NEW`` copies a
+  results file written under a scratch folder into ``docs/results/``, naming its runs by their
+  place in the repository (:func:`publish`);
 - ``python experiments/results_report.py --show FILE [--figure PNG]`` prints the tables of one
   driver's JSON (:func:`show`) and, for a model-gap file with its runs, draws its figure.
 
@@ -56,9 +59,11 @@ __all__ = [
     "model_gap_table",
     "performance_tables",
     "preset_schedule",
+    "publish",
     "pretrain_run_record",
     "pretrain_seed_record",
     "pretrain_seed_table",
+    "renamed_paths",
     "results_tables",
     "show",
     "welch_test",
@@ -1987,6 +1992,47 @@ def model_gap_figure(results: dict, path: str | Path) -> Path:
     return path
 
 
+def renamed_paths(record: Any, renames: Mapping[str, str]) -> Any:
+    """``record`` (a JSON value) with every string that starts with a key of ``renames``, or
+    holds one after a space, ``=`` or ``:``, given the key's value instead: how a results
+    file written under a machine's scratch folder names its runs in the repository.
+
+    Example:
+        >>> renamed_paths({"run_dir": "/scratch/mw/s2", "command": "probe --run d=/scratch/mw/s2"},
+        ...               {"/scratch/mw": "runs/metaworld"})
+        {'run_dir': 'runs/metaworld/s2', 'command': 'probe --run d=runs/metaworld/s2'}
+    """
+    if isinstance(record, dict):
+        return {key: renamed_paths(value, renames) for key, value in record.items()}
+    if isinstance(record, list):
+        return [renamed_paths(value, renames) for value in record]
+    if isinstance(record, str):
+        for old, new in renames.items():
+            record = re.sub(rf"(^|[\s=:]){re.escape(old)}(?=/|$|\s)", rf"\g<1>{new}", record)
+    return record
+
+
+def publish(source: str | Path, dest: str | Path, renames: Mapping[str, str]) -> Path:
+    """Copy the results file ``source`` to ``dest`` (under ``docs/results/``) with its paths
+    renamed (:func:`renamed_paths`). A goal-probe file (with ``probes``) is merged into the
+    probes ``dest`` already holds (``experiments/goal_probe.py``'s ``merge_probes``), any
+    other file replaces ``dest``.
+
+    Example:
+        >>> publish("/scratch/mw/goal_probe.json", "docs/results/goal_probe_reach.json",
+        ...         {"/scratch/mw": "runs/metaworld"})  # doctest: +SKIP
+    """
+    from goal_probe import merge_probes
+
+    source, dest = Path(source), Path(dest)
+    record = renamed_paths(json.loads(source.read_text()), renames)
+    if "probes" in record and dest.exists():
+        record = {"probes": merge_probes(json.loads(dest.read_text())["probes"], record["probes"])}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(record, indent=1) + "\n")
+    return dest
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -2022,7 +2068,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="RUN_DIR",
         help="the evaluations of a pre-training run folder as a record (with --write)",
     )
+    parser.add_argument(
+        "--publish",
+        nargs=2,
+        type=Path,
+        metavar=("SOURCE", "DEST"),
+        help="copy a results file into the docs' folder, its paths renamed by --rename "
+        "(goal-probe files are merged into DEST's probes)",
+    )
+    parser.add_argument(
+        "--rename",
+        nargs="+",
+        default=[],
+        metavar="OLD=NEW",
+        help="with --publish: path prefixes to rename, e.g. /work/exp/mw=runs/metaworld",
+    )
     args = parser.parse_args(argv)
+    if args.publish is not None:
+        renames = dict(pair.split("=", 1) for pair in args.rename if "=" in pair)
+        if len(renames) != len(args.rename):
+            parser.error(f"--rename takes OLD=NEW pairs, got {args.rename}")
+        print(publish(*args.publish, renames))
+        return
     if args.pretrain_run is not None:
         record = {**pretrain_run_record(args.pretrain_run), "machine": machine_description()}
         text = json.dumps(record, indent=1) + "\n"

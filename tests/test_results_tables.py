@@ -305,3 +305,36 @@ def test_a_pretraining_record_reads_every_evaluation_and_names_a_missing_log(tmp
     (scalars / "delta_psnr_unseen.csv").unlink()
     with pytest.raises(FileNotFoundError, match="delta_psnr_unseen.csv"):
         pretrain_run_record(tmp_path)
+
+
+def test_publishing_renames_the_runs_and_merges_goal_probes(tmp_path):
+    kind = {"driver": "policy", "action_hold": 1, "steps": 100}
+
+    def probe(run_dir, env_steps, hand_r2):
+        return {
+            "command": f"python experiments/goal_probe.py --run d={run_dir} --out x.json",
+            "settings": kind,
+            "runs": [{"run_dir": run_dir, "env_steps": env_steps, "hand_r2": hand_r2}],
+        }
+
+    dest = tmp_path / "docs" / "probes.json"
+    dest.parent.mkdir()
+    kept = probe("runs/metaworld/seed0", 35000, 0.5)
+    replaced = probe("runs/metaworld/seed2", 6805, 0.1)
+    dest.write_text(json.dumps({"probes": [kept, replaced]}))
+    scratch = "/scratch/exp/mw"
+    source = tmp_path / "probe.json"
+    new_probes = [probe(f"{scratch}/seed2", 6805, 0.3), probe(f"{scratch}/seed2", 15000, 0.4)]
+    source.write_text(json.dumps({"probes": new_probes}))
+    main(["--publish", str(source), str(dest), "--rename", f"{scratch}=runs/metaworld"])
+    probes = json.loads(dest.read_text())["probes"]
+    rows = [(run["run_dir"], run["env_steps"], run["hand_r2"]) for p in probes for run in p["runs"]]
+    assert rows == [
+        ("runs/metaworld/seed0", 35000, 0.5),
+        ("runs/metaworld/seed2", 6805, 0.3),
+        ("runs/metaworld/seed2", 15000, 0.4),
+    ]
+    assert probes[-1]["command"].endswith("--run d=runs/metaworld/seed2 --out x.json")
+    assert scratch not in dest.read_text()
+    with pytest.raises(SystemExit):
+        main(["--publish", str(source), str(dest), "--rename", "no-equals-sign"])
