@@ -160,6 +160,21 @@ def test_mt1_sets_of_goals_differ_between_env_seeds():
     assert len(first) > 30 and len(second) > 30 and shared == 0
 
 
+def test_a_fixed_goal_is_the_same_at_every_reset_of_envs_of_any_seed():
+    training = make_metaworld_gym_env(TASK, goals="fixed", seed=0)
+    evaluation = make_metaworld_gym_env(TASK, goals="fixed", seed=100_003)
+    try:
+        goals = np.concatenate(
+            [_reset_goals(training, range(20)), _reset_goals(evaluation, range(50, 70))]
+        )
+        training.reset()  # no seed
+        unseeded = training.unwrapped._target_pos.copy()
+    finally:
+        training.close()
+        evaluation.close()
+    assert np.abs(goals - goals[0]).max() == 0 and np.array_equal(unseeded, goals[0])
+
+
 def test_uniform_goals_repeat_under_the_same_seeds():
     first = make_metaworld_gym_env(TASK, goals="uniform", seed=3)
     second = make_metaworld_gym_env(TASK, goals="uniform", seed=3)

@@ -323,8 +323,10 @@ class SuccessInfoReader(BaseInfoDictReader):
 #: How a reset places the goal (and objects): ``"mt1"``, one of the 50 fixed variations of
 #: Meta-world v3's MT1 benchmark, drawn at each reset; ``"uniform"``, a new variation drawn
 #: uniformly from the task's range at each reset, as the Meta-world v2 env of APV's and
-#: PreLAR's fine-tuning code does (``_freeze_rand_vec = False``).
-GOAL_DISTRIBUTIONS = ("mt1", "uniform")
+#: PreLAR's fine-tuning code does (``_freeze_rand_vec = False``); ``"fixed"``, one variation
+#: at every reset of every env whatever its seed (the first of MT1's set for seed 0): a
+#: diagnostic in which the goal need not be seen.
+GOAL_DISTRIBUTIONS = ("mt1", "uniform", "fixed")
 
 
 def check_goal_distribution(goals: str) -> None:
@@ -341,6 +343,13 @@ def check_goal_distribution(goals: str) -> None:
         raise ValueError(f"goals must be one of {list(GOAL_DISTRIBUTIONS)}, got {goals!r}.")
 
 
+def _task_wrapper(env: gym.Env) -> metaworld.wrappers.RandomTaskSelectWrapper:
+    wrapper = env
+    while not isinstance(wrapper, metaworld.wrappers.RandomTaskSelectWrapper):
+        wrapper = wrapper.env
+    return wrapper
+
+
 def _draw_goals_uniformly(env: gym.Env, seed: int | None) -> None:
     """Make each reset of an MT1 env draw a new variation uniformly from the task's range.
 
@@ -348,9 +357,7 @@ def _draw_goals_uniformly(env: gym.Env, seed: int | None) -> None:
     frozen. One reset sets the first; then task sampling is switched off and the variation
     unfrozen, so that every reset draws from the env's own seeded generator.
     """
-    wrapper = env
-    while not isinstance(wrapper, metaworld.wrappers.RandomTaskSelectWrapper):
-        wrapper = wrapper.env
+    wrapper = _task_wrapper(env)
     env.reset(seed=seed)
     wrapper.toggle_sample_tasks_on_reset(False)
     env.unwrapped._freeze_rand_vec = False
@@ -386,9 +393,10 @@ def make_metaworld_gym_env(
         render_quality (str, optional): one of :data:`RENDER_QUALITIES` (see
             :func:`apply_render_quality`). Defaults to ``"fast"``.
         goals (str, optional): one of :data:`GOAL_DISTRIBUTIONS`: ``"mt1"`` (one of MT1's
-            50 fixed goal / object variations per reset) or ``"uniform"`` (a new one drawn
-            from the task's range at each reset, as the anchors' Meta-world v2 env).
-            Defaults to ``"mt1"``.
+            50 fixed goal / object variations per reset), ``"uniform"`` (a new one drawn
+            from the task's range at each reset, as the anchors' Meta-world v2 env) or
+            ``"fixed"`` (the same one at every reset, whatever the seed). Defaults to
+            ``"mt1"``.
         seed (int, optional): fixes Meta-world's MT1 set of 50 goal / object variations and
             the initial RNG. Defaults to ``0``.
 
@@ -424,6 +432,8 @@ def make_metaworld_gym_env(
     )
     if goals == "uniform":
         _draw_goals_uniformly(env, seed)
+    elif goals == "fixed":  # MT1's task wrapper draws from a list of one: a frozen variation
+        _task_wrapper(env).tasks = metaworld.MT1(task, seed=0).train_tasks[:1]
     return MetaWorldRenderAdapter(env, render_quality=render_quality)
 
 
@@ -462,9 +472,10 @@ def make_metaworld_env(
         render_quality (str, optional): ``"fast"`` (no shadows, no MSAA: about 3-7x faster
             renders than ``"metaworld"``), ``"antialiased"`` (4x MSAA) or ``"metaworld"``
             (MSAA and shadows), see :data:`RENDER_QUALITIES`. Defaults to ``"fast"``.
-        goals (str, optional): ``"mt1"`` (one of MT1's 50 fixed goal variations per reset)
-            or ``"uniform"`` (a new goal from the task's range at each reset, as the anchors'
-            Meta-world v2 env), see :data:`GOAL_DISTRIBUTIONS`. Defaults to ``"mt1"``.
+        goals (str, optional): ``"mt1"`` (one of MT1's 50 fixed goal variations per reset),
+            ``"uniform"`` (a new goal from the task's range at each reset, as the anchors'
+            Meta-world v2 env) or ``"fixed"`` (one goal for every reset and seed), see
+            :data:`GOAL_DISTRIBUTIONS`. Defaults to ``"mt1"``.
         seed (int, optional): fixes Meta-world's set of 50 goal variations and the initial
             RNG; re-seed the variation drawn at each reset with ``env.set_seed``. Defaults to
             ``0``.
