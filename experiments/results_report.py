@@ -2012,6 +2012,13 @@ def renamed_paths(record: Any, renames: Mapping[str, str]) -> Any:
     return record
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path} as a JSON results file: {error}") from error
+
+
 def publish(source: str | Path, dest: str | Path, renames: Mapping[str, str]) -> Path:
     """Copy the results file ``source`` to ``dest`` (under ``docs/results/``) with its paths
     renamed (:func:`renamed_paths`). A goal-probe file (with ``probes``) is merged into the
@@ -2025,9 +2032,12 @@ def publish(source: str | Path, dest: str | Path, renames: Mapping[str, str]) ->
     from goal_probe import merge_probes
 
     source, dest = Path(source), Path(dest)
-    record = renamed_paths(json.loads(source.read_text()), renames)
+    record = renamed_paths(_read_json(source), renames)
     if "probes" in record and dest.exists():
-        record = {"probes": merge_probes(json.loads(dest.read_text())["probes"], record["probes"])}
+        earlier = _read_json(dest)
+        if "probes" not in earlier:
+            raise ValueError(f"{dest} holds no 'probes' to merge the goal probes of {source} with")
+        record = {"probes": merge_probes(earlier["probes"], record["probes"])}
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(record, indent=1) + "\n")
     return dest
@@ -2088,7 +2098,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         renames = dict(pair.split("=", 1) for pair in args.rename if "=" in pair)
         if len(renames) != len(args.rename):
             parser.error(f"--rename takes OLD=NEW pairs, got {args.rename}")
-        print(publish(*args.publish, renames))
+        try:
+            print(publish(*args.publish, renames))
+        except ValueError as error:
+            parser.error(str(error))
         return
     if args.pretrain_run is not None:
         record = {**pretrain_run_record(args.pretrain_run), "machine": machine_description()}

@@ -338,3 +338,24 @@ def test_publishing_renames_the_runs_and_merges_goal_probes(tmp_path):
     assert scratch not in dest.read_text()
     with pytest.raises(SystemExit):
         main(["--publish", str(source), str(dest), "--rename", "no-equals-sign"])
+
+
+@pytest.mark.parametrize(
+    "source_text, dest_text, named",
+    [
+        (None, None, "missing.json"),
+        ("{not json", None, "source.json"),
+        ('{"probes": []}', '{"runs": []}', "holds no 'probes'"),
+    ],
+    ids=["missing source", "corrupt source", "destination without probes"],
+)
+def test_publishing_a_bad_file_names_it(tmp_path, capsys, source_text, dest_text, named):
+    source = tmp_path / ("missing.json" if source_text is None else "source.json")
+    if source_text is not None:
+        source.write_text(source_text)
+    dest = tmp_path / "dest.json"
+    if dest_text is not None:
+        dest.write_text(dest_text)
+    with pytest.raises(SystemExit):
+        main(["--publish", str(source), str(dest)])
+    assert named in capsys.readouterr().err
