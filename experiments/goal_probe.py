@@ -368,12 +368,16 @@ def episodes_marker_recall(
     )
 
 
-def last_posterior(world_model, frames: np.ndarray, actions: np.ndarray) -> dict[str, Any]:
+def last_posterior(
+    world_model, frames: np.ndarray, actions: np.ndarray, critic=None
+) -> dict[str, Any]:
     """The world model's posterior over whole episodes: ``features``, the last stochastic
     state and belief ``[E, F]``; ``reconstruction``, of the last frame ``[E, 3, H, W]``
     (centred pixels); ``reward``, the reward head's prediction after each action ``[E, T]``
     (the auxiliary head, which learns the env's reward alone, where the model has one; ``None``
-    for a model without reward heads)."""
+    for a model without reward heads); with a ``critic`` (a module from ``"state"`` and
+    ``"belief"`` to ``"state_value"``), ``value``, its value of the state after each action
+    ``[E, T]``."""
     from tensordict import TensorDict
 
     pixels = torch.from_numpy(frames)
@@ -399,10 +403,56 @@ def last_posterior(world_model, frames: np.ndarray, actions: np.ndarray) -> dict
     state = out["next", "state"][:, -1].flatten(1)
     keys = out.keys(include_nested=True)
     reward_key = next((key for key in (AUX_REWARD_KEY, REWARD_KEY) if key in keys), None)
+    value = None
+    if critic is not None:
+        states = out.get("next").select("state", "belief").clone()
+        with torch.no_grad():
+            value = critic(states)["state_value"].reshape(episodes, steps).float()
     return {
         "features": torch.cat([state, out["next", "belief"][:, -1]], -1).float(),
         "reconstruction": out["next", "reco_pixels"][:, -1].float(),
         "reward": None if reward_key is None else out[reward_key].reshape(episodes, steps).float(),
+        "value": value,
+    }
+
+
+def critic_readout(
+    value: torch.Tensor, reward: np.ndarray, *, gamma: float, horizon: int
+) -> dict[str, Any] | None:
+    """The critic's value of the states the episodes pass through, against the discounted
+    return that followed them.
+
+    ``value[e, t]`` is the critic's value of the state after action ``t``, which estimates
+    ``sum_k gamma^k reward[e, t + 1 + k]``; that sum is computed from the episode's own rewards
+    up to its end. Only the steps followed by at least ``horizon`` more steps are scored, so
+    the cut-off tail weighs at most ``gamma^horizon``. Returns ``None`` if no step is.
+
+    Examples:
+        >>> reward = np.ones((2, 400))
+        >>> result = critic_readout(torch.full((2, 400), 50.0), reward, gamma=0.99, horizon=300)
+        >>> result["steps"], round(result["return"], 1), round(result["ratio"], 2)
+        (99, 96.9, 0.52)
+    """
+    episodes, steps = reward.shape
+    scored = steps - 1 - horizon
+    if scored < 1:
+        return None
+    to_go = np.zeros((episodes, steps + 1))
+    for t in reversed(range(steps)):
+        to_go[:, t] = reward[:, t] + gamma * to_go[:, t + 1]
+    predicted = value[:, :scored].double().numpy()
+    realised = to_go[:, 1 : scored + 1]
+    return {
+        "steps": int(scored),
+        "gamma": gamma,
+        "horizon": horizon,
+        "value": float(predicted.mean()),
+        "return": float(realised.mean()),
+        "ratio": float(predicted.mean() / realised.mean()),
+        "correlation": float(np.corrcoef(predicted.ravel(), realised.ravel())[0, 1])
+        if predicted.std() > 0 and realised.std() > 0
+        else None,
+        "mean_reward": float(reward.mean()),
     }
 
 
@@ -624,6 +674,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--success-radius", type=float, default=0.05, help="the task's success distance (m)"
     )
+    parser.add_argument(
+        "--critic-horizon",
+        type=int,
+        default=300,
+        help="the critic's value is scored at the steps followed by this many more (episodes "
+        "of more steps than this are needed)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     parser.add_argument("--append", action="store_true", help="keep the probes already in OUT")
@@ -685,7 +742,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     seed=args.seed,
                 )
             data = episodes_by_setting[setting]
-        posterior = last_posterior(agent.world_model, data["frames"], data["actions"])
+        posterior = last_posterior(
+            agent.world_model, data["frames"], data["actions"], critic=agent.value
+        )
         features = posterior["features"]
         goals = np.unique(data["goal"].round(5), axis=0, return_inverse=True)[1].reshape(-1)
         results.append(
@@ -703,6 +762,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 else reward_readout(posterior["reward"], data, goals, splits=args.splits),
                 "goal_r2": probe(features, data["goal"], goals, splits=args.splits),
                 "hand_r2": probe(features, data["hand"], goals, splits=args.splits),
+                "critic": critic_readout(
+                    posterior["value"],
+                    data["reward"],
+                    gamma=tune["gamma"],
+                    horizon=args.critic_horizon,
+                ),
             }
         )
     report = {
@@ -719,6 +784,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "seed",
                 "goal_samples",
                 "success_radius",
+                "critic_horizon",
             )
         },
         "ridges": list(RIDGES),

@@ -8,6 +8,7 @@ from dreamer_prelar import run_finetune
 from dreamer_prelar_utils import make_finetune_env
 from goal_probe import (
     best_fixed_point_success,
+    critic_readout,
     goal_marker_recall,
     load_run,
     main,
@@ -262,14 +263,35 @@ def test_goal_probe_can_drive_its_episodes_with_the_runs_policy(finetuned_run, t
     argv = ["--run", f"dreamer={finetuned_run}", "--episodes", "8", "--steps", "4", "--splits", "2"]
     argv += ["--goal-samples", "20", "--out", str(out)]
 
-    report = main([*argv, "--driver", "policy"])
+    report = main([*argv, "--driver", "policy", "--critic-horizon", "2"])
 
     assert report["settings"]["driver"] == "policy"
     (run,) = report["runs"]
     assert run["distinct_goals"] > 1 and np.isfinite(run["goal_marker"]["recall"])
     assert all(np.isfinite(value) for value in run["reward"].values())
+    assert run["critic"]["steps"] == 1 and np.isfinite(run["critic"]["value"])
+    assert main([*argv, "--driver", "policy"])["runs"][0]["critic"] is None  # 4 steps < 300
     with pytest.raises(SystemExit):
         main([*argv, "--driver", "policy", "--action-hold", "5"])
+
+
+def test_critic_readout_scores_the_value_against_the_return_that_followed():
+    rng = np.random.default_rng(0)
+    reward = rng.uniform(size=(3, 12))
+    value = torch.from_numpy(rng.uniform(size=(3, 12)))
+    result = critic_readout(value, reward, gamma=0.9, horizon=8)
+    realised = [
+        sum(0.9**k * reward[e, t + 1 + k] for k in range(12 - t - 1))
+        for e in range(3)
+        for t in range(3)
+    ]
+    assert result["steps"] == 3
+    assert result["value"] == pytest.approx(float(value[:, :3].mean()))
+    assert result["return"] == pytest.approx(np.mean(realised))
+    assert result["ratio"] == pytest.approx(result["value"] / result["return"])
+    expected = np.corrcoef(value[:, :3].numpy().ravel(), np.array(realised).reshape(3, 3).ravel())
+    assert result["correlation"] == pytest.approx(expected[0, 1])
+    assert critic_readout(value, reward, gamma=0.9, horizon=11) is None
 
 
 @pytest.mark.parametrize(
