@@ -480,8 +480,10 @@ def goal_probe_table(report: dict) -> str:
     """The probes of ``experiments/goal_probe.py``: per run and checkpoint, the goal marker's
     recall in the reconstruction of the last frame (``-`` for probes made before it was
     measured), the test R^2 of the goal's and the hand's position read linearly from the
-    world model's latent state, and the R^2 of the reward head's prediction beside that of a
-    predictor that sees the hand alone (``-`` before it was measured).
+    world model's latent state, the R^2 of the reward head's prediction beside that of a
+    predictor that sees the hand alone (``-`` before it was measured), and the critic's mean
+    value of the states the episodes passed through beside the mean discounted return that
+    followed them (``-`` for episodes too short to score it).
 
     Example:
         >>> run = {"label": "dreamer", "run_dir": "runs/dreamer_seed0", "env_steps": 20785,
@@ -495,7 +497,7 @@ def goal_probe_table(report: dict) -> str:
     for probe in report["probes"]:
         for run in probe["runs"]:
             floor = run["goal_r2"].get("train_mean_r2")
-            marker, reward = run.get("goal_marker"), run.get("reward")
+            marker, reward, critic = run.get("goal_marker"), run.get("reward"), run.get("critic")
             rows.append(
                 [
                     run["label"],
@@ -513,6 +515,7 @@ def goal_probe_table(report: dict) -> str:
                     ),
                     "-" if floor is None else f"{floor:.2f}",
                     "-" if reward is None else f"{reward['r2']:.2f} / {reward['hand_only_r2']:.2f}",
+                    "-" if critic is None else f"{critic['value']:.1f} / {critic['return']:.1f}",
                 ]
             )
     header = [
@@ -525,6 +528,7 @@ def goal_probe_table(report: dict) -> str:
         "hand R^2: mean (x, y, z)",
         "goal R^2 of the train half's mean goal",
         "reward R^2: reward head / hand alone",
+        "critic value / discounted return that followed",
     ]
     return _markdown(header, rows)
 
@@ -1994,8 +1998,9 @@ def model_gap_figure(results: dict, path: str | Path) -> Path:
 
 def renamed_paths(record: Any, renames: Mapping[str, str]) -> Any:
     """``record`` (a JSON value) with every string that starts with a key of ``renames``, or
-    holds one after a space, ``=`` or ``:``, given the key's value instead: how a results
-    file written under a machine's scratch folder names its runs in the repository.
+    holds one after a space, ``=`` or ``:``, given the key's value instead (the longest key
+    first, so a file can be renamed apart from its folder): how a results file written under
+    a machine's scratch folder names its runs in the repository.
 
     Example:
         >>> renamed_paths({"run_dir": "/scratch/mw/s2", "command": "probe --run d=/scratch/mw/s2"},
@@ -2007,7 +2012,7 @@ def renamed_paths(record: Any, renames: Mapping[str, str]) -> Any:
     if isinstance(record, list):
         return [renamed_paths(value, renames) for value in record]
     if isinstance(record, str):
-        for old, new in renames.items():
+        for old, new in sorted(renames.items(), key=lambda item: -len(item[0])):
             record = re.sub(rf"(^|[\s=:]){re.escape(old)}(?=/|$|\s)", rf"\g<1>{new}", record)
     return record
 

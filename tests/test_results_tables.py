@@ -312,7 +312,7 @@ def test_publishing_renames_the_runs_and_merges_goal_probes(tmp_path):
 
     def probe(run_dir, env_steps, hand_r2):
         return {
-            "command": f"python experiments/goal_probe.py --run d={run_dir} --out x.json",
+            "command": f"goal_probe.py --run d={run_dir} --out {run_dir.rsplit('/', 1)[0]}/x.json",
             "settings": kind,
             "runs": [{"run_dir": run_dir, "env_steps": env_steps, "hand_r2": hand_r2}],
         }
@@ -326,7 +326,8 @@ def test_publishing_renames_the_runs_and_merges_goal_probes(tmp_path):
     source = tmp_path / "probe.json"
     new_probes = [probe(f"{scratch}/seed2", 6805, 0.3), probe(f"{scratch}/seed2", 15000, 0.4)]
     source.write_text(json.dumps({"probes": new_probes}))
-    main(["--publish", str(source), str(dest), "--rename", f"{scratch}=runs/metaworld"])
+    renames = [f"{scratch}=runs/metaworld", f"{scratch}/x.json=docs/results/probes.json"]
+    main(["--publish", str(source), str(dest), "--rename", *renames])
     probes = json.loads(dest.read_text())["probes"]
     rows = [(run["run_dir"], run["env_steps"], run["hand_r2"]) for p in probes for run in p["runs"]]
     assert rows == [
@@ -334,7 +335,9 @@ def test_publishing_renames_the_runs_and_merges_goal_probes(tmp_path):
         ("runs/metaworld/seed2", 6805, 0.3),
         ("runs/metaworld/seed2", 15000, 0.4),
     ]
-    assert probes[-1]["command"].endswith("--run d=runs/metaworld/seed2 --out x.json")
+    assert probes[-1]["command"].endswith(
+        "--run d=runs/metaworld/seed2 --out docs/results/probes.json"
+    )
     assert scratch not in dest.read_text()
     with pytest.raises(SystemExit):
         main(["--publish", str(source), str(dest), "--rename", "no-equals-sign"])
