@@ -20,6 +20,7 @@ from goal_probe import (
 )
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from tensordict import TensorDict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -311,3 +312,52 @@ def test_policy_episodes_longer_than_the_envs_are_refused(finetuned_run):
     with pytest.raises(ValueError, match=f"end after {limit} steps; steps={limit + 1}"):
         policy_episodes(agent.policy, env, episodes=4, steps=limit + 1)
     env.close()
+
+
+def test_critic_growth_trains_a_fresh_critic_alone_for_each_variant(finetuned_run, tmp_path):
+    from critic_growth import fresh_agent, grow_critic
+    from critic_growth import main as grow
+    from dreamer_prelar_utils import read_finetune_checkpoint
+    from goal_probe import run_config
+
+    out = tmp_path / "growth.json"
+    argv = ["--run", str(finetuned_run), "--episodes", "4", "--steps", "6", "--critic-horizon"]
+    argv += ["3", "--updates", "2", "--eval-every", "1", "--starts", "8", "--out", str(out)]
+    report = grow([*argv, "--variants", "default", "width400", "mse_glorot"])
+
+    assert json.loads(out.read_text()) == report
+    for variant in ("default", "width400", "mse_glorot"):
+        curve = report["variants"][variant]["curve"]
+        assert [point["update"] for point in curve] == [0, 1, 2]
+        assert all(np.isfinite(point["value"]) for point in curve)
+    assert report["return_followed"] > 0 and np.isfinite(report["run_critic"])
+
+    cfg = run_config(finetuned_run)
+    cfg["finetune"]["compile_networks"] = False
+    agent, params = fresh_agent(cfg, read_finetune_checkpoint(finetuned_run), {"width": 32})
+    assert params[0].shape[0] == 32
+    frozen = {k: v.clone() for k, v in agent.loss.state_dict().items() if "value_model" not in k}
+    before = [param.clone() for param in params]
+    states = TensorDict(
+        {
+            "state": torch.randn(2, 3, agent.carried["state"]),
+            "belief": torch.randn(2, 3, agent.carried["belief"]),
+        },
+        [2, 3],
+    )
+    grow_critic(
+        agent,
+        params,
+        states,
+        np.ones((2, 3)),
+        tune=cfg["finetune"],
+        variant={},
+        updates=2,
+        eval_every=1,
+        starts=4,
+        horizon=1,
+        seed=0,
+    )
+    assert any(not torch.equal(b, a) for b, a in zip(before, params, strict=True))
+    after = agent.loss.state_dict()
+    assert all(torch.equal(value, after[key]) for key, value in frozen.items())
