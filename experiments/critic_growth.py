@@ -212,11 +212,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         }
         last = results[name]["curve"][-1]
         print(f"{name}: value {last['value']:.2f} after {last['update']} updates")
-    readout = critic_readout(
-        torch.zeros_like(torch.from_numpy(data["reward"])),
-        data["reward"],
-        gamma=tune["gamma"],
-        horizon=args.critic_horizon,
+    run_readout = critic_readout(
+        run_value, data["reward"], gamma=tune["gamma"], horizon=args.critic_horizon
     )
     report = {
         "command": command_line(__file__, argv),
@@ -224,11 +221,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "run_dir": str(args.run),
         "env_steps": int(state["progress"]["env_steps"]),
         "settings": {k: getattr(args, k) for k in ("updates", "starts", "episodes", "steps")},
-        "return_followed": readout["return"],
-        "mean_reward": readout["mean_reward"],
-        "run_critic": critic_readout(
-            run_value, data["reward"], gamma=tune["gamma"], horizon=args.critic_horizon
-        )["value"],
+        "return_followed": run_readout["return"],
+        "mean_reward": run_readout["mean_reward"],
+        "run_critic": run_readout["value"],
         "variants": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
