@@ -25,6 +25,7 @@ fast a fresh critic's value grows when nothing else changes. For a fine-tuning r
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -71,7 +72,7 @@ def fresh_agent(cfg: Mapping[str, Any], state: Mapping[str, Any], variant: Mappi
     """The run's agent with a fresh critic of ``variant`` and every other checkpoint weight."""
     from dreamer_prelar_utils import make_agent
 
-    cfg = json.loads(json.dumps(cfg))
+    cfg = copy.deepcopy(cfg)
     cfg["finetune"]["critic"]["hidden"] = variant.get("width", cfg["finetune"]["critic"]["hidden"])
     agent = make_agent(cfg, action_dim=4)
     kept = {

@@ -395,7 +395,7 @@ def make_metaworld_gym_env(
         goals (str, optional): one of :data:`GOAL_DISTRIBUTIONS`: ``"mt1"`` (one of MT1's
             50 fixed goal / object variations per reset), ``"uniform"`` (a new one drawn
             from the task's range at each reset, as the anchors' Meta-world v2 env) or
-            ``"fixed"`` (the same one at every reset, whatever the seed). Defaults to
+            ``"fixed"`` (the same one at every reset, whatever the env's seed). Defaults to
             ``"mt1"``.
         seed (int, optional): fixes Meta-world's MT1 set of 50 goal / object variations and
             the initial RNG. Defaults to ``0``.
