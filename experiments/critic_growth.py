@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(REPO / "experiments"))
 
-from goal_probe import critic_readout, policy_episodes, run_config  # noqa: E402
+from goal_probe import critic_readout, policy_episodes, posterior, run_config  # noqa: E402
 
 from torchrl_prelar.io import atomic_write_text  # noqa: E402
 
@@ -159,7 +159,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"--steps must exceed --critic-horizon + 1 ({args.critic_horizon + 1})")
     from dreamer_prelar_utils import make_finetune_env, read_finetune_checkpoint
     from results_report import command_line, machine_description
-    from tensordict import TensorDict
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -176,21 +175,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     finally:
         env.close()
-    pixels = torch.from_numpy(data["frames"])
-    is_init = torch.zeros(args.episodes, args.steps, 1, dtype=torch.bool)
-    is_init[:, 0] = True
-    clips = TensorDict(
-        {
-            "pixels": pixels[:, :-1],
-            ("next", "pixels"): pixels[:, 1:],
-            "action": torch.from_numpy(data["actions"]),
-            "is_init": is_init,
-        },
-        [args.episodes, args.steps],
-    )
-    agent.world_model.eval()
+    states = posterior(agent.world_model, data["frames"], data["actions"])
+    states = states.get("next").select("state", "belief").clone()
     with torch.no_grad():
-        states = agent.world_model(clips).get("next").select("state", "belief").clone()
         run_value = agent.value(states.clone())["state_value"].reshape(args.episodes, args.steps)
     results = {}
     for name in args.variants:

@@ -368,16 +368,11 @@ def episodes_marker_recall(
     )
 
 
-def last_posterior(
-    world_model, frames: np.ndarray, actions: np.ndarray, critic=None
-) -> dict[str, Any]:
-    """The world model's posterior over whole episodes: ``features``, the last stochastic
-    state and belief ``[E, F]``; ``reconstruction``, of the last frame ``[E, 3, H, W]``
-    (centred pixels); ``reward``, the reward head's prediction after each action ``[E, T]``
-    (the auxiliary head, which learns the env's reward alone, where the model has one; ``None``
-    for a model without reward heads); with a ``critic`` (a module from ``"state"`` and
-    ``"belief"`` to ``"state_value"``), ``value``, its value of the state after each action
-    ``[E, T]``."""
+def posterior(world_model, frames: np.ndarray, actions: np.ndarray):
+    """The world model's posterior pass over whole episodes (eval mode, no gradient): its
+    output TensorDict ``[E, T]``, where ``("next", "state")`` and ``("next", "belief")`` are
+    the latent state after each action. ``frames`` ``[E, T + 1, 3, H, W]`` uint8 (the reset
+    frame first), ``actions`` ``[E, T, A]``."""
     from tensordict import TensorDict
 
     pixels = torch.from_numpy(frames)
@@ -397,9 +392,23 @@ def last_posterior(
     world_model.eval()
     try:
         with torch.no_grad():
-            out = world_model(clips)
+            return world_model(clips)
     finally:
         world_model.train(was_training)
+
+
+def last_posterior(
+    world_model, frames: np.ndarray, actions: np.ndarray, critic=None
+) -> dict[str, Any]:
+    """The world model's posterior over whole episodes: ``features``, the last stochastic
+    state and belief ``[E, F]``; ``reconstruction``, of the last frame ``[E, 3, H, W]``
+    (centred pixels); ``reward``, the reward head's prediction after each action ``[E, T]``
+    (the auxiliary head, which learns the env's reward alone, where the model has one; ``None``
+    for a model without reward heads); with a ``critic`` (a module from ``"state"`` and
+    ``"belief"`` to ``"state_value"``), ``value``, its value of the state after each action
+    ``[E, T]``."""
+    episodes, steps = actions.shape[:2]
+    out = posterior(world_model, frames, actions)
     state = out["next", "state"][:, -1].flatten(1)
     keys = out.keys(include_nested=True)
     reward_key = next((key for key in (AUX_REWARD_KEY, REWARD_KEY) if key in keys), None)

@@ -361,3 +361,66 @@ def test_critic_growth_trains_a_fresh_critic_alone_for_each_variant(finetuned_ru
     assert any(not torch.equal(b, a) for b, a in zip(before, params, strict=True))
     after = agent.loss.state_dict()
     assert all(torch.equal(value, after[key]) for key, value in frozen.items())
+
+
+def test_imagined_actions_compares_imagined_and_real_returns_of_held_actions(
+    finetuned_run, tmp_path
+):
+    from imagined_actions import main as compare
+
+    out = tmp_path / "imagined.json"
+    argv = ["--run", f"dreamer={finetuned_run}", "--episodes", "4", "--steps", "6", "--every"]
+    report = compare([*argv, "2", "--horizon", "3", "--samples", "2", "--out", str(out)])
+
+    assert json.loads(out.read_text()) == report
+    assert out.with_suffix(".png").stat().st_size > 0
+    run = report["runs"]["dreamer"]
+    assert run["starts"] == 4 * 3  # actions 0, 2, 4 of each episode
+    assert all(np.isfinite(value) for plan in run["plans"].values() for value in plan.values())
+    for axis in ("x", "y", "z"):
+        agreement = run[axis]["agreement"]
+        assert agreement is None or 0 <= agreement <= 1
+
+
+def test_real_plan_returns_hold_each_plan_from_the_recorded_state(finetuned_run):
+    from imagined_actions import PLANS, discounted_sum, real_plan_returns
+
+    cfg, agent, _ = load_run(finetuned_run)
+    env = make_finetune_env(cfg["finetune"], agent.carried, 3, render_quality="fast")
+    data = policy_episodes(agent.policy, env, episodes=4, steps=8, seed=21)
+    returns = real_plan_returns(
+        env, data, starts=[1, 5], plans=PLANS, horizon=4, gamma=0.9, seed=21
+    )
+    assert returns.shape == (4, 2, len(PLANS))
+    gym_env = env.base_env._env
+    for start, column in ((1, 0), (5, 1)):  # from a reset each time, no saved state
+        for p, plan in enumerate(PLANS.values()):
+            env.set_seed(21 + 2)
+            env.reset()
+            for action in data["actions"][2, : start + 1]:
+                gym_env.step(action)
+            rewards = [gym_env.step(np.asarray(plan, np.float32))[1] for _ in range(4)]
+            assert returns[2, column, p] == pytest.approx(discounted_sum(np.array(rewards), 0.9))
+    assert not np.allclose(returns[..., 0], returns[..., 1])  # x+ and x- differ
+
+    moved = {**data, "hands": data["hands"] + 0.01}
+    with pytest.raises(ValueError, match="left the recorded hand after action 1"):
+        real_plan_returns(env, moved, starts=[1], plans=PLANS, horizon=2, gamma=0.9, seed=21)
+    env.close()
+
+
+def test_compare_effects_counts_sign_agreement_on_decisive_starts_only():
+    from imagined_actions import PLANS, compare_effects
+
+    real = np.zeros((4, len(PLANS)))
+    real[:, 0] = [2.0, -3.0, 0.5, 4.0]  # x+ ; x- stays 0: the real effect is the x+ column
+    imagined = np.zeros((4, len(PLANS)))
+    imagined[:, 0] = [1.0, 1.0, -1.0, 2.0]
+    figures = compare_effects(imagined, real, plans=list(PLANS), decisive=1.0)
+    assert figures["x"]["decisive_starts"] == 3  # 0.5 is not decisive
+    assert figures["x"]["agreement"] == pytest.approx(2 / 3)
+    assert figures["x"]["correlation"] == pytest.approx(
+        np.corrcoef(imagined[:, 0], real[:, 0])[0, 1]
+    )
+    assert figures["y"]["agreement"] is None and figures["y"]["correlation"] is None
+    assert figures["plans"]["x+"] == {"imagined": 0.75, "real": 0.875}

@@ -1,0 +1,374 @@
+"""Does imagination rank actions as the env does? Imagined against real returns of held actions.
+
+A Dreamer actor learns from imagination alone: it moves towards whatever actions the world
+model's imagined rewards favour. This script checks that the world model favours the actions
+the env rewards. For a fine-tuning run folder of ``examples/dreamer_prelar.py stage=finetune``
+it:
+
+1. loads the run's latest checkpoint and drives ``--episodes`` episodes of ``--steps`` steps
+   with the run's policy (``goal_probe.policy_episodes``), and takes the world model's
+   posterior state after every ``--every``-th action;
+2. from each such state, imagines each plan of :data:`PLANS` (one action held for
+   ``--horizon`` steps: +1 or -1 on one axis of the hand, 0 elsewhere) ``--samples`` times
+   with the agent's imagination (the world model's prior and the reward head imagination
+   uses), and sums the discounted imagined rewards;
+3. from the same env state (the episode replayed up to that action, without rendering:
+   :func:`real_plan_returns`) holds each plan in the env and sums the discounted rewards;
+4. per axis, compares the effect of the sign, ``return(+1) - return(-1)``, imagined against
+   real: the share of starts where both have the same sign (among those where the real
+   effect is at least ``--decisive``), and their correlation.
+
+A world model whose imagined effects agree with the env's in sign gives the actor gradients
+that point where the env's reward lies; one that disagrees misleads the actor, however well
+actor and critic learn. ``OUT`` (JSON) holds the command, machine, settings and per run the
+figures of each plan and axis; ``OUT`` with ``.png`` holds the scatter of imagined against real
+effects.
+
+    MUJOCO_GL=egl python experiments/imagined_actions.py \\
+        --run dreamer=runs/metaworld/dreamer_seed2 --out imagined_actions.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples"))
+sys.path.insert(0, str(REPO / "experiments"))
+
+from anchor_curves import add_run_argument, labelled_runs  # noqa: E402
+from goal_probe import load_run, policy_episodes, posterior  # noqa: E402
+
+from torchrl_prelar.io import atomic_write_text  # noqa: E402
+
+#: Held actions compared: +1 and -1 on each axis of the hand's motion (x, y, z), 0 elsewhere
+#: (the gripper too).
+PLANS: dict[str, tuple[float, float, float, float]] = {
+    "x+": (1.0, 0.0, 0.0, 0.0),
+    "x-": (-1.0, 0.0, 0.0, 0.0),
+    "y+": (0.0, 1.0, 0.0, 0.0),
+    "y-": (0.0, -1.0, 0.0, 0.0),
+    "z+": (0.0, 0.0, 1.0, 0.0),
+    "z-": (0.0, 0.0, -1.0, 0.0),
+}
+AXES = ("x", "y", "z")
+
+
+def start_indices(steps: int, *, every: int, horizon: int, max_episode_steps: int) -> list[int]:
+    """The actions after which a plan starts: every ``every``-th of an episode's ``steps``,
+    those leaving ``horizon`` more steps before the env's ``max_episode_steps``.
+
+    Examples:
+        >>> start_indices(10, every=4, horizon=3, max_episode_steps=500)
+        [0, 4, 8]
+        >>> start_indices(10, every=4, horizon=3, max_episode_steps=10)
+        [0, 4]
+    """
+    return [t for t in range(0, steps, every) if t + 1 + horizon <= max_episode_steps]
+
+
+def discounted_sum(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """``sum_k gamma^k r_k`` over the last axis.
+
+    Examples:
+        >>> float(discounted_sum(np.array([1.0, 1.0, 1.0]), 0.5))
+        1.75
+    """
+    return (rewards * gamma ** np.arange(rewards.shape[-1])).sum(-1)
+
+
+def _snapshot(metaworld_env) -> tuple[np.ndarray, dict[str, Any]]:
+    """The simulator's full state and the Python state a Meta-world step reads or changes."""
+    state = np.empty(mujoco.mj_stateSize(metaworld_env.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+    mujoco.mj_getState(
+        metaworld_env.model, metaworld_env.data, state, mujoco.mjtState.mjSTATE_INTEGRATION
+    )
+    python_state = {
+        name: copy.deepcopy(getattr(metaworld_env, name))
+        for name in ("curr_path_length", "_prev_obs", "_last_stable_obs")
+    }
+    return state, python_state
+
+
+def _restore(metaworld_env, snapshot: tuple[np.ndarray, dict[str, Any]]) -> None:
+    state, python_state = snapshot
+    mujoco.mj_setState(
+        metaworld_env.model, metaworld_env.data, state, mujoco.mjtState.mjSTATE_INTEGRATION
+    )
+    mujoco.mj_forward(metaworld_env.model, metaworld_env.data)
+    for name, value in python_state.items():
+        setattr(metaworld_env, name, copy.deepcopy(value))
+
+
+def real_plan_returns(
+    env,
+    data: Mapping[str, np.ndarray],
+    *,
+    starts: Sequence[int],
+    plans: Mapping[str, Sequence[float]],
+    horizon: int,
+    gamma: float,
+    seed: int,
+    action_repeat: int = 1,
+) -> np.ndarray:
+    """The env's discounted return of each plan held for ``horizon`` steps after each start
+    of each episode of ``data`` (from :func:`goal_probe.policy_episodes` on ``env`` with
+    ``seed``): ``[E, S, P]``.
+
+    Episode ``e`` is reset as ``policy_episodes`` reset it (``env.set_seed(seed + e)``), then
+    its recorded actions are replayed on the underlying gym env, which does not render; the
+    replay must retrace the recorded goal and hand positions (MuJoCo is deterministic). At each
+    start the simulator's state is saved, each plan is held from it, and the state is restored.
+
+    Raises:
+        ValueError: if a replay leaves the recorded trajectory.
+    """
+    gym_env = env.base_env._env
+    metaworld_env = gym_env.unwrapped
+    actions = data["actions"]
+    returns = np.zeros((len(actions), len(starts), len(plans)))
+    for episode in tqdm(range(len(actions)), desc="replaying episodes", unit="ep"):
+        env.set_seed(seed + episode)
+        env.reset()
+        if not np.allclose(metaworld_env._target_pos, data["goal"][episode]):
+            raise ValueError(f"Episode {episode}: the replay's goal is not the recorded one.")
+        step = -1
+        for s, start in enumerate(starts):
+            while step < start:
+                step += 1
+                for _ in range(action_repeat):
+                    gym_env.step(actions[episode, step])
+            hand = metaworld_env.tcp_center
+            if not np.allclose(hand, data["hands"][episode, start], atol=1e-5):
+                raise ValueError(
+                    f"Episode {episode}: the replay left the recorded hand after action "
+                    f"{start} ({hand.tolist()} vs {data['hands'][episode, start].tolist()})."
+                )
+            snapshot = _snapshot(metaworld_env)
+            for p, plan in enumerate(plans.values()):
+                held = np.asarray(plan, np.float32)
+                rewards = np.zeros(horizon)
+                for k in range(horizon):
+                    for _ in range(action_repeat):
+                        rewards[k] += gym_env.step(held)[1]
+                returns[episode, s, p] = discounted_sum(rewards, gamma)
+                _restore(metaworld_env, snapshot)
+    return returns
+
+
+def imagined_plan_returns(
+    agent,
+    states,
+    *,
+    plans: Mapping[str, Sequence[float]],
+    horizon: int,
+    gamma: float,
+    samples: int,
+) -> np.ndarray:
+    """The imagined discounted return of each plan held for ``horizon`` steps from each
+    posterior state of ``states`` (a TensorDict ``[N]`` of ``"state"`` and ``"belief"``),
+    averaged over ``samples`` imaginations (the prior samples its stochastic state):
+    ``[N, P]``. Imagination is the agent's own (``agent.loss.actor_loss.model_based_env``:
+    the world model's prior and the reward head the actor learns from)."""
+    from tensordict.nn import TensorDictModule
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    imagination = agent.loss.actor_loss.model_based_env
+    repeated = states.expand(samples, *states.shape).reshape(-1).clone()
+    returns = np.zeros((len(states), len(plans)))
+    for p, plan in enumerate(plans.values()):
+        held = torch.tensor(plan, dtype=torch.float32)
+        policy = TensorDictModule(
+            lambda belief, held=held: held.expand(*belief.shape[:-1], len(held)),
+            in_keys=["belief"],
+            out_keys=["action"],
+        )
+        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+            rollout = imagination.rollout(
+                max_steps=horizon,
+                policy=policy,
+                auto_reset=False,
+                tensordict=repeated.clone(),
+            )
+        rewards = rollout["next", "reward"].float().reshape(samples, len(states), horizon)
+        returns[:, p] = discounted_sum(rewards.numpy(), gamma).mean(0)
+    return returns
+
+
+def compare_effects(
+    imagined: np.ndarray, real: np.ndarray, *, plans: Sequence[str], decisive: float
+) -> dict[str, Any]:
+    """Per axis of :data:`AXES`, the imagined and real effect of the sign of the held action,
+    ``return(+1) - return(-1)`` (``imagined`` and ``real`` ``[N, P]``, columns in the order of
+    ``plans``): ``agreement``, the share of the starts whose real effect is at least
+    ``decisive`` in size where the imagined effect has the same sign (``None`` if there are
+    none), ``decisive_starts``, their number, ``correlation`` over all starts, and the mean
+    effects; per plan, the mean imagined and real returns.
+
+    Examples:
+        >>> real = np.array([[2.0, 0.0, 0, 0, 0, 0], [0.0, 3.0, 0, 0, 0, 0]])
+        >>> imagined = np.array([[1.0, 0.0, 0, 0, 0, 0], [1.0, 0.0, 0, 0, 0, 0]])
+        >>> compare_effects(imagined, real, plans=list(PLANS), decisive=1.0)["x"]["agreement"]
+        0.5
+    """
+    column = {name: i for i, name in enumerate(plans)}
+    report: dict[str, Any] = {"plans": {}}
+    for name, i in column.items():
+        report["plans"][name] = {
+            "imagined": float(imagined[:, i].mean()),
+            "real": float(real[:, i].mean()),
+        }
+    for axis in AXES:
+        plus, minus = column[f"{axis}+"], column[f"{axis}-"]
+        imagined_effect = imagined[:, plus] - imagined[:, minus]
+        real_effect = real[:, plus] - real[:, minus]
+        decisive_starts = np.abs(real_effect) >= decisive
+        same_sign = np.sign(imagined_effect) == np.sign(real_effect)
+        varies = imagined_effect.std() > 0 and real_effect.std() > 0
+        report[axis] = {
+            "agreement": float(same_sign[decisive_starts].mean())
+            if decisive_starts.any()
+            else None,
+            "decisive_starts": int(decisive_starts.sum()),
+            "correlation": float(np.corrcoef(imagined_effect, real_effect)[0, 1])
+            if varies
+            else None,
+            "imagined_effect": float(imagined_effect.mean()),
+            "real_effect": float(real_effect.mean()),
+        }
+    return report
+
+
+def plot_effects(path: Path, effects: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Scatter of imagined (y) against real (x) effects per axis, one row per run label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        len(effects), len(AXES), figsize=(4 * len(AXES), 3.6 * len(effects)), squeeze=False
+    )
+    for row, (label, (imagined, real)) in enumerate(effects.items()):
+        for col, axis in enumerate(AXES):
+            ax = axes[row, col]
+            ax.scatter(real[:, col], imagined[:, col], s=8, alpha=0.6)
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.axvline(0, color="grey", lw=0.5)
+            ax.set_title(f"{label}: {axis}")
+            ax.set_xlabel("real return(+1) - return(-1)")
+            ax.set_ylabel("imagined")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_argument(parser)
+    parser.add_argument("--episodes", type=int, default=8, help="policy episodes per run")
+    parser.add_argument("--steps", type=int, default=300, help="steps per episode")
+    parser.add_argument("--every", type=int, default=10, help="actions between two starts")
+    parser.add_argument(
+        "--horizon", type=int, default=None, help="held steps (the run's imagination horizon)"
+    )
+    parser.add_argument("--samples", type=int, default=4, help="imaginations per start and plan")
+    parser.add_argument(
+        "--decisive", type=float, default=1.0, help="least real effect counted in agreement"
+    )
+    parser.add_argument("--seed", type=int, default=7000, help="seed of the first episode")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    args = parser.parse_args(argv)
+    for option, least in (("episodes", 4), ("steps", 1), ("every", 1), ("samples", 1)):
+        if getattr(args, option) < least:
+            parser.error(f"--{option} must be >= {least}")
+    if args.horizon is not None and args.horizon < 1:
+        parser.error("--horizon must be >= 1")
+    from dreamer_prelar_utils import make_finetune_env
+    from results_report import command_line, machine_description
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    runs, effects = {}, {}
+    for label, run_dir in labelled_runs(args.run):
+        cfg, agent, env_steps = load_run(run_dir)
+        tune = cfg["finetune"]
+        horizon = args.horizon or tune["imagination_horizon"]
+        starts = start_indices(
+            args.steps,
+            every=args.every,
+            horizon=horizon,
+            max_episode_steps=tune["max_episode_steps"],
+        )
+        env = make_finetune_env(
+            tune, agent.carried, args.seed, render_quality=cfg["render_quality"]
+        )
+        try:
+            data = policy_episodes(
+                agent.policy, env, episodes=args.episodes, steps=args.steps, seed=args.seed
+            )
+            real = real_plan_returns(
+                env,
+                data,
+                starts=starts,
+                plans=PLANS,
+                horizon=horizon,
+                gamma=tune["gamma"],
+                seed=args.seed,
+                action_repeat=tune["action_repeat"],
+            )
+        finally:
+            env.close()
+        states = posterior(agent.world_model, data["frames"], data["actions"]).get("next")
+        states = states.select("state", "belief")[:, starts].reshape(-1)
+        imagined = imagined_plan_returns(
+            agent, states, plans=PLANS, horizon=horizon, gamma=tune["gamma"], samples=args.samples
+        )
+        real = real.reshape(-1, len(PLANS))
+        figures = compare_effects(imagined, real, plans=list(PLANS), decisive=args.decisive)
+        runs[label] = {
+            "run_dir": str(run_dir),
+            "env_steps": env_steps,
+            "starts": len(real),
+            **figures,
+        }
+        effects[f"{label} ({env_steps} env steps)"] = tuple(
+            np.stack([table[:, 2 * i] - table[:, 2 * i + 1] for i in range(len(AXES))], 1)
+            for table in (imagined, real)
+        )
+        print(
+            f"{label} at {env_steps}: "
+            + ", ".join(f"{axis} agreement {figures[axis]['agreement']}" for axis in AXES)
+        )
+    report = {
+        "command": command_line(__file__, argv),
+        "machine": machine_description(args.threads),
+        "settings": {
+            key: getattr(args, key)
+            for key in ("episodes", "steps", "every", "horizon", "samples", "decisive", "seed")
+        },
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    plot_effects(args.out.with_suffix(".png"), effects)
+    return report
+
+
+if __name__ == "__main__":
+    main()
