@@ -130,15 +130,15 @@ def real_plan_returns(
     ``seed``): ``[E, S, P]``.
 
     Episode ``e`` is reset as ``policy_episodes`` reset it (``env.set_seed(seed + e)``), then
-    its recorded actions are replayed on the underlying gym env, which does not render; the
-    replay must retrace the recorded goal and hand positions (MuJoCo is deterministic). At each
-    start the simulator's state is saved, each plan is held from it, and the state is restored.
+    its recorded actions are replayed on the Meta-world env beneath the gym wrappers (no frame
+    is rendered, no step counts towards their truncation); the replay must retrace the recorded
+    goal and hand positions (MuJoCo is deterministic). At each start the simulator's state is
+    saved, each plan is held from it, and the state is restored.
 
     Raises:
         ValueError: if a replay leaves the recorded trajectory.
     """
-    gym_env = env.base_env._env
-    metaworld_env = gym_env.unwrapped
+    metaworld_env = env.base_env._env.unwrapped
     actions = data["actions"]
     returns = np.zeros((len(actions), len(starts), len(plans)))
     for episode in tqdm(range(len(actions)), desc="replaying episodes", unit="ep"):
@@ -151,7 +151,7 @@ def real_plan_returns(
             while step < start:
                 step += 1
                 for _ in range(action_repeat):
-                    gym_env.step(actions[episode, step])
+                    metaworld_env.step(actions[episode, step])
             hand = metaworld_env.tcp_center
             if not np.allclose(hand, data["hands"][episode, start], atol=1e-5):
                 raise ValueError(
@@ -164,7 +164,7 @@ def real_plan_returns(
                 rewards = np.zeros(horizon)
                 for k in range(horizon):
                     for _ in range(action_repeat):
-                        rewards[k] += gym_env.step(held)[1]
+                        rewards[k] += metaworld_env.step(held)[1]
                 returns[episode, s, p] = discounted_sum(rewards, gamma)
                 _restore(metaworld_env, snapshot)
     return returns
