@@ -11,12 +11,16 @@ it:
 2. from each such state, imagines each plan of :data:`PLANS` (one action held for
    ``--horizon`` steps: +1 or -1 on one axis of the hand, 0 elsewhere) ``--samples`` times
    with the agent's imagination (the world model's prior and the reward head imagination
-   uses), and sums the discounted imagined rewards;
+   uses), sums the discounted imagined rewards, and reads where the hand went with a linear
+   probe from latent state to hand position (fitted on the episodes' posterior states; its
+   R^2 on held-out episodes is reported);
 3. from the same env state (the episode replayed up to that action, without rendering:
-   :func:`real_plan_returns`) holds each plan in the env and sums the discounted rewards;
+   :func:`real_plans`) holds each plan in the env, sums the discounted rewards and records
+   where the hand went;
 4. per axis, compares the effect of the sign, ``return(+1) - return(-1)``, imagined against
    real: the share of starts where both have the same sign (among those where the real
-   effect is at least ``--decisive``), and their correlation.
+   effect is at least ``--decisive``), and their correlation; and how far the hand moves
+   along the axis under +1 rather than -1, imagined against real.
 
 A world model whose imagined effects agree with the env's in sign gives the actor gradients
 that point where the env's reward lies; one that disagrees misleads the actor, however well
@@ -35,7 +39,7 @@ import copy
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 from anchor_curves import add_run_argument, labelled_runs  # noqa: E402
 from goal_probe import load_run, policy_episodes, posterior  # noqa: E402
 
+from torchrl_prelar.evaluation import fit_linear_probe, linear_probe_r2  # noqa: E402
 from torchrl_prelar.io import atomic_write_text  # noqa: E402
 
 #: Held actions compared: +1 and -1 on each axis of the hand's motion (x, y, z), 0 elsewhere
@@ -114,7 +119,7 @@ def _restore(metaworld_env, snapshot: tuple[np.ndarray, dict[str, Any]]) -> None
         setattr(metaworld_env, name, copy.deepcopy(value))
 
 
-def real_plan_returns(
+def real_plans(
     env,
     data: Mapping[str, np.ndarray],
     *,
@@ -124,10 +129,11 @@ def real_plan_returns(
     gamma: float,
     seed: int,
     action_repeat: int = 1,
-) -> np.ndarray:
-    """The env's discounted return of each plan held for ``horizon`` steps after each start
-    of each episode of ``data`` (from :func:`goal_probe.policy_episodes` on ``env`` with
-    ``seed``): ``[E, S, P]``.
+) -> dict[str, np.ndarray]:
+    """What each plan held for ``horizon`` steps after each start of each episode of ``data``
+    (from :func:`goal_probe.policy_episodes` on ``env`` with ``seed``) gives in the env:
+    ``returns``, discounted, ``[E, S, P]``, and ``hand_moves``, the hand's displacement,
+    ``[E, S, P, 3]``.
 
     Episode ``e`` is reset as ``policy_episodes`` reset it (``env.set_seed(seed + e)``), then
     its recorded actions are replayed on the Meta-world env beneath the gym wrappers (no frame
@@ -141,6 +147,7 @@ def real_plan_returns(
     metaworld_env = env.base_env._env.unwrapped
     actions = data["actions"]
     returns = np.zeros((len(actions), len(starts), len(plans)))
+    hand_moves = np.zeros((*returns.shape, 3))
     for episode in tqdm(range(len(actions)), desc="replaying episodes", unit="ep"):
         env.set_seed(seed + episode)
         env.reset()
@@ -152,7 +159,7 @@ def real_plan_returns(
                 step += 1
                 for _ in range(action_repeat):
                     metaworld_env.step(actions[episode, step])
-            hand = metaworld_env.tcp_center
+            hand = metaworld_env.tcp_center.copy()
             if not np.allclose(hand, data["hands"][episode, start], atol=1e-5):
                 raise ValueError(
                     f"Episode {episode}: the replay left the recorded hand after action "
@@ -166,11 +173,12 @@ def real_plan_returns(
                     for _ in range(action_repeat):
                         rewards[k] += metaworld_env.step(held)[1]
                 returns[episode, s, p] = discounted_sum(rewards, gamma)
+                hand_moves[episode, s, p] = metaworld_env.tcp_center - hand
                 _restore(metaworld_env, snapshot)
-    return returns
+    return {"returns": returns, "hand_moves": hand_moves}
 
 
-def imagined_plan_returns(
+def imagined_plans(
     agent,
     states,
     *,
@@ -178,18 +186,24 @@ def imagined_plan_returns(
     horizon: int,
     gamma: float,
     samples: int,
-) -> np.ndarray:
-    """The imagined discounted return of each plan held for ``horizon`` steps from each
-    posterior state of ``states`` (a TensorDict ``[N]`` of ``"state"`` and ``"belief"``),
-    averaged over ``samples`` imaginations (the prior samples its stochastic state):
-    ``[N, P]``. Imagination is the agent's own (``agent.loss.actor_loss.model_based_env``:
-    the world model's prior and the reward head the actor learns from)."""
+    hand_probe: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[str, np.ndarray]:
+    """What each plan held for ``horizon`` steps from each posterior state of ``states`` (a
+    TensorDict ``[N]`` of ``"state"`` and ``"belief"``) gives in imagination, averaged over
+    ``samples`` imaginations (the prior samples its stochastic state): ``returns``, the
+    discounted imagined rewards, ``[N, P]``, and ``hand_moves``, ``[N, P, 3]``, the change
+    of the hand's position that ``hand_probe`` (a map from :func:`features` to the hand's
+    position, fitted on posterior states) reads from the first to the last state.
+    Imagination is the agent's own (``agent.loss.actor_loss.model_based_env``: the world
+    model's prior and the reward head the actor learns from)."""
     from tensordict.nn import TensorDictModule
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
     imagination = agent.loss.actor_loss.model_based_env
     repeated = states.expand(samples, *states.shape).reshape(-1).clone()
     returns = np.zeros((len(states), len(plans)))
+    hand_moves = np.zeros((*returns.shape, 3))
+    start_hand = hand_probe(features(states)).float()
     for p, plan in enumerate(plans.values()):
         held = torch.tensor(plan, dtype=torch.float32)
         policy = TensorDictModule(
@@ -206,7 +220,16 @@ def imagined_plan_returns(
             )
         rewards = rollout["next", "reward"].float().reshape(samples, len(states), horizon)
         returns[:, p] = discounted_sum(rewards.numpy(), gamma).mean(0)
-    return returns
+        end_hand = hand_probe(features(rollout["next"][:, -1])).float()
+        end_hand = end_hand.reshape(samples, len(states), 3).mean(0)
+        hand_moves[:, p] = (end_hand - start_hand).numpy()
+    return {"returns": returns, "hand_moves": hand_moves}
+
+
+def features(states) -> torch.Tensor:
+    """``[stochastic state, belief]`` of a TensorDict ``[N]`` of posterior or prior states,
+    ``[N, F]`` (float32)."""
+    return torch.cat([states["state"].flatten(1), states["belief"]], -1).float()
 
 
 def compare_effects(
@@ -251,6 +274,32 @@ def compare_effects(
             "real_effect": float(real_effect.mean()),
         }
     return report
+
+
+def hand_move_effects(
+    imagined: np.ndarray, real: np.ndarray, *, plans: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per axis of :data:`AXES`, how much further the hand moves along it under +1 than under
+    -1 on that axis, ``move(+1) - move(-1)``, averaged over the starts (``imagined`` and
+    ``real`` ``[N, P, 3]`` hand displacements, plans in the order of ``plans``), and the
+    ratio imagined / real.
+
+    Examples:
+        >>> real = np.zeros((2, 6, 3)); real[:, 0, 0], real[:, 1, 0] = 0.1, -0.1
+        >>> hand_move_effects(real / 4, real, plans=list(PLANS))["x"]["ratio"]
+        0.25
+    """
+    column = {name: i for i, name in enumerate(plans)}
+    effects = {}
+    for a, axis in enumerate(AXES):
+        plus, minus = column[f"{axis}+"], column[f"{axis}-"]
+        moved = {
+            name: float((table[:, plus, a] - table[:, minus, a]).mean())
+            for name, table in (("imagined", imagined), ("real", real))
+        }
+        moved["ratio"] = moved["imagined"] / moved["real"] if moved["real"] else None
+        effects[axis] = moved
+    return effects
 
 
 def plot_effects(path: Path, effects: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -322,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             data = policy_episodes(
                 agent.policy, env, episodes=args.episodes, steps=args.steps, seed=args.seed
             )
-            real = real_plan_returns(
+            real = real_plans(
                 env,
                 data,
                 starts=starts,
@@ -335,21 +384,44 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         finally:
             env.close()
         states = posterior(agent.world_model, data["frames"], data["actions"]).get("next")
-        states = states.select("state", "belief")[:, starts].reshape(-1)
-        imagined = imagined_plan_returns(
-            agent, states, plans=PLANS, horizon=horizon, gamma=tune["gamma"], samples=args.samples
+        states = states.select("state", "belief")
+        hands = torch.from_numpy(data["hands"]).reshape(-1, 3)
+        every_state = features(states.reshape(-1))
+        episode = torch.arange(args.episodes).repeat_interleave(args.steps)
+        halves = episode % 2 == 0, episode % 2 == 1  # never an episode on both sides
+        hand_probe_r2 = linear_probe_r2(
+            every_state[halves[0]],
+            hands[halves[0]],
+            every_state[halves[1]],
+            hands[halves[1]],
+            multioutput="raw_values",
         )
-        real = real.reshape(-1, len(PLANS))
-        figures = compare_effects(imagined, real, plans=list(PLANS), decisive=args.decisive)
+        imagined = imagined_plans(
+            agent,
+            states[:, starts].reshape(-1),
+            plans=PLANS,
+            horizon=horizon,
+            gamma=tune["gamma"],
+            samples=args.samples,
+            hand_probe=fit_linear_probe(every_state, hands),
+        )
+        real = {key: value.reshape(-1, *value.shape[2:]) for key, value in real.items()}
+        figures = compare_effects(
+            imagined["returns"], real["returns"], plans=list(PLANS), decisive=args.decisive
+        )
         runs[label] = {
             "run_dir": str(run_dir),
             "env_steps": env_steps,
-            "starts": len(real),
+            "starts": len(real["returns"]),
             **figures,
+            "hand_probe_r2": dict(zip(AXES, hand_probe_r2.tolist(), strict=True)),
+            "hand_moves": hand_move_effects(
+                imagined["hand_moves"], real["hand_moves"], plans=list(PLANS)
+            ),
         }
         effects[f"{label} ({env_steps} env steps)"] = tuple(
             np.stack([table[:, 2 * i] - table[:, 2 * i + 1] for i in range(len(AXES))], 1)
-            for table in (imagined, real)
+            for table in (imagined["returns"], real["returns"])
         )
         print(
             f"{label} at {env_steps}: "

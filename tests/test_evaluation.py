@@ -29,6 +29,7 @@ from torchrl_prelar.evaluation.latent_actions import (
     episode_task,
     episodes_to_clips,
     evaluate_latent_actions,
+    fit_linear_probe,
     linear_probe_r2,
     posterior_rollout,
     shuffle_index,
@@ -77,6 +78,22 @@ def test_probe_matches_closed_form_least_squares(ridge):
     assert r2[0] > 0.99 and r2[1] > 0.95  # linear targets
     assert r2[2] < 0.05  # independent of the features
     assert float(linear_probe_r2(*parts, ridge=ridge)) == pytest.approx(float(r2.mean()))
+
+
+def test_fitted_probe_predicts_the_closed_form_ridge_fit_and_refuses_other_widths():
+    generator = np.random.default_rng(1)
+    x, y = generator.normal(size=(200, 4)), generator.normal(size=(200, 2))
+    predict = fit_linear_probe(torch.from_numpy(x), torch.from_numpy(y), ridge=1e-2)
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    centred = x - x_mean
+    penalty = 1e-2 * (centred**2).sum() / 4
+    weight = np.linalg.solve(centred.T @ centred + penalty * np.eye(4), centred.T @ (y - y_mean))
+    new = generator.normal(size=(7, 4))
+    np.testing.assert_allclose(
+        predict(torch.from_numpy(new)).numpy(), (new - x_mean) @ weight + y_mean, rtol=1e-8
+    )
+    with pytest.raises(ValueError, match=r"Expected features \[M, 4\]"):
+        predict(torch.zeros(3, 5))
 
 
 def test_probe_of_an_exact_linear_target_is_one_and_pooled_r2_weights_by_variance():

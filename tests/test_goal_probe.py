@@ -380,17 +380,19 @@ def test_imagined_actions_compares_imagined_and_real_returns_of_held_actions(
     for axis in ("x", "y", "z"):
         agreement = run[axis]["agreement"]
         assert agreement is None or 0 <= agreement <= 1
+        assert run["hand_moves"][axis]["real"] > 0  # +1 takes the hand further than -1
+        assert np.isfinite(run["hand_moves"][axis]["imagined"])
+        assert run["hand_probe_r2"][axis] <= 1
 
 
-def test_real_plan_returns_hold_each_plan_from_the_recorded_state(finetuned_run):
-    from imagined_actions import PLANS, discounted_sum, real_plan_returns
+def test_real_plans_hold_each_plan_from_the_recorded_state(finetuned_run):
+    from imagined_actions import PLANS, discounted_sum, real_plans
 
     cfg, agent, _ = load_run(finetuned_run)
     env = make_finetune_env(cfg["finetune"], agent.carried, 3, render_quality="fast")
     data = policy_episodes(agent.policy, env, episodes=4, steps=8, seed=21)
-    returns = real_plan_returns(
-        env, data, starts=[1, 5], plans=PLANS, horizon=4, gamma=0.9, seed=21
-    )
+    real = real_plans(env, data, starts=[1, 5], plans=PLANS, horizon=4, gamma=0.9, seed=21)
+    returns = real["returns"]
     assert returns.shape == (4, 2, len(PLANS))
     gym_env = env.base_env._env
     for start, column in ((1, 0), (5, 1)):  # from a reset each time, no saved state
@@ -399,13 +401,17 @@ def test_real_plan_returns_hold_each_plan_from_the_recorded_state(finetuned_run)
             env.reset()
             for action in data["actions"][2, : start + 1]:
                 gym_env.step(action)
+            before = gym_env.unwrapped.tcp_center.copy()
             rewards = [gym_env.step(np.asarray(plan, np.float32))[1] for _ in range(4)]
             assert returns[2, column, p] == pytest.approx(discounted_sum(np.array(rewards), 0.9))
+            np.testing.assert_allclose(
+                real["hand_moves"][2, column, p], gym_env.unwrapped.tcp_center - before
+            )
     assert not np.allclose(returns[..., 0], returns[..., 1])  # x+ and x- differ
 
     moved = {**data, "hands": data["hands"] + 0.01}
     with pytest.raises(ValueError, match="left the recorded hand after action 1"):
-        real_plan_returns(env, moved, starts=[1], plans=PLANS, horizon=2, gamma=0.9, seed=21)
+        real_plans(env, moved, starts=[1], plans=PLANS, horizon=2, gamma=0.9, seed=21)
     env.close()
 
 

@@ -3,6 +3,7 @@
 from torchrl_prelar.evaluation.latent_actions import (
     episodes_to_clips,
     evaluate_latent_actions,
+    fit_linear_probe,
     linear_probe_r2,
     load_episodes,
     save_transfer_gif,
@@ -12,6 +13,7 @@ from torchrl_prelar.evaluation.open_loop import open_loop_rollout, psnr
 __all__ = [
     "episodes_to_clips",
     "evaluate_latent_actions",
+    "fit_linear_probe",
     "linear_probe_r2",
     "load_episodes",
     "open_loop_rollout",

@@ -22,7 +22,7 @@ clip B's start state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -269,6 +269,39 @@ def linear_probe_r2(
     )
 
 
+def fit_linear_probe(
+    train_features: torch.Tensor, train_targets: torch.Tensor, *, ridge: float = 1e-3
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ridge fit of :func:`linear_probe_r2`, as a function from features ``[M, F]`` to
+    predicted targets ``[M, D]`` (float64).
+
+    Examples:
+        >>> x = torch.randn(100, 3)
+        >>> predict = fit_linear_probe(x, x @ torch.ones(3, 1) + 2, ridge=0)
+        >>> round(float(predict(torch.zeros(1, 3))), 3)
+        2.0
+    """
+    _check_probe_inputs(train_features, train_targets, "train")
+    x, y = train_features.double(), train_targets.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    x, y = x - x_mean, y - y_mean
+    penalty = ridge * x.pow(2).sum() / x.shape[1]
+    if penalty > 0:
+        x = torch.cat([x, penalty.sqrt() * torch.eye(x.shape[1], dtype=x.dtype)])
+        y = torch.cat([y, y.new_zeros(x.shape[1], y.shape[1])])
+    weight = torch.linalg.lstsq(x, y).solution
+
+    def predict(features: torch.Tensor) -> torch.Tensor:
+        if features.ndim != 2 or features.shape[1] != weight.shape[0]:
+            raise ValueError(
+                f"Expected features [M, {weight.shape[0]}] (the train width), got "
+                f"{list(features.shape)}."
+            )
+        return (features.double() - x_mean) @ weight + y_mean
+
+    return predict
+
+
 def _probe_errors(
     train_features: torch.Tensor,
     train_targets: torch.Tensor,
@@ -284,16 +317,8 @@ def _probe_errors(
             f"train and test features differ in width: {train_features.shape[1]} and "
             f"{test_features.shape[1]}."
         )
-    x, y = train_features.double(), train_targets.double()
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    x, y = x - x_mean, y - y_mean
-    penalty = ridge * x.pow(2).sum() / x.shape[1]
-    if penalty > 0:
-        x = torch.cat([x, penalty.sqrt() * torch.eye(x.shape[1], dtype=x.dtype)])
-        y = torch.cat([y, y.new_zeros(x.shape[1], y.shape[1])])
-    weight = torch.linalg.lstsq(x, y).solution
+    prediction = fit_linear_probe(train_features, train_targets, ridge=ridge)(test_features)
     test = test_targets.double()
-    prediction = (test_features.double() - x_mean) @ weight + y_mean
     return (test - prediction).pow(2).sum(0), (test - test.mean(0)).pow(2).sum(0)
 
 
