@@ -16,11 +16,14 @@ it:
    R^2 on held-out episodes is reported);
 3. from the same env state (the episode replayed up to that action, without rendering:
    :func:`real_plans`) holds each plan in the env, sums the discounted rewards and records
-   where the hand went;
+   where the hand went; and, as the reference of a model that cannot see the goal, sums them
+   again with the episode's goal replaced by each of ``--goal-samples`` other goals of the
+   run's goal distribution, and averages;
 4. per axis, compares the effect of the sign, ``return(+1) - return(-1)``, imagined against
-   real: the share of starts where both have the same sign (among those where the real
-   effect is at least ``--decisive``), and their correlation; and how far the hand moves
-   along the axis under +1 rather than -1, imagined against real.
+   real (and against the goal-averaged real): the share of starts where both have the same
+   sign (among those where the real effect is at least ``--decisive``), and their
+   correlation; and how far the hand moves along the axis under +1 rather than -1, imagined
+   against real.
 
 A world model whose imagined effects agree with the env's in sign gives the actor gradients
 that point where the env's reward lies; one that disagrees misleads the actor, however well
@@ -55,7 +58,7 @@ sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(REPO / "experiments"))
 
 from anchor_curves import add_run_argument, labelled_runs  # noqa: E402
-from goal_probe import load_run, policy_episodes, posterior  # noqa: E402
+from goal_probe import load_run, policy_episodes, posterior, reset_goals  # noqa: E402
 
 from torchrl_prelar.evaluation import fit_linear_probe, linear_probe_r2  # noqa: E402
 from torchrl_prelar.io import atomic_write_text  # noqa: E402
@@ -104,7 +107,7 @@ def _snapshot(metaworld_env) -> tuple[np.ndarray, dict[str, Any]]:
     )
     python_state = {
         name: copy.deepcopy(getattr(metaworld_env, name))
-        for name in ("curr_path_length", "_prev_obs", "_last_stable_obs")
+        for name in ("curr_path_length", "_prev_obs", "_last_stable_obs", "_target_pos")
     }
     return state, python_state
 
@@ -129,11 +132,15 @@ def real_plans(
     gamma: float,
     seed: int,
     action_repeat: int = 1,
+    other_goals: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """What each plan held for ``horizon`` steps after each start of each episode of ``data``
     (from :func:`goal_probe.policy_episodes` on ``env`` with ``seed``) gives in the env:
     ``returns``, discounted, ``[E, S, P]``, and ``hand_moves``, the hand's displacement,
-    ``[E, S, P, 3]``.
+    ``[E, S, P, 3]``. With ``other_goals`` ``[K, 3]``, also ``goal_averaged_returns``
+    ``[E, S, P]``: the same plans from the same states with the episode's goal replaced by each
+    of them in turn, the returns averaged over them; what a model that cannot see the goal,
+    only the goals' distribution, should expect.
 
     Episode ``e`` is reset as ``policy_episodes`` reset it (``env.set_seed(seed + e)``), then
     its recorded actions are replayed on the Meta-world env beneath the gym wrappers (no frame
@@ -148,6 +155,7 @@ def real_plans(
     actions = data["actions"]
     returns = np.zeros((len(actions), len(starts), len(plans)))
     hand_moves = np.zeros((*returns.shape, 3))
+    goal_averaged = np.zeros_like(returns)
     for episode in tqdm(range(len(actions)), desc="replaying episodes", unit="ep"):
         env.set_seed(seed + episode)
         env.reset()
@@ -167,15 +175,33 @@ def real_plans(
                 )
             snapshot = _snapshot(metaworld_env)
             for p, plan in enumerate(plans.values()):
-                held = np.asarray(plan, np.float32)
-                rewards = np.zeros(horizon)
-                for k in range(horizon):
-                    for _ in range(action_repeat):
-                        rewards[k] += metaworld_env.step(held)[1]
-                returns[episode, s, p] = discounted_sum(rewards, gamma)
+                returns[episode, s, p] = _held_return(
+                    metaworld_env, plan, horizon, gamma, action_repeat
+                )
                 hand_moves[episode, s, p] = metaworld_env.tcp_center - hand
                 _restore(metaworld_env, snapshot)
-    return {"returns": returns, "hand_moves": hand_moves}
+                for goal in [] if other_goals is None else other_goals:
+                    metaworld_env._target_pos = np.array(goal, dtype=float)
+                    goal_averaged[episode, s, p] += _held_return(
+                        metaworld_env, plan, horizon, gamma, action_repeat
+                    ) / len(other_goals)
+                    _restore(metaworld_env, snapshot)
+    out = {"returns": returns, "hand_moves": hand_moves}
+    if other_goals is not None:
+        out["goal_averaged_returns"] = goal_averaged
+    return out
+
+
+def _held_return(
+    metaworld_env, plan: Sequence[float], horizon: int, gamma: float, action_repeat: int
+) -> float:
+    """The discounted return of ``plan`` held for ``horizon`` steps from the env's state."""
+    held = np.asarray(plan, np.float32)
+    rewards = np.zeros(horizon)
+    for k in range(horizon):
+        for _ in range(action_repeat):
+            rewards[k] += metaworld_env.step(held)[1]
+    return float(discounted_sum(rewards, gamma))
 
 
 def imagined_plans(
@@ -339,13 +365,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--decisive", type=float, default=1.0, help="least real effect counted in agreement"
     )
+    parser.add_argument(
+        "--goal-samples", type=int, default=8, help="other goals of the goal-blind reference"
+    )
     parser.add_argument("--seed", type=int, default=7000, help="seed of the first episode")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
-    for option, least in (("episodes", 4), ("steps", 1), ("every", 1), ("samples", 1)):
+    for option, least in (
+        ("episodes", 4),
+        ("steps", 1),
+        ("every", 1),
+        ("samples", 1),
+        ("goal_samples", 1),
+    ):
         if getattr(args, option) < least:
-            parser.error(f"--{option} must be >= {least}")
+            parser.error(f"--{option.replace('_', '-')} must be >= {least}")
     if args.horizon is not None and args.horizon < 1:
         parser.error("--horizon must be >= 1")
     from dreamer_prelar_utils import make_finetune_env
@@ -380,6 +415,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 gamma=tune["gamma"],
                 seed=args.seed,
                 action_repeat=tune["action_repeat"],
+                other_goals=reset_goals(
+                    tune["task"],
+                    goals=tune["goals"],
+                    resets=args.episodes + args.goal_samples,
+                    seed=args.seed,
+                )[args.episodes :],  # the resets after the episodes'
             )
         finally:
             env.close()
@@ -409,11 +450,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         figures = compare_effects(
             imagined["returns"], real["returns"], plans=list(PLANS), decisive=args.decisive
         )
+        goal_averaged = compare_effects(
+            imagined["returns"],
+            real["goal_averaged_returns"],
+            plans=list(PLANS),
+            decisive=args.decisive,
+        )
         runs[label] = {
             "run_dir": str(run_dir),
             "env_steps": env_steps,
             "starts": len(real["returns"]),
             **figures,
+            "goal_averaged": {axis: goal_averaged[axis] for axis in AXES},
             "hand_probe_r2": dict(zip(AXES, hand_probe_r2.tolist(), strict=True)),
             "hand_moves": hand_move_effects(
                 imagined["hand_moves"], real["hand_moves"], plans=list(PLANS)
@@ -432,7 +480,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": machine_description(args.threads),
         "settings": {
             key: getattr(args, key)
-            for key in ("episodes", "steps", "every", "horizon", "samples", "decisive", "seed")
+            for key in (
+                "episodes",
+                "steps",
+                "every",
+                "horizon",
+                "samples",
+                "decisive",
+                "goal_samples",
+                "seed",
+            )
         },
         "runs": runs,
     }

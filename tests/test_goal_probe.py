@@ -383,6 +383,7 @@ def test_imagined_actions_compares_imagined_and_real_returns_of_held_actions(
         assert run["hand_moves"][axis]["real"] > 0  # +1 takes the hand further than -1
         assert np.isfinite(run["hand_moves"][axis]["imagined"])
         assert run["hand_probe_r2"][axis] <= 1
+        assert set(run["goal_averaged"][axis]) == set(run[axis])
 
 
 def test_real_plans_hold_each_plan_from_the_recorded_state(finetuned_run):
@@ -391,8 +392,13 @@ def test_real_plans_hold_each_plan_from_the_recorded_state(finetuned_run):
     cfg, agent, _ = load_run(finetuned_run)
     env = make_finetune_env(cfg["finetune"], agent.carried, 3, render_quality="fast")
     data = policy_episodes(agent.policy, env, episodes=4, steps=8, seed=21)
-    real = real_plans(env, data, starts=[1, 5], plans=PLANS, horizon=4, gamma=0.9, seed=21)
+    own_goal = np.stack([data["goal"][2]] * 2)  # episode 2's goal, twice
+    real = real_plans(
+        env, data, starts=[1, 5], plans=PLANS, horizon=4, gamma=0.9, seed=21, other_goals=own_goal
+    )
     returns = real["returns"]
+    np.testing.assert_allclose(real["goal_averaged_returns"][2], returns[2])
+    assert not np.allclose(real["goal_averaged_returns"][0], returns[0])  # another goal
     assert returns.shape == (4, 2, len(PLANS))
     gym_env = env.base_env._env
     for start, column in ((1, 0), (5, 1)):  # from a reset each time, no saved state
