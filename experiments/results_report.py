@@ -168,6 +168,7 @@ TABLES = {
     "table-reach35k-runs": "reach35k.json",
     "table-reach35k-arms": "reach35k.json",
     "table-metaworld-reach": "metaworld_reach.json",
+    "table-metaworld-reach-goals": "metaworld_reach_goals.json",
     "table-goal-probe": "goal_probe_reach.json",
     "table-goal-marker": "goal_marker_reach.json",
     "table-goal-marker-held": "goal_marker_reach_hold25.json",
@@ -307,14 +308,14 @@ def model_gap_differences(results: dict, variant: str, pairs: Sequence[tuple[str
 
 
 def _steps(step: str | int) -> str:
-    """Env steps as the tables write them: thousands as ``k``.
+    """Env steps as the tables write them: thousands as ``k``, to a tenth of a thousand.
 
     Example:
-        >>> _steps("35010"), _steps(40)
-        ('35k', '40')
+        >>> _steps("35010"), _steps(7500), _steps(40)
+        ('35k', '7.5k', '40')
     """
     step = int(step)
-    return f"{step // 1000}k" if step >= 1000 else str(step)
+    return f"{step / 1000:.1f}".removesuffix(".0") + "k" if step >= 1000 else str(step)
 
 
 def comparison_runs_table(results: dict) -> str:
@@ -623,6 +624,7 @@ def results_tables(results_dir: str | Path) -> dict[str, str]:
         "table-reach35k-runs": comparison_runs_table(reach),
         "table-reach35k-arms": comparison_arms_table(reach),
         "table-metaworld-reach": anchor_table(loaded["metaworld_reach.json"]),
+        "table-metaworld-reach-goals": anchor_table(loaded["metaworld_reach_goals.json"]),
         "table-goal-probe": goal_probe_table(loaded["goal_probe_reach.json"]),
         "table-goal-marker": goal_marker_table(loaded["goal_marker_reach.json"]),
         "table-goal-marker-held": goal_marker_table(loaded["goal_marker_reach_hold25.json"]),
@@ -1997,18 +1999,23 @@ def model_gap_figure(results: dict, path: str | Path) -> Path:
 
 
 def renamed_paths(record: Any, renames: Mapping[str, str]) -> Any:
-    """``record`` (a JSON value) with every string that starts with a key of ``renames``, or
-    holds one after a space, ``=`` or ``:``, given the key's value instead (the longest key
-    first, so a file can be renamed apart from its folder): how a results file written under
-    a machine's scratch folder names its runs in the repository.
+    """``record`` (a JSON value) with every string (object keys too) that starts with a key of
+    ``renames``, or holds one after a space, ``=`` or ``:``, given the key's value instead (the
+    longest key first, so a file can be renamed apart from its folder): how a results file
+    written under a machine's scratch folder names its runs in the repository.
 
     Example:
         >>> renamed_paths({"run_dir": "/scratch/mw/s2", "command": "probe --run d=/scratch/mw/s2"},
         ...               {"/scratch/mw": "runs/metaworld"})
         {'run_dir': 'runs/metaworld/s2', 'command': 'probe --run d=runs/metaworld/s2'}
+        >>> renamed_paths({"/scratch/mw/s2": [1]}, {"/scratch/mw": "runs/metaworld"})
+        {'runs/metaworld/s2': [1]}
     """
     if isinstance(record, dict):
-        return {key: renamed_paths(value, renames) for key, value in record.items()}
+        return {
+            renamed_paths(key, renames): renamed_paths(value, renames)
+            for key, value in record.items()
+        }
     if isinstance(record, list):
         return [renamed_paths(value, renames) for value in record]
     if isinstance(record, str):

@@ -82,6 +82,7 @@ def test_a_missing_raw_file_is_named(tmp_path):
         "model_gap.json",
         "model_gap_pretrain_seeds_quick.json",
         "metaworld_reach.json",
+        "metaworld_reach_goals.json",
     ):
         (tmp_path / name).write_text("{}")
     with pytest.raises(FileNotFoundError, match="reach35k.json"):
@@ -341,6 +342,12 @@ def test_publishing_renames_the_runs_and_merges_goal_probes(tmp_path):
     assert scratch not in dest.read_text()
     with pytest.raises(SystemExit):
         main(["--publish", str(source), str(dest), "--rename", "no-equals-sign"])
+
+    curves = tmp_path / "curves.json"  # anchor_curves.py keys each arm's runs by folder
+    curves.write_text(json.dumps({"arms": {"dreamer": {"runs": {f"{scratch}/seed2": [1]}}}}))
+    main(["--publish", str(curves), str(tmp_path / "out.json"), "--rename", renames[0]])
+    published = json.loads((tmp_path / "out.json").read_text())
+    assert published == {"arms": {"dreamer": {"runs": {"runs/metaworld/seed2": [1]}}}}
 
 
 @pytest.mark.parametrize(
