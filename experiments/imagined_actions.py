@@ -463,6 +463,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             **figures,
             "goal_averaged": {axis: goal_averaged[axis] for axis in AXES},
             "hand_probe_r2": dict(zip(AXES, hand_probe_r2.tolist(), strict=True)),
+            "policy_episodes": {  # where the policy takes the hand, per axis
+                "action_mean": data["actions"].mean((0, 1))[:3].tolist(),
+                "last_hand_min": data["hand"].min(0).tolist(),
+                "last_hand_max": data["hand"].max(0).tolist(),
+                "goal_min": data["goal"].min(0).tolist(),
+                "goal_max": data["goal"].max(0).tolist(),
+            },
             "hand_moves": hand_move_effects(
                 imagined["hand_moves"], real["hand_moves"], plans=list(PLANS)
             ),

@@ -384,6 +384,9 @@ def test_imagined_actions_compares_imagined_and_real_returns_of_held_actions(
         assert np.isfinite(run["hand_moves"][axis]["imagined"])
         assert run["hand_probe_r2"][axis] <= 1
         assert set(run["goal_averaged"][axis]) == set(run[axis])
+    episodes = run["policy_episodes"]
+    assert len(episodes["action_mean"]) == 3
+    assert np.all(np.array(episodes["goal_min"]) <= np.array(episodes["goal_max"]))
 
 
 def test_real_plans_hold_each_plan_from_the_recorded_state(finetuned_run):
