@@ -439,3 +439,15 @@ def test_compare_effects_counts_sign_agreement_on_decisive_starts_only():
     )
     assert figures["y"]["agreement"] is None and figures["y"]["correlation"] is None
     assert figures["plans"]["x+"] == {"imagined": 0.75, "real": 0.875}
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--episodes", "3"), ("--every", "0"), ("--samples", "0"), ("--goal-samples", "0")],
+)
+def test_imagined_actions_refuses_counts_below_what_it_needs(tmp_path, capsys, option, value):
+    from imagined_actions import main as compare
+
+    with pytest.raises(SystemExit):
+        compare(["--run", f"dreamer={tmp_path}", option, value, "--out", str(tmp_path / "o.json")])
+    assert f"{option} must be >= " in capsys.readouterr().err
