@@ -150,6 +150,14 @@ def real_plans(
 
     Raises:
         ValueError: if a replay leaves the recorded trajectory.
+
+    Examples:
+        >>> data = policy_episodes(agent.policy, env, episodes=8, steps=300,
+        ...                        seed=7000)  # doctest: +SKIP
+        >>> real = real_plans(env, data, starts=[0, 10], plans=PLANS, horizon=15, gamma=0.99,
+        ...                   seed=7000)  # doctest: +SKIP
+        >>> real["returns"].shape, real["hand_moves"].shape  # doctest: +SKIP
+        ((8, 2, 6), (8, 2, 6, 3))
     """
     metaworld_env = env.base_env._env.unwrapped
     actions = data["actions"]
@@ -221,7 +229,14 @@ def imagined_plans(
     of the hand's position that ``hand_probe`` (a map from :func:`features` to the hand's
     position, fitted on posterior states) reads from the first to the last state.
     Imagination is the agent's own (``agent.loss.actor_loss.model_based_env``: the world
-    model's prior and the reward head the actor learns from)."""
+    model's prior and the reward head the actor learns from).
+
+    Examples:
+        >>> imagined = imagined_plans(agent, states, plans=PLANS, horizon=15, gamma=0.99,
+        ...                           samples=4, hand_probe=probe)  # doctest: +SKIP
+        >>> imagined["returns"].shape  # doctest: +SKIP
+        (240, 6)
+    """
     from tensordict.nn import TensorDictModule
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -352,6 +367,105 @@ def plot_effects(path: Path, effects: Mapping[str, tuple[np.ndarray, np.ndarray]
     plt.close(fig)
 
 
+def hand_probe(states, hands: np.ndarray) -> tuple[Callable, list[float]]:
+    """A linear probe from latent state to hand position fitted on every posterior state of
+    ``states`` (``[E, T]``) against ``hands`` (``[E, T, 3]``), and its R^2 per axis when fitted
+    on the even episodes and scored on the odd ones (never an episode on both sides).
+
+    Examples:
+        >>> probe, r2 = hand_probe(posterior_states, data["hands"])  # doctest: +SKIP
+    """
+    episodes, steps = hands.shape[:2]
+    every_state = features(states.reshape(-1))
+    targets = torch.from_numpy(hands).reshape(-1, 3)
+    even = torch.arange(episodes).repeat_interleave(steps) % 2 == 0
+    r2 = linear_probe_r2(
+        every_state[even],
+        targets[even],
+        every_state[~even],
+        targets[~even],
+        multioutput="raw_values",
+    )
+    return fit_linear_probe(every_state, targets), r2.tolist()
+
+
+def measure_run(
+    run_dir: Path, args: argparse.Namespace
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """The figures of one run (see the module's docstring) and its imagined and real effects
+    per start and axis ``[N, 3]`` (for :func:`plot_effects`)."""
+    from dreamer_prelar_utils import make_finetune_env
+
+    cfg, agent, env_steps = load_run(run_dir)
+    tune = cfg["finetune"]
+    horizon = args.horizon or tune["imagination_horizon"]
+    starts = start_indices(
+        args.steps, every=args.every, horizon=horizon, max_episode_steps=tune["max_episode_steps"]
+    )
+    other_goals = reset_goals(
+        tune["task"], goals=tune["goals"], resets=args.episodes + args.goal_samples, seed=args.seed
+    )[args.episodes :]  # the resets after the episodes'
+    env = make_finetune_env(tune, agent.carried, args.seed, render_quality=cfg["render_quality"])
+    try:
+        data = policy_episodes(
+            agent.policy, env, episodes=args.episodes, steps=args.steps, seed=args.seed
+        )
+        real = real_plans(
+            env,
+            data,
+            starts=starts,
+            plans=PLANS,
+            horizon=horizon,
+            gamma=tune["gamma"],
+            seed=args.seed,
+            action_repeat=tune["action_repeat"],
+            other_goals=other_goals,
+        )
+    finally:
+        env.close()
+    states = posterior(agent.world_model, data["frames"], data["actions"]).get("next")
+    states = states.select("state", "belief")
+    probe, probe_r2 = hand_probe(states, data["hands"])
+    imagined = imagined_plans(
+        agent,
+        states[:, starts].reshape(-1),
+        plans=PLANS,
+        horizon=horizon,
+        gamma=tune["gamma"],
+        samples=args.samples,
+        hand_probe=probe,
+    )
+    real = {key: value.reshape(-1, *value.shape[2:]) for key, value in real.items()}
+    plans = list(PLANS)
+    figures = compare_effects(
+        imagined["returns"], real["returns"], plans=plans, decisive=args.decisive
+    )
+    goal_averaged = compare_effects(
+        imagined["returns"], real["goal_averaged_returns"], plans=plans, decisive=args.decisive
+    )
+    report = {
+        "run_dir": str(run_dir),
+        "env_steps": env_steps,
+        "starts": len(real["returns"]),
+        **figures,
+        "goal_averaged": {axis: goal_averaged[axis] for axis in AXES},
+        "hand_probe_r2": dict(zip(AXES, probe_r2, strict=True)),
+        "policy_episodes": {  # where the policy takes the hand, per axis
+            "action_mean": data["actions"].mean((0, 1))[:3].tolist(),
+            "last_hand_min": data["hand"].min(0).tolist(),
+            "last_hand_max": data["hand"].max(0).tolist(),
+            "goal_min": data["goal"].min(0).tolist(),
+            "goal_max": data["goal"].max(0).tolist(),
+        },
+        "hand_moves": hand_move_effects(imagined["hand_moves"], real["hand_moves"], plans=plans),
+    }
+    effects = tuple(
+        np.stack([table[:, 2 * i] - table[:, 2 * i + 1] for i in range(len(AXES))], 1)
+        for table in (imagined["returns"], real["returns"])
+    )
+    return report, effects
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_argument(parser)
@@ -383,104 +497,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             parser.error(f"--{option.replace('_', '-')} must be >= {least}")
     if args.horizon is not None and args.horizon < 1:
         parser.error("--horizon must be >= 1")
-    from dreamer_prelar_utils import make_finetune_env
     from results_report import command_line, machine_description
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     runs, effects = {}, {}
     for label, run_dir in labelled_runs(args.run):
-        cfg, agent, env_steps = load_run(run_dir)
-        tune = cfg["finetune"]
-        horizon = args.horizon or tune["imagination_horizon"]
-        starts = start_indices(
-            args.steps,
-            every=args.every,
-            horizon=horizon,
-            max_episode_steps=tune["max_episode_steps"],
-        )
-        env = make_finetune_env(
-            tune, agent.carried, args.seed, render_quality=cfg["render_quality"]
-        )
-        try:
-            data = policy_episodes(
-                agent.policy, env, episodes=args.episodes, steps=args.steps, seed=args.seed
-            )
-            real = real_plans(
-                env,
-                data,
-                starts=starts,
-                plans=PLANS,
-                horizon=horizon,
-                gamma=tune["gamma"],
-                seed=args.seed,
-                action_repeat=tune["action_repeat"],
-                other_goals=reset_goals(
-                    tune["task"],
-                    goals=tune["goals"],
-                    resets=args.episodes + args.goal_samples,
-                    seed=args.seed,
-                )[args.episodes :],  # the resets after the episodes'
-            )
-        finally:
-            env.close()
-        states = posterior(agent.world_model, data["frames"], data["actions"]).get("next")
-        states = states.select("state", "belief")
-        hands = torch.from_numpy(data["hands"]).reshape(-1, 3)
-        every_state = features(states.reshape(-1))
-        episode = torch.arange(args.episodes).repeat_interleave(args.steps)
-        halves = episode % 2 == 0, episode % 2 == 1  # never an episode on both sides
-        hand_probe_r2 = linear_probe_r2(
-            every_state[halves[0]],
-            hands[halves[0]],
-            every_state[halves[1]],
-            hands[halves[1]],
-            multioutput="raw_values",
-        )
-        imagined = imagined_plans(
-            agent,
-            states[:, starts].reshape(-1),
-            plans=PLANS,
-            horizon=horizon,
-            gamma=tune["gamma"],
-            samples=args.samples,
-            hand_probe=fit_linear_probe(every_state, hands),
-        )
-        real = {key: value.reshape(-1, *value.shape[2:]) for key, value in real.items()}
-        figures = compare_effects(
-            imagined["returns"], real["returns"], plans=list(PLANS), decisive=args.decisive
-        )
-        goal_averaged = compare_effects(
-            imagined["returns"],
-            real["goal_averaged_returns"],
-            plans=list(PLANS),
-            decisive=args.decisive,
-        )
-        runs[label] = {
-            "run_dir": str(run_dir),
-            "env_steps": env_steps,
-            "starts": len(real["returns"]),
-            **figures,
-            "goal_averaged": {axis: goal_averaged[axis] for axis in AXES},
-            "hand_probe_r2": dict(zip(AXES, hand_probe_r2.tolist(), strict=True)),
-            "policy_episodes": {  # where the policy takes the hand, per axis
-                "action_mean": data["actions"].mean((0, 1))[:3].tolist(),
-                "last_hand_min": data["hand"].min(0).tolist(),
-                "last_hand_max": data["hand"].max(0).tolist(),
-                "goal_min": data["goal"].min(0).tolist(),
-                "goal_max": data["goal"].max(0).tolist(),
-            },
-            "hand_moves": hand_move_effects(
-                imagined["hand_moves"], real["hand_moves"], plans=list(PLANS)
-            ),
-        }
-        effects[f"{label} ({env_steps} env steps)"] = tuple(
-            np.stack([table[:, 2 * i] - table[:, 2 * i + 1] for i in range(len(AXES))], 1)
-            for table in (imagined["returns"], real["returns"])
-        )
+        runs[label], run_effects = measure_run(run_dir, args)
+        effects[f"{label} ({runs[label]['env_steps']} env steps)"] = run_effects
         print(
-            f"{label} at {env_steps}: "
-            + ", ".join(f"{axis} agreement {figures[axis]['agreement']}" for axis in AXES)
+            f"{label} at {runs[label]['env_steps']}: "
+            + ", ".join(f"{axis} agreement {runs[label][axis]['agreement']}" for axis in AXES)
         )
     report = {
         "command": command_line(__file__, argv),
