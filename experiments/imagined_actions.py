@@ -74,6 +74,8 @@ PLANS: dict[str, tuple[float, float, float, float]] = {
     "z-": (0.0, 0.0, -1.0, 0.0),
 }
 AXES = ("x", "y", "z")
+#: The options a report records.
+SETTINGS = ("episodes", "steps", "every", "horizon", "samples", "decisive", "goal_samples", "seed")
 
 
 def start_indices(steps: int, *, every: int, horizon: int, max_episode_steps: int) -> list[int]:
@@ -512,19 +514,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report = {
         "command": command_line(__file__, argv),
         "machine": machine_description(args.threads),
-        "settings": {
-            key: getattr(args, key)
-            for key in (
-                "episodes",
-                "steps",
-                "every",
-                "horizon",
-                "samples",
-                "decisive",
-                "goal_samples",
-                "seed",
-            )
-        },
+        "settings": {key: getattr(args, key) for key in SETTINGS},
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
