@@ -9,7 +9,9 @@ it:
    with the run's policy (``goal_probe.policy_episodes``), and takes the world model's
    posterior state after every ``--every``-th action;
 2. from each such state, imagines each plan of :data:`PLANS` (one action held for
-   ``--horizon`` steps: +1 or -1 on one axis of the hand, 0 elsewhere) ``--samples`` times
+   ``--horizon`` steps: +1 or -1 on one axis of the hand, 0 elsewhere; with
+   ``--around-policy DELTA``, the policy's own action in that state, +DELTA or -DELTA on one
+   axis, which is what the actor's gradient is about) ``--samples`` times
    with the agent's imagination (the world model's prior and the reward head imagination
    uses), sums the discounted imagined rewards, and reads where the hand went with a linear
    probe from latent state to hand position (fitted on the episodes' posterior states; its
@@ -75,7 +77,17 @@ PLANS: dict[str, tuple[float, float, float, float]] = {
 }
 AXES = ("x", "y", "z")
 #: The options a report records.
-SETTINGS = ("episodes", "steps", "every", "horizon", "samples", "decisive", "goal_samples", "seed")
+SETTINGS = (
+    "episodes",
+    "steps",
+    "every",
+    "horizon",
+    "samples",
+    "decisive",
+    "goal_samples",
+    "around_policy",
+    "seed",
+)
 
 
 def start_indices(steps: int, *, every: int, horizon: int, max_episode_steps: int) -> list[int]:
@@ -129,15 +141,16 @@ def real_plans(
     data: Mapping[str, np.ndarray],
     *,
     starts: Sequence[int],
-    plans: Mapping[str, Sequence[float]],
+    held: np.ndarray,
     horizon: int,
     gamma: float,
     seed: int,
     action_repeat: int = 1,
     other_goals: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """What each plan held for ``horizon`` steps after each start of each episode of ``data``
-    (from :func:`goal_probe.policy_episodes` on ``env`` with ``seed``) gives in the env:
+    """What each plan gives in the env after each start of each episode of ``data`` (from
+    :func:`goal_probe.policy_episodes` on ``env`` with ``seed``), plan ``p`` holding the action
+    ``held[e, s, p]`` (``[E, S, P, A]``) for ``horizon`` steps:
     ``returns``, discounted, ``[E, S, P]``, and ``hand_moves``, the hand's displacement,
     ``[E, S, P, 3]``. With ``other_goals`` ``[K, 3]``, also ``goal_averaged_returns``
     ``[E, S, P]``: the same plans from the same states with the episode's goal replaced by each
@@ -156,14 +169,15 @@ def real_plans(
     Examples:
         >>> data = policy_episodes(agent.policy, env, episodes=8, steps=300,
         ...                        seed=7000)  # doctest: +SKIP
-        >>> real = real_plans(env, data, starts=[0, 10], plans=PLANS, horizon=15, gamma=0.99,
+        >>> held = held_actions(PLANS, (8, 2))
+        >>> real = real_plans(env, data, starts=[0, 10], held=held, horizon=15, gamma=0.99,
         ...                   seed=7000)  # doctest: +SKIP
         >>> real["returns"].shape, real["hand_moves"].shape  # doctest: +SKIP
         ((8, 2, 6), (8, 2, 6, 3))
     """
     metaworld_env = env.base_env._env.unwrapped
     actions = data["actions"]
-    returns = np.zeros((len(actions), len(starts), len(plans)))
+    returns = np.zeros((len(actions), len(starts), held.shape[2]))
     hand_moves = np.zeros((*returns.shape, 3))
     goal_averaged = np.zeros_like(returns)
     for episode in tqdm(range(len(actions)), desc="replaying episodes", unit="ep"):
@@ -184,7 +198,7 @@ def real_plans(
                     f"{start} ({hand.tolist()} vs {data['hands'][episode, start].tolist()})."
                 )
             snapshot = _snapshot(metaworld_env)
-            for p, plan in enumerate(plans.values()):
+            for p, plan in enumerate(held[episode, s]):
                 returns[episode, s, p] = _held_return(
                     metaworld_env, plan, horizon, gamma, action_repeat
                 )
@@ -203,9 +217,10 @@ def real_plans(
 
 
 def _held_return(
-    metaworld_env, plan: Sequence[float], horizon: int, gamma: float, action_repeat: int
+    metaworld_env, plan: np.ndarray, horizon: int, gamma: float, action_repeat: int
 ) -> float:
-    """The discounted return of ``plan`` held for ``horizon`` steps from the env's state."""
+    """The discounted return of the action ``plan`` held for ``horizon`` steps from the env's
+    state."""
     held = np.asarray(plan, np.float32)
     rewards = np.zeros(horizon)
     for k in range(horizon):
@@ -218,14 +233,15 @@ def imagined_plans(
     agent,
     states,
     *,
-    plans: Mapping[str, Sequence[float]],
+    held: np.ndarray,
     horizon: int,
     gamma: float,
     samples: int,
     hand_probe: Callable[[torch.Tensor], torch.Tensor],
 ) -> dict[str, np.ndarray]:
-    """What each plan held for ``horizon`` steps from each posterior state of ``states`` (a
-    TensorDict ``[N]`` of ``"state"`` and ``"belief"``) gives in imagination, averaged over
+    """What each plan gives in imagination from each posterior state of ``states`` (a
+    TensorDict ``[N]`` of ``"state"`` and ``"belief"``), plan ``p`` holding the action
+    ``held[n, p]`` (``[N, P, A]``) for ``horizon`` steps, averaged over
     ``samples`` imaginations (the prior samples its stochastic state): ``returns``, the
     discounted imagined rewards, ``[N, P]``, and ``hand_moves``, ``[N, P, 3]``, the change
     of the hand's position that ``hand_probe`` (a map from :func:`features` to the hand's
@@ -234,7 +250,8 @@ def imagined_plans(
     model's prior and the reward head the actor learns from).
 
     Examples:
-        >>> imagined = imagined_plans(agent, states, plans=PLANS, horizon=15, gamma=0.99,
+        >>> held = held_actions(PLANS, (240,))
+        >>> imagined = imagined_plans(agent, states, held=held, horizon=15, gamma=0.99,
         ...                           samples=4, hand_probe=probe)  # doctest: +SKIP
         >>> imagined["returns"].shape  # doctest: +SKIP
         (240, 6)
@@ -244,13 +261,13 @@ def imagined_plans(
 
     imagination = agent.loss.actor_loss.model_based_env
     repeated = states.expand(samples, *states.shape).reshape(-1).clone()
-    returns = np.zeros((len(states), len(plans)))
+    returns = np.zeros((len(states), held.shape[1]))
     hand_moves = np.zeros((*returns.shape, 3))
     start_hand = hand_probe(features(states)).float()
-    for p, plan in enumerate(plans.values()):
-        held = torch.tensor(plan, dtype=torch.float32)
+    for p in range(held.shape[1]):
+        action = torch.as_tensor(held[:, p], dtype=torch.float32).repeat(samples, 1)
         policy = TensorDictModule(
-            lambda belief, held=held: held.expand(*belief.shape[:-1], len(held)),
+            lambda belief, action=action: action,
             in_keys=["belief"],
             out_keys=["action"],
         )
@@ -273,6 +290,30 @@ def features(states) -> torch.Tensor:
     """``[stochastic state, belief]`` of a TensorDict ``[N]`` of posterior or prior states,
     ``[N, F]`` (float32)."""
     return torch.cat([states["state"].flatten(1), states["belief"]], -1).float()
+
+
+def held_actions(plans: Mapping[str, Sequence[float]], shape: tuple[int, ...]) -> np.ndarray:
+    """The actions of constant ``plans`` for every start of ``shape``: ``[*shape, P, A]``.
+
+    Examples:
+        >>> held_actions(PLANS, (8, 2)).shape
+        (8, 2, 6, 4)
+    """
+    return np.broadcast_to(np.array(list(plans.values()), np.float32), (*shape, len(plans), 4))
+
+
+def around_actions(base: np.ndarray, delta: float) -> np.ndarray:
+    """Plans centred on ``base`` (``[..., A]``, e.g. the policy's actions): ``+delta`` and
+    ``-delta`` on each axis of :data:`AXES` in turn, in the order of :data:`PLANS`, clipped to
+    the action bounds: ``[..., 6, A]``.
+
+    Examples:
+        >>> around_actions(np.array([0.0, 0.95, 0.0, 0.5]), 0.1)[2:4]
+        array([[0.  , 1.  , 0.  , 0.5 ],
+               [0.  , 0.85, 0.  , 0.5 ]], dtype=float32)
+    """
+    steps = np.array(list(PLANS.values()), np.float32) * delta
+    return np.clip(base[..., None, :] + steps, -1.0, 1.0).astype(np.float32)
 
 
 def compare_effects(
@@ -369,6 +410,15 @@ def plot_effects(path: Path, effects: Mapping[str, tuple[np.ndarray, np.ndarray]
     plt.close(fig)
 
 
+def policy_actions(agent, states) -> np.ndarray:
+    """The policy's deterministic action (its distribution's mode) in each of ``states`` (a
+    TensorDict of ``"state"`` and ``"belief"``): ``[*states.shape, A]``."""
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        return agent.actor(states.clone())["action"].float().numpy()
+
+
 def hand_probe(states, hands: np.ndarray) -> tuple[Callable, list[float]]:
     """A linear probe from latent state to hand position fitted on every posterior state of
     ``states`` (``[E, T]``) against ``hands`` (``[E, T, 3]``), and its R^2 per axis when fitted
@@ -412,11 +462,18 @@ def measure_run(
         data = policy_episodes(
             agent.policy, env, episodes=args.episodes, steps=args.steps, seed=args.seed
         )
+        states = posterior(agent.world_model, data["frames"], data["actions"]).get("next")
+        states = states.select("state", "belief")
+        start_states = states[:, starts]
+        if args.around_policy is None:
+            held = held_actions(PLANS, tuple(start_states.shape))
+        else:
+            held = around_actions(policy_actions(agent, start_states), args.around_policy)
         real = real_plans(
             env,
             data,
             starts=starts,
-            plans=PLANS,
+            held=held,
             horizon=horizon,
             gamma=tune["gamma"],
             seed=args.seed,
@@ -425,13 +482,11 @@ def measure_run(
         )
     finally:
         env.close()
-    states = posterior(agent.world_model, data["frames"], data["actions"]).get("next")
-    states = states.select("state", "belief")
     probe, probe_r2 = hand_probe(states, data["hands"])
     imagined = imagined_plans(
         agent,
-        states[:, starts].reshape(-1),
-        plans=PLANS,
+        start_states.reshape(-1),
+        held=held.reshape(-1, *held.shape[2:]),
         horizon=horizon,
         gamma=tune["gamma"],
         samples=args.samples,
@@ -484,6 +539,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--goal-samples", type=int, default=8, help="other goals of the goal-blind reference"
     )
+    parser.add_argument(
+        "--around-policy",
+        type=float,
+        default=None,
+        metavar="DELTA",
+        help="hold the policy's own action at each start +- DELTA on one axis (default: +-1)",
+    )
     parser.add_argument("--seed", type=int, default=7000, help="seed of the first episode")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
@@ -499,6 +561,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             parser.error(f"--{option.replace('_', '-')} must be >= {least}")
     if args.horizon is not None and args.horizon < 1:
         parser.error("--horizon must be >= 1")
+    if args.around_policy is not None and not 0 < args.around_policy <= 1:
+        parser.error("--around-policy must be in (0, 1]")
     from results_report import command_line, machine_description
 
     torch.set_num_threads(args.threads)

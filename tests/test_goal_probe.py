@@ -388,16 +388,22 @@ def test_imagined_actions_compares_imagined_and_real_returns_of_held_actions(
     assert len(episodes["action_mean"]) == 3
     assert np.all(np.array(episodes["goal_min"]) <= np.array(episodes["goal_max"]))
 
+    near = compare([*argv, "2", "--horizon", "3", "--around-policy", "0.25", "--out", str(out)])
+    moves = near["runs"]["dreamer"]["hand_moves"]
+    for axis in ("x", "y", "z"):  # +-0.25 moves the hand less than +-1 (clipping only shrinks)
+        assert 0 <= moves[axis]["real"] < run["hand_moves"][axis]["real"]
+
 
 def test_real_plans_hold_each_plan_from_the_recorded_state(finetuned_run):
-    from imagined_actions import PLANS, discounted_sum, real_plans
+    from imagined_actions import PLANS, discounted_sum, held_actions, real_plans
 
     cfg, agent, _ = load_run(finetuned_run)
     env = make_finetune_env(cfg["finetune"], agent.carried, 3, render_quality="fast")
     data = policy_episodes(agent.policy, env, episodes=4, steps=8, seed=21)
     own_goal = np.stack([data["goal"][2]] * 2)  # episode 2's goal, twice
+    held = held_actions(PLANS, (4, 2))
     real = real_plans(
-        env, data, starts=[1, 5], plans=PLANS, horizon=4, gamma=0.9, seed=21, other_goals=own_goal
+        env, data, starts=[1, 5], held=held, horizon=4, gamma=0.9, seed=21, other_goals=own_goal
     )
     returns = real["returns"]
     np.testing.assert_allclose(real["goal_averaged_returns"][2], returns[2])
@@ -420,7 +426,7 @@ def test_real_plans_hold_each_plan_from_the_recorded_state(finetuned_run):
 
     moved = {**data, "hands": data["hands"] + 0.01}
     with pytest.raises(ValueError, match="left the recorded hand after action 1"):
-        real_plans(env, moved, starts=[1], plans=PLANS, horizon=2, gamma=0.9, seed=21)
+        real_plans(env, moved, starts=[1], held=held, horizon=2, gamma=0.9, seed=21)
     env.close()
 
 
