@@ -299,7 +299,8 @@ def held_actions(plans: Mapping[str, Sequence[float]], shape: tuple[int, ...]) -
         >>> held_actions(PLANS, (8, 2)).shape
         (8, 2, 6, 4)
     """
-    return np.broadcast_to(np.array(list(plans.values()), np.float32), (*shape, len(plans), 4))
+    constant = np.array(list(plans.values()), np.float32)
+    return np.broadcast_to(constant, (*shape, *constant.shape)).copy()
 
 
 def around_actions(base: np.ndarray, delta: float) -> np.ndarray:
