@@ -229,6 +229,35 @@ def _held_return(
     return float(discounted_sum(rewards, gamma))
 
 
+def imagine(agent, states, actions: np.ndarray, *, samples: int):
+    """The agent's imagination from each of ``states`` (a TensorDict ``[N]``) under the action
+    sequences ``actions`` ``[N, H, A]``, ``samples`` times each (the prior samples its
+    stochastic state): the imagined rewards ``[samples, N, H]`` and the last imagined states
+    (a TensorDict ``[samples * N]``, sample-major).
+
+    Examples:
+        >>> rewards, last = imagine(agent, states, np.zeros((len(states), 15, 4)),
+        ...                         samples=2)  # doctest: +SKIP
+    """
+    from tensordict.nn import TensorDictModule
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    count, horizon = actions.shape[:2]
+    sequence = torch.as_tensor(np.ascontiguousarray(actions), dtype=torch.float32)
+    sequence = sequence.repeat(samples, 1, 1)
+    step = iter(range(horizon))
+    policy = TensorDictModule(
+        lambda belief: sequence[:, next(step)], in_keys=["belief"], out_keys=["action"]
+    )
+    repeated = states.expand(samples, *states.shape).reshape(-1).clone()
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        rollout = agent.loss.actor_loss.model_based_env.rollout(
+            max_steps=horizon, policy=policy, auto_reset=False, tensordict=repeated
+        )
+    rewards = rollout["next", "reward"].float().reshape(samples, count, horizon)
+    return rewards, rollout["next"][:, -1]
+
+
 def imagined_plans(
     agent,
     states,
@@ -256,33 +285,15 @@ def imagined_plans(
         >>> imagined["returns"].shape  # doctest: +SKIP
         (240, 6)
     """
-    from tensordict.nn import TensorDictModule
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
-
-    imagination = agent.loss.actor_loss.model_based_env
-    repeated = states.expand(samples, *states.shape).reshape(-1).clone()
     returns = np.zeros((len(states), held.shape[1]))
     hand_moves = np.zeros((*returns.shape, 3))
     start_hand = hand_probe(features(states)).float()
     for p in range(held.shape[1]):
-        action = torch.as_tensor(held[:, p], dtype=torch.float32).repeat(samples, 1)
-        policy = TensorDictModule(
-            lambda belief, action=action: action,
-            in_keys=["belief"],
-            out_keys=["action"],
-        )
-        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
-            rollout = imagination.rollout(
-                max_steps=horizon,
-                policy=policy,
-                auto_reset=False,
-                tensordict=repeated.clone(),
-            )
-        rewards = rollout["next", "reward"].float().reshape(samples, len(states), horizon)
+        plan = np.broadcast_to(held[:, p, None], (len(states), horizon, held.shape[-1]))
+        rewards, end_states = imagine(agent, states, plan, samples=samples)
         returns[:, p] = discounted_sum(rewards.numpy(), gamma).mean(0)
-        end_hand = hand_probe(features(rollout["next"][:, -1])).float()
-        end_hand = end_hand.reshape(samples, len(states), 3).mean(0)
-        hand_moves[:, p] = (end_hand - start_hand).numpy()
+        end_hand = hand_probe(features(end_states)).float()
+        hand_moves[:, p] = (end_hand.reshape(samples, len(states), 3).mean(0) - start_hand).numpy()
     return {"returns": returns, "hand_moves": hand_moves}
 
 
@@ -290,6 +301,49 @@ def features(states) -> torch.Tensor:
     """``[stochastic state, belief]`` of a TensorDict ``[N]`` of posterior or prior states,
     ``[N, F]`` (float32)."""
     return torch.cat([states["state"].flatten(1), states["belief"]], -1).float()
+
+
+def recorded_hand_moves(
+    agent,
+    states,
+    data: Mapping[str, np.ndarray],
+    *,
+    horizon: int,
+    every: int,
+    samples: int,
+    hand_probe: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[str, dict[str, float]]:
+    """The control of the held plans: from the posterior state after every ``every``-th action
+    of the episodes (``states`` ``[E, T]``), imagination under the actions the policy took next
+    (``horizon`` of them, recorded in ``data``) against where they took the hand. Per axis the
+    mean size of the real and of the imagined move, their correlation over the starts and the
+    slope of imagined on real (1: imagination moves the hand as far as the env).
+
+    Examples:
+        >>> moves = recorded_hand_moves(agent, states, data, horizon=15, every=10, samples=4,
+        ...                             hand_probe=probe)  # doctest: +SKIP
+    """
+    steps = data["actions"].shape[1]
+    starts = list(range(0, steps - horizon, every))
+    actions = np.stack([data["actions"][:, t + 1 : t + 1 + horizon] for t in starts], 1)
+    real = np.stack([data["hands"][:, t + horizon] - data["hands"][:, t] for t in starts], 1)
+    start_states = states[:, starts].reshape(-1)
+    _, end_states = imagine(
+        agent, start_states, actions.reshape(-1, horizon, actions.shape[-1]), samples=samples
+    )
+    end_hand = hand_probe(features(end_states)).float().reshape(samples, -1, 3).mean(0)
+    imagined = (end_hand - hand_probe(features(start_states)).float()).numpy()
+    real = real.reshape(-1, 3)
+    moves = {}
+    for a, axis in enumerate(AXES):
+        varies = real[:, a].std() > 0 and imagined[:, a].std() > 0
+        moves[axis] = {
+            "real_size": float(np.abs(real[:, a]).mean()),
+            "imagined_size": float(np.abs(imagined[:, a]).mean()),
+            "correlation": float(np.corrcoef(real[:, a], imagined[:, a])[0, 1]) if varies else None,
+            "slope": float(np.polyfit(real[:, a], imagined[:, a], 1)[0]) if varies else None,
+        }
+    return moves
 
 
 def held_actions(plans: Mapping[str, Sequence[float]], shape: tuple[int, ...]) -> np.ndarray:
@@ -516,6 +570,15 @@ def measure_run(
             "goal_max": data["goal"].max(0).tolist(),
         },
         "hand_moves": hand_move_effects(imagined["hand_moves"], real["hand_moves"], plans=plans),
+        "recorded_actions": recorded_hand_moves(
+            agent,
+            states,
+            data,
+            horizon=horizon,
+            every=args.every,
+            samples=args.samples,
+            hand_probe=probe,
+        ),
     }
     effects = tuple(
         np.stack([table[:, 2 * i] - table[:, 2 * i + 1] for i in range(len(AXES))], 1)

@@ -384,6 +384,8 @@ def test_imagined_actions_compares_imagined_and_real_returns_of_held_actions(
         assert np.isfinite(run["hand_moves"][axis]["imagined"])
         assert run["hand_probe_r2"][axis] <= 1
         assert set(run["goal_averaged"][axis]) == set(run[axis])
+    recorded = run["recorded_actions"]
+    assert all(recorded[axis]["real_size"] > 0 for axis in ("x", "y", "z"))
     episodes = run["policy_episodes"]
     assert len(episodes["action_mean"]) == 3
     assert np.all(np.array(episodes["goal_min"]) <= np.array(episodes["goal_max"]))
