@@ -503,6 +503,7 @@ def measure_run(
     per start and axis ``[N, 3]`` (for :func:`plot_effects`)."""
     from dreamer_prelar_utils import make_finetune_env
 
+    torch.manual_seed(args.seed)  # a run's figures do not depend on the runs before it
     cfg, agent, env_steps = load_run(run_dir)
     tune = cfg["finetune"]
     horizon = args.horizon or tune["imagination_horizon"]
@@ -630,7 +631,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from results_report import command_line, machine_description
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     runs, effects = {}, {}
     for label, run_dir in labelled_runs(args.run):
         runs[label], run_effects = measure_run(run_dir, args)
