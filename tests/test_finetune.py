@@ -32,6 +32,7 @@ from torchrl_prelar.training.finetune_agent import (
     AUX_REWARD_KEY,
     REWARD_KEY,
     FinetuneModelLoss,
+    build_finetune_world_model,
     load_pretrained_world_model,
 )
 
@@ -191,6 +192,19 @@ def test_dreamer_baseline_has_the_same_structure_without_pretraining(tmp_path):
     unknown["finetune"]["init"] = unknown["finetune"]["arm"] = "apv2"
     with pytest.raises(ValueError, match="finetune.init"):
         make_finetune_world_model(unknown, action_dim=4)
+
+
+def test_dreamer_arm_with_dreamerv2_action_path_and_prelar_refusing_it(tmp_path):
+    cfg = preset_config(tmp_path, "arm=dreamer", "world_model.action_encoder.identity=true")
+    model = make_finetune_world_model(cfg, action_dim=4)
+    assert list(model.action_model.parameters()) == []
+    assert model.rssm_prior.action_state_projector[0].in_features == 8 * 8 + 4  # tiny: 8 x 8
+    path = tmp_path / "pretrained_world_model.pt"
+    save_checkpoint(path, {"world_model": make_world_model().state_dict()})
+    with pytest.raises(ValueError, match="init='prelar' loads an RSSM that reads the pre-trained"):
+        build_finetune_world_model(
+            4, init="prelar", pretrained=path, action_encoder={"identity": True}
+        )
 
 
 #: What each arm runs (docs/guide.md, "Fine-tuning arms"): init, video bonus, frozen stage.

@@ -134,6 +134,23 @@ def test_an_old_run_settings_record_compares_with_the_new_arguments(tmp_path):
         check_run_settings(tmp_path, "pretrain", call, checkpoint=checkpoint)
 
 
+def test_a_record_made_before_a_setting_existed_resumes_only_at_its_default(tmp_path):
+    checkpoint = tmp_path / "pretrain_last.pt"
+    checkpoint.write_bytes(b"")  # the stage has run
+    call = {"world_model": resolve_world_model_kwargs(**WORLD_MODELS["tiny"]), "loss": {}}
+    older = json.loads(json.dumps(call["world_model"]))
+    del older["action_encoder"]["identity"]  # recorded before the setting was added
+    (tmp_path / RUN_SETTINGS_FILE).write_text(
+        json.dumps({"pretrain": {"world_model": older, "loss": {}}})
+    )
+    check_run_settings(tmp_path, "pretrain", call, checkpoint=checkpoint)
+    call["world_model"]["action_encoder"]["identity"] = True
+    with pytest.raises(
+        ValueError, match="action_encoder.identity: false in the run, true in this call"
+    ):
+        check_run_settings(tmp_path, "pretrain", call, checkpoint=checkpoint)
+
+
 def test_an_entry_without_a_known_preset_is_refused():
     with pytest.raises(ValueError, match="names no preset of 2026-11-27"):
         legacy_world_model_kwargs({"preset": "huge", "overrides": {}})

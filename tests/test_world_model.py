@@ -202,6 +202,26 @@ def test_same_world_model_runs_with_action_encoder():
     assert all(torch.equal(v, model.rssm.state_dict()[k]) for k, v in rssm_before.items())
 
 
+def test_identity_action_encoder_feeds_the_real_action_to_the_rssm():
+    torch.manual_seed(0)
+    model = make_world_model(**tiny(action_encoder={"identity": True}), action_dim=4)
+    assert list(model.action_model.parameters()) == []
+    projector = model.rssm_prior.action_state_projector[0]
+    stoch = TINY["rssm"]["categoricals"] * TINY["rssm"]["classes"]
+    assert projector.in_features == stoch + 4  # latent_action's dim (8) is not used
+    batch = make_clip_batch(2, 3)
+    del batch["pixels"]
+    batch["action"] = torch.randn(2, 3, 4)
+    td = model(batch)
+    # the action itself, zeroed where an episode starts (as every latent action is)
+    assert torch.equal(td["latent_action"][:, 1:], batch["action"][:, 1:])
+    assert not td["latent_action"][:, 0].any()
+    td["next", "reco_pixels"].sum().backward()
+    assert projector.weight.grad[:, stoch:].abs().sum() > 0  # the action's own columns learn
+    with pytest.raises(ValueError, match="latent_dim must be 4, got 8"):
+        ActionEncoder(4, latent_dim=8, identity=True)
+
+
 def test_reward_heads_write_their_keys():
     model = make_world_model(**TINY, reward_keys=[("next", "reward"), ("next", "aux_reward")])
     td = model(make_clip_batch())

@@ -581,7 +581,9 @@ class ActionEncoder(TensorDictModule):
     """Deterministic MLP mapping the real action into the latent action space.
 
     Used at fine-tuning in place of :class:`LatentActionModel`: it reads ``"action"`` and
-    writes ``"latent_action"``, the key the pre-trained RSSM already reads.
+    writes ``"latent_action"``, the key the pre-trained RSSM already reads. With
+    ``identity=True`` it writes the real action unchanged: an RSSM built for ``action_dim``
+    then reads the action itself, as DreamerV2's does.
 
     Args:
         action_dim (int): real action size (4 for Meta-world).
@@ -589,6 +591,9 @@ class ActionEncoder(TensorDictModule):
             Defaults to ``64`` (the paper's).
         hidden_dim (int, optional): hidden width. Defaults to ``1024`` (the paper's).
         depth (int, optional): number of hidden layers. Defaults to ``1``.
+        identity (bool, optional): no layers: the latent action is the real action
+            (``latent_dim`` must equal ``action_dim``; ``hidden_dim`` and ``depth`` are not
+            used). Defaults to ``False``.
         in_keys (list of NestedKey, optional): the real action's key. Defaults to
             ``["action"]``.
         out_keys (list of NestedKey, optional): the latent action's key. Defaults to
@@ -599,6 +604,9 @@ class ActionEncoder(TensorDictModule):
         >>> encoder = ActionEncoder(4, latent_dim=8, hidden_dim=16)
         >>> encoder(TensorDict({"action": torch.zeros(3, 4)}, [3]))["latent_action"].shape
         torch.Size([3, 8])
+        >>> ActionEncoder(4, latent_dim=4, identity=True)(
+        ...     TensorDict({"action": torch.ones(3, 4)}, [3]))["latent_action"][0]
+        tensor([1., 1., 1., 1.])
     """
 
     def __init__(
@@ -607,14 +615,24 @@ class ActionEncoder(TensorDictModule):
         latent_dim: int = 64,
         hidden_dim: int = 1024,
         depth: int = 1,
+        identity: bool = False,
         in_keys: list[NestedKey] | None = None,
         out_keys: list[NestedKey] | None = None,
     ):
-        network = MLP(
-            in_features=action_dim,
-            out_features=latent_dim,
-            num_cells=[hidden_dim] * depth,
-            activation_class=nn.ELU,
+        if identity and latent_dim != action_dim:
+            raise ValueError(
+                f"An identity ActionEncoder writes the {action_dim}-d real action as the "
+                f"latent action: latent_dim must be {action_dim}, got {latent_dim}."
+            )
+        network = (
+            nn.Identity()
+            if identity
+            else MLP(
+                in_features=action_dim,
+                out_features=latent_dim,
+                num_cells=[hidden_dim] * depth,
+                activation_class=nn.ELU,
+            )
         )
         super().__init__(
             network,

@@ -630,13 +630,16 @@ def make_latent_action_model(
 
 
 def make_action_encoder(
-    hidden: int = 256, depth: int = 1, *, action_dim: int, latent_dim: int
+    hidden: int = 256, depth: int = 1, identity: bool = False, *, action_dim: int, latent_dim: int
 ) -> ActionEncoder:
     """The fine-tuning :class:`ActionEncoder`: ``"action"`` to a ``latent_dim`` latent action.
 
     Args:
         hidden (int, optional): width of the hidden layers. Defaults to ``256``.
         depth (int, optional): number of hidden layers. Defaults to ``1``.
+        identity (bool, optional): write the real action itself (DreamerV2's action path;
+            :func:`make_world_model` then builds the RSSM for ``action_dim``). Defaults to
+            ``False``.
 
     Keyword Args:
         action_dim (int): real action size.
@@ -646,7 +649,7 @@ def make_action_encoder(
         >>> make_action_encoder(action_dim=4, latent_dim=16)(torch.zeros(4)).shape
         torch.Size([16])
     """
-    return ActionEncoder(action_dim, latent_dim, hidden, depth)
+    return ActionEncoder(action_dim, latent_dim, hidden, depth, identity)
 
 
 def make_reward_head(
@@ -765,9 +768,10 @@ def make_world_model(
             ``None``.
         latent_action (Mapping[str, Any], optional): :func:`make_latent_action_model`
             settings; its ``dim`` is the width of the action the RSSM reads, whatever the
-            action model. Defaults to ``None``.
+            action model (but an identity ``action_encoder``). Defaults to ``None``.
         action_encoder (Mapping[str, Any], optional): :func:`make_action_encoder` settings,
-            used with ``action_dim``. Defaults to ``None``.
+            used with ``action_dim``; with ``identity`` the RSSM reads the ``action_dim``-d
+            real action and ``latent_action``'s ``dim`` is not used. Defaults to ``None``.
         reward_head (Mapping[str, Any], optional): :func:`make_reward_head` settings of
             each reward head. Defaults to ``None``.
         activation_checkpointing (bool, optional): recompute pixel-network activations in
@@ -811,11 +815,13 @@ def make_world_model(
         activation_checkpointing=activation_checkpointing,
     )
     rssm, latent = settings["rssm"], settings["latent_action"]
+    raw_action = action_dim is not None and settings["action_encoder"]["identity"]
+    action_width = action_dim if raw_action else latent["dim"]
     encoder_net = make_pixel_encoder(
         **settings["encoder"], in_channels=channels, image_size=image_size
     )
     rollout = make_rssm_rollout(
-        **rssm, action_dim=latent["dim"], obs_embed_dim=encoder_net.output_features
+        **rssm, action_dim=action_width, obs_embed_dim=encoder_net.output_features
     )
     features = model_state_size(rssm)
     decoder_net = make_pixel_decoder(
@@ -823,7 +829,7 @@ def make_world_model(
     )
     if action_dim is not None:
         action_model = make_action_encoder(
-            **settings["action_encoder"], action_dim=action_dim, latent_dim=latent["dim"]
+            **settings["action_encoder"], action_dim=action_dim, latent_dim=action_width
         )
     elif action_model is None:
         action_model = make_latent_action_model(

@@ -339,7 +339,8 @@ def build_finetune_world_model(
     ``"prelar"``: :func:`~torchrl_prelar.modules.make_world_model` with a new
     :class:`ActionEncoder` for ``action_dim`` actions, encoder, RSSM and decoder loaded from
     ``pretrained``; ``"dreamer"``: the same model freshly initialised (the DreamerV2 baseline
-    with the same action-encoder structure; ``pretrained`` is not read); ``"apv"`` loads an
+    with the same action-encoder structure, or with ``action_encoder={"identity": True}``
+    DreamerV2's, the RSSM reading the real action; ``pretrained`` is not read); ``"apv"`` loads an
     action-free pre-training (encoder, action-free RSSM, decoder) and stacks a new
     action-conditional RSSM on it (:class:`~torchrl_prelar.baselines.apv.APVWorldModel`);
     ``"contextwm"`` likewise from a ContextWM pre-training
@@ -361,8 +362,9 @@ def build_finetune_world_model(
             ``"contextwm"``), those of the pre-training.
 
     Raises:
-        ValueError: if ``init`` is unknown, ``pretrained`` is missing, or the pre-trained
-            file does not match the world model (:func:`load_pretrained_world_model`).
+        ValueError: if ``init`` is unknown, ``pretrained`` is missing, ``init="prelar"``
+            asks for an identity action encoder, or the pre-trained file does not match the
+            world model (:func:`load_pretrained_world_model`).
 
     Examples:
         >>> model = build_finetune_world_model(4, init="dreamer", pretrained=None)
@@ -373,6 +375,12 @@ def build_finetune_world_model(
         raise ValueError(f"finetune.init must be one of {INITS}, got {init!r}.")
     if init != "dreamer" and pretrained is None:
         raise ValueError(f"init={init!r} needs a pre-trained checkpoint, got pretrained=None.")
+    if init == "prelar" and (world_model_kwargs.get("action_encoder") or {}).get("identity"):
+        raise ValueError(
+            "action_encoder identity=True feeds the real action to a new RSSM (DreamerV2's "
+            "action path); init='prelar' loads an RSSM that reads the pre-trained latent "
+            "action. Use identity=True with init='dreamer', or identity=False."
+        )
     if init in STACKED_BASELINES:
         make_pretrained, make_stacked = STACKED_BASELINES[init]
         action_free = make_pretrained(**world_model_kwargs)

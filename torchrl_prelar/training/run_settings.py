@@ -8,7 +8,9 @@ for other ones, before any file of the run folder is touched. Counts (updates, e
 ``max_seconds``, threads) are not recorded: a run is extended or resumed by changing them.
 The world model is recorded as its resolved arguments; a record in the preset format, which
 names it by a preset (``{"preset", "overrides"}``), is resolved as preset-format checkpoints
-are (:func:`~torchrl_prelar.legacy.legacy_world_model_kwargs`).
+are (:func:`~torchrl_prelar.legacy.legacy_world_model_kwargs`). A world-model setting added to
+the library after a run was recorded is not in its record: the run was made with that
+setting's default, so a call that keeps the default resumes it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from torchrl_prelar.io import atomic_write_text
 from torchrl_prelar.legacy import legacy_world_model_kwargs
+from torchrl_prelar.modules.world_model import resolve_world_model_kwargs
 
 __all__ = ["RUN_DEFINING_KEYS", "RUN_SETTINGS_FILE", "check_run_settings"]
 
@@ -97,11 +100,12 @@ def check_run_settings(
     current = json.loads(json.dumps({key: _lookup(config, key) for key in keys}))
     recorded = _resolve_legacy_world_model(record.get(stage))
     if _has_run(checkpoint) and recorded is not None:
+        defaults = _leaves(resolve_world_model_kwargs(), "world_model")
         differences = [
             line
             for key in keys
             if key in recorded
-            for line in _differences(recorded[key], current[key], key)
+            for line in _differences(recorded[key], current[key], key, defaults)
         ]
         if differences:
             raise ValueError(
@@ -168,12 +172,13 @@ def _leaves(value: Any, prefix: str) -> dict[str, Any]:
     return leaves
 
 
-def _differences(recorded: Any, current: Any, key: str) -> list[str]:
-    """``"<key>: <run's> in the run, <call's> in this call"`` for each differing leaf."""
+def _differences(recorded: Any, current: Any, key: str, defaults: Mapping[str, Any]) -> list[str]:
+    """``"<key>: <run's> in the run, <call's> in this call"`` for each differing leaf; a leaf
+    the record lacks counts as its value in ``defaults`` (dotted keys), where it has one."""
     before, after = _leaves(recorded, key), _leaves(current, key)
     lines = []
     for name in sorted(set(before) | set(after)):
-        old, new = before.get(name, _NOT_SET), after.get(name, _NOT_SET)
+        old, new = before.get(name, defaults.get(name, _NOT_SET)), after.get(name, _NOT_SET)
         if json.dumps(old) != json.dumps(new):
             lines.append(f"{name}: {_show(old)} in the run, {_show(new)} in this call")
     return lines
