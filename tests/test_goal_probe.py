@@ -177,9 +177,15 @@ def finetune_run(run_dir: Path) -> None:
     run_finetune(OmegaConf.to_container(config, resolve=True))
 
 
-def test_goal_probe_of_a_run_writes_each_target_r2_and_appends(tmp_path):
-    run_dir = tmp_path / "dreamer_seed0"
+@pytest.fixture(scope="module")
+def finetuned_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("probe") / "dreamer_seed0"
     finetune_run(run_dir)
+    return run_dir
+
+
+def test_goal_probe_of_a_run_writes_each_target_r2_and_appends(finetuned_run, tmp_path):
+    run_dir = finetuned_run
     out = tmp_path / "goal_probe.json"
     argv = ["--run", f"dreamer={run_dir}", "--episodes", "8", "--steps", "2", "--splits", "2"]
     argv += ["--goal-samples", "50"]
@@ -220,13 +226,6 @@ def test_a_run_without_its_configuration_is_named(tmp_path):
     run_dir.mkdir()
     with pytest.raises(SystemExit, match="copied_run: no hydra/config.yaml"):
         main(["--run", f"dreamer={run_dir}", "--out", str(tmp_path / "out.json")])
-
-
-@pytest.fixture(scope="module")
-def finetuned_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("probe") / "dreamer_seed0"
-    finetune_run(run_dir)
-    return run_dir
 
 
 def test_policy_episodes_record_the_policys_actions_and_where_they_take_the_hand(finetuned_run):
