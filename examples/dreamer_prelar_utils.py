@@ -547,10 +547,14 @@ _FINETUNE_COUNTS = {
 def validate_finetune(tune: Mapping[str, Any]) -> None:
     """Reject ``finetune`` settings under which no replay slice fits or no worker runs, a
     count below its least value, a NaN, infinite or negative learning rate, ``grad_clip``,
-    ``max_seconds`` or ``checkpoint_every_seconds``, an unknown ``goals`` distribution, and a
-    ``finetune.init`` set apart from its arm (:func:`validate_arm`)."""
+    ``max_seconds`` or ``checkpoint_every_seconds``, an unknown ``goals`` distribution, a
+    ``goal_marker_scale`` that is not a finite number > 0, and a ``finetune.init`` set apart
+    from its arm (:func:`validate_arm`)."""
     validate_arm(tune)
     check_goal_distribution(tune["goals"])
+    scale = tune.get("goal_marker_scale", 1.0)
+    if not (isinstance(scale, int | float) and 0 < scale < math.inf):
+        raise ValueError(f"finetune.goal_marker_scale must be a finite number > 0, got {scale}.")
     check_counts(tune, "finetune", _FINETUNE_COUNTS)
     limits = ("max_seconds", "checkpoint_every_seconds")  # None: no limit
     for name in ("model_lr", "actor_lr", "critic_lr", "grad_clip", *limits):
@@ -651,6 +655,7 @@ def make_finetune_env(
         action_repeat=tune["action_repeat"],
         render_quality=render_quality,
         goals=tune["goals"],
+        goal_marker_scale=tune.get("goal_marker_scale", 1.0),  # absent from older runs' configs
         seed=seed,
         pixels_only=True,
     )

@@ -60,7 +60,6 @@ from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -69,6 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
 
 from torchrl_prelar.envs.metaworld import (  # noqa: E402
+    goal_site,
     make_metaworld_gym_env,
 )
 from torchrl_prelar.evaluation.latent_actions import (  # noqa: E402
@@ -116,8 +116,6 @@ def random_action_episodes(
     """
     if episodes < 4 or steps < 1:
         raise ValueError(f"Expected episodes >= 4 and steps >= 1, got {episodes} and {steps}.")
-    if not marker_scale > 0:
-        raise ValueError(f"Expected marker_scale > 0, got {marker_scale}.")
     if action_hold < 1:
         raise ValueError(f"Expected action_hold >= 1, got {action_hold}.")
     env = make_metaworld_gym_env(
@@ -126,9 +124,9 @@ def random_action_episodes(
         camera=camera,
         render_quality=render_quality,
         goals=goals,
+        goal_marker_scale=marker_scale,
         seed=seed,
     )
-    env.unwrapped.model.site_size[goal_site(env.unwrapped.model)] *= marker_scale
     generator = np.random.default_rng(seed)
     low, high = env.action_space.low, env.action_space.high
     frames = np.zeros((episodes, steps + 1, 3, image_size, image_size), np.uint8)
@@ -285,14 +283,6 @@ def best_fixed_point_success(goals: np.ndarray, *, radius: float, grid: int = 25
         "goals": len(goals),
         "radius": radius,
     }
-
-
-def goal_site(model) -> int:
-    """The index of the ``"goal"`` site of a MuJoCo model (``ValueError`` if it has none)."""
-    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
-    if site < 0:
-        raise ValueError("The env's model has no 'goal' site.")
-    return site
 
 
 def render_without_goal(env) -> np.ndarray:

@@ -316,6 +316,12 @@ CASES = {
         ("finetune.model_lr must be a finite number >= 0, got nan",),
         on_run=True,
     ),
+    "finetune.goal_marker_scale 0": Case(
+        lambda x: x.finetune(x.run, "finetune.goal_marker_scale=0"),
+        ValueError,
+        ("finetune.goal_marker_scale must be a finite number > 0, got 0",),
+        on_run=True,
+    ),
     "finetune.batch_length longer than an episode": Case(
         lambda x: x.finetune(x.run, "finetune.batch_length=60"),
         ValueError,

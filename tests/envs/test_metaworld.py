@@ -18,6 +18,7 @@ from torchrl.envs import EnvCreator, ParallelEnv
 from torchrl_prelar.envs.metaworld import (
     RENDER_QUALITIES,
     MetaWorldRenderAdapter,
+    goal_site,
     make_metaworld_env,
     make_metaworld_gym_env,
     render_settings,
@@ -188,6 +189,31 @@ def test_uniform_goals_repeat_under_the_same_seeds():
 def test_unknown_goal_distribution_names_the_choices():
     with pytest.raises(ValueError, match="goals must be one of.*'uniform'"):
         make_metaworld_gym_env(TASK, goals="random")
+
+
+def test_goal_marker_scale_widens_the_rendered_goal_and_not_the_task():
+    plain = make_metaworld_gym_env(TASK, goals="uniform", seed=3)
+    wide = make_metaworld_gym_env(TASK, goals="uniform", seed=3, goal_marker_scale=3.0)
+    try:
+        site = goal_site(plain.unwrapped.model)
+        radius = plain.unwrapped.model.site_size[site, 0]
+        np.testing.assert_allclose(wide.unwrapped.model.site_size[site, 0], 3 * radius)
+        marker, rewards = [], []
+        for env in (plain, wide):
+            env.reset(seed=5)
+            _, reward, *_ = env.step(np.full(4, 0.5, np.float32))
+            rewards.append(reward)
+            shown = env.render()
+            env.unwrapped.model.site_rgba[site, 3] = 0.0  # the goal hidden
+            marker.append((env.render() != shown).any(-1).sum())
+        assert rewards[0] == rewards[1]  # same physics, same reward
+        assert np.array_equal(plain.unwrapped._target_pos, wide.unwrapped._target_pos)
+        assert marker[1] > 4 * marker[0] > 0  # about 9x the area, less what the arm hides
+    finally:
+        plain.close()
+        wide.close()
+    with pytest.raises(ValueError, match="goal_marker_scale must be a finite number > 0"):
+        make_metaworld_gym_env(TASK, goal_marker_scale=float("nan"))
 
 
 def test_unknown_render_quality_names_the_choices():

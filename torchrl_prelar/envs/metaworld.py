@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import math
 import os
 import weakref
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ __all__ = [
     "check_goal_distribution",
     "check_metaworld_task",
     "check_render_quality",
+    "goal_site",
     "make_metaworld_env",
     "make_metaworld_gym_env",
     "metaworld_task_names",
@@ -377,6 +379,7 @@ def make_metaworld_gym_env(
     max_episode_steps: int = 500,
     render_quality: str = "fast",
     goals: str = "mt1",
+    goal_marker_scale: float = 1.0,
     seed: int | None = 0,
 ) -> MetaWorldRenderAdapter:
     """Create a Meta-world v3 gymnasium env (MT1 benchmark) with upright ``rgb_array`` renders.
@@ -397,11 +400,15 @@ def make_metaworld_gym_env(
             from the task's range at each reset, as the anchors' Meta-world v2 env) or
             ``"fixed"`` (the same one at every reset, whatever the env's seed). Defaults to
             ``"mt1"``.
+        goal_marker_scale (float, optional): the radius of the goal's sphere as rendered,
+            times the task's (a diagnostic of how well the goal is seen; the physics and the
+            reward do not change). Defaults to ``1.0``.
         seed (int, optional): fixes Meta-world's MT1 set of 50 goal / object variations and
             the initial RNG. Defaults to ``0``.
 
     Raises:
-        ValueError: if the task, render quality or a size is invalid.
+        ValueError: if the task, render quality, a size or ``goal_marker_scale`` is invalid,
+            or the task has no ``"goal"`` site to scale.
 
     Examples:
         >>> env = make_metaworld_gym_env("reach-v3")
@@ -413,6 +420,8 @@ def make_metaworld_gym_env(
     check_goal_distribution(goals)
     _check_positive("image_size", image_size)
     _check_positive("max_episode_steps", max_episode_steps)
+    if not (math.isfinite(goal_marker_scale) and goal_marker_scale > 0):
+        raise ValueError(f"goal_marker_scale must be a finite number > 0, got {goal_marker_scale}.")
     path_length = metaworld.ALL_V3_ENVIRONMENTS[task].max_path_length
     if max_episode_steps > path_length:
         raise ValueError(
@@ -434,7 +443,27 @@ def make_metaworld_gym_env(
         _draw_goals_uniformly(env, seed)
     elif goals == "fixed":  # MT1's task wrapper draws from a list of one: a frozen variation
         _task_wrapper(env).tasks = metaworld.MT1(task, seed=0).train_tasks[:1]
+    if goal_marker_scale != 1.0:
+        env.unwrapped.model.site_size[goal_site(env.unwrapped.model)] *= goal_marker_scale
     return MetaWorldRenderAdapter(env, render_quality=render_quality)
+
+
+def goal_site(model: mujoco.MjModel) -> int:
+    """The index of the ``"goal"`` site of a Meta-world model.
+
+    Raises:
+        ValueError: if the model has no ``"goal"`` site.
+
+    Examples:
+        >>> env = make_metaworld_gym_env("reach-v3")
+        >>> goal_site(env.unwrapped.model) >= 0
+        True
+        >>> env.close()
+    """
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    if site < 0:
+        raise ValueError("The env's model has no 'goal' site.")
+    return site
 
 
 def make_metaworld_env(
@@ -446,6 +475,7 @@ def make_metaworld_env(
     action_repeat: int = 1,
     render_quality: str = "fast",
     goals: str = "mt1",
+    goal_marker_scale: float = 1.0,
     seed: int | None = 0,
     pixels_only: bool = False,
     device: torch.device | str | None = None,
@@ -476,6 +506,8 @@ def make_metaworld_env(
             ``"uniform"`` (a new goal from the task's range at each reset, as the anchors'
             Meta-world v2 env) or ``"fixed"`` (one goal for every reset and seed), see
             :data:`GOAL_DISTRIBUTIONS`. Defaults to ``"mt1"``.
+        goal_marker_scale (float, optional): the goal's sphere drawn this many times as
+            wide (a diagnostic, see :func:`make_metaworld_gym_env`). Defaults to ``1.0``.
         seed (int, optional): fixes Meta-world's set of 50 goal variations and the initial
             RNG; re-seed the variation drawn at each reset with ``env.set_seed``. Defaults to
             ``0``.
@@ -519,6 +551,7 @@ def make_metaworld_env(
         max_episode_steps=max_episode_steps,
         render_quality=render_quality,
         goals=goals,
+        goal_marker_scale=goal_marker_scale,
         seed=seed,
     )
     base = GymWrapper(gym_env, from_pixels=True, pixels_only=pixels_only, device=device)
