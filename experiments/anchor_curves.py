@@ -11,6 +11,8 @@ label given on the command line (one label per arm, one folder per seed), and wr
   interval, both arms resampled; the anchors' bar at 35k env steps for ``--baseline``
   (every seed >= 0.1, mean >= 0.25); and the published curve (mean, min and max over its
   seeds) it is compared with;
+  Each run's training episodes (env steps at the episode's end, return, success; actions
+  sampled, not the mode) are kept beside its evaluation points, read from its CSV log;
 - ``OUT.png``: the success curves, the published one as a line with its min-max band.
 
     python experiments/anchor_curves.py --run dreamer=runs/mw/dreamer_seed0 \
@@ -106,15 +108,40 @@ def evaluation_points(run_dir: Path) -> list[dict[str, Any]]:
     return history
 
 
+def training_episodes(run_dir: Path) -> list[dict[str, float]]:
+    """The training episodes of a fine-tuning run, from its CSV log (``finetune/train_return``
+    and ``finetune/train_success``): env steps at each episode's end, its return and success.
+
+    A resumed run logs again the episodes after its last checkpoint; the last row of an env
+    step is kept, so episodes of several env workers that end at the same env step count once.
+    """
+    from torchrl_prelar.media import read_csv_scalars
+
+    series = read_csv_scalars(run_dir / "csv")
+    if "finetune/train_return" not in series:
+        return []
+    (steps, returns), (success_steps, success) = (
+        series[f"finetune/train_{name}"] for name in ("return", "success")
+    )
+    if not np.array_equal(steps, success_steps):
+        raise ValueError(f"{run_dir}: the CSV log's train_return and train_success steps differ")
+    return [
+        {"env_steps": int(step), "return": float(value), "success": float(done)}
+        for step, value, done in zip(steps, returns, success, strict=True)
+    ]
+
+
 def summarise(runs: dict[str, list[Path]]) -> dict[str, Any]:
-    """Per label and env step: success and return with their bootstrap intervals."""
+    """Per label and env step: success and return with their bootstrap intervals; each run's
+    evaluation points and training episodes."""
     out: dict[str, Any] = {}
     for label, folders in runs.items():
         points: dict[int, dict[str, list]] = defaultdict(lambda: {"success": [], "return": []})
-        seeds = {}
+        seeds, training = {}, {}
         for folder in folders:
             history = evaluation_points(folder)
             seeds[str(folder)] = history
+            training[str(folder)] = training_episodes(folder)
             for point in history:
                 points[point["env_steps"]]["success"].append(point["episode_successes"])
                 points[point["env_steps"]]["return"].append(point["episode_returns"])
@@ -132,7 +159,7 @@ def summarise(runs: dict[str, list[Path]]) -> dict[str, Any]:
                     "seed_success": [float(np.mean(s)) for s in points[step]["success"]],
                 }
             )
-        out[label] = {"runs": seeds, "points": table}
+        out[label] = {"runs": seeds, "points": table, "training_episodes": training}
     return out
 
 

@@ -60,6 +60,14 @@ def test_report_of_two_seeds_against_the_published_curve(tmp_path):
         assert point["return"]["mean"] == pytest.approx(np.mean(returns))
         assert point["return"]["low"] <= point["return"]["mean"] <= point["return"]["high"]
     assert report["published"]["points"]["35000"]["mean"] == pytest.approx(0.3375)
+    # Training episodes, from each run's CSV log: one per 50-step episode, as logged.
+    for run in runs:
+        episodes = report["arms"]["dreamer"]["training_episodes"][str(run)]
+        assert [e["env_steps"] for e in episodes] == [50, 100]
+        logged = (run / "csv").rglob("scalars/finetune/train_return.csv")
+        rows = [line.split(",") for line in next(logged).read_text().split()]
+        assert [e["return"] for e in episodes] == pytest.approx([float(v) for _, v in rows])
+        assert all(e["success"] in (0.0, 1.0) for e in episodes)
     assert report["differences"] == {} and report["anchor_bar"] is None  # 35k not reached
 
     # Two labels: the other one against the baseline, per env step, with its interval.
