@@ -2,6 +2,7 @@ import pytest
 import torch
 from conftest import TINY, WORLD_MODELS, make_clip_batch, tiny
 from dreamer_prelar_utils import example_world_model
+from tensordict import TensorDict
 
 from torchrl_prelar import ActionEncoder, make_world_model, resolve_world_model_kwargs
 from torchrl_prelar.modules.networks import ResidualBlock
@@ -222,6 +223,19 @@ def test_identity_action_encoder_feeds_the_real_action_to_the_rssm():
         ActionEncoder(4, latent_dim=8, identity=True)
 
 
+def test_action_encoder_refuses_bad_sizes_and_an_action_of_another_width():
+    with pytest.raises(ValueError, match="ActionEncoder: action_dim must be an integer >= 1"):
+        ActionEncoder(0, latent_dim=8)
+    with pytest.raises(ValueError, match="ActionEncoder: depth must be an integer >= 1"):
+        ActionEncoder(4, latent_dim=8, depth=0)
+    with pytest.raises(ValueError, match="LatentActionModel: action_dim must be an integer"):
+        make_world_model(**tiny(latent_action={"dim": 0}))
+    encoder = ActionEncoder(4, latent_dim=8, hidden_dim=16)
+    with pytest.raises(ValueError, match=r"'action' has shape \(2, 5\).*width 4"):
+        encoder(TensorDict({"action": torch.zeros(2, 5)}, [2]))
+    assert encoder(TensorDict({"action": torch.zeros(2, 4)}, [2]))["latent_action"].shape == (2, 8)
+
+
 def test_reward_heads_write_their_keys():
     model = make_world_model(**TINY, reward_keys=[("next", "reward"), ("next", "aux_reward")])
     td = model(make_clip_batch())
@@ -242,6 +256,8 @@ def bad_batches():
     with_nan["next", "pixels"][0, 1, 0, 0, 0] = float("nan")
     integer = make_clip_batch()
     integer.set("pixels", integer["pixels"].long())
+    float_is_init = make_clip_batch()
+    float_is_init.set("is_init", float_is_init["is_init"].float())
     return [
         (wrong_size, ValueError, r"'pixels'.*\(3, 64, 64\)"),
         (wrong_channels, ValueError, r"'pixels'.*channels first"),
@@ -249,6 +265,7 @@ def bad_batches():
         (missing_next, KeyError, r"Missing key \('next', 'pixels'\)"),
         (with_nan, ValueError, r"\('next', 'pixels'\) contains NaN"),
         (integer, ValueError, r"'pixels' has dtype torch.int64"),
+        (float_is_init, ValueError, r"'is_init' has dtype torch.float32: expected torch.bool"),
     ]
 
 

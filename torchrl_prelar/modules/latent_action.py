@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 import torch
@@ -47,6 +48,13 @@ def _sigmoid_scale(raw: torch.Tensor) -> torch.Tensor:
 
 
 add_custom_mapping(SCALE_MAPPING, _sigmoid_scale)
+
+
+def _check_sizes(owner: str, **sizes: int) -> None:
+    """Raise a ``ValueError`` naming the first of ``sizes`` that is not a positive integer."""
+    for name, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"{owner}: {name} must be an integer >= 1, got {size!r}.")
 
 
 def latent_action_trunk_channels(input_mode: InputMode, window: int, channels: int = 3) -> int:
@@ -394,6 +402,12 @@ class LatentActionModel(TensorDictModuleBase):
         out_keys: list[NestedKey] | None = None,
     ):
         super().__init__()
+        _check_sizes(
+            "LatentActionModel",
+            action_dim=action_dim,
+            hidden_dim=hidden_dim,
+            num_categoricals=num_categoricals,
+        )
         if output_type not in ("gaussian", "deterministic", "discrete"):
             raise ValueError(
                 "output_type must be 'gaussian', 'deterministic' or 'discrete', "
@@ -619,6 +633,9 @@ class ActionEncoder(TensorDictModule):
         in_keys: list[NestedKey] | None = None,
         out_keys: list[NestedKey] | None = None,
     ):
+        _check_sizes("ActionEncoder", action_dim=action_dim, latent_dim=latent_dim)
+        if not identity:
+            _check_sizes("ActionEncoder", hidden_dim=hidden_dim, depth=depth)
         if identity and latent_dim != action_dim:
             raise ValueError(
                 f"An identity ActionEncoder writes the {action_dim}-d real action as the "
@@ -639,3 +656,15 @@ class ActionEncoder(TensorDictModule):
             in_keys=["action"] if in_keys is None else in_keys,
             out_keys=["latent_action"] if out_keys is None else out_keys,
         )
+        self.action_dim = action_dim
+
+    def forward(self, tensordict: TensorDictBase, *args, **kwargs) -> TensorDictBase:
+        """Write the latent action of the real action; a real action of another width is
+        refused with a message naming its key."""
+        action = tensordict.get(self.in_keys[0], None)
+        if action is not None and action.shape[-1:] != (self.action_dim,):
+            raise ValueError(
+                f"{self.in_keys[0]!r} has shape {tuple(action.shape)}: this ActionEncoder "
+                f"reads actions of width {self.action_dim} (the env's action size)."
+            )
+        return super().forward(tensordict, *args, **kwargs)

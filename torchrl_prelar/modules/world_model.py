@@ -242,6 +242,12 @@ class PreLARWorldModel(TensorDictModuleBase):
         if self.validate_inputs:
             for key in self.pixel_keys:
                 check_pixels(tensordict, key, self.image_shape)
+            is_init = tensordict.get("is_init", None)
+            if is_init is not None and is_init.dtype != torch.bool:
+                raise ValueError(
+                    f"'is_init' has dtype {is_init.dtype}: expected torch.bool, True at the "
+                    "first step of each sequence (the RSSM starts from zeros there)."
+                )
         set_zero_initial_state(tensordict, self.rssm_prior, tensordict.device or self._device())
 
     def _device(self) -> torch.device:
