@@ -75,3 +75,18 @@ def test_bf16_autocast_keeps_the_bonus_in_fp32():
             result = mixed.compute(batch.bfloat16())
         assert result.dtype == torch.float32
         torch.testing.assert_close(result, expected, rtol=0.05, atol=0.05)
+
+
+def test_bad_embeddings_and_settings_are_refused_before_the_queue_changes():
+    bonus = VideoIntrinsicBonus(embed_dim=6, proj_dim=4, queue_size=8, k=2)
+    with pytest.raises(ValueError, match=r"has shape \(2, 3, 5\): expected \[\*batch, T, 6\]"):
+        bonus.compute(torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match=r"has shape \(6,\)"):
+        bonus.compute(torch.randn(6))
+    nan = torch.randn(2, 3, 6)
+    nan[1, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match="encoded_latents'\\) holds NaN"):
+        bonus.compute(nan)
+    assert int(bonus.queue_count) == 0 and bonus.magnitude.item() == 1.0
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.5"):
+        VideoIntrinsicBonus(embed_dim=6, momentum=1.5)

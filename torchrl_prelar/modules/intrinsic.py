@@ -103,6 +103,8 @@ class VideoIntrinsicBonus(TensorDictModuleBase):
         super().__init__()
         if min(embed_dim, proj_dim, window, queue_size, k) < 1:
             raise ValueError("embed_dim, proj_dim, window, queue_size and k must be positive.")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
         self.window, self.k, self.momentum, self.eps = window, k, momentum, eps
         self.in_keys, self.out_keys = [in_key], [out_key]
         generator = torch.Generator().manual_seed(seed)
@@ -149,8 +151,19 @@ class VideoIntrinsicBonus(TensorDictModuleBase):
 
         Returns:
             the bonus, ``[*batch, T, 1]``.
-        """
 
+        Raises:
+            ValueError: if ``embedding`` is not ``[*batch, T, embed_dim]`` or holds a NaN or
+                infinite value (it would enter the queue and every later bonus).
+        """
+        embed_dim = self.projection.shape[0]
+        if embedding.ndim < 2 or embedding.shape[-1] != embed_dim:
+            raise ValueError(
+                f"{self.in_keys[0]!r} has shape {tuple(embedding.shape)}: expected "
+                f"[*batch, T, {embed_dim}] (the embedding width this bonus was built for)."
+            )
+        if not torch.isfinite(embedding).all():
+            raise ValueError(f"{self.in_keys[0]!r} holds NaN or infinite values.")
         projected = self.project(embedding)
         points = projected.reshape(-1, projected.shape[-1])
         count = int(self.queue_count)
