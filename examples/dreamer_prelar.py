@@ -102,6 +102,7 @@ def pretrain(
     log: Callable[[dict[str, float], int], None] | None = None,
     log_every: int = 10,
     checkpoint_every: int = 100,
+    checkpoint_every_seconds: float | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
@@ -123,6 +124,10 @@ def pretrain(
         run_dir: folder of the checkpoint ``pretrain_last.pt``.
         log: called with ``(metrics, step)`` every ``log_every`` updates.
         checkpoint_every: updates between two atomic checkpoints (one is also written at the end).
+        checkpoint_every_seconds: also checkpoint after an update once this many seconds
+            passed since the last checkpoint (or the start), so a job stopped from outside
+            loses at most that much; ``None``: by ``checkpoint_every`` only. One process only:
+            the ranks of a torchrun job would not agree on when.
         on_checkpoint: called with the step after each checkpoint (e.g. to write media).
         on_step: called with the step after each update, after logging and before that
             step's checkpoint (e.g. to evaluate every so many updates).
@@ -151,6 +156,11 @@ def pretrain(
     """
     run_dir = Path(run_dir)
     context = distributed or DistributedContext()
+    if checkpoint_every_seconds is not None and context.is_distributed:
+        raise ValueError(
+            "checkpoint_every_seconds is for one process: under torchrun the ranks would not "
+            "agree on when to checkpoint. Use checkpoint_every (updates) instead."
+        )
     checkpoint_path = run_dir / PRETRAIN_CHECKPOINT
     step = 0
     if checkpoint_path.exists():
@@ -174,6 +184,7 @@ def pretrain(
             on_checkpoint(step)
 
     last: dict[str, float] = {}
+    last_saved = time.monotonic()
     show = progress and context.is_main
     bar = tqdm(total=num_updates, initial=step, desc="pretrain", disable=not show)
     while step < num_updates:
@@ -189,8 +200,13 @@ def pretrain(
                 log(last, step)
         if on_step is not None and context.is_main:
             on_step(step)
-        if step % checkpoint_every == 0 or step == num_updates:
+        overdue = (
+            checkpoint_every_seconds is not None
+            and time.monotonic() - last_saved >= checkpoint_every_seconds
+        )
+        if step % checkpoint_every == 0 or step == num_updates or overdue:
             checkpoint()
+            last_saved = time.monotonic()
     bar.close()
     return last
 
@@ -253,6 +269,7 @@ def _run_pretrain(
         log=log,
         log_every=train["log_every"],
         checkpoint_every=train["checkpoint_every"],
+        checkpoint_every_seconds=train.get("checkpoint_every_seconds"),
         on_checkpoint=lambda step: write_pretrain_media(loss.world_model, buffer, run_dir, context),
         on_step=monitor.on_step if monitor is not None else None,
         distributed=job,

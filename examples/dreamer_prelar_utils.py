@@ -256,9 +256,15 @@ def check_counts(section: Mapping[str, Any], prefix: str, least: Mapping[str, in
 
 def validate_pretrain(cfg: Mapping[str, Any]) -> None:
     """Reject pre-training settings no run can use, before anything is written: the loop's
-    counts, and an ``evaluation.context`` that leaves too few imagined frames."""
+    counts, a NaN, infinite or negative ``checkpoint_every_seconds``, and an
+    ``evaluation.context`` that leaves too few imagined frames."""
     least = {"updates": 0, "log_every": 1, "checkpoint_every": 1, "video_context": 1}
     check_counts(cfg["pretrain"], "pretrain", least)
+    seconds = cfg["pretrain"].get("checkpoint_every_seconds")  # None: by updates only
+    if seconds is not None and not 0 <= seconds < math.inf:  # NaN too
+        raise ValueError(
+            f"pretrain.checkpoint_every_seconds must be a finite number >= 0, got {seconds}."
+        )
     settings = cfg.get("evaluation") or {}
     if settings.get("enabled"):
         check_context(settings["context"], settings["num_transitions"], "evaluation.context")

@@ -256,6 +256,12 @@ CASES = {
         ("grad_clip must be a number > 0", "got nan"),
         on_run=True,
     ),
+    "pretrain.checkpoint_every_seconds negative": Case(
+        lambda x: x.pretrain(x.run, "pretrain.checkpoint_every_seconds=-1"),
+        ValueError,
+        ("pretrain.checkpoint_every_seconds must be a finite number >= 0", "got -1"),
+        on_run=True,
+    ),
     "loss.beta_action NaN": Case(
         lambda x: x.pretrain(x.fresh("beta_nan"), "loss.beta_action=nan"),
         ValueError,

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -67,6 +68,40 @@ def test_resume_continues_exactly(tmp_path):
     assert load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["step"] == 4
     for a, b in zip(parameters(straight), parameters(resumed), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_checkpoint_every_seconds_adds_checkpoints_by_elapsed_time(tmp_path, monkeypatch):
+    clock = [0.0]  # each update's batch takes 10 s of this clock
+
+    def slow_sample():
+        clock[0] += 10.0
+        return sample()
+
+    monkeypatch.setattr("dreamer_prelar.time.monotonic", lambda: clock[0])
+    for seconds, expected in ((25.0, [3, 6, 7]), (None, [7])):
+        saved = []
+        pretrain(
+            make_trainer(),
+            slow_sample,
+            num_updates=7,
+            run_dir=tmp_path / str(seconds),
+            checkpoint_every=100,
+            checkpoint_every_seconds=seconds,
+            on_checkpoint=saved.append,
+            progress=False,
+        )
+        assert saved == expected
+    with pytest.raises(ValueError, match="checkpoint_every_seconds is for one process"):
+        pretrain(
+            make_trainer(),
+            sample,
+            num_updates=1,
+            run_dir=tmp_path / "ddp",
+            checkpoint_every_seconds=60.0,
+            distributed=SimpleNamespace(is_distributed=True),
+            progress=False,
+        )
+    assert not (tmp_path / "ddp").exists()
 
 
 def test_interrupted_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
