@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from torchrl_prelar.baselines.contextwm import STACKED_BASELINES, resolve_contextwm_kwargs
 from torchrl_prelar.data.dataset import VideoExperienceReplay
+from torchrl_prelar.data.episode_slices import EpisodeSliceSampler
 from torchrl_prelar.data.episodes import EpisodeSource
 from torchrl_prelar.envs.metaworld import check_goal_distribution, make_metaworld_env
 from torchrl_prelar.evaluation.held_out import (
@@ -554,8 +555,10 @@ def validate_finetune(tune: Mapping[str, Any]) -> None:
     """Reject ``finetune`` settings under which no replay slice fits or no worker runs, a
     count below its least value, a NaN, infinite or negative learning rate, ``grad_clip``,
     ``max_seconds`` or ``checkpoint_every_seconds``, an unknown ``goals`` distribution, a
-    ``goal_marker_scale`` that is not a finite number > 0, and a ``finetune.init`` set apart
-    from its arm (:func:`validate_arm`)."""
+    ``goal_marker_scale`` that is not a finite number > 0, a ``replay`` other than
+    ``ongoing`` / ``prioritize_ends`` booleans (DreamerV2's draw also needs one env worker and,
+    for finished episodes only, a prefill of at least one episode), and a ``finetune.init``
+    set apart from its arm (:func:`validate_arm`)."""
     validate_arm(tune)
     check_goal_distribution(tune["goals"])
     scale = tune.get("goal_marker_scale", 1.0)
@@ -577,6 +580,22 @@ def validate_finetune(tune: Mapping[str, Any]) -> None:
         raise ValueError("finetune.prefill must be at least finetune.batch_length.")
     if tune.get("env_workers", 1) < 1:
         raise ValueError(f"finetune.env_workers must be >= 1, got {tune['env_workers']}.")
+    replay = tune.get("replay") or {}
+    unknown = sorted(set(replay) - set(REPLAY_DEFAULTS))
+    if unknown or not all(isinstance(value, bool) for value in replay.values()):
+        raise ValueError(
+            f"finetune.replay takes ongoing and prioritize_ends, each true or false; got {replay}."
+        )
+    if {**REPLAY_DEFAULTS, **replay} != REPLAY_DEFAULTS and tune.get("env_workers", 1) > 1:
+        raise ValueError(
+            "finetune.replay's DreamerV2 draw (ongoing: false or prioritize_ends: true) reads "
+            f"one env worker's replay; finetune.env_workers is {tune['env_workers']}."
+        )
+    if not replay.get("ongoing", True) and tune["prefill"] < episode:
+        raise ValueError(
+            f"finetune.replay.ongoing=false draws from finished episodes only: finetune.prefill "
+            f"({tune['prefill']}) must hold at least one episode ({episode} agent steps)."
+        )
 
 
 def make_finetune_world_model(cfg: Mapping[str, Any], action_dim: int) -> FinetuneWorldModel:
@@ -704,14 +723,27 @@ def make_finetune_buffer(tune: Mapping[str, Any]) -> TensorDictReplayBuffer:
     """Replay buffer of transitions sampled as ``batch_size`` slices of ``batch_length``.
 
     With ``env_workers`` > 1 the storage is two-dimensional (time x worker, the collector's
-    ``[workers, steps]`` batches are written along time) so episodes stay contiguous.
+    ``[workers, steps]`` batches are written along time) so episodes stay contiguous. Slices
+    are drawn by TorchRL's ``SliceSampler``, or, where ``finetune.replay`` asks for
+    DreamerV2's draw (``ongoing: false`` or ``prioritize_ends: true``), by
+    :class:`~torchrl_prelar.data.episode_slices.EpisodeSliceSampler`.
     """
     workers = tune.get("env_workers", 1)
+    replay = {**REPLAY_DEFAULTS, **(tune.get("replay") or {})}
+    sampler = (
+        SliceSampler(slice_len=tune["batch_length"], traj_key="traj_id")
+        if replay == REPLAY_DEFAULTS
+        else EpisodeSliceSampler(tune["batch_length"], traj_key="traj_id", **replay)
+    )
     return TensorDictReplayBuffer(
         storage=LazyTensorStorage(tune["buffer_size"], ndim=1 if workers == 1 else 2),
-        sampler=SliceSampler(slice_len=tune["batch_length"], traj_key="traj_id"),
+        sampler=sampler,
         batch_size=tune["batch_size"] * tune["batch_length"],
     )
+
+
+#: ``finetune.replay`` under which TorchRL's ``SliceSampler`` draws the slices.
+REPLAY_DEFAULTS = {"ongoing": True, "prioritize_ends": False}
 
 
 def sample_batch(

@@ -316,6 +316,18 @@ CASES = {
         ("finetune.update_every must be an integer >= 1, got 0",),
         on_run=True,
     ),
+    "finetune.replay with an unknown setting": Case(
+        lambda x: x.finetune(x.run, "+finetune.replay.minlen=50"),
+        ValueError,
+        ("finetune.replay takes ongoing and prioritize_ends", "'minlen': 50"),
+        on_run=True,
+    ),
+    "finetune.replay finished episodes only, prefill shorter than an episode": Case(
+        lambda x: x.finetune(x.run, "finetune.replay.ongoing=false", "finetune.prefill=20"),
+        ValueError,
+        ("finetune.prefill (20) must hold at least one episode (50 agent steps)",),
+        on_run=True,
+    ),
     "finetune.model_lr NaN": Case(
         lambda x: x.finetune(x.run, "finetune.model_lr=nan"),
         ValueError,

@@ -1,4 +1,5 @@
-"""Action-free video data: episodes, the writer, the clip transform and the dataset."""
+"""Action-free video data: episodes, the writer, the clip transform and the dataset; the
+fine-tuning replay's DreamerV2 slice draw (:mod:`torchrl_prelar.data.episode_slices`)."""
 
 from torchrl_prelar.data.clips import VideoClipTransform, transitions_from_frames
 from torchrl_prelar.data.dataset import VideoExperienceReplay
