@@ -269,7 +269,10 @@ def _run_pretrain(
         log=log,
         log_every=train["log_every"],
         checkpoint_every=train["checkpoint_every"],
-        checkpoint_every_seconds=train.get("checkpoint_every_seconds"),
+        # A torchrun job checkpoints by updates only: its ranks would not agree on when.
+        checkpoint_every_seconds=None
+        if job.is_distributed
+        else train.get("checkpoint_every_seconds"),
         on_checkpoint=lambda step: write_pretrain_media(loss.world_model, buffer, run_dir, context),
         on_step=monitor.on_step if monitor is not None else None,
         distributed=job,
