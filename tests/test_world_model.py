@@ -234,6 +234,9 @@ def test_action_encoder_refuses_bad_sizes_and_an_action_of_another_width():
     with pytest.raises(ValueError, match=r"'action' has shape \(2, 5\).*width 4"):
         encoder(TensorDict({"action": torch.zeros(2, 5)}, [2]))
     assert encoder(TensorDict({"action": torch.zeros(2, 4)}, [2]))["latent_action"].shape == (2, 8)
+    assert encoder(torch.zeros(2, 4)).shape == (2, 8)  # a tensor, as TensorDictModules take
+    with pytest.raises(ValueError, match=r"'action' has shape \(3,\)"):
+        encoder(torch.zeros(3))
 
 
 def test_reward_heads_write_their_keys():

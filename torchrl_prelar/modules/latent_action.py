@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -658,13 +658,16 @@ class ActionEncoder(TensorDictModule):
         )
         self.action_dim = action_dim
 
-    def forward(self, tensordict: TensorDictBase, *args, **kwargs) -> TensorDictBase:
-        """Write the latent action of the real action; a real action of another width is
-        refused with a message naming its key."""
-        action = tensordict.get(self.in_keys[0], None)
-        if action is not None and action.shape[-1:] != (self.action_dim,):
+    def forward(self, *args: Any, **kwargs: Any) -> TensorDictBase | torch.Tensor:
+        """Write the latent action of the real action (a TensorDict, or the action tensor as
+        any ``TensorDictModule`` takes it); an action of another width is refused with a
+        message naming its key."""
+        action = args[0] if args else None
+        if isinstance(action, TensorDictBase):
+            action = action.get(self.in_keys[0], None)
+        if isinstance(action, torch.Tensor) and action.shape[-1:] != (self.action_dim,):
             raise ValueError(
                 f"{self.in_keys[0]!r} has shape {tuple(action.shape)}: this ActionEncoder "
                 f"reads actions of width {self.action_dim} (the env's action size)."
             )
-        return super().forward(tensordict, *args, **kwargs)
+        return super().forward(*args, **kwargs)
