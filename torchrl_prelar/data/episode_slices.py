@@ -92,7 +92,7 @@ class EpisodeSliceSampler(Sampler):
         new = torch.ones_like(traj, dtype=torch.bool)
         new[1:] = traj[1:] != traj[:-1]
         starts = new.nonzero().squeeze(-1)
-        lengths = torch.diff(starts, append=torch.tensor([len(traj)]))
+        lengths = torch.diff(starts, append=starts.new_tensor([len(traj)]))
         keep = lengths >= self.slice_len
         if not self.ongoing:
             ends = stored.get(self.end_key).reshape(len(storage), -1).any(-1)
@@ -112,14 +112,17 @@ class EpisodeSliceSampler(Sampler):
                 f"yet ({len(storage)} steps stored)."
             )
         count = batch_size // self.slice_len
-        chosen = torch.randint(len(starts), (count,))
+        device = starts.device
+        chosen = torch.randint(len(starts), (count,), device=device)
         room = lengths[chosen] - self.slice_len  # the last start that fits
         if self.prioritize_ends:
-            offset = torch.minimum((torch.rand(count) * (lengths[chosen] + 1)).long(), room)
+            offset = torch.minimum(
+                (torch.rand(count, device=device) * (lengths[chosen] + 1)).long(), room
+            )
         else:
-            offset = (torch.rand(count) * (room + 1)).long()
+            offset = (torch.rand(count, device=device) * (room + 1)).long()
         first = starts[chosen] + offset
-        index = (first[:, None] + torch.arange(self.slice_len)).reshape(-1)
+        index = (first[:, None] + torch.arange(self.slice_len, device=device)).reshape(-1)
         return index, {}
 
     def _empty(self) -> None:
